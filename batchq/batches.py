@@ -1,0 +1,187 @@
+"""Batch bookkeeping in Redis: creating a batch, its status, the list, and cancelling.
+
+A batch is a metadata hash with O(1) counters, a hash of items by index, a hash of results by
+index and a short list of indices to dispatch again. Items are not in arq's queue until the
+dispatcher moves them there a small window at a time (see :mod:`batchq.dispatch`).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from . import clock
+from .errors import BatchNotFound, InputError
+from .keys import BATCH_ID_RE, Keys
+from .models import BatchState, BatchStatus, Item
+from .scripts import Scripts
+
+__all__ = ["STAGING_TTL_S", "BatchStore", "new_batch_id"]
+
+# Items written before the batch is committed expire by themselves, so a submit that dies
+# half-way (killed, Redis full, a bad line) leaves nothing behind for long.
+STAGING_TTL_S = 3600
+
+
+def new_batch_id() -> str:
+    return "b_" + secrets.token_hex(8)
+
+
+def _s(v: bytes | str | None) -> str | None:
+    if v is None:
+        return None
+    return v.decode() if isinstance(v, bytes) else v
+
+
+class BatchStore:
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.scripts = Scripts(redis, keys)
+
+    # -- submission ---------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        items: Iterable[Item],
+        *,
+        name: str | None = None,
+        chunk: int = 1000,
+        durable: bool = True,
+    ) -> tuple[str, int]:
+        """Store every item, then make the batch visible in one transaction.
+
+        ``items`` is consumed lazily, so a parser that raises on line N aborts the submission
+        with nothing enqueued: staged items are deleted (and would expire anyway).
+        """
+        batch_id = new_batch_id()
+        bk = self.keys.batch(batch_id)
+        total = 0
+        try:
+            buf: dict[str, str] = {}
+            for item in items:
+                buf[str(total)] = item.dumps()
+                total += 1
+                if len(buf) >= chunk:
+                    await self._stage(bk.items, buf, first=total == len(buf))
+                    buf = {}
+            if buf:
+                await self._stage(bk.items, buf, first=total == len(buf))
+            if total == 0:
+                raise InputError("the input has no items")
+            now = clock.now_ms()
+            async with self.redis.pipeline(transaction=True) as tx:
+                tx.hset(
+                    bk.meta,
+                    mapping={
+                        "name": name or "",
+                        "state": BatchState.QUEUED.value,
+                        "total": total,
+                        "next": 0,
+                        "running": 0,
+                        "succeeded": 0,
+                        "failed": 0,
+                        "cancelled": 0,
+                        "cancel_from": -1,
+                        "created_at": now,
+                        "active": 1,
+                    },
+                )
+                tx.persist(bk.items)
+                tx.zadd(self.keys.batches, {batch_id: now})
+                tx.rpush(self.keys.active, batch_id)
+                await tx.execute()
+        except BaseException:
+            try:
+                await self.redis.unlink(bk.items)
+            except RedisError:
+                pass  # the staging TTL removes them
+            raise
+        if durable:
+            await self.wait_durable()
+        return batch_id, total
+
+    async def _stage(self, key: str, mapping: dict[str, str], *, first: bool) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(key, mapping=mapping)
+            if first:
+                pipe.expire(key, STAGING_TTL_S)
+            await pipe.execute()
+
+    async def wait_durable(self, timeout_ms: int = 5000) -> bool:
+        """Wait until the server has fsynced our writes to its AOF (Redis ≥ 7.2, Valkey).
+
+        Returns False where the server cannot promise it (no WAITAOF, or AOF off): then the
+        batch survives a crash of the server process but not necessarily of the machine.
+        """
+        try:
+            res = await self.redis.execute_command("WAITAOF", 1, 0, timeout_ms)  # type: ignore[no-untyped-call]
+        except ResponseError:
+            return False
+        return bool(res and int(res[0]) >= 1)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def exists(self, batch_id: str) -> bool:
+        return bool(BATCH_ID_RE.match(batch_id)) and bool(
+            await self.redis.exists(self.keys.batch(batch_id).meta)
+        )
+
+    async def meta(self, batch_id: str) -> dict[str, str]:
+        if not BATCH_ID_RE.match(batch_id):
+            raise BatchNotFound(batch_id)
+        raw: dict[bytes, bytes] = await self.redis.hgetall(self.keys.batch(batch_id).meta)  # type: ignore[misc]
+        if not raw:
+            raise BatchNotFound(batch_id)
+        return {_s(k) or "": _s(v) or "" for k, v in raw.items()}
+
+    async def status(self, batch_id: str) -> BatchStatus:
+        return _status(batch_id, await self.meta(batch_id))
+
+    async def list(self, limit: int = 50) -> list[BatchStatus]:
+        ids = [_s(b) or "" for b in await self.redis.zrevrange(self.keys.batches, 0, limit - 1)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for bid in ids:
+                pipe.hgetall(self.keys.batch(bid).meta)
+            metas: list[dict[Any, Any]] = await pipe.execute()
+        out = []
+        for bid, raw in zip(ids, metas, strict=True):
+            if raw:
+                out.append(_status(bid, {_s(k) or "": _s(v) or "" for k, v in raw.items()}))
+        return out
+
+    # -- control ------------------------------------------------------------------------------
+
+    async def cancel(self, batch_id: str) -> BatchStatus:
+        if not BATCH_ID_RE.match(batch_id):
+            raise BatchNotFound(batch_id)
+        res = await self.scripts.cancel(batch_id, now_ms=clock.now_ms())
+        if res is None:
+            raise BatchNotFound(batch_id)
+        return await self.status(batch_id)
+
+
+def _status(batch_id: str, m: dict[str, str]) -> BatchStatus:
+    total = int(m["total"])
+    running = int(m.get("running", 0))
+    succeeded = int(m.get("succeeded", 0))
+    failed = int(m.get("failed", 0))
+    cancelled = int(m.get("cancelled", 0))
+    return BatchStatus(
+        batch_id=batch_id,
+        name=m.get("name") or None,
+        state=BatchState(m["state"]),
+        total=total,
+        queued=total - running - succeeded - failed - cancelled,
+        running=running,
+        succeeded=succeeded,
+        failed=failed,
+        cancelled=cancelled,
+        created_at=clock.iso(m.get("created_at")),
+        started_at=clock.iso(m.get("started_at")),
+        finished_at=clock.iso(m.get("finished_at")),
+    )

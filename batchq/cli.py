@@ -1,0 +1,348 @@
+"""The ``batchq`` command line. Every option falls back to a ``BATCHQ_*`` variable (see
+:class:`batchq.settings.Settings`); every reporting command takes ``--json``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+from rich.console import Console
+
+from .batches import BatchStore
+from .collect import wait_finished
+from .connection import connect, redact, resolve_redis_url
+from .errors import BatchqError, ConfigError, OllamaError
+from .inputs import detect_format, iter_items
+from .keys import Keys
+from .models import BatchStatus
+from .settings import Settings
+
+__all__ = ["main"]
+
+_err = Console(stderr=True)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {
+        name: getattr(args, name, None)
+        for name in (
+            "redis_url",
+            "ollama_host",
+            "prefix",
+            "concurrency",
+            "rate",
+            "timeout",
+            "max_attempts",
+            "retry_delay",
+        )
+    }
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"invalid setting {field}: {first['msg']}") from None
+
+
+@contextlib.asynccontextmanager
+async def _store(settings: Settings) -> AsyncIterator[tuple[BatchStore, str]]:
+    url = resolve_redis_url(settings)
+    redis = connect(url)
+    try:
+        await redis.ping()
+    except (RedisError, OSError) as e:
+        await redis.aclose()
+        raise _redis_down(url, e) from None
+    try:
+        yield BatchStore(redis, Keys(settings.prefix)), url
+    except (RedisError, OSError) as e:
+        raise _redis_down(url, e) from None
+    finally:
+        await redis.aclose()
+
+
+def _redis_down(url: str, e: BaseException) -> BatchqError:
+    from .errors import RedisUnavailable
+
+    return RedisUnavailable(f"cannot reach Redis at {redact(url)}: {e}")
+
+
+def _print(args: argparse.Namespace, data: Any, human: Callable[[], None]) -> None:
+    if args.json:
+        print(json.dumps(data, ensure_ascii=False))
+    else:
+        human()
+
+
+def _human_status(s: BatchStatus) -> None:
+    print(f"batch     {s.batch_id}" + (f"  ({s.name})" if s.name else ""))
+    print(f"state     {s.state.value}")
+    print(
+        f"items     {s.total} total: {s.queued} queued, {s.running} running, "
+        f"{s.succeeded} succeeded, {s.failed} failed, {s.cancelled} cancelled"
+    )
+    for label, value in (
+        ("created", s.created_at),
+        ("started", s.started_at),
+        ("finished", s.finished_at),
+    ):
+        if value:
+            print(f"{label:<9} {value}")
+
+
+def _open_input(path: str) -> BinaryIO:
+    if path == "-":
+        return sys.stdin.buffer
+    try:
+        return cast(BinaryIO, open(path, "rb"))  # noqa: SIM115 - closed by the caller
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+
+
+async def _submit(args: argparse.Namespace, settings: Settings, store: BatchStore) -> Any:
+    fmt = args.format or detect_format(args.file)
+    stream = _open_input(args.file)
+    try:
+        items = iter_items(
+            stream, fmt=fmt, default_model=args.model, max_line_bytes=settings.max_line_bytes
+        )
+        name = args.name or (Path(args.file).name if args.file != "-" else None)
+        return await store.submit(items, name=name, chunk=settings.submit_chunk)
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+
+
+async def cmd_submit(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    async with _store(settings) as (store, _):
+        batch_id, total = await _submit(args, settings, store)
+    _print(args, {"batch_id": batch_id, "total": total}, lambda: print(batch_id))
+    return 0
+
+
+async def cmd_status(args: argparse.Namespace) -> int:
+    if not args.batch_id:
+        return await cmd_list(args)
+    async with _store(_settings(args)) as (store, _):
+        s = await store.status(args.batch_id)
+    _print(args, s.model_dump(mode="json"), lambda: _human_status(s))
+    return 0
+
+
+async def cmd_list(args: argparse.Namespace) -> int:
+    async with _store(_settings(args)) as (store, _):
+        batches = await store.list(limit=getattr(args, "limit", 50))
+
+    def human() -> None:
+        if not batches:
+            print("no batches")
+        for s in batches:
+            done = s.succeeded + s.failed + s.cancelled
+            print(
+                f"{s.batch_id}  {s.state.value:<9}  {done}/{s.total} done  "
+                f"{s.failed} failed  {s.created_at}  {s.name or ''}"
+            )
+
+    _print(args, [s.model_dump(mode="json") for s in batches], human)
+    return 0
+
+
+async def cmd_results(args: argparse.Namespace) -> int:
+    from .runner import write_output
+
+    async with _store(_settings(args)) as (store, _):
+        await store.meta(args.batch_id)  # unknown id: one clear error before waiting
+        if args.wait:
+            await wait_finished(store, args.batch_id)
+        n = await write_output(store, args.batch_id, args.output)
+    if args.output != "-":
+        _err.print(f"wrote {n} results to {args.output}")
+    return 0
+
+
+async def cmd_cancel(args: argparse.Namespace) -> int:
+    async with _store(_settings(args)) as (store, _):
+        s = await store.cancel(args.batch_id)
+    _print(args, s.model_dump(mode="json"), lambda: _human_status(s))
+    return 0
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    from .runner import check_ollama, start_workers, watch_progress, write_output
+
+    settings = _settings(args)
+    try:
+        version = await check_ollama(settings)
+    except OllamaError as e:
+        raise ConfigError(
+            f"{e}. Start Ollama, point OLLAMA_HOST (or --ollama) at it, or try batchq "
+            "against the simulator: `batchq sim` in another terminal (simulated answers)."
+        ) from None
+    console = Console(stderr=True)
+    async with _store(settings) as (store, url):
+        batch_id, total = await _submit(args, settings, store)
+        console.print(
+            f"batch {batch_id}: {total} items → Ollama {version} at {settings.ollama_host}, "
+            f"{args.workers} worker(s) × {settings.concurrency}"
+        )
+        log_dir = settings.home / "logs" / batch_id
+        with start_workers(settings, url, args.workers, log_dir) as procs:
+            status = await watch_progress(
+                store, batch_id, console=console, show=not args.json, workers=procs
+            )
+        n = await write_output(store, batch_id, args.output)
+    if not args.json:
+        console.print(
+            f"{status.succeeded} succeeded, {status.failed} failed; {n} results in {args.output}"
+        )
+    else:
+        print(json.dumps(status.model_dump(mode="json")))
+    return 1 if args.strict and status.failed else 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from workers.settings import BatchqWorker, worker_kwargs
+
+    settings = _settings(args)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    url = resolve_redis_url(settings)
+    logging.getLogger("batchq.worker").info(
+        "worker: redis %s, ollama %s, concurrency %d",
+        redact(url),
+        settings.ollama_host,
+        settings.concurrency,
+    )
+    worker = BatchqWorker(**worker_kwargs(settings, url), batchq_burst=args.burst)
+    worker.run()
+    return 0
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from .sim import SimConfig, serve
+
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(SimConfig):
+        v = getattr(args, f"sim_{f.name}")
+        if v is not None:
+            values[f.name] = tuple(v.split(",")) if f.name == "models" else v
+    serve(SimConfig(**values), args.host, args.port)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="batchq", description="A persistent batch-inference queue for Ollama."
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def cmd(name: str, help: str, *, redis: bool = True, json_out: bool = True) -> Any:
+        sp = sub.add_parser(name, help=help, description=help)
+        if redis:
+            sp.add_argument(
+                "--redis", dest="redis_url", metavar="URL", help="Redis URL (BATCHQ_REDIS_URL)"
+            )
+            sp.add_argument("--prefix", help="key namespace (BATCHQ_PREFIX, default batchq)")
+        if json_out:
+            sp.add_argument("--json", action="store_true", help="machine-readable output")
+        return sp
+
+    def input_args(sp: Any) -> None:
+        sp.add_argument("file", help="JSONL or .txt file of prompts; - for stdin")
+        sp.add_argument("--model", help="model for lines that name none")
+        sp.add_argument("--name", help="a label for the batch")
+        sp.add_argument("--format", choices=["jsonl", "txt"], help="override the file extension")
+
+    def worker_args(sp: Any) -> None:
+        sp.add_argument("--ollama", dest="ollama_host", metavar="URL", help="(OLLAMA_HOST)")
+        sp.add_argument("--concurrency", type=int, help="requests in flight per worker")
+        sp.add_argument("--rate", type=float, help="most requests started per second")
+        sp.add_argument("--timeout", type=float, help="seconds per request (default 600)")
+        sp.add_argument("--max-attempts", type=int, help="attempts per item (default 5)")
+        sp.add_argument("--retry-delay", type=float, help="backoff base in seconds (default 1)")
+
+    sp = cmd("submit", "validate a file and queue it as a batch; prints the batch id")
+    input_args(sp)
+    sp.set_defaults(handler=cmd_submit)
+
+    sp = cmd("worker", "run a worker that sends queued items to Ollama", json_out=False)
+    worker_args(sp)
+    sp.add_argument("--burst", action="store_true", help="exit when no work is left")
+    sp.add_argument("-v", "--verbose", action="store_true")
+    sp.set_defaults(handler=cmd_worker, sync=True)
+
+    sp = cmd("status", "a batch's progress (all recent batches without an id)")
+    sp.add_argument("batch_id", nargs="?")
+    sp.set_defaults(handler=cmd_status)
+
+    sp = cmd("results", "write a batch's results in input order, as JSONL", json_out=False)
+    sp.add_argument("batch_id")
+    sp.add_argument("-o", "--output", default="-", help="file to write (default stdout)")
+    sp.add_argument("--wait", action="store_true", help="wait until every item is final")
+    sp.set_defaults(handler=cmd_results)
+
+    sp = cmd("cancel", "cancel a batch: items not yet sent are not sent")
+    sp.add_argument("batch_id")
+    sp.set_defaults(handler=cmd_cancel)
+
+    sp = cmd("list", "recent batches, newest first")
+    sp.add_argument("--limit", type=int, default=50)
+    sp.set_defaults(handler=cmd_list)
+
+    sp = cmd("run", "submit, process with local workers, and write results, all in one")
+    input_args(sp)
+    worker_args(sp)
+    sp.add_argument("-o", "--output", required=True, help="results file (- for stdout)")
+    sp.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    sp.add_argument("--strict", action="store_true", help="exit 1 if any item failed")
+    sp.set_defaults(handler=cmd_run)
+
+    sp = cmd(
+        "sim",
+        "run the Ollama simulator (simulated answers, for trying batchq)",
+        redis=False,
+        json_out=False,
+    )
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=int, default=11434)
+    from .sim import SimConfig
+
+    for f in dataclasses.fields(SimConfig):
+        kind = str if f.name == "models" else type(f.default)
+        sp.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f"sim_{f.name}",
+            type=kind,
+            metavar=f.name.upper(),
+            help=f"default {','.join(cast(tuple[str, ...], f.default)) if f.name == 'models' else f.default}",
+        )
+    sp.set_defaults(handler=cmd_sim, sync=True)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], Any] = args.handler
+    try:
+        if getattr(args, "sync", False):
+            return int(handler(args))
+        coro: Coroutine[Any, Any, int] = handler(args)
+        return asyncio.run(coro)
+    except BatchqError as e:
+        _err.print(f"batchq: error: {e}", markup=False, highlight=False)
+        return 2 if isinstance(e, ConfigError) else 1
+    except KeyboardInterrupt:
+        return 130

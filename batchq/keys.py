@@ -1,0 +1,102 @@
+"""Every Redis key batchq writes, in one place.
+
+All of batchq's own keys start with the configurable prefix, so several deployments can share
+a server. arq's job keys (``arq:job:<id>`` and friends) cannot be prefixed — only its queue
+name can — but every job id embeds an unguessable batch id, so they cannot collide either.
+
+| key | type | content |
+|---|---|---|
+| ``{p}:batches`` | ZSET | batch id → creation time (ms); the index behind ``batchq list`` |
+| ``{p}:active`` | LIST | batches that still have items to dispatch, rotated for round-robin |
+| ``{p}:workers`` | ZSET | worker id → heartbeat deadline (ms) |
+| ``{p}:worker-slots`` | HASH | worker id → its concurrency, summed to size the dispatch window |
+| ``{p}:leases`` | ZSET | job id → lease deadline (ms) of each running item |
+| ``{p}:b:{id}`` | HASH | batch metadata and its O(1) counters |
+| ``{p}:b:{id}:items`` | HASH | index → item (JSON) |
+| ``{p}:b:{id}:results`` | HASH | index → result (JSON); written once (HSETNX) |
+| ``{p}:b:{id}:redo`` | LIST | indices to dispatch again before the cursor moves on |
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = [
+    "ARQ_IN_PROGRESS_PREFIX",
+    "ARQ_JOB_PREFIX",
+    "ARQ_RESULT_PREFIX",
+    "ARQ_RETRY_PREFIX",
+    "BATCH_ID_RE",
+    "BatchKeys",
+    "Keys",
+    "job_id",
+    "parse_job_id",
+]
+
+# arq 0.28's fixed key prefixes (arq.constants); the dispatcher's Lua writes these directly.
+ARQ_JOB_PREFIX = "arq:job:"
+ARQ_IN_PROGRESS_PREFIX = "arq:in-progress:"
+ARQ_RETRY_PREFIX = "arq:retry:"
+ARQ_RESULT_PREFIX = "arq:result:"
+
+BATCH_ID_RE = re.compile(r"^b_[0-9a-f]{16}$")
+
+
+def job_id(batch_id: str, index: int) -> str:
+    return f"{batch_id}:{index}"
+
+
+def parse_job_id(value: str) -> tuple[str, int]:
+    batch_id, _, index = value.rpartition(":")
+    return batch_id, int(index)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchKeys:
+    meta: str
+    items: str
+    results: str
+    redo: str
+
+    def all(self) -> list[str]:
+        return [self.meta, self.items, self.results, self.redo]
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str
+
+    @property
+    def batches(self) -> str:
+        return f"{self.prefix}:batches"
+
+    @property
+    def active(self) -> str:
+        return f"{self.prefix}:active"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}:workers"
+
+    @property
+    def worker_slots(self) -> str:
+        return f"{self.prefix}:worker-slots"
+
+    @property
+    def leases(self) -> str:
+        return f"{self.prefix}:leases"
+
+    @property
+    def queue(self) -> str:
+        return f"{self.prefix}:arq:queue"
+
+    def batch_prefix(self) -> str:
+        """What the Lua scripts prepend to a batch id to reach that batch's keys."""
+        return f"{self.prefix}:b:"
+
+    def batch(self, batch_id: str) -> BatchKeys:
+        base = f"{self.prefix}:b:{batch_id}"
+        return BatchKeys(
+            meta=base, items=f"{base}:items", results=f"{base}:results", redo=f"{base}:redo"
+        )

@@ -1,0 +1,116 @@
+"""Typed records: input items, per-item results and batch status."""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+__all__ = [
+    "TERMINAL_BATCH_STATES",
+    "BatchState",
+    "BatchStatus",
+    "Endpoint",
+    "Item",
+    "ItemError",
+    "ItemResult",
+    "ItemStatus",
+]
+
+
+class Endpoint(str, enum.Enum):
+    """The Ollama endpoint an item is sent to."""
+
+    GENERATE = "generate"
+    CHAT = "chat"
+
+    @property
+    def path(self) -> str:
+        return f"/api/{self.value}"
+
+
+class ItemStatus(str, enum.Enum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class BatchState(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_BATCH_STATES = frozenset({BatchState.COMPLETED, BatchState.CANCELLED})
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One prompt, normalised: the Ollama request body (with ``model``, without ``stream``)."""
+
+    custom_id: str
+    endpoint: Endpoint
+    body: dict[str, Any]
+
+    def dumps(self) -> str:
+        """The compact form stored in Redis."""
+        return json.dumps(
+            {"c": self.custom_id, "e": self.endpoint.value, "b": self.body},
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+
+    @classmethod
+    def loads(cls, raw: str | bytes) -> Item:
+        d = json.loads(raw)
+        return cls(custom_id=d["c"], endpoint=Endpoint(d["e"]), body=d["b"])
+
+    @property
+    def model(self) -> str:
+        return str(self.body["model"])
+
+
+class ItemError(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    message: str
+    status_code: int | None = None
+
+
+class ItemResult(BaseModel):
+    """One output line of ``batchq results``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int
+    custom_id: str
+    status: ItemStatus
+    response: str | None = None
+    error: ItemError | None = None
+    attempts: int = 0
+    model: str | None = None
+    metrics: dict[str, Any] | None = None
+
+
+class BatchStatus(BaseModel):
+    """What ``batchq status --json`` prints. The five counts always add up to ``total``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_id: str
+    name: str | None
+    state: BatchState
+    total: int
+    queued: int
+    running: int
+    succeeded: int
+    failed: int
+    cancelled: int
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None

@@ -1,0 +1,135 @@
+"""``batchq run``: everything on one machine — Redis (embedded unless configured), N worker
+processes, submission, a progress bar, and the results file."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from .batches import BatchStore
+from .collect import write_results
+from .errors import OllamaError
+from .models import BatchStatus
+from .ollama import OllamaClient
+from .settings import Settings
+
+__all__ = ["check_ollama", "settings_env", "start_workers", "watch_progress"]
+
+
+def settings_env(settings: Settings, redis_url: str) -> dict[str, str]:
+    """The environment that gives a child process exactly these settings."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is None:
+            env.pop(f"BATCHQ_{name.upper()}", None)
+            continue
+        env[f"BATCHQ_{name.upper()}"] = (
+            str(value).lower() if isinstance(value, bool) else str(value)
+        )
+    env["BATCHQ_REDIS_URL"] = redis_url
+    env["BATCHQ_OLLAMA_HOST"] = settings.ollama_host
+    return env
+
+
+@contextmanager
+def start_workers(
+    settings: Settings, redis_url: str, count: int, log_dir: Path
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """``count`` worker processes for the duration of the block, then SIGTERM and wait."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = settings_env(settings, redis_url)
+    procs: list[subprocess.Popen[bytes]] = []
+    logs: list[IO[bytes]] = []
+    try:
+        for n in range(count):
+            log_file = open(log_dir / f"worker-{n}.log", "ab")  # noqa: SIM115 - closed below
+            logs.append(log_file)
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "batchq", "worker"],
+                    env=env,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                )
+            )
+        yield procs
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for f in logs:
+            f.close()
+
+
+async def check_ollama(settings: Settings) -> str:
+    async with OllamaClient(settings.ollama_host, timeout=10) as client:
+        return await client.version()
+
+
+async def watch_progress(
+    store: BatchStore,
+    batch_id: str,
+    *,
+    console: Console,
+    show: bool,
+    workers: list[subprocess.Popen[bytes]] | None = None,
+    interval: float = 0.5,
+) -> BatchStatus:
+    """Poll the batch's counters until it is finished, drawing a bar when ``show``."""
+    status = await store.status(batch_id)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(
+            "ok {task.fields[ok]}  failed {task.fields[failed]}  running {task.fields[run]}"
+        ),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not show,
+        transient=False,
+    ) as bar:
+        task = bar.add_task(batch_id, total=status.total, ok=0, failed=0, run=0)
+        while True:
+            status = await store.status(batch_id)
+            done = status.succeeded + status.failed + status.cancelled
+            bar.update(
+                task, completed=done, ok=status.succeeded, failed=status.failed, run=status.running
+            )
+            if status.finished_at:
+                return status
+            if workers and all(p.poll() is not None for p in workers):
+                codes = [p.returncode for p in workers]
+                raise OllamaError(
+                    f"all worker processes exited (codes {codes}); see their logs",
+                    kind="workers_died",
+                )
+            await asyncio.sleep(interval)
+
+
+async def write_output(store: BatchStore, batch_id: str, output: str) -> int:
+    if output == "-":
+        return await write_results(store, batch_id, sys.stdout)
+    tmp = Path(output + ".part")
+    with open(tmp, "w", encoding="utf-8") as f:
+        n = await write_results(store, batch_id, f)
+    # A reader never sees a half-written results file.
+    tmp.replace(output)
+    return n

@@ -1,0 +1,286 @@
+"""The Lua scripts that keep batch bookkeeping atomic.
+
+Each multi-key update runs as one script so that counters, results, leases and arq's queue
+never disagree, whatever the interleaving of workers, and whatever arq's at-least-once
+delivery runs twice. Key names reach the scripts from :mod:`batchq.keys`, never literals,
+except arq's fixed job-key prefixes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from .keys import ARQ_IN_PROGRESS_PREFIX, ARQ_JOB_PREFIX, ARQ_RESULT_PREFIX, Keys
+
+__all__ = ["DispatchOutcome", "Scripts", "StartOutcome"]
+
+# Shared by every script that can make an item final. A result is written once (HSETNX): the
+# first writer wins and only that write moves a counter, so a job that arq runs twice is
+# counted once. The running counter follows the lease set, which is likewise idempotent.
+_FINALIZE = """
+local function release(meta, leases, jid)
+  if redis.call('ZREM', leases, jid) == 1 then
+    redis.call('HINCRBY', meta, 'running', -1)
+  end
+end
+
+local function close_if_done(meta, active, bid, now)
+  local m = redis.call('HMGET', meta, 'total', 'succeeded', 'failed', 'cancelled', 'state')
+  local done = tonumber(m[2]) + tonumber(m[3]) + tonumber(m[4])
+  if done >= tonumber(m[1]) and not redis.call('HGET', meta, 'finished_at') then
+    redis.call('HSET', meta, 'finished_at', now)
+    if m[5] ~= 'cancelled' then redis.call('HSET', meta, 'state', 'completed') end
+    redis.call('HSET', meta, 'active', 0)
+    redis.call('LREM', active, 0, bid)
+  end
+end
+
+local function finalize(meta, results, leases, active, bid, idx, jid, status, payload, now)
+  release(meta, leases, jid)
+  if redis.call('HSETNX', results, idx, payload) == 0 then return 0 end
+  redis.call('HINCRBY', meta, status, 1)
+  close_if_done(meta, active, bid, now)
+  return 1
+end
+"""
+
+_CANCELLED_PAYLOAD = '{"s":"cancelled"}'
+
+# KEYS: active, queue, workers, worker-slots
+# ARGV: now_ms, batch key prefix, job ttl ms, function name, max items, window factor,
+#       minimum window
+_DISPATCH = (
+    """
+local now = tonumber(ARGV[1])
+local bprefix = ARGV[2]
+local ttl = ARGV[3]
+local fn = ARGV[4]
+local max_items = tonumber(ARGV[5])
+local factor = tonumber(ARGV[6])
+local min_window = tonumber(ARGV[7])
+
+local slots = 0
+for _, w in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], now, '+inf')) do
+  slots = slots + tonumber(redis.call('HGET', KEYS[4], w) or '0')
+end
+local window = math.max(math.ceil(slots * factor), min_window)
+local queued = redis.call('ZCARD', KEYS[2])
+local room = math.min(window - queued, max_items)
+local sent = 0
+local batches = redis.call('LLEN', KEYS[1])
+while sent < room and batches > 0 do
+  -- Rotating the list one batch per item is the round-robin: each active batch gets one
+  -- slot in turn, so a small batch never waits behind a big one.
+  local bid = redis.call('LMOVE', KEYS[1], KEYS[1], 'LEFT', 'RIGHT')
+  local meta = bprefix .. bid
+  local m = redis.call('HMGET', meta, 'state', 'next', 'total')
+  local idx = false
+  if m[1] == 'queued' or m[1] == 'running' then
+    idx = redis.call('LPOP', meta .. ':redo')
+    if not idx then
+      local nxt = tonumber(m[2])
+      if nxt < tonumber(m[3]) then
+        redis.call('HSET', meta, 'next', nxt + 1)
+        idx = tostring(nxt)
+      end
+    end
+  end
+  if idx then
+    local jid = bid .. ':' .. idx
+    if redis.call('HEXISTS', meta .. ':results', idx) == 0
+       and redis.call('EXISTS', '"""
+    + ARQ_JOB_PREFIX
+    + """' .. jid, '"""
+    + ARQ_RESULT_PREFIX
+    + """' .. jid) == 0 then
+      -- arq's invariants: the job key is written with (before) its queue entry, carries the
+      -- worker's serializer (JSON), and an existing id is never overwritten.
+      local payload = '{"t":1,"f":"' .. fn .. '","a":["' .. bid .. '",' .. idx .. '],"k":{},"et":'
+        .. ARGV[1] .. '}'
+      redis.call('SET', '"""
+    + ARQ_JOB_PREFIX
+    + """' .. jid, payload, 'PX', ttl)
+      redis.call('ZADD', KEYS[2], now, jid)
+      sent = sent + 1
+    end
+  else
+    redis.call('LREM', KEYS[1], 0, bid)
+    if m[1] then redis.call('HSET', meta, 'active', 0) end
+    batches = batches - 1
+  end
+end
+return {sent, queued + sent, window, redis.call('LLEN', KEYS[1])}
+"""
+)
+
+# KEYS: meta, results, leases, active
+# ARGV: batch id, index, job id, now_ms, lease deadline ms
+_START = (
+    _FINALIZE
+    + """
+if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then return 'final' end
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return 'missing' end
+if state == 'cancelled' then
+  finalize(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], 'cancelled', '"""
+    + _CANCELLED_PAYLOAD
+    + """', ARGV[4])
+  return 'cancelled'
+end
+if redis.call('ZADD', KEYS[3], ARGV[5], ARGV[3]) == 1 then
+  redis.call('HINCRBY', KEYS[1], 'running', 1)
+end
+if state == 'queued' then
+  redis.call('HSET', KEYS[1], 'state', 'running', 'started_at', ARGV[4])
+end
+return 'ok'
+"""
+)
+
+# KEYS: meta, results, leases, active
+# ARGV: batch id, index, job id, status, payload, now_ms
+_FINISH = (
+    _FINALIZE
+    + """
+return finalize(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
+                ARGV[6])
+"""
+)
+
+# KEYS: meta, leases.  ARGV: job id
+_RELEASE = (
+    _FINALIZE
+    + """
+release(KEYS[1], KEYS[2], ARGV[1])
+return 1
+"""
+)
+
+# KEYS: meta, results, redo, active, queue
+# ARGV: batch id, now_ms
+_CANCEL = (
+    _FINALIZE
+    + """
+local m = redis.call('HMGET', KEYS[1], 'state', 'next', 'total')
+if not m[1] then return false end
+if m[1] == 'completed' or m[1] == 'cancelled' then return m[1] end
+local bid = ARGV[1]
+local n = tonumber(m[3]) - tonumber(m[2])
+for _, idx in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
+  n = n + redis.call('HSETNX', KEYS[2], idx, '"""
+    + _CANCELLED_PAYLOAD
+    + """')
+end
+redis.call('DEL', KEYS[3])
+-- Items waiting in arq's small window are dropped here too; ones a worker already claimed
+-- (in-progress key) run to the end or see the cancel at start.
+local plen = string.len(bid) + 1
+for _, jid in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
+  if string.sub(jid, 1, plen) == bid .. ':'
+     and redis.call('EXISTS', '"""
+    + ARQ_IN_PROGRESS_PREFIX
+    + """' .. jid) == 0 then
+    redis.call('ZREM', KEYS[5], jid)
+    redis.call('DEL', '"""
+    + ARQ_JOB_PREFIX
+    + """' .. jid)
+    n = n + redis.call('HSETNX', KEYS[2], string.sub(jid, plen + 1), '"""
+    + _CANCELLED_PAYLOAD
+    + """')
+  end
+end
+redis.call('HSET', KEYS[1], 'state', 'cancelled', 'cancel_from', m[2], 'next', m[3],
+           'cancelled_at', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'cancelled', n)
+redis.call('LREM', KEYS[4], 0, bid)
+redis.call('HSET', KEYS[1], 'active', 0)
+close_if_done(KEYS[1], KEYS[4], bid, ARGV[2])
+return 'cancelled'
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchOutcome:
+    sent: int
+    in_queue: int
+    window: int
+    active_batches: int
+
+
+StartOutcome = str  # 'ok' | 'final' | 'cancelled' | 'missing'
+
+
+class Scripts:
+    """The scripts registered on one client; EVALSHA with a transparent reload."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.keys = keys
+        self._dispatch = redis.register_script(_DISPATCH)
+        self._start = redis.register_script(_START)
+        self._finish = redis.register_script(_FINISH)
+        self._release = redis.register_script(_RELEASE)
+        self._cancel = redis.register_script(_CANCEL)
+
+    async def dispatch(
+        self,
+        *,
+        now_ms: int,
+        job_ttl_ms: int,
+        function: str,
+        max_items: int,
+        window_factor: float,
+        min_window: int,
+    ) -> DispatchOutcome:
+        k = self.keys
+        res = await _call(
+            self._dispatch,
+            [k.active, k.queue, k.workers, k.worker_slots],
+            [now_ms, k.batch_prefix(), job_ttl_ms, function, max_items, window_factor, min_window],
+        )
+        sent, in_queue, window, active = (int(x) for x in res)
+        return DispatchOutcome(sent, in_queue, window, active)
+
+    async def start(
+        self, batch_id: str, index: int, jid: str, *, now_ms: int, lease_until_ms: int
+    ) -> StartOutcome:
+        bk = self.keys.batch(batch_id)
+        res = await _call(
+            self._start,
+            [bk.meta, bk.results, self.keys.leases, self.keys.active],
+            [batch_id, index, jid, now_ms, lease_until_ms],
+        )
+        return res.decode() if isinstance(res, bytes) else str(res)
+
+    async def finish(
+        self, batch_id: str, index: int, jid: str, status: str, payload: str, *, now_ms: int
+    ) -> bool:
+        bk = self.keys.batch(batch_id)
+        res = await _call(
+            self._finish,
+            [bk.meta, bk.results, self.keys.leases, self.keys.active],
+            [batch_id, index, jid, status, payload, now_ms],
+        )
+        return bool(int(res))
+
+    async def release(self, batch_id: str, jid: str) -> None:
+        await _call(self._release, [self.keys.batch(batch_id).meta, self.keys.leases], [jid])
+
+    async def cancel(self, batch_id: str, *, now_ms: int) -> str | None:
+        bk = self.keys.batch(batch_id)
+        res = await _call(
+            self._cancel,
+            [bk.meta, bk.results, bk.redo, self.keys.active, self.keys.queue],
+            [batch_id, now_ms],
+        )
+        if res is None:
+            return None
+        return res.decode() if isinstance(res, bytes) else str(res)
+
+
+async def _call(script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+    return await cast(Any, script)(keys=keys, args=args)

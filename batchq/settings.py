@@ -1,0 +1,126 @@
+"""One typed settings object, read from ``BATCHQ_*`` variables (plus ``REDIS_URL`` and
+``OLLAMA_HOST``) and overridden by keyword arguments, which is how the CLI and tests build it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["DEFAULT_OLLAMA_HOST", "Settings", "default_home", "normalize_ollama_host"]
+
+DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
+
+
+def default_home() -> Path:
+    """The per-user data directory of the embedded server (XDG on Linux, Library on macOS)."""
+    xdg = os.environ.get("XDG_DATA_HOME")
+    if xdg:
+        return Path(xdg) / "batchq"
+    home = Path.home()
+    if (home / "Library").is_dir() and os.uname().sysname == "Darwin":
+        return home / "Library" / "Application Support" / "batchq"
+    return home / ".local" / "share" / "batchq"
+
+
+def normalize_ollama_host(value: str) -> str:
+    """Accept what Ollama itself accepts in ``OLLAMA_HOST``: ``host``, ``host:port``,
+    ``:port``, ``0.0.0.0`` or a full URL, and return ``scheme://host:port[/path]``."""
+    value = value.strip().rstrip("/")
+    if not value:
+        return DEFAULT_OLLAMA_HOST
+    if "://" not in value:
+        value = "http://" + value
+    parts = urlsplit(value)
+    host = parts.hostname or "127.0.0.1"
+    # 0.0.0.0 is a listen address; a client must connect to a real one.
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    default_port = 443 if parts.scheme == "https" else 11434
+    port = parts.port or (default_port if parts.scheme in ("http", "https") else 11434)
+    return f"{parts.scheme}://{host}:{port}{parts.path}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BATCHQ_", extra="forbid", populate_by_name=True, frozen=True
+    )
+
+    # Where things are.
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("BATCHQ_REDIS_URL", "REDIS_URL")
+    )
+    ollama_host: str = Field(
+        default=DEFAULT_OLLAMA_HOST,
+        validation_alias=AliasChoices("BATCHQ_OLLAMA_HOST", "OLLAMA_HOST"),
+    )
+    home: Path = Field(default_factory=default_home)
+    prefix: str = "batchq"
+
+    # Worker behaviour.
+    concurrency: int = Field(default=4, ge=1, le=10_000)
+    rate: float | None = Field(default=None, gt=0)
+    timeout: float = Field(default=600.0, gt=0)
+    connect_timeout: float = Field(default=10.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1, le=1000)
+    retry_delay: float = Field(default=1.0, ge=0)
+    retry_max_delay: float = Field(default=300.0, ge=0)
+    stream: bool = True
+    poll_delay: float = Field(default=0.05, gt=0)
+    dispatch_window: float = Field(default=2.0, ge=1)
+    heartbeat: float = Field(default=5.0, gt=0)
+
+    # Submission.
+    max_line_bytes: int = Field(default=8 << 20, ge=1024)
+    submit_chunk: int = Field(default=1000, ge=1)
+    job_ttl: float = Field(default=30 * 86400, gt=0)
+
+    @field_validator("ollama_host")
+    @classmethod
+    def _normalize_host(cls, v: str) -> str:
+        return normalize_ollama_host(v)
+
+    @field_validator("prefix")
+    @classmethod
+    def _check_prefix(cls, v: str) -> str:
+        if not v or any(c in v for c in " {}*?[]"):
+            raise ValueError("prefix must be non-empty and free of spaces, braces and globs")
+        return v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        scheme = urlsplit(v).scheme
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return v
+
+    @model_validator(mode="after")
+    def _check_delays(self) -> Settings:
+        if self.retry_max_delay < self.retry_delay:
+            raise ValueError("retry_max_delay must be at least retry_delay")
+        return self
+
+    @property
+    def queue_name(self) -> str:
+        """arq's queue, namespaced so deployments sharing a server never see each other's jobs."""
+        return f"{self.prefix}:arq:queue"
+
+    @property
+    def job_timeout(self) -> float:
+        """arq's own timeout is terminal (no retry), so it must only ever fire after ours."""
+        return self.timeout + self.connect_timeout + 30.0
+
+    def with_overrides(self, **kwargs: Any) -> Settings:
+        """A copy with the non-None values of ``kwargs`` applied and validated."""
+        data = self.model_dump()
+        data.update({k: v for k, v in kwargs.items() if v is not None})
+        return Settings(**data)

@@ -1,0 +1,257 @@
+"""The arq job that sends one item to Ollama, and the worker's lifecycle hooks.
+
+Every outcome is recorded through :meth:`batchq.scripts.Scripts.finish`, which writes a result
+once: arq delivers at least once, and a job that runs twice leaves one result counted once.
+No exception escapes :func:`run_item` except arq's ``Retry`` and cancellation, because arq
+treats any other exception as terminal and would drop the item without a result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+from dataclasses import dataclass, field
+from typing import Any, TypedDict
+
+from arq import Retry
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from batchq import clock
+from batchq.collect import encode_result
+from batchq.dispatch import Dispatcher
+from batchq.errors import OllamaError, PermanentOllamaError, TransientOllamaError
+from batchq.keys import Keys
+from batchq.limits import RateLimiter, backoff
+from batchq.models import Item, ItemError, ItemStatus
+from batchq.ollama import OllamaClient
+from batchq.scripts import Scripts
+from batchq.settings import Settings
+
+__all__ = [
+    "WorkerContext",
+    "WorkerState",
+    "after_job_end",
+    "run_item",
+    "shutdown",
+    "startup_hook",
+]
+
+log = logging.getLogger("batchq.worker")
+
+
+@dataclass
+class WorkerState:
+    settings: Settings
+    redis: Redis
+    client: OllamaClient
+    worker_id: str = field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    )
+    running: set[str] = field(default_factory=set)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.keys = Keys(self.settings.prefix)
+        self.scripts = Scripts(self.redis, self.keys)
+        self.dispatcher = Dispatcher(self.scripts, self.settings)
+        self.limiter = RateLimiter(self.settings.rate)
+
+    @property
+    def lease_ms(self) -> int:
+        return int(self.settings.heartbeat * 3 * 1000)
+
+
+class WorkerContext(TypedDict, total=False):
+    """What arq hands a job: its own keys plus the ``batchq`` state set up at startup."""
+
+    redis: Redis
+    job_id: str
+    job_try: int
+    score: int
+    batchq: WorkerState
+
+
+async def run_item(ctx: WorkerContext, batch_id: str, index: int) -> str:
+    st = ctx["batchq"]
+    jid = ctx["job_id"]
+    attempt = ctx["job_try"]
+    now = clock.now_ms()
+    outcome = await st.scripts.start(
+        batch_id, index, jid, now_ms=now, lease_until_ms=now + st.lease_ms
+    )
+    if outcome != "ok":
+        # Already final (a duplicate delivery), cancelled, or the batch is gone.
+        return outcome
+    st.running.add(jid)
+    try:
+        return await _attempt(st, batch_id, index, jid, attempt)
+    except asyncio.CancelledError:
+        # Shutdown: arq puts the job back; its lease goes too, so the item counts as queued.
+        with contextlib.suppress(RedisError):
+            await asyncio.shield(st.scripts.release(batch_id, jid))
+        raise
+    except Retry:
+        raise
+    except Exception as e:  # noqa: BLE001 - anything else would make arq drop the item
+        log.exception("job %s: unexpected error, will retry", jid)
+        err = TransientOllamaError(f"{type(e).__name__}: {e}", kind="internal_error")
+        return await _retry_or_fail(st, batch_id, index, jid, attempt, err)
+    finally:
+        st.running.discard(jid)
+
+
+async def _attempt(st: WorkerState, batch_id: str, index: int, jid: str, attempt: int) -> str:
+    s = st.settings
+    raw = await st.redis.hget(st.keys.batch(batch_id).items, str(index))  # type: ignore[misc]
+    if raw is None:
+        return await _fail(
+            st, batch_id, index, jid, attempt, ItemError(type="invalid_item", message="missing")
+        )
+    try:
+        item = Item.loads(raw)
+    except (ValueError, KeyError, TypeError) as e:
+        error = ItemError(type="invalid_item", message=f"stored item is unreadable: {e}")
+        return await _fail(st, batch_id, index, jid, attempt, error)
+    if attempt > s.max_attempts:
+        # Earlier attempts died with their worker or timed out at arq's level.
+        error = ItemError(
+            type="attempts_exhausted",
+            message=f"gave up after {attempt - 1} attempts that did not finish",
+        )
+        return await _fail(st, batch_id, index, jid, attempt, error)
+
+    await st.limiter.wait()
+    try:
+        async with asyncio.timeout(s.timeout):
+            reply = await st.client.send(item)
+    except TimeoutError:
+        err: OllamaError = TransientOllamaError(
+            f"no complete reply within {s.timeout:g} s", kind="timeout"
+        )
+        return await _retry_or_fail(st, batch_id, index, jid, attempt, err)
+    except TransientOllamaError as e:
+        return await _retry_or_fail(st, batch_id, index, jid, attempt, e)
+    except PermanentOllamaError as e:
+        return await _fail(st, batch_id, index, jid, attempt, _item_error(e))
+
+    payload = encode_result(
+        ItemStatus.SUCCEEDED, response=reply.text, attempts=attempt, metrics=reply.metrics
+    )
+    await st.scripts.finish(
+        batch_id, index, jid, ItemStatus.SUCCEEDED.value, payload, now_ms=clock.now_ms()
+    )
+    return "succeeded"
+
+
+def _item_error(e: OllamaError) -> ItemError:
+    return ItemError(type=e.kind, message=e.message, status_code=e.status_code)
+
+
+async def _fail(
+    st: WorkerState, batch_id: str, index: int, jid: str, attempt: int, error: ItemError
+) -> str:
+    payload = encode_result(ItemStatus.FAILED, error=error, attempts=attempt)
+    await st.scripts.finish(
+        batch_id, index, jid, ItemStatus.FAILED.value, payload, now_ms=clock.now_ms()
+    )
+    return "failed"
+
+
+async def _retry_or_fail(
+    st: WorkerState, batch_id: str, index: int, jid: str, attempt: int, err: OllamaError
+) -> str:
+    s = st.settings
+    if attempt >= s.max_attempts:
+        return await _fail(st, batch_id, index, jid, attempt, _item_error(err))
+    delay = backoff(attempt, s.retry_delay, s.retry_max_delay)
+    log.info("job %s attempt %d: %s; retrying in %.1f s", jid, attempt, err, delay)
+    # While it waits out the backoff the item is queued, not running.
+    await st.scripts.release(batch_id, jid)
+    raise Retry(defer=delay)
+
+
+# -- lifecycle ------------------------------------------------------------------------------
+
+
+def startup_hook(settings: Settings) -> Any:
+    async def startup(ctx: dict[str, Any]) -> None:
+        client = OllamaClient(
+            settings.ollama_host,
+            timeout=settings.timeout,
+            connect_timeout=settings.connect_timeout,
+            stream=settings.stream,
+            max_connections=max(settings.concurrency, 1) * 2,
+        )
+        st = WorkerState(settings=settings, redis=ctx["redis"], client=client)
+        ctx["batchq"] = st
+        await _heartbeat_once(st)
+        st.tasks.append(asyncio.create_task(_heartbeat_loop(st)))
+        st.tasks.append(asyncio.create_task(_dispatch_loop(st)))
+        try:
+            version = await client.version()
+            log.info("worker %s: Ollama %s at %s", st.worker_id, version, settings.ollama_host)
+        except OllamaError as e:
+            # Not fatal: items wait and retry until Ollama comes up.
+            log.warning("worker %s: %s", st.worker_id, e)
+
+    return startup
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    st: WorkerState | None = ctx.get("batchq")
+    if st is None:
+        return
+    for t in st.tasks:
+        t.cancel()
+    for t in st.tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await t
+    with contextlib.suppress(RedisError):
+        async with st.redis.pipeline(transaction=True) as tx:
+            tx.zrem(st.keys.workers, st.worker_id)
+            tx.hdel(st.keys.worker_slots, st.worker_id)
+            await tx.execute()
+    await st.client.aclose()
+
+
+async def after_job_end(ctx: dict[str, Any]) -> None:
+    # Refill the window at once rather than on the next tick: keeps Ollama's slots full.
+    st: WorkerState = ctx["batchq"]
+    try:
+        await st.dispatcher.run()
+    except RedisError as e:
+        log.warning("dispatch after job failed: %s", e)
+
+
+async def _heartbeat_once(st: WorkerState) -> None:
+    now = clock.now_ms()
+    async with st.redis.pipeline(transaction=False) as pipe:
+        pipe.zadd(st.keys.workers, {st.worker_id: now + st.lease_ms})
+        pipe.hset(st.keys.worker_slots, st.worker_id, str(st.settings.concurrency))
+        if st.running:
+            pipe.zadd(st.keys.leases, dict.fromkeys(st.running, now + st.lease_ms), xx=True)
+        await pipe.execute()
+
+
+async def _heartbeat_loop(st: WorkerState) -> None:
+    while True:
+        await asyncio.sleep(st.settings.heartbeat)
+        try:
+            await _heartbeat_once(st)
+        except RedisError as e:
+            log.warning("heartbeat failed: %s", e)
+
+
+async def _dispatch_loop(st: WorkerState) -> None:
+    while True:
+        try:
+            await st.dispatcher.run()
+        except RedisError as e:
+            log.warning("dispatch failed: %s", e)
+            await asyncio.sleep(1.0)
+        await asyncio.sleep(st.settings.poll_delay)

@@ -1,0 +1,100 @@
+"""arq worker settings for batchq: ``arq workers.WorkerSettings`` starts a working worker,
+configured from the environment; ``batchq worker`` builds the same from its flags."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, cast
+
+from arq import Worker
+from arq.worker import func
+
+from batchq.connection import arq_redis_settings, resolve_redis_url
+from batchq.dispatch import JOB_FUNCTION
+from batchq.keys import Keys
+from batchq.settings import Settings
+
+from .inference import after_job_end, run_item, shutdown, startup_hook
+
+__all__ = ["BatchqWorker", "json_dumps", "json_loads", "settings_class", "worker_kwargs"]
+
+log = logging.getLogger("batchq.worker")
+
+
+def json_dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def json_loads(raw: bytes) -> Any:
+    # JSON, never pickle: whoever can write to Redis must not be able to run code on workers.
+    return json.loads(raw)
+
+
+def worker_kwargs(settings: Settings, redis_url: str | None = None) -> dict[str, Any]:
+    url = redis_url or resolve_redis_url(settings)
+    return {
+        "functions": [
+            func(
+                cast(Any, run_item),
+                name=JOB_FUNCTION,
+                timeout=settings.job_timeout,
+                # batchq counts attempts itself and records the failure; arq giving up first
+                # would drop the item without a result.
+                max_tries=settings.max_attempts + 100,
+            )
+        ],
+        "redis_settings": arq_redis_settings(url),
+        "queue_name": Keys(settings.prefix).queue,
+        "max_jobs": settings.concurrency,
+        "job_timeout": settings.job_timeout,
+        # Results live in batchq's own hash; arq's copy would double Redis memory.
+        "keep_result": 0,
+        "poll_delay": settings.poll_delay,
+        # The dispatcher keeps the queue short, so reading all of it costs nothing, and a small
+        # read limit would cap the concurrency of all workers together.
+        "queue_read_limit": 100_000,
+        "job_serializer": json_dumps,
+        "job_deserializer": json_loads,
+        "on_startup": startup_hook(settings),
+        "on_shutdown": shutdown,
+        "after_job_end": after_job_end,
+        "health_check_interval": 30,
+        "max_tries": settings.max_attempts + 100,
+    }
+
+
+class BatchqWorker(Worker):
+    """arq's worker with a burst mode that knows about batches.
+
+    arq's burst exits once its queue is empty, but batchq's queue is only a window: items may
+    still wait in their batches. Exit only when nothing is queued, running or dispatchable.
+    """
+
+    def __init__(self, *args: Any, batchq_burst: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, burst=False, **kwargs)
+        self._batchq_burst = batchq_burst
+
+    async def _poll_iteration(self) -> None:
+        await super()._poll_iteration()
+        if not self._batchq_burst or self.tasks:
+            return
+        st = self.ctx.get("batchq")
+        if st is None:
+            return
+        outcome = await st.dispatcher.run()
+        if outcome.in_queue == 0 and outcome.active_batches == 0:
+            # arq's own burst check runs next and sees the empty queue.
+            self.burst = True
+
+
+def settings_class(settings: Settings | None = None) -> type:
+    """A class in the shape arq's CLI reads (attributes in the class ``__dict__``)."""
+    return type("WorkerSettings", (), worker_kwargs(settings or Settings()))
+
+
+def __getattr__(name: str) -> Any:
+    # Built on first access, not at import: resolving Redis may start the embedded server.
+    if name == "WorkerSettings":
+        return settings_class()
+    raise AttributeError(name)
