@@ -7,6 +7,7 @@ dispatcher moves them there a small window at a time (see :mod:`batchq.dispatch`
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Iterable
 from typing import Any
@@ -96,10 +97,8 @@ class BatchStore:
                 tx.rpush(self.keys.active, batch_id)
                 await tx.execute()
         except BaseException:
-            try:
+            with contextlib.suppress(RedisError):  # else the staging TTL removes them
                 await self.redis.unlink(bk.items)
-            except RedisError:
-                pass  # the staging TTL removes them
             raise
         if durable:
             await self.wait_durable()

@@ -104,7 +104,7 @@ def _open_input(path: str) -> BinaryIO:
     if path == "-":
         return sys.stdin.buffer
     try:
-        return cast(BinaryIO, open(path, "rb"))  # noqa: SIM115 - closed by the caller
+        return cast(BinaryIO, open(path, "rb"))
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from None
 
@@ -194,7 +194,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
         batch_id, total = await _submit(args, settings, store)
         console.print(
             f"batch {batch_id}: {total} items → Ollama {version} at {settings.ollama_host}, "
-            f"{args.workers} worker(s) × {settings.concurrency}"
+            f"{args.workers} worker(s) x {settings.concurrency}"
         )
         log_dir = settings.home / "logs" / batch_id
         with start_workers(settings, url, args.workers, log_dir) as procs:
@@ -327,10 +327,16 @@ def _parser() -> argparse.ArgumentParser:
             dest=f"sim_{f.name}",
             type=kind,
             metavar=f.name.upper(),
-            help=f"default {','.join(cast(tuple[str, ...], f.default)) if f.name == 'models' else f.default}",
+            help=f"default {_default_text(f)}",
         )
     sp.set_defaults(handler=cmd_sim, sync=True)
     return p
+
+
+def _default_text(f: dataclasses.Field[Any]) -> str:
+    if f.name == "models":
+        return ",".join(cast(tuple[str, ...], f.default))
+    return str(f.default)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

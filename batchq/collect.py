@@ -76,15 +76,15 @@ async def iter_results(
 
 
 async def wait_finished(
-    store: BatchStore, batch_id: str, *, interval: float = 0.5, timeout: float | None = None
+    store: BatchStore, batch_id: str, *, interval: float = 0.5, max_wait: float | None = None
 ) -> BatchStatus:
-    deadline = None if timeout is None else clock.monotonic() + timeout
+    deadline = None if max_wait is None else clock.monotonic() + max_wait
     while True:
         status = await store.status(batch_id)
         if status.state in TERMINAL_BATCH_STATES and status.finished_at:
             return status
         if deadline is not None and clock.monotonic() > deadline:
-            raise TimeoutError(f"batch {batch_id} did not finish within {timeout} s")
+            raise TimeoutError(f"batch {batch_id} did not finish within {max_wait} s")
         await asyncio.sleep(interval)
 
 

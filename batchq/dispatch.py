@@ -1,7 +1,7 @@
 """The dispatcher: moves items from their batches into arq's queue, a small window at a time.
 
 arq's queue is one sorted set that every worker scans and that keeps running jobs, so it is
-kept to about ``dispatch_window`` × the live workers' slots; the rest of every batch waits in
+kept to about ``dispatch_window`` times the live workers' slots; the rest of every batch waits in
 batchq's own per-batch cursor. Each call is one atomic Lua script, safe to run from every
 worker at once: workers call it on a short timer and after every job, which keeps the window
 full without any process being "the" dispatcher.

@@ -21,7 +21,7 @@ __all__ = [
 ]
 
 
-class Endpoint(str, enum.Enum):
+class Endpoint(enum.StrEnum):
     """The Ollama endpoint an item is sent to."""
 
     GENERATE = "generate"
@@ -32,13 +32,13 @@ class Endpoint(str, enum.Enum):
         return f"/api/{self.value}"
 
 
-class ItemStatus(str, enum.Enum):
+class ItemStatus(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
 
 
-class BatchState(str, enum.Enum):
+class BatchState(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     COMPLETED = "completed"

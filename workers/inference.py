@@ -97,7 +97,7 @@ async def run_item(ctx: WorkerContext, batch_id: str, index: int) -> str:
         raise
     except Retry:
         raise
-    except Exception as e:  # noqa: BLE001 - anything else would make arq drop the item
+    except Exception as e:  # anything else would make arq drop the item
         log.exception("job %s: unexpected error, will retry", jid)
         err = TransientOllamaError(f"{type(e).__name__}: {e}", kind="internal_error")
         return await _retry_or_fail(st, batch_id, index, jid, attempt, err)

@@ -1,0 +1,87 @@
+"""Shared fixtures: real Redis-protocol servers, namespaced per test.
+
+Every Redis test runs against an embedded Valkey started for the session, and again against
+the machine's Redis at 127.0.0.1:6379 when one answers there (skipped otherwise). Each test
+gets its own key prefix, which also exercises batchq's namespacing.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis as redis_sync
+
+from batchq.batches import BatchStore
+from batchq.connection import connect
+from batchq.embedded import EmbeddedServer
+from batchq.keys import Keys
+from batchq.settings import Settings
+
+LOCAL_REDIS = os.environ.get("BATCHQ_TEST_LOCAL_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def _local_redis_up() -> bool:
+    try:
+        client = redis_sync.Redis.from_url(LOCAL_REDIS, socket_timeout=1, socket_connect_timeout=1)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except (redis_sync.RedisError, OSError):
+        return False
+
+
+@pytest.fixture(scope="session")
+def valkey_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server = EmbeddedServer(tmp_path_factory.mktemp("valkey-home"))
+    url = server.ensure()
+    yield url
+    server.stop()
+
+
+@pytest.fixture(scope="session", params=["valkey", "redis"])
+def redis_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "valkey":
+        url: str = request.getfixturevalue("valkey_url")
+        return url
+    if not _local_redis_up():
+        pytest.skip(f"no Redis answers at {LOCAL_REDIS}")
+    return LOCAL_REDIS
+
+
+@pytest.fixture
+def prefix() -> str:
+    return "t" + secrets.token_hex(4)
+
+
+@pytest.fixture
+def settings(redis_url: str, prefix: str, tmp_path: Path) -> Settings:
+    return Settings(
+        redis_url=redis_url,
+        prefix=prefix,
+        home=tmp_path / "home",
+        ollama_host="http://127.0.0.1:9",
+        heartbeat=1.0,
+        retry_delay=0.05,
+        retry_max_delay=0.2,
+        poll_delay=0.02,
+    )
+
+
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[BatchStore]:
+    assert settings.redis_url
+    client = connect(settings.redis_url)
+    yield BatchStore(client, Keys(settings.prefix))
+    await client.aclose()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import pytest
+from redis.asyncio import Redis
+
+from batchq.batches import STAGING_TTL_S, BatchStore
+from batchq.errors import BatchNotFound, InputError
+from batchq.models import BatchState, Endpoint, Item
+
+
+def items(n: int, model: str = "m") -> list[Item]:
+    return [Item(str(i), Endpoint.GENERATE, {"model": model, "prompt": f"p{i}"}) for i in range(n)]
+
+
+async def test_submit_stores_items_and_counts(store: BatchStore) -> None:
+    batch_id, total = await store.submit(items(2500), name="demo", chunk=1000)
+    assert total == 2500
+    assert batch_id.startswith("b_") and len(batch_id) == 18
+    s = await store.status(batch_id)
+    assert s.state is BatchState.QUEUED
+    assert (s.total, s.queued, s.running, s.succeeded, s.failed, s.cancelled) == (
+        2500,
+        2500,
+        0,
+        0,
+        0,
+        0,
+    )
+    assert s.name == "demo" and s.created_at and s.started_at is None
+    bk = store.keys.batch(batch_id)
+    assert await store.redis.hlen(bk.items) == 2500  # type: ignore[misc]
+    assert await store.redis.ttl(bk.items) == -1  # committed: no staging TTL left
+    raw = await store.redis.hget(bk.items, "2499")  # type: ignore[misc]
+    assert Item.loads(raw).body["prompt"] == "p2499"
+    assert [b.batch_id for b in await store.list()] == [batch_id]
+
+
+async def test_failed_submission_leaves_nothing(store: BatchStore) -> None:
+    def bad() -> object:
+        yield from items(1500)
+        raise InputError("boom", line=1501, field="prompt")
+
+    with pytest.raises(InputError, match="line 1501"):
+        await store.submit(bad(), chunk=1000)  # type: ignore[arg-type]
+    assert await store.list() == []
+    assert await store.redis.llen(store.keys.active) == 0  # type: ignore[misc]
+    keys = [k async for k in store.redis.scan_iter(match=f"{store.keys.prefix}:*")]
+    assert keys == []
+
+
+async def test_staged_items_expire_if_the_submitter_dies(store: BatchStore) -> None:
+    # Simulate a submitter killed between chunks: the generator never finishes.
+    gen = iter(items(1500))
+    # Stage one chunk by hand the way submit does, then check the TTL guards it.
+    bk = store.keys.batch("b_" + "0" * 16)
+    await store._stage(bk.items, {"0": next(gen).dumps()}, first=True)
+    assert 0 < await store.redis.ttl(bk.items) <= STAGING_TTL_S
+    await store.redis.delete(bk.items)
+
+
+async def test_empty_submission_is_an_error(store: BatchStore) -> None:
+    with pytest.raises(InputError, match="no items"):
+        await store.submit([])
+
+
+@pytest.mark.parametrize("bad_id", ["b_nope", "x", "b_0123456789abcdef", "b_../../etc"])
+async def test_unknown_or_malformed_ids(store: BatchStore, bad_id: str) -> None:
+    with pytest.raises(BatchNotFound):
+        await store.status(bad_id)
+    with pytest.raises(BatchNotFound):
+        await store.cancel(bad_id)
+
+
+async def test_submit_waits_for_aof_where_the_server_can(store: BatchStore) -> None:
+    info = await store.redis.info("server")
+    durable = await store.wait_durable()
+    aof = (await store.redis.config_get("appendonly")).get("appendonly") == "yes"
+    version = tuple(int(x) for x in str(info.get("redis_version", "0")).split(".")[:2])
+    # Valkey reports redis_version 7.2.4 for compatibility, and has WAITAOF.
+    assert durable == (aof and version >= (7, 2))
+
+
+async def test_prefixes_isolate_deployments(store: BatchStore) -> None:
+    other = BatchStore(store.redis, type(store.keys)(store.keys.prefix + "x"))
+    bid, _ = await store.submit(items(3))
+    assert await other.list() == []
+    with pytest.raises(BatchNotFound):
+        await other.status(bid)
+    assert isinstance(store.redis, Redis)

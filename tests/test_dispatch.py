@@ -1,0 +1,183 @@
+"""The dispatcher and the bookkeeping scripts, driven directly against a real server."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from batchq import clock
+from batchq.batches import BatchStore
+from batchq.collect import encode_result
+from batchq.dispatch import JOB_FUNCTION, Dispatcher
+from batchq.keys import ARQ_JOB_PREFIX, parse_job_id
+from batchq.models import BatchState, Endpoint, Item, ItemStatus
+from batchq.settings import Settings
+
+
+def items(n: int) -> list[Item]:
+    return [Item(str(i), Endpoint.GENERATE, {"model": "m", "prompt": f"p{i}"}) for i in range(n)]
+
+
+async def register_worker(store: BatchStore, wid: str, slots: int) -> None:
+    await store.redis.zadd(store.keys.workers, {wid: clock.now_ms() + 60_000})
+    await store.redis.hset(store.keys.worker_slots, wid, str(slots))  # type: ignore[misc]
+
+
+async def queued_jobs(store: BatchStore) -> list[str]:
+    return [j.decode() for j in await store.redis.zrange(store.keys.queue, 0, -1)]
+
+
+async def complete(store: BatchStore, jid: str, status: ItemStatus = ItemStatus.SUCCEEDED) -> bool:
+    """What a worker does for one job, minus Ollama: start, finish, leave arq's queue."""
+    bid, idx = parse_job_id(jid)
+    now = clock.now_ms()
+    assert await store.scripts.start(bid, idx, jid, now_ms=now, lease_until_ms=now + 5000) == "ok"
+    wrote = await store.scripts.finish(
+        bid, idx, jid, status.value, encode_result(status, response=f"r{idx}"), now_ms=now
+    )
+    await store.redis.zrem(store.keys.queue, jid)
+    await store.redis.delete(ARQ_JOB_PREFIX + jid)
+    return wrote
+
+
+async def test_window_is_twice_the_live_slots(store: BatchStore, settings: Settings) -> None:
+    d = Dispatcher(store.scripts, settings)
+    await store.submit(items(100))
+    await register_worker(store, "w1", 4)
+    await register_worker(store, "w2", 3)
+    # A dead worker (deadline passed) does not count.
+    await store.redis.zadd(store.keys.workers, {"dead": clock.now_ms() - 1})
+    await store.redis.hset(store.keys.worker_slots, "dead", "50")  # type: ignore[misc]
+    out = await d.run()
+    assert (out.sent, out.in_queue, out.window) == (14, 14, 14)
+    assert (await d.run()).sent == 0  # full window: nothing more
+    jobs = await queued_jobs(store)
+    assert len(jobs) == 14
+    # The job payload is arq's JSON job shape, never pickle.
+    payload = json.loads(await store.redis.get(ARQ_JOB_PREFIX + jobs[0]))
+    bid, idx = parse_job_id(jobs[0])
+    assert payload["f"] == JOB_FUNCTION and payload["a"] == [bid, idx] and payload["k"] == {}
+    assert 0 < await store.redis.pttl(ARQ_JOB_PREFIX + jobs[0]) <= settings.job_ttl * 1000
+
+
+async def test_round_robin_lets_a_small_batch_through(
+    store: BatchStore, settings: Settings
+) -> None:
+    d = Dispatcher(store.scripts, settings)
+    big, _ = await store.submit(items(1000))
+    small, _ = await store.submit(items(5))
+    await register_worker(store, "w", 2)  # window 4
+    seen: Counter[str] = Counter()
+    for _ in range(5):
+        await d.run()
+        for jid in await queued_jobs(store):
+            seen[parse_job_id(jid)[0]] += 1
+            await complete(store, jid)
+    assert seen[small] == 5  # all of the small batch done in the first 10 dispatches
+    assert seen[big] == 15
+    assert (await store.status(small)).state is BatchState.COMPLETED
+
+
+async def test_counters_add_up_and_duplicates_count_once(
+    store: BatchStore, settings: Settings
+) -> None:
+    d = Dispatcher(store.scripts, settings)
+    bid, _ = await store.submit(items(6))
+    await register_worker(store, "w", 10)
+    await d.run()
+    jobs = await queued_jobs(store)
+    assert len(jobs) == 6
+    now = clock.now_ms()
+    b, i = parse_job_id(jobs[0])
+    # Two deliveries of the same job start together (arq is at-least-once).
+    assert await store.scripts.start(b, i, jobs[0], now_ms=now, lease_until_ms=now + 9000) == "ok"
+    assert await store.scripts.start(b, i, jobs[0], now_ms=now, lease_until_ms=now + 9000) == "ok"
+    s = await store.status(bid)
+    assert (s.running, s.queued, s.state) == (1, 5, BatchState.RUNNING)
+    ok = encode_result(ItemStatus.SUCCEEDED, response="first")
+    assert await store.scripts.finish(b, i, jobs[0], "succeeded", ok, now_ms=now)
+    again = encode_result(ItemStatus.FAILED, response="second")
+    assert not await store.scripts.finish(b, i, jobs[0], "failed", again, now_ms=now)
+    s = await store.status(bid)
+    assert (s.running, s.succeeded, s.failed, s.queued) == (0, 1, 0, 5)
+    # A third delivery after the result exists does nothing at all.
+    assert await store.scripts.start(b, i, jobs[0], now_ms=now, lease_until_ms=now) == "final"
+    assert (await store.status(bid)).running == 0
+    for jid in jobs[1:4]:
+        await complete(store, jid)
+    for jid in jobs[4:]:
+        await complete(store, jid, ItemStatus.FAILED)
+    s = await store.status(bid)
+    assert (s.succeeded, s.failed, s.queued, s.running) == (4, 2, 0, 0)
+    assert s.state is BatchState.COMPLETED and s.finished_at
+    assert await store.redis.llen(store.keys.active) == 0  # type: ignore[misc]
+
+
+async def test_release_returns_a_running_item_to_queued(
+    store: BatchStore, settings: Settings
+) -> None:
+    bid, _ = await store.submit(items(1))
+    await register_worker(store, "w", 1)
+    await Dispatcher(store.scripts, settings).run()
+    (jid,) = await queued_jobs(store)
+    now = clock.now_ms()
+    await store.scripts.start(bid, 0, jid, now_ms=now, lease_until_ms=now + 1000)
+    assert (await store.status(bid)).running == 1
+    await store.scripts.release(bid, jid)
+    await store.scripts.release(bid, jid)  # idempotent
+    s = await store.status(bid)
+    assert (s.running, s.queued) == (0, 1)
+
+
+async def test_cancel(store: BatchStore, settings: Settings) -> None:
+    d = Dispatcher(store.scripts, settings)
+    bid, _ = await store.submit(items(50))
+    other, _ = await store.submit(items(3))
+    await register_worker(store, "w", 2)  # window 4
+    await d.run()
+    jobs = [j for j in await queued_jobs(store) if j.startswith(bid)]
+    # One of them is running (a worker holds arq's in-progress key): it finishes normally.
+    running = jobs[0]
+    now = clock.now_ms()
+    await store.redis.set("arq:in-progress:" + running, b"1", px=60_000)
+    b, i = parse_job_id(running)
+    await store.scripts.start(b, i, running, now_ms=now, lease_until_ms=now + 60_000)
+
+    s = await store.cancel(bid)
+    assert s.state is BatchState.CANCELLED
+    assert (s.running, s.cancelled, s.queued, s.succeeded) == (1, 49, 0, 0)
+    assert s.finished_at is None  # the running item is still going
+    assert [j for j in await queued_jobs(store) if j.startswith(bid)] == [running]
+    assert not await store.redis.exists(ARQ_JOB_PREFIX + jobs[1])
+    # Nothing more of it is ever dispatched; the other batch goes on.
+    for _ in range(3):
+        await d.run()
+        for jid in await queued_jobs(store):
+            if jid != running:
+                assert not jid.startswith(bid)
+                await complete(store, jid)
+    ok = encode_result(ItemStatus.SUCCEEDED, response="x")
+    assert await store.scripts.finish(b, i, running, "succeeded", ok, now_ms=now)
+    s = await store.status(bid)
+    assert (s.succeeded, s.cancelled, s.total, s.running) == (1, 49, 50, 0)
+    assert s.state is BatchState.CANCELLED and s.finished_at
+    assert (await store.status(other)).state is BatchState.COMPLETED
+    assert (await store.cancel(bid)).cancelled == 49  # a second cancel changes nothing
+
+
+async def test_job_started_after_cancel_is_recorded_cancelled(
+    store: BatchStore, settings: Settings
+) -> None:
+    bid, _ = await store.submit(items(2))
+    await register_worker(store, "w", 1)
+    await Dispatcher(store.scripts, settings).run()
+    jid = (await queued_jobs(store))[0]
+    # A worker already claimed it (in-progress) when the cancel arrived, but had not started.
+    await store.redis.set("arq:in-progress:" + jid, b"1", px=60_000)
+    await store.cancel(bid)
+    b, i = parse_job_id(jid)
+    now = clock.now_ms()
+    assert await store.scripts.start(b, i, jid, now_ms=now, lease_until_ms=now) == "cancelled"
+    s = await store.status(bid)
+    assert (s.cancelled, s.running, s.state) == (2, 0, BatchState.CANCELLED)
+    assert s.finished_at

@@ -1,0 +1,166 @@
+"""The job and the worker in-process: a real server, the simulator over a real socket, and
+arq's own Worker loop (burst mode as the seam), so every hop but process boundaries is real."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from arq import Retry
+
+from batchq import clock
+from batchq.batches import BatchStore
+from batchq.collect import iter_results
+from batchq.models import BatchState, Endpoint, Item, ItemStatus
+from batchq.settings import Settings
+from batchq.sim import SimConfig, SimServer, expected_response, running_sim
+from workers.inference import WorkerContext, after_job_end, run_item, shutdown, startup_hook
+from workers.settings import BatchqWorker, worker_kwargs
+
+
+@pytest.fixture
+def sim() -> Iterator[SimServer]:
+    with running_sim(SimConfig(parallel=8, eval_tokens_per_s=0, prompt_tokens_per_s=0)) as s:
+        yield s
+
+
+def gen(i: int, model: str = "llama3.2") -> Item:
+    return Item(str(i), Endpoint.GENERATE, {"model": model, "prompt": f"prompt {i}"})
+
+
+async def run_burst(settings: Settings) -> None:
+    assert settings.redis_url
+    worker = BatchqWorker(
+        **worker_kwargs(settings, settings.redis_url), batchq_burst=True, handle_signals=False
+    )
+    try:
+        await asyncio.wait_for(worker.main(), 60)
+    finally:
+        await worker.close()
+
+
+async def test_burst_worker_drains_a_batch_in_order(
+    store: BatchStore, settings: Settings, sim: SimServer
+) -> None:
+    settings = settings.with_overrides(ollama_host=sim.url, concurrency=4)
+    batch = [gen(i) for i in range(30)] + [gen(30, model="no-such-model")]
+    bid, _ = await store.submit(batch)
+    await run_burst(settings)
+    s = await store.status(bid)
+    assert (s.state, s.succeeded, s.failed, s.queued, s.running) == (
+        BatchState.COMPLETED,
+        30,
+        1,
+        0,
+        0,
+    )
+    results = [r async for r in iter_results(store, bid)]
+    assert [r.index for r in results] == list(range(31))
+    for r in results[:30]:
+        assert r.status is ItemStatus.SUCCEEDED
+        assert r.response == expected_response("llama3.2", f"prompt {r.index}")
+        assert r.attempts == 1 and r.model == "llama3.2"
+        assert r.metrics and r.metrics["eval_count"] == 8
+    bad = results[30]
+    assert bad.status is ItemStatus.FAILED and bad.error
+    assert (bad.error.type, bad.error.status_code) == ("model_not_found", 404)
+    assert bad.error.message == "model 'no-such-model' not found"
+    assert bad.attempts == 1  # permanent: no retry
+
+
+async def test_transient_failures_are_retried_until_they_pass(
+    store: BatchStore, settings: Settings
+) -> None:
+    cfg = SimConfig(
+        parallel=8,
+        eval_tokens_per_s=0,
+        prompt_tokens_per_s=0,
+        fail_503=0.3,
+        fail_500=0.1,
+        fail_midstream=0.1,
+        seed=7,
+    )
+    with running_sim(cfg) as sim:
+        settings = settings.with_overrides(ollama_host=sim.url, concurrency=8, max_attempts=30)
+        bid, _ = await store.submit([gen(i) for i in range(40)])
+        await run_burst(settings)
+        stats = sim.stats()
+    results = [r async for r in iter_results(store, bid)]
+    assert all(r.status is ItemStatus.SUCCEEDED for r in results)
+    assert all(
+        r.response == expected_response("llama3.2", f"prompt {r.index}", seed=7) for r in results
+    )
+    assert sum(r.attempts for r in results) == sum(stats["prompts"].values())
+    assert any(r.attempts > 1 for r in results)
+    assert stats["by_status"].get("503", 0) > 0
+
+
+async def test_exhausted_attempts_record_the_last_error(
+    store: BatchStore, settings: Settings
+) -> None:
+    with running_sim(SimConfig(fail_503=1.0)) as sim:
+        settings = settings.with_overrides(ollama_host=sim.url, max_attempts=3)
+        bid, _ = await store.submit([gen(0)])
+        await run_burst(settings)
+        assert sim.stats()["prompts"] == {"prompt 0": 3}
+    (r,) = [r async for r in iter_results(store, bid)]
+    assert r.status is ItemStatus.FAILED and r.error and r.attempts == 3
+    assert r.error.type == "server_busy" and r.error.status_code == 503
+    assert r.error.message == "server busy, please try again.  maximum pending requests exceeded"
+
+
+async def test_a_job_delivered_twice_leaves_one_result(
+    store: BatchStore, settings: Settings, sim: SimServer
+) -> None:
+    settings = settings.with_overrides(ollama_host=sim.url)
+    bid, _ = await store.submit([gen(0), gen(1)])
+    ctx: dict[str, object] = {"redis": store.redis}
+    await startup_hook(settings)(ctx)
+    try:
+        jid = f"{bid}:0"
+        job_ctx = WorkerContext(**ctx, job_id=jid, job_try=1)  # type: ignore[typeddict-item]
+        first, second = await asyncio.gather(
+            run_item(job_ctx, bid, 0), run_item(WorkerContext(**job_ctx), bid, 0)
+        )
+        assert sorted([first, second]) == ["succeeded", "succeeded"]
+        assert await run_item(WorkerContext(**job_ctx), bid, 0) == "final"
+        s = await store.status(bid)
+        assert (s.succeeded, s.running, s.queued) == (1, 0, 1)
+        await after_job_end(ctx)
+    finally:
+        await shutdown(ctx)
+    results = [r async for r in iter_results(store, bid)]
+    assert len(results) == 1
+
+
+async def test_transient_failure_raises_retry_and_releases_the_lease(
+    store: BatchStore, settings: Settings
+) -> None:
+    with running_sim(SimConfig(fail_500=1.0)) as sim:
+        settings = settings.with_overrides(ollama_host=sim.url, max_attempts=2)
+        bid, _ = await store.submit([gen(0)])
+        ctx: dict[str, object] = {"redis": store.redis}
+        await startup_hook(settings)(ctx)
+        try:
+            job = WorkerContext(**ctx, job_id=f"{bid}:0", job_try=1)  # type: ignore[typeddict-item]
+            with pytest.raises(Retry):
+                await run_item(job, bid, 0)
+            s = await store.status(bid)
+            assert (s.running, s.queued, s.failed) == (0, 1, 0)
+            job["job_try"] = 2
+            assert await run_item(job, bid, 0) == "failed"
+        finally:
+            await shutdown(ctx)
+    s = await store.status(bid)
+    assert (s.failed, s.state) == (1, BatchState.COMPLETED)
+
+
+async def test_worker_registers_and_leaves(store: BatchStore, settings: Settings) -> None:
+    ctx: dict[str, object] = {"redis": store.redis}
+    await startup_hook(settings.with_overrides(concurrency=7))(ctx)
+    wid = ctx["batchq"].worker_id  # type: ignore[attr-defined]
+    assert await store.redis.zscore(store.keys.workers, wid) > clock.now_ms()
+    assert await store.redis.hget(store.keys.worker_slots, wid) == b"7"  # type: ignore[misc]
+    await shutdown(ctx)
+    assert await store.redis.zscore(store.keys.workers, wid) is None
