@@ -29,8 +29,6 @@ from .settings import Settings
 
 __all__ = ["main"]
 
-_err = Console(stderr=True)
-
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides = {
@@ -57,7 +55,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 @contextlib.asynccontextmanager
 async def _store(settings: Settings) -> AsyncIterator[tuple[BatchStore, str]]:
     url = resolve_redis_url(settings)
-    redis = connect(url)
+    redis = connect(url, retries=2)
     try:
         await redis.ping()
     except (RedisError, OSError) as e:
@@ -167,7 +165,7 @@ async def cmd_results(args: argparse.Namespace) -> int:
             await wait_finished(store, args.batch_id)
         n = await write_output(store, args.batch_id, args.output)
     if args.output != "-":
-        _err.print(f"wrote {n} results to {args.output}")
+        print(f"wrote {n} results to {args.output}", file=sys.stderr)
     return 0
 
 
@@ -348,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         coro: Coroutine[Any, Any, int] = handler(args)
         return asyncio.run(coro)
     except BatchqError as e:
-        _err.print(f"batchq: error: {e}", markup=False, highlight=False)
+        print(f"batchq: error: {e}", file=sys.stderr)
         return 2 if isinstance(e, ConfigError) else 1
     except KeyboardInterrupt:
         return 130

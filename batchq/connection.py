@@ -33,16 +33,17 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
-def _retry() -> Retry:
+def _retry(retries: int = 20) -> Retry:
     # A worker must ride out a Redis restart rather than die on the first disconnect.
-    return Retry(ExponentialBackoff(cap=5.0, base=0.1), retries=20)
+    return Retry(ExponentialBackoff(cap=5.0, base=0.1), retries=retries)
 
 
-def connect(url: str, **kwargs: Any) -> Redis:
-    """An asyncio client returning bytes, retrying through short outages."""
+def connect(url: str, *, retries: int = 20, **kwargs: Any) -> Redis:
+    """An asyncio client returning bytes that retries through outages of up to about a minute
+    (the default, for long-lived processes); commands a person waits on pass fewer."""
     client: Redis = Redis.from_url(
         url,
-        retry=_retry(),
+        retry=_retry(retries),
         retry_on_error=_RETRY_ON,
         socket_connect_timeout=5,
         health_check_interval=30,
