@@ -1,1 +1,63 @@
-"""batchq."""
+"""batchq: a persistent batch-inference queue for local LLMs (Ollama), on arq and Redis."""
+
+from __future__ import annotations
+
+from .batches import BatchStore
+from .collect import iter_results, wait_finished, write_results
+from .connection import connect, resolve_redis_url
+from .errors import (
+    BatchNotFound,
+    BatchqError,
+    ConfigError,
+    EmbeddedServerError,
+    InputError,
+    OllamaError,
+    PermanentOllamaError,
+    RedisUnavailable,
+    TransientOllamaError,
+)
+from .inputs import iter_items
+from .keys import Keys
+from .models import (
+    BatchState,
+    BatchStatus,
+    Endpoint,
+    Item,
+    ItemError,
+    ItemResult,
+    ItemStatus,
+)
+from .ollama import OllamaClient
+from .settings import Settings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BatchNotFound",
+    "BatchState",
+    "BatchStatus",
+    "BatchStore",
+    "BatchqError",
+    "ConfigError",
+    "EmbeddedServerError",
+    "Endpoint",
+    "InputError",
+    "Item",
+    "ItemError",
+    "ItemResult",
+    "ItemStatus",
+    "Keys",
+    "OllamaClient",
+    "OllamaError",
+    "PermanentOllamaError",
+    "RedisUnavailable",
+    "Settings",
+    "TransientOllamaError",
+    "__version__",
+    "connect",
+    "iter_items",
+    "iter_results",
+    "resolve_redis_url",
+    "wait_finished",
+    "write_results",
+]

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from batchq.batches import BatchStore
+from batchq.collect import encode_result, iter_results
+from batchq.models import Endpoint, Item, ItemError, ItemStatus
+
+
+def items(n: int) -> list[Item]:
+    return [
+        Item(
+            f"id-{i}", Endpoint.CHAT, {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+        )
+        for i in range(n)
+    ]
+
+
+async def test_results_come_in_input_order_as_they_finish(store: BatchStore) -> None:
+    bid, _ = await store.submit(items(2500), chunk=700)
+    bk = store.keys.batch(bid)
+    # Finish every third item, in reverse order; the collector still yields by index.
+    for i in reversed(range(0, 2500, 3)):
+        status = ItemStatus.FAILED if i % 2 else ItemStatus.SUCCEEDED
+        payload = encode_result(
+            status,
+            response=None if i % 2 else f"r{i}",
+            error=ItemError(type="server_busy", message="busy", status_code=503) if i % 2 else None,
+            attempts=2,
+            metrics={"eval_count": i},
+        )
+        await store.redis.hset(bk.results, str(i), payload)  # type: ignore[misc]
+    got = [r async for r in iter_results(store, bid, chunk=1000)]
+    assert [r.index for r in got] == list(range(0, 2500, 3))
+    for r in got:
+        assert r.custom_id == f"id-{r.index}" and r.model == "m" and r.attempts == 2
+        assert r.metrics == {"eval_count": r.index}
+        if r.index % 2:
+            assert r.status is ItemStatus.FAILED and r.error and r.error.status_code == 503
+        else:
+            assert r.status is ItemStatus.SUCCEEDED and r.response == f"r{r.index}"
+
+
+async def test_cancelled_items_appear_without_stored_results(store: BatchStore) -> None:
+    bid, _ = await store.submit(items(10))
+    await store.cancel(bid)
+    got = [r async for r in iter_results(store, bid)]
+    assert [(r.index, r.status, r.custom_id) for r in got] == [
+        (i, ItemStatus.CANCELLED, f"id-{i}") for i in range(10)
+    ]
+    assert await store.redis.hlen(store.keys.batch(bid).results) == 0  # type: ignore[misc]

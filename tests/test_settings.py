@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from batchq.settings import DEFAULT_OLLAMA_HOST, Settings, normalize_ollama_host
+
+
+@pytest.mark.parametrize(
+    ("value", "url"),
+    [
+        ("", DEFAULT_OLLAMA_HOST),
+        ("0.0.0.0", "http://127.0.0.1:11434"),
+        ("0.0.0.0:8080", "http://127.0.0.1:8080"),
+        ("gpu-box", "http://gpu-box:11434"),
+        ("gpu-box:1234", "http://gpu-box:1234"),
+        ("http://gpu-box", "http://gpu-box:11434"),
+        ("https://ollama.example.org", "https://ollama.example.org:443"),
+        ("https://ollama.example.org/proxy/", "https://ollama.example.org:443/proxy"),
+        ("[::1]:11434", "http://[::1]:11434"),
+    ],
+)
+def test_ollama_host_like_ollama_reads_it(value: str, url: str) -> None:
+    assert normalize_ollama_host(value) == url
+
+
+def test_environment_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://generic:6379")
+    monkeypatch.setenv("OLLAMA_HOST", "box:1")
+    assert Settings().redis_url == "redis://generic:6379"
+    assert Settings().ollama_host == "http://box:1"
+    monkeypatch.setenv("BATCHQ_REDIS_URL", "rediss://:pw@mine:6380/2")
+    assert Settings().redis_url == "rediss://:pw@mine:6380/2"
+    monkeypatch.setenv("BATCHQ_CONCURRENCY", "12")
+    s = Settings(concurrency=3)  # explicit arguments (the CLI's flags) win
+    assert s.concurrency == 3 and s.with_overrides(rate=2.5).rate == 2.5
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"redis_url": "http://nope"},
+        {"concurrency": 0},
+        {"prefix": "a b"},
+        {"retry_delay": 10, "retry_max_delay": 1},
+        {"timeout": 0},
+        {"unknown": 1},
+    ],
+)
+def test_invalid_settings(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        Settings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_arq_never_times_out_before_batchq() -> None:
+    s = Settings(timeout=120, connect_timeout=5)
+    assert s.job_timeout > s.timeout + s.connect_timeout
