@@ -1,0 +1,57 @@
+"""compose.yaml and the Dockerfile stay consistent with the code they deploy."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from batchq.settings import Settings
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    return data
+
+
+def test_redis_keeps_everything(compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    assert redis["image"].startswith("redis:7")
+    cmd = redis["command"]
+    assert "--appendonly yes" in cmd and "--maxmemory-policy noeviction" in cmd
+    assert any(v.endswith(":/data") for v in redis["volumes"])
+
+
+def test_workers_scale_and_use_known_settings(compose: dict[str, Any]) -> None:
+    worker = compose["services"]["worker"]
+    assert "container_name" not in worker  # a fixed name would forbid --scale
+    assert worker["command"] == ["batchq", "worker"]
+    env = worker["environment"]
+    assert env["BATCHQ_REDIS_URL"].endswith("redis://redis:6379/0}")
+    assert env["OLLAMA_HOST"].endswith("http://ollama:11434}")
+    fields = set(Settings.model_fields)
+    for name in env:
+        if name.startswith("BATCHQ_") and name != "BATCHQ_REDIS_URL":
+            assert name.removeprefix("BATCHQ_").lower() in fields, name
+    assert compose["services"]["ollama"]["image"] == "ollama/ollama"
+
+
+def test_dockerfile_installs_both_packages() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert "COPY batchq" in text and "COPY workers" in text and "pip install" in text
+
+
+@pytest.mark.skipif(
+    shutil.which("docker") is None
+    or subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0,
+    reason="docker compose is not installed",
+)
+def test_docker_compose_config_parses() -> None:
+    subprocess.run(["docker", "compose", "config", "-q"], cwd=ROOT, check=True)
