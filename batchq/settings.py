@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     poll_delay: float = Field(default=0.05, gt=0)
     dispatch_window: float = Field(default=2.0, ge=1)
     heartbeat: float = Field(default=5.0, gt=0)
+    shutdown_grace: int = Field(default=30, ge=0)
 
     # Submission.
     max_line_bytes: int = Field(default=8 << 20, ge=1024)

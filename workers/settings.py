@@ -60,6 +60,9 @@ def worker_kwargs(settings: Settings, redis_url: str | None = None) -> dict[str,
         "on_shutdown": shutdown,
         "after_job_end": after_job_end,
         "health_check_interval": 30,
+        # On SIGTERM stop taking jobs and let running requests finish for this long; arq
+        # cancels and requeues whatever is still running after it.
+        "job_completion_wait": settings.shutdown_grace,
         "max_tries": settings.max_attempts + 100,
     }
 
