@@ -151,6 +151,46 @@ return finalize(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], A
 """
 )
 
+# KEYS: leases, queue, active
+# ARGV: now_ms, batch key prefix, most leases to reap
+_REAP = (
+    _FINALIZE
+    + """
+local n = 0
+for _, jid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])) do
+  local bid, idx = string.match(jid, '^(.*):(%d+)$')
+  local meta = ARGV[2] .. bid
+  release(meta, KEYS[1], jid)
+  -- The worker that held the lease is gone: drop arq's claim, which would otherwise block a
+  -- re-run until arq's own lock expires (the job timeout + 10 s: minutes).
+  redis.call('DEL', '"""
+    + ARQ_IN_PROGRESS_PREFIX
+    + """' .. jid)
+  local state = redis.call('HGET', meta, 'state')
+  if state and redis.call('HEXISTS', meta .. ':results', idx) == 0 then
+    if state == 'cancelled' then
+      finalize(meta, meta .. ':results', KEYS[1], KEYS[3], bid, idx, jid, 'cancelled', '"""
+    + _CANCELLED_PAYLOAD
+    + """', ARGV[1])
+    elseif redis.call('EXISTS', '"""
+    + ARQ_JOB_PREFIX
+    + """' .. jid) == 1 then
+      -- Running jobs stay in arq's queue; make it due now.
+      redis.call('ZADD', KEYS[2], ARGV[1], jid)
+    else
+      redis.call('RPUSH', meta .. ':redo', idx)
+      if redis.call('HGET', meta, 'active') ~= '1' then
+        redis.call('HSET', meta, 'active', 1)
+        redis.call('RPUSH', KEYS[3], bid)
+      end
+    end
+  end
+  n = n + 1
+end
+return n
+"""
+)
+
 # KEYS: meta, leases.  ARGV: job id
 _RELEASE = (
     _FINALIZE
@@ -225,6 +265,7 @@ class Scripts:
         self._finish = redis.register_script(_FINISH)
         self._release = redis.register_script(_RELEASE)
         self._cancel = redis.register_script(_CANCEL)
+        self._reap = redis.register_script(_REAP)
 
     async def dispatch(
         self,
@@ -269,6 +310,14 @@ class Scripts:
 
     async def release(self, batch_id: str, jid: str) -> None:
         await _call(self._release, [self.keys.batch(batch_id).meta, self.keys.leases], [jid])
+
+    async def reap(self, *, now_ms: int, limit: int = 1000) -> int:
+        """Re-queue items whose lease lapsed (their worker died); returns how many."""
+        k = self.keys
+        res = await _call(
+            self._reap, [k.leases, k.queue, k.active], [now_ms, k.batch_prefix(), limit]
+        )
+        return int(res)
 
     async def cancel(self, batch_id: str, *, now_ms: int) -> str | None:
         bk = self.keys.batch(batch_id)

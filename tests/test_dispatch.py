@@ -181,3 +181,49 @@ async def test_job_started_after_cancel_is_recorded_cancelled(
     s = await store.status(bid)
     assert (s.cancelled, s.running, s.state) == (2, 0, BatchState.CANCELLED)
     assert s.finished_at
+
+
+async def test_reaper_requeues_items_of_a_dead_worker(
+    store: BatchStore, settings: Settings
+) -> None:
+    d = Dispatcher(store.scripts, settings)
+    bid, _ = await store.submit(items(3))
+    await register_worker(store, "w", 2)
+    await d.run()
+    a, b, *_ = await queued_jobs(store)
+    now = clock.now_ms()
+    for jid in (a, b):
+        # A worker claimed both (arq's lock for 10 minutes), then died: leases lapse in 1 s.
+        await store.redis.set("arq:in-progress:" + jid, b"1", px=600_000)
+        _, i = parse_job_id(jid)
+        await store.scripts.start(bid, i, jid, now_ms=now, lease_until_ms=now + 1000)
+    # b's job key is gone too (e.g. expired): it must come back through the batch.
+    await store.redis.delete(ARQ_JOB_PREFIX + b)
+    await store.redis.zrem(store.keys.queue, b)
+    assert (await store.status(bid)).running == 2
+    assert await store.scripts.reap(now_ms=now + 999) == 0  # not lapsed yet
+    assert await store.scripts.reap(now_ms=now + 1001) == 2
+    assert await store.scripts.reap(now_ms=now + 1001) == 0
+    s = await store.status(bid)
+    assert (s.running, s.queued) == (0, 3)
+    assert not await store.redis.exists("arq:in-progress:" + a, "arq:in-progress:" + b)
+    assert await store.redis.zscore(store.keys.queue, a) == now + 1001
+    await store.redis.zrem(store.keys.queue, a)  # as if it ran and finished elsewhere
+    await store.redis.hset(store.keys.batch(bid).meta, "next", 3)  # type: ignore[misc]
+    await d.run()
+    assert b in await queued_jobs(store)  # re-dispatched from the redo list
+
+
+async def test_reaper_finishes_cancelled_items(store: BatchStore, settings: Settings) -> None:
+    bid, _ = await store.submit(items(1))
+    await register_worker(store, "w", 1)
+    await Dispatcher(store.scripts, settings).run()
+    (jid,) = await queued_jobs(store)
+    now = clock.now_ms()
+    await store.redis.set("arq:in-progress:" + jid, b"1", px=600_000)
+    await store.scripts.start(bid, 0, jid, now_ms=now, lease_until_ms=now + 10)
+    await store.cancel(bid)
+    assert (await store.status(bid)).finished_at is None  # its one item is "running"
+    assert await store.scripts.reap(now_ms=now + 20) == 1
+    s = await store.status(bid)
+    assert (s.cancelled, s.running) == (1, 0) and s.finished_at

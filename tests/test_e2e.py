@@ -5,100 +5,43 @@ Each result is checked against its own prompt."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from batchq.sim import expected_response
 
 from .conftest import free_port
+from .procs import Workers, batchq, env_for, simulator, wait_done
 
 pytestmark = pytest.mark.e2e
 
 SEED = 3
 
 
-def env_for(redis_url: str, prefix: str, home: Path, ollama: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BATCHQ_", "OLLAMA_"))}
-    env.update(
-        BATCHQ_REDIS_URL=redis_url,
-        BATCHQ_PREFIX=prefix,
-        BATCHQ_HOME=str(home),
-        OLLAMA_HOST=ollama,
-        BATCHQ_RETRY_DELAY="0.05",
-        BATCHQ_RETRY_MAX_DELAY="0.5",
-        BATCHQ_MAX_ATTEMPTS="25",
-        BATCHQ_HEARTBEAT="1",
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
-def batchq(env: dict[str, str], *args: str, check: bool = True, **kw: Any) -> Any:
-    proc = subprocess.run(
-        [sys.executable, "-m", "batchq", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        **kw,
-    )
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
-
-
 @pytest.fixture(scope="module")
 def sim_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("sim") / "sim.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "batchq",
-            "sim",
-            "--port",
-            str(port),
-            "--seed",
-            str(SEED),
-            "--parallel",
-            "16",
-            "--eval-tokens-per-s",
-            "0",
-            "--prompt-tokens-per-s",
-            "0",
-            "--fail-503",
-            "0.08",
-            "--fail-500",
-            "0.04",
-            "--fail-midstream",
-            "0.04",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            httpx.get(url + "/api/version", timeout=1)
-            break
-        except httpx.HTTPError:
-            assert time.monotonic() < deadline, "simulator did not start"
-            time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait(10)
-    log.close()
+    args = [
+        "--seed",
+        str(SEED),
+        "--parallel",
+        "16",
+        "--eval-tokens-per-s",
+        "0",
+        "--prompt-tokens-per-s",
+        "0",
+        "--fail-503",
+        "0.08",
+        "--fail-500",
+        "0.04",
+        "--fail-midstream",
+        "0.04",
+    ]
+    with simulator(tmp_path_factory.mktemp("sim"), *args) as url:
+        yield url
 
 
 def write_mixed_input(path: Path, n: int) -> list[dict[str, Any]]:
@@ -171,18 +114,6 @@ def check_results(out: Path, expect: list[dict[str, Any]]) -> None:
             assert r["metrics"]["done_reason"] == ("length" if "tokens" in e else "stop")
 
 
-def wait_done(env: dict[str, str], batch_id: str, timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        s: dict[str, Any] = json.loads(batchq(env, "status", batch_id, "--json").stdout)
-        counts = [s[k] for k in ("queued", "running", "succeeded", "failed", "cancelled")]
-        assert sum(counts) == s["total"]
-        if s["finished_at"]:
-            return s
-        assert time.monotonic() < deadline, s
-        time.sleep(0.3)
-
-
 def test_submit_workers_status_results(
     redis_url: str, prefix: str, tmp_path: Path, sim_url: str
 ) -> None:
@@ -192,25 +123,14 @@ def test_submit_workers_status_results(
     sub = json.loads(batchq(env, "submit", str(src), "--model", "llama3.2", "--json").stdout)
     assert sub["total"] == 300
     bid = sub["batch_id"]
-    logs = [(tmp_path / f"worker-{n}.log").open("w") for n in range(2)]
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-m", "batchq", "worker", "--concurrency", "8"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        for log in logs
-    ]
+    workers = Workers(env, tmp_path)
+    for _ in range(2):
+        workers.start("--concurrency", "8")
     try:
         status = wait_done(env, bid)
     finally:
-        for w in workers:
-            w.send_signal(signal.SIGTERM)
-        codes = [w.wait(30) for w in workers]
-        for log in logs:
-            log.close()
-    assert codes == [0, 0], [p.read_text()[-3000:] for p in tmp_path.glob("worker-*.log")]
+        codes = workers.stop()
+    assert codes == [0, 0], workers.logs()
     assert status["state"] == "completed"
     assert (status["succeeded"], status["failed"]) == (250, 50)
     out = tmp_path / "results.jsonl"
@@ -247,19 +167,9 @@ def test_arq_cli_runs_a_working_worker(
     src.write_text("".join(json.dumps(f"arq {i}") + "\n" for i in range(20)))
     bid = batchq(env, "submit", str(src), "--model", "llama3.2").stdout.strip()
     arq = Path(sys.executable).parent / "arq"
-    with (tmp_path / "arq.log").open("w") as log:
-        worker = subprocess.Popen(
-            [str(arq), "workers.WorkerSettings"],
-            env=env,
-            cwd=tmp_path,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            status = wait_done(env, bid, timeout=60)
-        finally:
-            worker.send_signal(signal.SIGTERM)
-            worker.wait(30)
+    with Workers(env, tmp_path) as workers:
+        workers.start(cmd=[str(arq), "workers.WorkerSettings"])
+        status = wait_done(env, bid, timeout=60)
     assert status["succeeded"] == 20
 
 

@@ -243,6 +243,10 @@ async def _heartbeat_loop(st: WorkerState) -> None:
         await asyncio.sleep(st.settings.heartbeat)
         try:
             await _heartbeat_once(st)
+            # Every worker reaps: there is no single reaper whose death would stop recovery.
+            reaped = await st.scripts.reap(now_ms=clock.now_ms())
+            if reaped:
+                log.warning("re-queued %d item(s) whose worker stopped renewing its lease", reaped)
         except RedisError as e:
             log.warning("heartbeat failed: %s", e)
 
