@@ -166,9 +166,7 @@ def main() -> None:
     )
     print(f"  succeeded {counts['succeeded']}  failed {counts['failed']}")
     print(f"  submit            {submit_s:8.2f} s   {n / submit_s:10.0f} items/s")
-    print(
-        f"  process (batchq)  {run_s:8.2f} s   {n / run_s:10.0f} items/s  (includes worker start-up)"
-    )
+    print(f"  process (batchq)  {run_s:8.2f} s   {n / run_s:10.0f} items/s  (with start-up)")
     print(f"  baseline (gather) {base_s:8.2f} s   {n / base_s:10.0f} items/s")
     print(f"  ratio batchq/baseline throughput: {base_s / run_s:.2f}")
     print(
