@@ -1,0 +1,545 @@
+"""Streaming parser and validator of a batch input file: one line in, at most one :class:`Item` out.
+
+Two formats. ``txt``: every non-blank line is a prompt for ``/api/generate``. ``jsonl``: every
+non-blank line is one of
+
+- a JSON string: a prompt for ``/api/generate``;
+- a native object: ``prompt`` (generate) or ``messages`` (chat), plus optional ``custom_id``,
+  ``model``, ``system``, ``options``, ``format``, ``keep_alive``, ``think``, ``images``, ``tools``;
+- an OpenAI batch request line (``custom_id``, ``method``, ``url``, ``body``) for
+  ``/v1/chat/completions`` or ``/v1/completions``, translated to the native request.
+
+The file is read one bounded line at a time, so neither a huge file nor one huge line can exhaust
+memory; the first bad line stops the parse with an :class:`InputError` naming line and field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO, Literal
+
+from batchq.errors import InputError
+from batchq.models import Endpoint, Item
+
+__all__ = ["InputFormat", "detect_format", "iter_items"]
+
+InputFormat = Literal["jsonl", "txt"]
+
+_NO_MODEL = "no model: give the line a model or pass --model"
+
+_NATIVE_KEYS = frozenset({"custom_id", "model", "prompt", "messages", "system", "images"})
+# "stream" is accepted and dropped: copied Ollama requests often say stream=false, and batchq
+# decides streaming itself.
+_NATIVE_KEYS |= {"tools", "options", "format", "keep_alive", "think", "stream"}
+_NATIVE_KEYS_HINT = (
+    "unknown field (a line may have custom_id, model, prompt or messages, system, options, "
+    "format, keep_alive, think, images, tools)"
+)
+_ROLES = frozenset({"system", "user", "assistant", "tool"})
+_MESSAGE_KEYS = frozenset({"role", "content", "images", "tool_calls", "tool_name", "thinking"})
+_THINK_LEVELS = frozenset({"low", "medium", "high"})
+
+_OPENAI_KEYS = frozenset({"custom_id", "method", "url", "body"})
+_CHAT_URL = "/v1/chat/completions"
+_COMPLETIONS_URL = "/v1/completions"
+_OPENAI_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+_OPENAI_MESSAGE_KEYS = frozenset({"role", "content", "name", "refusal", "tool_calls"})
+_OPENAI_MESSAGE_KEYS |= {"tool_call_id"}
+# Fields that do not change what the model generates, or that batchq handles itself.
+_OPENAI_IGNORED = frozenset({"stream", "stream_options", "user", "metadata", "n"})
+_OPENAI_IGNORED |= {"logprobs", "top_logprobs"}
+_OPENAI_SAMPLING = ("temperature", "top_p", "frequency_penalty", "presence_penalty")
+_OPENAI_COMMON = frozenset(
+    {"model", "max_tokens", "max_completion_tokens", "seed", "stop", "response_format"}
+) | frozenset(_OPENAI_SAMPLING)
+_OPENAI_CHAT_KEYS = _OPENAI_COMMON | {"messages", "tools"}
+_OPENAI_COMPLETIONS_KEYS = _OPENAI_COMMON | {"prompt", "suffix"}
+
+
+class _Bad(Exception):
+    """A rule broken inside a line; :func:`iter_items` adds the line number."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class _NumberError(ValueError):
+    pass
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    # 1e999 parses to inf, which json.dumps would later write as the non-JSON token Infinity.
+    if math.isinf(value):
+        raise _NumberError(f"number {text} is out of range")
+    return value
+
+
+def _reject_constant(text: str) -> float:
+    raise _NumberError(f"{text} is not valid JSON")
+
+
+# One decoder for every line: json.loads with keyword arguments would build a new one per call.
+_DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_reject_constant)
+# The decoder's C scanner on its own: decode() wraps it in two regex matches that cost a third
+# of the parse time. (typeshed does not declare the attribute.)
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def detect_format(path: str) -> InputFormat:
+    """``txt`` for a ``.txt`` file, ``jsonl`` for anything else (including ``-``, stdin)."""
+    return "txt" if path.lower().endswith(".txt") else "jsonl"
+
+
+def iter_items(
+    stream: BinaryIO,
+    *,
+    fmt: InputFormat = "jsonl",
+    default_model: str | None = None,
+    max_line_bytes: int = 1 << 20,
+) -> Iterator[Item]:
+    """Yield the stream's items in order, raising :class:`InputError` at the first bad line.
+
+    Blank lines are skipped and take no index; an item's default ``custom_id`` is its 0-based
+    index. ``default_model`` fills in lines without a model. ``max_line_bytes`` bounds one line
+    (without its line terminator). An input without any item is an error too, raised once the
+    stream is exhausted.
+    """
+    # Checked here, not in the generator, so that a wrong call fails at once.
+    if fmt not in ("jsonl", "txt"):
+        raise ValueError(f"unknown input format {fmt!r}")
+    if max_line_bytes < 1:
+        raise ValueError("max_line_bytes must be at least 1")
+    return _items(stream, fmt, default_model or None, max_line_bytes)
+
+
+def _items(
+    stream: BinaryIO, fmt: InputFormat, model: str | None, max_line_bytes: int
+) -> Iterator[Item]:
+    # hash(custom_id) -> line of first use: a fixed 64-bit digest per id however long the ids
+    # are (str hashes are keyed SipHash, cached on the string, so cheaper than blake2b). A
+    # collision among a million ids has probability ~3e-8 and would only be reported as a
+    # (false) duplicate, never let a real one through.
+    seen: dict[int, int] = {}
+    index = 0
+    lineno = 0
+    while True:
+        # +2 leaves room for "\r\n", so the limit is on the content alone.
+        raw = stream.readline(max_line_bytes + 2)
+        if not raw:
+            break
+        lineno += 1
+        size = len(raw)
+        if raw.endswith(b"\n"):
+            size -= 2 if raw.endswith(b"\r\n") else 1
+        elif raw.endswith(b"\r"):
+            size -= 1
+        if size > max_line_bytes:
+            raise InputError(
+                f"line is longer than the limit of {max_line_bytes} bytes", line=lineno
+            )
+        try:
+            # The terminator stays on for JSON, where it is whitespace: slicing it off would copy
+            # every line once more.
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InputError(f"not valid UTF-8 (byte {e.start + 1})", line=lineno) from None
+        if lineno == 1 and text.startswith("\ufeff"):
+            text = text[1:]
+        if not text or text.isspace():
+            continue
+        try:
+            if fmt == "txt":
+                if model is None:
+                    raise _Bad(_NO_MODEL, "model")
+                if text.endswith("\n"):
+                    text = text[:-1]
+                if text.endswith("\r"):
+                    text = text[:-1]
+                item = Item(str(index), Endpoint.GENERATE, {"model": model, "prompt": text})
+            else:
+                item = _json_item(text, index, model)
+                first = seen.setdefault(hash(item.custom_id), lineno)
+                if first != lineno:
+                    message = f"duplicate custom_id {item.custom_id!r:.80} (first on line {first})"
+                    raise _Bad(message, "custom_id")
+        except _Bad as e:
+            raise InputError(e.message, line=lineno, field=e.field) from None
+        index += 1
+        yield item
+    if index == 0:
+        raise InputError("the input has no items")
+
+
+def _parse(text: str) -> Any:
+    try:
+        value, end = _SCAN(text, 0)
+        if end == len(text) or not text[end:].strip(" \t\r\n"):
+            return value
+    except StopIteration:  # no value at column 1: leading whitespace, or not JSON at all
+        pass
+    # The full decoder skips leading whitespace, and words the errors with their column (which
+    # a trailing newline would turn into "line 2 column 1").
+    return _DECODER.decode(text.rstrip("\r\n"))
+
+
+def _json_item(text: str, index: int, default_model: str | None) -> Item:
+    try:
+        value = _parse(text)
+    except json.JSONDecodeError as e:
+        raise _Bad(f"invalid JSON: {e.msg} (column {e.colno})") from None
+    except RecursionError:
+        raise _Bad("invalid JSON: nested too deeply") from None
+    except ValueError as e:  # _NumberError, or an integer too long to convert
+        raise _Bad(f"invalid JSON: {e}") from None
+    if isinstance(value, str):
+        if default_model is None:
+            raise _Bad(_NO_MODEL, "model")
+        item = Item(str(index), Endpoint.GENERATE, {"model": default_model, "prompt": value})
+    elif not isinstance(value, dict):
+        raise _Bad(f"expected a JSON object or string, got {_type_name(value)}")
+    elif "url" in value or "body" in value or "method" in value:
+        item = _openai_item(value, default_model)
+    else:
+        item = _native_item(value, index, default_model)
+    # JSON can escape a lone UTF-16 surrogate ("\ud800"), which Python accepts but no UTF-8
+    # writer (Redis, the HTTP body) can encode. Only lines with such an escape pay for the check.
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text):
+        try:
+            json.dumps([item.custom_id, item.body], ensure_ascii=False).encode()
+        except (UnicodeEncodeError, RecursionError):
+            raise _Bad("contains a lone surrogate escape (\\ud800-\\udfff): not Unicode") from None
+    return item
+
+
+# --- native lines ---------------------------------------------------------------------------
+
+
+def _native_item(obj: dict[str, Any], index: int, default_model: str | None) -> Item:
+    for key in obj:
+        if key not in _NATIVE_KEYS:
+            raise _Bad(_NATIVE_KEYS_HINT, key)
+    custom_id = str(index)
+    if "custom_id" in obj:
+        raw_id = obj["custom_id"]
+        if isinstance(raw_id, int) and not isinstance(raw_id, bool):
+            custom_id = str(raw_id)
+        else:
+            custom_id = _str(raw_id, "custom_id", non_empty=True)
+    has_prompt, has_messages = "prompt" in obj, "messages" in obj
+    if has_prompt == has_messages:
+        raise _Bad(
+            "a line has either a prompt or messages, not both"
+            if has_prompt
+            else "a line needs a prompt (generate) or messages (chat)"
+        )
+    model = _model(obj, default_model, "model")
+    body: dict[str, Any] = {"model": model}
+    if has_prompt:
+        if "tools" in obj:
+            raise _Bad("tools need messages (chat), not a prompt", "tools")
+        endpoint = Endpoint.GENERATE
+        body["prompt"] = _str(obj["prompt"], "prompt")
+        if "system" in obj:
+            body["system"] = _str(obj["system"], "system")
+        if "images" in obj:
+            body["images"] = _str_list(obj["images"], "images")
+    else:
+        if "images" in obj:
+            raise _Bad("images go with a prompt; for chat, put them in a message", "images")
+        endpoint = Endpoint.CHAT
+        messages = _native_messages(obj["messages"], "messages")
+        # /api/chat has no system field: the system prompt is the conversation's first message.
+        if "system" in obj:
+            messages.insert(0, {"role": "system", "content": _str(obj["system"], "system")})
+        body["messages"] = messages
+        if "tools" in obj:
+            body["tools"] = _obj_list(obj["tools"], "tools")
+    if "format" in obj:
+        fmt = obj["format"]
+        if fmt != "json" and not isinstance(fmt, dict):
+            raise _Bad('must be "json" or a JSON schema object', "format")
+        body["format"] = fmt
+    if "options" in obj:
+        options = _obj(obj["options"], "options")
+        if options:
+            body["options"] = options
+    if "keep_alive" in obj:
+        keep_alive = obj["keep_alive"]
+        if not isinstance(keep_alive, str) and not _is_number(keep_alive):
+            raise _Bad('must be a duration string ("5m") or a number of seconds', "keep_alive")
+        body["keep_alive"] = keep_alive
+    if "think" in obj:
+        think = obj["think"]
+        if not isinstance(think, bool) and not (isinstance(think, str) and think in _THINK_LEVELS):
+            raise _Bad('must be true, false, "low", "medium" or "high"', "think")
+        body["think"] = think
+    return Item(custom_id, endpoint, body)
+
+
+def _native_messages(value: object, field: str) -> list[dict[str, Any]]:
+    messages = _list(value, field)
+    if not messages:
+        raise _Bad("must not be empty", field)
+    for i, message in enumerate(messages):
+        where = f"{field}[{i}]"
+        msg = _obj(message, where)
+        for key in msg:
+            if key not in _MESSAGE_KEYS:
+                raise _Bad("unknown field", f"{where}.{key}")
+        role = msg.get("role")
+        if not isinstance(role, str) or role not in _ROLES:
+            raise _Bad("must be one of system, user, assistant, tool", f"{where}.role")
+        tool_calls: list[dict[str, Any]] = []
+        if "tool_calls" in msg:
+            tool_calls = _obj_list(msg["tool_calls"], f"{where}.tool_calls")
+        content = msg.get("content")
+        if content is None and role == "assistant" and tool_calls:
+            msg["content"] = ""
+        elif not isinstance(content, str):
+            raise _Bad(f"must be a string, got {_type_name(content)}", f"{where}.content")
+        if "images" in msg:
+            _str_list(msg["images"], f"{where}.images")
+        for key in ("tool_name", "thinking"):
+            if key in msg:
+                _str(msg[key], f"{where}.{key}")
+    return messages
+
+
+# --- OpenAI batch lines ---------------------------------------------------------------------
+
+
+def _openai_item(obj: dict[str, Any], default_model: str | None) -> Item:
+    for key in obj:
+        if key not in _OPENAI_KEYS:
+            raise _Bad("unknown field (an OpenAI batch line has custom_id, method, url, body)", key)
+    if "custom_id" not in obj:
+        raise _Bad("required in an OpenAI batch line", "custom_id")
+    custom_id = _str(obj["custom_id"], "custom_id", non_empty=True)
+    if obj.get("method", "POST") != "POST":
+        raise _Bad('must be "POST"', "method")
+    url = obj.get("url")
+    if url != _CHAT_URL and url != _COMPLETIONS_URL:
+        raise _Bad(f"unsupported url {url!r:.80}: use {_CHAT_URL} or {_COMPLETIONS_URL}", "url")
+    if "body" not in obj:
+        raise _Bad("required in an OpenAI batch line", "body")
+    src = _obj(obj["body"], "body")
+    chat = url == _CHAT_URL
+    allowed = _OPENAI_CHAT_KEYS if chat else _OPENAI_COMPLETIONS_KEYS
+    for key in src:
+        if key not in allowed and key not in _OPENAI_IGNORED:
+            raise _Bad(f"not supported for {url}", f"body.{key}")
+    n = src.get("n")
+    if n is not None and (isinstance(n, bool) or n != 1):
+        raise _Bad("only n=1 is supported", "body.n")
+    body: dict[str, Any] = {"model": _model(src, default_model, "body.model")}
+    if chat:
+        if "messages" not in src:
+            raise _Bad("required for /v1/chat/completions", "body.messages")
+        body["messages"] = _openai_messages(src["messages"], "body.messages")
+        if src.get("tools") is not None:
+            body["tools"] = _obj_list(src["tools"], "body.tools")
+    else:
+        if "prompt" not in src:
+            raise _Bad("required for /v1/completions", "body.prompt")
+        body["prompt"] = _str(src["prompt"], "body.prompt")
+        if src.get("suffix") is not None:
+            body["suffix"] = _str(src["suffix"], "body.suffix")
+    fmt = _openai_format(src.get("response_format"))
+    if fmt is not None:
+        body["format"] = fmt
+    options = _openai_options(src)
+    if options:
+        body["options"] = options
+    return Item(custom_id, Endpoint.CHAT if chat else Endpoint.GENERATE, body)
+
+
+def _openai_options(src: dict[str, Any]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    # OpenAI deprecated max_tokens for max_completion_tokens, so the newer one wins.
+    for name in ("max_tokens", "max_completion_tokens"):
+        if src.get(name) is not None:
+            options["num_predict"] = _int(src[name], f"body.{name}")
+    for name in _OPENAI_SAMPLING:
+        value = src.get(name)
+        if value is not None:
+            if not _is_number(value):
+                raise _Bad(f"must be a number, got {_type_name(value)}", f"body.{name}")
+            options[name] = value
+    if src.get("seed") is not None:
+        options["seed"] = _int(src["seed"], "body.seed")
+    stop = src.get("stop")
+    if isinstance(stop, str):
+        options["stop"] = [stop]
+    elif stop is not None:
+        options["stop"] = _str_list(stop, "body.stop")
+    return options
+
+
+def _openai_format(value: object) -> str | dict[str, Any] | None:
+    if value is None:
+        return None
+    spec = _obj(value, "body.response_format")
+    kind = spec.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return "json"
+    if kind == "json_schema":
+        where = "body.response_format.json_schema"
+        return _obj(_obj(spec.get("json_schema"), where).get("schema"), f"{where}.schema")
+    raise _Bad('must be "text", "json_object" or "json_schema"', "body.response_format.type")
+
+
+def _openai_messages(value: object, field: str) -> list[dict[str, Any]]:
+    messages = _list(value, field)
+    if not messages:
+        raise _Bad("must not be empty", field)
+    out: list[dict[str, Any]] = []
+    # OpenAI tool results point at a call id; Ollama's name the tool, so remember id -> name.
+    tool_names: dict[str, str] = {}
+    for i, message in enumerate(messages):
+        where = f"{field}[{i}]"
+        src = _obj(message, where)
+        for key in src:
+            if key not in _OPENAI_MESSAGE_KEYS:
+                raise _Bad("unknown field", f"{where}.{key}")
+        role = src.get("role")
+        if not isinstance(role, str) or role not in _OPENAI_ROLES:
+            raise _Bad("must be one of system, developer, user, assistant, tool", f"{where}.role")
+        msg: dict[str, Any] = {"role": "system" if role == "developer" else role}
+        tool_calls: list[dict[str, Any]] = []
+        if src.get("tool_calls") is not None:
+            if role != "assistant":
+                raise _Bad("only assistant messages have tool_calls", f"{where}.tool_calls")
+            tool_calls = _openai_tool_calls(src["tool_calls"], f"{where}.tool_calls", tool_names)
+        content = src.get("content")
+        images: list[str] = []
+        if isinstance(content, str):
+            text = content
+        elif isinstance(content, list):
+            text, images = _openai_parts(content, f"{where}.content")
+        elif content is None and tool_calls:
+            text = ""
+        else:
+            raise _Bad(
+                f"must be a string or a list of parts, got {_type_name(content)}",
+                f"{where}.content",
+            )
+        msg["content"] = text
+        if images:
+            msg["images"] = images
+        if tool_calls:
+            msg["tool_calls"] = tool_calls
+        call_id = src.get("tool_call_id")
+        if role == "tool" and isinstance(call_id, str) and call_id in tool_names:
+            msg["tool_name"] = tool_names[call_id]
+        out.append(msg)
+    return out
+
+
+def _openai_parts(parts: list[Any], field: str) -> tuple[str, list[str]]:
+    texts: list[str] = []
+    images: list[str] = []
+    for j, part in enumerate(parts):
+        where = f"{field}[{j}]"
+        spec = _obj(part, where)
+        kind = spec.get("type")
+        if kind == "text":
+            texts.append(_str(spec.get("text"), f"{where}.text"))
+        elif kind == "image_url":
+            image = spec.get("image_url")
+            if isinstance(image, dict):
+                url, url_field = image.get("url"), f"{where}.image_url.url"
+            else:
+                url, url_field = image, f"{where}.image_url"
+            header, _, payload = _str(url, url_field).partition(",")
+            # Ollama takes image bytes, not addresses: only inline base64 data URLs carry them.
+            if not (header.startswith("data:") and header.endswith(";base64") and payload):
+                raise _Bad("only data: URLs with base64 content are supported", url_field)
+            images.append(payload)
+        else:
+            raise _Bad('unsupported content part type (use "text" or "image_url")', f"{where}.type")
+    return "\n".join(texts), images
+
+
+def _openai_tool_calls(value: object, field: str, names: dict[str, str]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for j, call in enumerate(_obj_list(value, field)):
+        where = f"{field}[{j}].function"
+        function = _obj(call.get("function"), where)
+        name = _str(function.get("name"), f"{where}.name", non_empty=True)
+        arguments = function.get("arguments", {})
+        # OpenAI sends arguments as a JSON-encoded string, Ollama as an object.
+        if isinstance(arguments, str):
+            try:
+                arguments = _DECODER.decode(arguments) if arguments.strip() else {}
+            except (ValueError, RecursionError):
+                raise _Bad("must be a JSON object", f"{where}.arguments") from None
+        out.append({"function": {"name": name, "arguments": _obj(arguments, f"{where}.arguments")}})
+        call_id = call.get("id")
+        if isinstance(call_id, str):
+            names[call_id] = name
+    return out
+
+
+# --- shared checks ----------------------------------------------------------------------------
+
+
+def _model(obj: dict[str, Any], default_model: str | None, field: str) -> str:
+    if "model" in obj:
+        return _str(obj["model"], field, non_empty=True)
+    if default_model is None:
+        raise _Bad(_NO_MODEL, field)
+    return default_model
+
+
+_TYPE_NAMES = {type(None): "null", bool: "boolean", int: "number", float: "number", str: "string"}
+
+
+def _type_name(value: object) -> str:
+    return _TYPE_NAMES.get(type(value)) or ("array" if isinstance(value, list) else "object")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _str(value: object, field: str, *, non_empty: bool = False) -> str:
+    if not isinstance(value, str):
+        raise _Bad(f"must be a string, got {_type_name(value)}", field)
+    if non_empty and not value:
+        raise _Bad("must not be empty", field)
+    return value
+
+
+def _int(value: object, field: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _Bad(f"must be an integer, got {_type_name(value)}", field)
+    return value
+
+
+def _obj(value: object, field: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _Bad(f"must be an object, got {_type_name(value)}", field)
+    return value
+
+
+def _list(value: object, field: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise _Bad(f"must be an array, got {_type_name(value)}", field)
+    return value
+
+
+def _str_list(value: object, field: str) -> list[str]:
+    return [_str(item, f"{field}[{i}]") for i, item in enumerate(_list(value, field))]
+
+
+def _obj_list(value: object, field: str) -> list[dict[str, Any]]:
+    return [_obj(item, f"{field}[{i}]") for i, item in enumerate(_list(value, field))]
