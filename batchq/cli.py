@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from pydantic import ValidationError
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 from rich.console import Console
 
 from .batches import BatchStore
 from .collect import wait_finished
 from .connection import connect, redact, resolve_redis_url
-from .errors import BatchqError, ConfigError, OllamaError
+from .errors import BatchqError, ConfigError, OllamaError, RedisUnavailable
 from .inputs import detect_format, iter_items
 from .keys import Keys
 from .models import BatchStatus
@@ -70,8 +70,14 @@ async def _store(settings: Settings) -> AsyncIterator[tuple[BatchStore, str]]:
 
 
 def _redis_down(url: str, e: BaseException) -> BatchqError:
-    from .errors import RedisUnavailable
-
+    if isinstance(e, OutOfMemoryError):
+        return RedisUnavailable(
+            f"Redis at {redact(url)} is out of memory and refuses writes (maxmemory reached; "
+            "batchq runs it with noeviction so that nothing is silently dropped)"
+        )
+    if isinstance(e, ResponseError):
+        # Reached, but it said no: a read-only replica, ACLs, a wrong password.
+        return RedisUnavailable(f"Redis at {redact(url)} refused the command: {str(e)[:300]}")
     return RedisUnavailable(f"cannot reach Redis at {redact(url)}: {e}")
 
 

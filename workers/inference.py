@@ -25,7 +25,7 @@ from batchq import clock
 from batchq.collect import encode_result
 from batchq.dispatch import Dispatcher
 from batchq.errors import OllamaError, PermanentOllamaError, TransientOllamaError
-from batchq.keys import Keys
+from batchq.keys import Keys, parse_job_id
 from batchq.limits import RateLimiter, backoff
 from batchq.models import Item, ItemError, ItemStatus
 from batchq.ollama import OllamaClient
@@ -33,15 +33,19 @@ from batchq.scripts import Scripts
 from batchq.settings import Settings
 
 __all__ = [
+    "REJECT_FUNCTION",
     "WorkerContext",
     "WorkerState",
     "after_job_end",
+    "reject_job",
     "run_item",
     "shutdown",
     "startup_hook",
 ]
 
 log = logging.getLogger("batchq.worker")
+
+REJECT_FUNCTION = "reject_job"
 
 
 @dataclass
@@ -103,6 +107,22 @@ async def run_item(ctx: WorkerContext, batch_id: str, index: int) -> str:
         return await _retry_or_fail(st, batch_id, index, jid, attempt, err)
     finally:
         st.running.discard(jid)
+
+
+async def reject_job(ctx: WorkerContext) -> str:
+    """Record the item of a job whose payload was not batchq's JSON as failed."""
+    st = ctx["batchq"]
+    jid = ctx["job_id"]
+    log.error("job %s: payload is not a batchq job; refusing to run it", jid)
+    try:
+        batch_id, index = parse_job_id(jid)
+    except ValueError:
+        return "ignored"
+    now = clock.now_ms()
+    if await st.scripts.start(batch_id, index, jid, now_ms=now, lease_until_ms=now) != "ok":
+        return "ignored"
+    error = ItemError(type="invalid_job", message="job payload is not batchq's JSON; not run")
+    return await _fail(st, batch_id, index, jid, ctx["job_try"], error)
 
 
 async def _attempt(st: WorkerState, batch_id: str, index: int, jid: str, attempt: int) -> str:

@@ -15,7 +15,7 @@ from batchq.dispatch import JOB_FUNCTION
 from batchq.keys import Keys
 from batchq.settings import Settings
 
-from .inference import after_job_end, run_item, shutdown, startup_hook
+from .inference import REJECT_FUNCTION, after_job_end, reject_job, run_item, shutdown, startup_hook
 
 __all__ = ["BatchqWorker", "json_dumps", "json_loads", "settings_class", "worker_kwargs"]
 
@@ -27,8 +27,22 @@ def json_dumps(value: Any) -> bytes:
 
 
 def json_loads(raw: bytes) -> Any:
-    # JSON, never pickle: whoever can write to Redis must not be able to run code on workers.
-    return json.loads(raw)
+    """JSON, never pickle: whoever can write to Redis must not be able to run code on workers.
+
+    A payload that is not a batchq job (a planted pickle, say) is not run; it becomes a call
+    of :func:`~workers.inference.reject_job`, which records the item as failed, so the item
+    still gets its one result instead of vanishing in arq's error path.
+    """
+    try:
+        d = json.loads(raw)
+        f, a, k = d["f"], d["a"], d["k"]
+        ok = f == JOB_FUNCTION and len(a) == 2 and isinstance(a[0], str) and k == {}
+        ok = ok and isinstance(a[1], int)
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError):
+        ok = False
+    if not ok:
+        return {"f": REJECT_FUNCTION, "a": [], "k": {}, "t": None, "et": 0}
+    return d
 
 
 def worker_kwargs(settings: Settings, redis_url: str | None = None) -> dict[str, Any]:
@@ -42,7 +56,8 @@ def worker_kwargs(settings: Settings, redis_url: str | None = None) -> dict[str,
                 # batchq counts attempts itself and records the failure; arq giving up first
                 # would drop the item without a result.
                 max_tries=settings.max_attempts + 100,
-            )
+            ),
+            func(cast(Any, reject_job), name=REJECT_FUNCTION, max_tries=1),
         ],
         "redis_settings": arq_redis_settings(url),
         "queue_name": Keys(settings.prefix).queue,

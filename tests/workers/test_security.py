@@ -1,0 +1,60 @@
+"""A payload planted in Redis by someone else can never run code on a worker."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+from pathlib import Path
+
+from batchq import clock
+from batchq.batches import BatchStore
+from batchq.collect import iter_results
+from batchq.models import BatchState, Endpoint, Item, ItemStatus
+from batchq.settings import Settings
+from workers.settings import BatchqWorker, json_loads, worker_kwargs
+
+
+class Planted:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        # Unpickling this creates the marker file: proof that code ran.
+        return (open, (str(self.marker), "w"))
+
+
+def test_non_batchq_payloads_become_rejections() -> None:
+    for raw in [
+        pickle.dumps({"f": "run_item", "a": ["b_x", 0], "k": {}, "t": 1, "et": 0}),
+        b'{"f": "something_else", "a": [], "k": {}, "t": 1, "et": 0}',
+        b'{"f": "run_item", "a": ["b_x", "0; rm -rf /"], "k": {}, "t": 1, "et": 0}',
+        b"\xff\xfe",
+    ]:
+        assert json_loads(raw)["f"] == "reject_job"
+    good = b'{"f":"run_item","a":["b_0123456789abcdef",3],"k":{},"t":1,"et":5}'
+    assert json_loads(good)["a"] == ["b_0123456789abcdef", 3]
+
+
+async def test_planted_pickle_is_not_run_and_the_item_fails(
+    store: BatchStore, settings: Settings, tmp_path: Path
+) -> None:
+    marker = tmp_path / "pwned"
+    bid, _ = await store.submit([Item("0", Endpoint.GENERATE, {"model": "m", "prompt": "x"})])
+    # Pretend the dispatcher sent it, but an attacker replaced the job's payload.
+    await store.redis.hset(store.keys.batch(bid).meta, "next", 1)  # type: ignore[misc]
+    jid = f"{bid}:0"
+    await store.redis.set(f"arq:job:{jid}", pickle.dumps(Planted(marker)))
+    await store.redis.zadd(store.keys.queue, {jid: clock.now_ms()})
+    assert settings.redis_url
+    worker = BatchqWorker(
+        **worker_kwargs(settings, settings.redis_url), batchq_burst=True, handle_signals=False
+    )
+    try:
+        await asyncio.wait_for(worker.main(), 60)
+    finally:
+        await worker.close()
+    assert not marker.exists()
+    s = await store.status(bid)
+    assert (s.failed, s.state) == (1, BatchState.COMPLETED)
+    (r,) = [r async for r in iter_results(store, bid)]
+    assert r.status is ItemStatus.FAILED and r.error and r.error.type == "invalid_job"
