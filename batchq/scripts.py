@@ -117,7 +117,7 @@ return {sent, queued + sent, window, redis.call('LLEN', KEYS[1])}
 """
 )
 
-# KEYS: meta, results, leases, active
+# KEYS: meta, results, leases, active, queue
 # ARGV: batch id, index, job id, now_ms, lease deadline ms
 _START = (
     _FINALIZE
@@ -134,6 +134,10 @@ end
 if redis.call('ZADD', KEYS[3], ARGV[5], ARGV[3]) == 1 then
   redis.call('HINCRBY', KEYS[1], 'running', 1)
 end
+-- Running jobs stay in arq's queue, and every poll of every worker would re-check each of
+-- them (three round trips apiece) before reaching a job it can take. Scored at the lease
+-- deadline, a running job is out of the polls' range until its lease lapses.
+redis.call('ZADD', KEYS[5], 'XX', ARGV[5], ARGV[3])
 if state == 'queued' then
   redis.call('HSET', KEYS[1], 'state', 'running', 'started_at', ARGV[4])
 end
@@ -191,11 +195,13 @@ return n
 """
 )
 
-# KEYS: meta, leases.  ARGV: job id
+# KEYS: meta, leases, queue.  ARGV: job id, queue score or ''
 _RELEASE = (
     _FINALIZE
     + """
 release(KEYS[1], KEYS[2], ARGV[1])
+-- Back to the score arq claimed it at, which arq's retry arithmetic expects.
+if ARGV[2] ~= '' then redis.call('ZADD', KEYS[3], 'XX', ARGV[2], ARGV[1]) end
 return 1
 """
 )
@@ -292,7 +298,7 @@ class Scripts:
         bk = self.keys.batch(batch_id)
         res = await _call(
             self._start,
-            [bk.meta, bk.results, self.keys.leases, self.keys.active],
+            [bk.meta, bk.results, self.keys.leases, self.keys.active, self.keys.queue],
             [batch_id, index, jid, now_ms, lease_until_ms],
         )
         return res.decode() if isinstance(res, bytes) else str(res)
@@ -308,8 +314,13 @@ class Scripts:
         )
         return bool(int(res))
 
-    async def release(self, batch_id: str, jid: str) -> None:
-        await _call(self._release, [self.keys.batch(batch_id).meta, self.keys.leases], [jid])
+    async def release(self, batch_id: str, jid: str, *, score: int | None = None) -> None:
+        """Give up the lease; with ``score``, make the job due again at that queue score."""
+        await _call(
+            self._release,
+            [self.keys.batch(batch_id).meta, self.keys.leases, self.keys.queue],
+            [jid, "" if score is None else score],
+        )
 
     async def reap(self, *, now_ms: int, limit: int = 1000) -> int:
         """Re-queue items whose lease lapsed (their worker died); returns how many."""

@@ -93,18 +93,18 @@ async def run_item(ctx: WorkerContext, batch_id: str, index: int) -> str:
         return outcome
     st.running.add(jid)
     try:
-        return await _attempt(st, batch_id, index, jid, attempt)
+        return await _attempt(st, batch_id, index, jid, attempt, ctx["score"])
     except asyncio.CancelledError:
         # Shutdown: arq puts the job back; its lease goes too, so the item counts as queued.
         with contextlib.suppress(RedisError):
-            await asyncio.shield(st.scripts.release(batch_id, jid))
+            await asyncio.shield(st.scripts.release(batch_id, jid, score=ctx["score"]))
         raise
     except Retry:
         raise
     except Exception as e:  # anything else would make arq drop the item
         log.exception("job %s: unexpected error, will retry", jid)
         err = TransientOllamaError(f"{type(e).__name__}: {e}", kind="internal_error")
-        return await _retry_or_fail(st, batch_id, index, jid, attempt, err)
+        return await _retry_or_fail(st, batch_id, index, jid, attempt, err, ctx["score"])
     finally:
         st.running.discard(jid)
 
@@ -125,7 +125,9 @@ async def reject_job(ctx: WorkerContext) -> str:
     return await _fail(st, batch_id, index, jid, ctx["job_try"], error)
 
 
-async def _attempt(st: WorkerState, batch_id: str, index: int, jid: str, attempt: int) -> str:
+async def _attempt(
+    st: WorkerState, batch_id: str, index: int, jid: str, attempt: int, score: int
+) -> str:
     s = st.settings
     raw = await st.redis.hget(st.keys.batch(batch_id).items, str(index))  # type: ignore[misc]
     if raw is None:
@@ -153,9 +155,9 @@ async def _attempt(st: WorkerState, batch_id: str, index: int, jid: str, attempt
         err: OllamaError = TransientOllamaError(
             f"no complete reply within {s.timeout:g} s", kind="timeout"
         )
-        return await _retry_or_fail(st, batch_id, index, jid, attempt, err)
+        return await _retry_or_fail(st, batch_id, index, jid, attempt, err, score)
     except TransientOllamaError as e:
-        return await _retry_or_fail(st, batch_id, index, jid, attempt, e)
+        return await _retry_or_fail(st, batch_id, index, jid, attempt, e, score)
     except PermanentOllamaError as e:
         return await _fail(st, batch_id, index, jid, attempt, _item_error(e))
 
@@ -183,7 +185,13 @@ async def _fail(
 
 
 async def _retry_or_fail(
-    st: WorkerState, batch_id: str, index: int, jid: str, attempt: int, err: OllamaError
+    st: WorkerState,
+    batch_id: str,
+    index: int,
+    jid: str,
+    attempt: int,
+    err: OllamaError,
+    score: int,
 ) -> str:
     s = st.settings
     if attempt >= s.max_attempts:
@@ -191,7 +199,7 @@ async def _retry_or_fail(
     delay = backoff(attempt, s.retry_delay, s.retry_max_delay)
     log.info("job %s attempt %d: %s; retrying in %.1f s", jid, attempt, err, delay)
     # While it waits out the backoff the item is queued, not running.
-    await st.scripts.release(batch_id, jid)
+    await st.scripts.release(batch_id, jid, score=score)
     raise Retry(defer=delay)
 
 
@@ -254,7 +262,10 @@ async def _heartbeat_once(st: WorkerState) -> None:
         pipe.zadd(st.keys.workers, {st.worker_id: now + st.lease_ms})
         pipe.hset(st.keys.worker_slots, st.worker_id, str(st.settings.concurrency))
         if st.running:
-            pipe.zadd(st.keys.leases, dict.fromkeys(st.running, now + st.lease_ms), xx=True)
+            deadline = dict.fromkeys(st.running, now + st.lease_ms)
+            pipe.zadd(st.keys.leases, deadline, xx=True)
+            # Keep long requests out of every worker's polls (see the start script).
+            pipe.zadd(st.keys.queue, deadline, xx=True, gt=True)
         await pipe.execute()
 
 

@@ -119,7 +119,7 @@ async def test_a_job_delivered_twice_leaves_one_result(
     await startup_hook(settings)(ctx)
     try:
         jid = f"{bid}:0"
-        job_ctx = WorkerContext(**ctx, job_id=jid, job_try=1)  # type: ignore[typeddict-item]
+        job_ctx = WorkerContext(**ctx, job_id=jid, job_try=1, score=0)  # type: ignore[typeddict-item]
         first, second = await asyncio.gather(
             run_item(job_ctx, bid, 0), run_item(WorkerContext(**job_ctx), bid, 0)
         )
@@ -143,7 +143,7 @@ async def test_transient_failure_raises_retry_and_releases_the_lease(
         ctx: dict[str, object] = {"redis": store.redis}
         await startup_hook(settings)(ctx)
         try:
-            job = WorkerContext(**ctx, job_id=f"{bid}:0", job_try=1)  # type: ignore[typeddict-item]
+            job = WorkerContext(**ctx, job_id=f"{bid}:0", job_try=1, score=0)  # type: ignore[typeddict-item]
             with pytest.raises(Retry):
                 await run_item(job, bid, 0)
             s = await store.status(bid)
