@@ -116,6 +116,13 @@ class OllamaClient:
             if self.stream:
                 return await self._send_streamed(item.endpoint, body)
             return await self._send_plain(item.endpoint, body)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+            # Nothing reached Ollama: it is down or unreachable, which says nothing about
+            # the item (the worker does not count it as an attempt).
+            raise TransientOllamaError(
+                f"cannot reach Ollama at {self.base_url}: {type(e).__name__}: {e}",
+                kind="unreachable",
+            ) from e
         except httpx.TimeoutException as e:
             raise TransientOllamaError(
                 f"request timed out ({type(e).__name__})", kind="timeout"

@@ -42,6 +42,7 @@ end
 local function finalize(meta, results, leases, active, bid, idx, jid, status, payload, now)
   release(meta, leases, jid)
   if redis.call('HSETNX', results, idx, payload) == 0 then return 0 end
+  redis.call('HDEL', meta .. ':tries', idx)
   redis.call('HINCRBY', meta, status, 1)
   close_if_done(meta, active, bid, now)
   return 1
@@ -141,7 +142,9 @@ redis.call('ZADD', KEYS[5], 'XX', ARGV[5], ARGV[3])
 if state == 'queued' then
   redis.call('HSET', KEYS[1], 'state', 'running', 'started_at', ARGV[4])
 end
-return 'ok'
+-- batchq counts attempts itself: arq's try counter also counts the runs that never reached
+-- Ollama (it was down) and the ones a shutdown cancelled, which are refunded on release.
+return {'ok', redis.call('HINCRBY', KEYS[1] .. ':tries', ARGV[2], 1)}
 """
 )
 
@@ -195,13 +198,19 @@ return n
 """
 )
 
-# KEYS: meta, leases, queue.  ARGV: job id, queue score or ''
+# KEYS: meta, leases, queue.  ARGV: job id, queue score or '', '1' to refund the attempt
 _RELEASE = (
     _FINALIZE
     + """
 release(KEYS[1], KEYS[2], ARGV[1])
 -- Back to the score arq claimed it at, which arq's retry arithmetic expects.
 if ARGV[2] ~= '' then redis.call('ZADD', KEYS[3], 'XX', ARGV[2], ARGV[1]) end
+if ARGV[3] == '1' then
+  local idx = string.match(ARGV[1], ':(%d+)$')
+  if tonumber(redis.call('HGET', KEYS[1] .. ':tries', idx) or '0') > 0 then
+    redis.call('HINCRBY', KEYS[1] .. ':tries', idx, -1)
+  end
+end
 return 1
 """
 )
@@ -294,14 +303,17 @@ class Scripts:
 
     async def start(
         self, batch_id: str, index: int, jid: str, *, now_ms: int, lease_until_ms: int
-    ) -> StartOutcome:
+    ) -> tuple[StartOutcome, int]:
+        """Take the item's lease; returns ('ok', attempt number) or why not to run it."""
         bk = self.keys.batch(batch_id)
         res = await _call(
             self._start,
             [bk.meta, bk.results, self.keys.leases, self.keys.active, self.keys.queue],
             [batch_id, index, jid, now_ms, lease_until_ms],
         )
-        return res.decode() if isinstance(res, bytes) else str(res)
+        if isinstance(res, list):
+            return _str(res[0]), int(res[1])
+        return _str(res), 0
 
     async def finish(
         self, batch_id: str, index: int, jid: str, status: str, payload: str, *, now_ms: int
@@ -314,12 +326,15 @@ class Scripts:
         )
         return bool(int(res))
 
-    async def release(self, batch_id: str, jid: str, *, score: int | None = None) -> None:
-        """Give up the lease; with ``score``, make the job due again at that queue score."""
+    async def release(
+        self, batch_id: str, jid: str, *, score: int | None = None, refund: bool = False
+    ) -> None:
+        """Give up the lease; with ``score``, make the job due again at that queue score; with
+        ``refund``, the attempt it started does not count."""
         await _call(
             self._release,
             [self.keys.batch(batch_id).meta, self.keys.leases, self.keys.queue],
-            [jid, "" if score is None else score],
+            [jid, "" if score is None else score, "1" if refund else "0"],
         )
 
     async def reap(self, *, now_ms: int, limit: int = 1000) -> int:
@@ -340,6 +355,10 @@ class Scripts:
         if res is None:
             return None
         return res.decode() if isinstance(res, bytes) else str(res)
+
+
+def _str(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 async def _call(script: AsyncScript, keys: list[str], args: list[Any]) -> Any:

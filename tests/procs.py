@@ -67,9 +67,9 @@ def wait_done(env: dict[str, str], batch_id: str, timeout: float = 120) -> dict[
 
 
 @contextlib.contextmanager
-def simulator(log_dir: Path, *args: str) -> Iterator[str]:
+def simulator(log_dir: Path, *args: str, port: int | None = None) -> Iterator[str]:
     """``batchq sim`` in its own process; yields its URL."""
-    port = free_port()
+    port = port or free_port()
     with (log_dir / f"sim-{port}.log").open("w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "batchq", "sim", "--port", str(port), *args],

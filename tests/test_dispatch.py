@@ -31,7 +31,8 @@ async def complete(store: BatchStore, jid: str, status: ItemStatus = ItemStatus.
     """What a worker does for one job, minus Ollama: start, finish, leave arq's queue."""
     bid, idx = parse_job_id(jid)
     now = clock.now_ms()
-    assert await store.scripts.start(bid, idx, jid, now_ms=now, lease_until_ms=now + 5000) == "ok"
+    outcome, _ = await store.scripts.start(bid, idx, jid, now_ms=now, lease_until_ms=now + 5000)
+    assert outcome == "ok"
     wrote = await store.scripts.finish(
         bid, idx, jid, status.value, encode_result(status, response=f"r{idx}"), now_ms=now
     )
@@ -90,8 +91,9 @@ async def test_counters_add_up_and_duplicates_count_once(
     now = clock.now_ms()
     b, i = parse_job_id(jobs[0])
     # Two deliveries of the same job start together (arq is at-least-once).
-    assert await store.scripts.start(b, i, jobs[0], now_ms=now, lease_until_ms=now + 9000) == "ok"
-    assert await store.scripts.start(b, i, jobs[0], now_ms=now, lease_until_ms=now + 9000) == "ok"
+    first = await store.scripts.start(b, i, jobs[0], now_ms=now, lease_until_ms=now + 9000)
+    second = await store.scripts.start(b, i, jobs[0], now_ms=now, lease_until_ms=now + 9000)
+    assert (first, second) == (("ok", 1), ("ok", 2))  # each start counts an attempt
     s = await store.status(bid)
     assert (s.running, s.queued, s.state) == (1, 5, BatchState.RUNNING)
     ok = encode_result(ItemStatus.SUCCEEDED, response="first")
@@ -101,7 +103,8 @@ async def test_counters_add_up_and_duplicates_count_once(
     s = await store.status(bid)
     assert (s.running, s.succeeded, s.failed, s.queued) == (0, 1, 0, 5)
     # A third delivery after the result exists does nothing at all.
-    assert await store.scripts.start(b, i, jobs[0], now_ms=now, lease_until_ms=now) == "final"
+    assert await store.scripts.start(b, i, jobs[0], now_ms=now, lease_until_ms=now) == ("final", 0)
+    assert not await store.redis.hexists(store.keys.batch(bid).meta + ":tries", str(i))  # type: ignore[misc]
     assert (await store.status(bid)).running == 0
     for jid in jobs[1:4]:
         await complete(store, jid)
@@ -123,10 +126,12 @@ async def test_release_returns_a_running_item_to_queued(
     now = clock.now_ms()
     await store.scripts.start(bid, 0, jid, now_ms=now, lease_until_ms=now + 1000)
     assert (await store.status(bid)).running == 1
-    await store.scripts.release(bid, jid)
-    await store.scripts.release(bid, jid)  # idempotent
+    await store.scripts.release(bid, jid, refund=True)
+    await store.scripts.release(bid, jid, refund=True)  # idempotent; never below zero
     s = await store.status(bid)
     assert (s.running, s.queued) == (0, 1)
+    again = await store.scripts.start(bid, 0, jid, now_ms=now, lease_until_ms=now + 1000)
+    assert again == ("ok", 1)  # the refunded attempt did not count
 
 
 async def test_cancel(store: BatchStore, settings: Settings) -> None:
@@ -177,7 +182,7 @@ async def test_job_started_after_cancel_is_recorded_cancelled(
     await store.cancel(bid)
     b, i = parse_job_id(jid)
     now = clock.now_ms()
-    assert await store.scripts.start(b, i, jid, now_ms=now, lease_until_ms=now) == "cancelled"
+    assert await store.scripts.start(b, i, jid, now_ms=now, lease_until_ms=now) == ("cancelled", 0)
     s = await store.status(bid)
     assert (s.cancelled, s.running, s.state) == (2, 0, BatchState.CANCELLED)
     assert s.finished_at

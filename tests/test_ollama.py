@@ -121,7 +121,8 @@ async def test_status_codes(
 @pytest.mark.parametrize(
     ("exc", "kind"),
     [
-        (httpx.ConnectError("refused"), "connection_error"),
+        (httpx.ConnectError("refused"), "unreachable"),
+        (httpx.ConnectTimeout("no answer"), "unreachable"),
         (httpx.ReadTimeout("slow"), "timeout"),
         (httpx.RemoteProtocolError("reset"), "connection_error"),
     ],

@@ -80,31 +80,44 @@ class WorkerContext(TypedDict, total=False):
     batchq: WorkerState
 
 
+@dataclass(frozen=True, slots=True)
+class _Job:
+    st: WorkerState
+    batch_id: str
+    index: int
+    jid: str
+    attempt: int  # batchq's count: requests that reached (or may have reached) Ollama
+    run: int  # arq's count: every time the job started, for the backoff exponent
+    score: int  # the queue score arq claimed it at
+
+
 async def run_item(ctx: WorkerContext, batch_id: str, index: int) -> str:
     st = ctx["batchq"]
     jid = ctx["job_id"]
-    attempt = ctx["job_try"]
     now = clock.now_ms()
-    outcome = await st.scripts.start(
+    outcome, attempt = await st.scripts.start(
         batch_id, index, jid, now_ms=now, lease_until_ms=now + st.lease_ms
     )
     if outcome != "ok":
         # Already final (a duplicate delivery), cancelled, or the batch is gone.
         return outcome
+    job = _Job(st, batch_id, index, jid, attempt, ctx["job_try"], ctx["score"])
     st.running.add(jid)
     try:
-        return await _attempt(st, batch_id, index, jid, attempt, ctx["score"])
+        return await _attempt(job)
     except asyncio.CancelledError:
-        # Shutdown: arq puts the job back; its lease goes too, so the item counts as queued.
+        # Shutdown: arq puts the job back at once; the lease goes and the attempt is refunded,
+        # so the item counts as queued and nothing is counted against it.
         with contextlib.suppress(RedisError):
-            await asyncio.shield(st.scripts.release(batch_id, jid, score=ctx["score"]))
+            await asyncio.shield(st.scripts.release(batch_id, jid, score=job.score, refund=True))
         raise
     except Retry:
         raise
     except Exception as e:  # anything else would make arq drop the item
         log.exception("job %s: unexpected error, will retry", jid)
-        err = TransientOllamaError(f"{type(e).__name__}: {e}", kind="internal_error")
-        return await _retry_or_fail(st, batch_id, index, jid, attempt, err, ctx["score"])
+        return await _retry_or_fail(
+            job, TransientOllamaError(f"{type(e).__name__}: {e}", kind="internal_error")
+        )
     finally:
         st.running.discard(jid)
 
@@ -119,33 +132,33 @@ async def reject_job(ctx: WorkerContext) -> str:
     except ValueError:
         return "ignored"
     now = clock.now_ms()
-    if await st.scripts.start(batch_id, index, jid, now_ms=now, lease_until_ms=now) != "ok":
+    outcome, attempt = await st.scripts.start(batch_id, index, jid, now_ms=now, lease_until_ms=now)
+    if outcome != "ok":
         return "ignored"
-    error = ItemError(type="invalid_job", message="job payload is not batchq's JSON; not run")
-    return await _fail(st, batch_id, index, jid, ctx["job_try"], error)
+    job = _Job(st, batch_id, index, jid, attempt, ctx["job_try"], ctx["score"])
+    return await _fail(
+        job, ItemError(type="invalid_job", message="job payload is not batchq's JSON; not run")
+    )
 
 
-async def _attempt(
-    st: WorkerState, batch_id: str, index: int, jid: str, attempt: int, score: int
-) -> str:
-    s = st.settings
-    raw = await st.redis.hget(st.keys.batch(batch_id).items, str(index))  # type: ignore[misc]
+async def _attempt(job: _Job) -> str:
+    st, s = job.st, job.st.settings
+    raw = await st.redis.hget(st.keys.batch(job.batch_id).items, str(job.index))  # type: ignore[misc]
     if raw is None:
-        return await _fail(
-            st, batch_id, index, jid, attempt, ItemError(type="invalid_item", message="missing")
-        )
+        return await _fail(job, ItemError(type="invalid_item", message="item is missing"))
     try:
         item = Item.loads(raw)
     except (ValueError, KeyError, TypeError) as e:
-        error = ItemError(type="invalid_item", message=f"stored item is unreadable: {e}")
-        return await _fail(st, batch_id, index, jid, attempt, error)
-    if attempt > s.max_attempts:
-        # Earlier attempts died with their worker or timed out at arq's level.
+        return await _fail(
+            job, ItemError(type="invalid_item", message=f"stored item is unreadable: {e}")
+        )
+    if job.attempt > s.max_attempts:
+        # The earlier attempts died with their worker: an item that kills workers stops here.
         error = ItemError(
             type="attempts_exhausted",
-            message=f"gave up after {attempt - 1} attempts that did not finish",
+            message=f"gave up after {job.attempt - 1} attempts that did not finish",
         )
-        return await _fail(st, batch_id, index, jid, attempt, error)
+        return await _fail(job, error)
 
     await st.limiter.wait()
     try:
@@ -155,17 +168,17 @@ async def _attempt(
         err: OllamaError = TransientOllamaError(
             f"no complete reply within {s.timeout:g} s", kind="timeout"
         )
-        return await _retry_or_fail(st, batch_id, index, jid, attempt, err, score)
+        return await _retry_or_fail(job, err)
     except TransientOllamaError as e:
-        return await _retry_or_fail(st, batch_id, index, jid, attempt, e, score)
+        return await _retry_or_fail(job, e)
     except PermanentOllamaError as e:
-        return await _fail(st, batch_id, index, jid, attempt, _item_error(e))
+        return await _fail(job, _item_error(e))
 
     payload = encode_result(
-        ItemStatus.SUCCEEDED, response=reply.text, attempts=attempt, metrics=reply.metrics
+        ItemStatus.SUCCEEDED, response=reply.text, attempts=job.attempt, metrics=reply.metrics
     )
     await st.scripts.finish(
-        batch_id, index, jid, ItemStatus.SUCCEEDED.value, payload, now_ms=clock.now_ms()
+        job.batch_id, job.index, job.jid, ItemStatus.SUCCEEDED.value, payload, now_ms=clock.now_ms()
     )
     return "succeeded"
 
@@ -174,32 +187,32 @@ def _item_error(e: OllamaError) -> ItemError:
     return ItemError(type=e.kind, message=e.message, status_code=e.status_code)
 
 
-async def _fail(
-    st: WorkerState, batch_id: str, index: int, jid: str, attempt: int, error: ItemError
-) -> str:
-    payload = encode_result(ItemStatus.FAILED, error=error, attempts=attempt)
-    await st.scripts.finish(
-        batch_id, index, jid, ItemStatus.FAILED.value, payload, now_ms=clock.now_ms()
+async def _fail(job: _Job, error: ItemError) -> str:
+    payload = encode_result(ItemStatus.FAILED, error=error, attempts=job.attempt)
+    await job.st.scripts.finish(
+        job.batch_id, job.index, job.jid, ItemStatus.FAILED.value, payload, now_ms=clock.now_ms()
     )
     return "failed"
 
 
-async def _retry_or_fail(
-    st: WorkerState,
-    batch_id: str,
-    index: int,
-    jid: str,
-    attempt: int,
-    err: OllamaError,
-    score: int,
-) -> str:
-    s = st.settings
-    if attempt >= s.max_attempts:
-        return await _fail(st, batch_id, index, jid, attempt, _item_error(err))
-    delay = backoff(attempt, s.retry_delay, s.retry_max_delay)
-    log.info("job %s attempt %d: %s; retrying in %.1f s", jid, attempt, err, delay)
+# While Ollama is unreachable items keep waiting, never failing, but no faster than this.
+_UNREACHABLE_MAX_DELAY = 30.0
+
+
+async def _retry_or_fail(job: _Job, err: OllamaError) -> str:
+    s = job.st.settings
+    unreachable = err.kind == "unreachable"
+    if unreachable:
+        # Ollama down is no fault of the item: wait for it, with a backoff that grows with
+        # every run so a dead server is not hammered, capped so work resumes soon after.
+        delay = backoff(job.run, s.retry_delay, min(s.retry_max_delay, _UNREACHABLE_MAX_DELAY))
+    elif job.attempt >= s.max_attempts:
+        return await _fail(job, _item_error(err))
+    else:
+        delay = backoff(job.attempt, s.retry_delay, s.retry_max_delay)
+    log.info("job %s attempt %d: %s; retrying in %.1f s", job.jid, job.attempt, err, delay)
     # While it waits out the backoff the item is queued, not running.
-    await st.scripts.release(batch_id, jid, score=score)
+    await job.st.scripts.release(job.batch_id, job.jid, score=job.score, refund=unreachable)
     raise Retry(defer=delay)
 
 

@@ -21,6 +21,8 @@ __all__ = ["BatchqWorker", "json_dumps", "json_loads", "settings_class", "worker
 
 log = logging.getLogger("batchq.worker")
 
+_ARQ_MAX_TRIES = 1_000_000
+
 
 def json_dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
@@ -54,8 +56,9 @@ def worker_kwargs(settings: Settings, redis_url: str | None = None) -> dict[str,
                 name=JOB_FUNCTION,
                 timeout=settings.job_timeout,
                 # batchq counts attempts itself and records the failure; arq giving up first
-                # would drop the item without a result.
-                max_tries=settings.max_attempts + 100,
+                # would drop the item without a result (runs while Ollama is down do not
+                # count as attempts, so arq's own count may grow large).
+                max_tries=_ARQ_MAX_TRIES,
             ),
             func(cast(Any, reject_job), name=REJECT_FUNCTION, max_tries=1),
         ],
@@ -78,7 +81,7 @@ def worker_kwargs(settings: Settings, redis_url: str | None = None) -> dict[str,
         # On SIGTERM stop taking jobs and let running requests finish for this long; arq
         # cancels and requeues whatever is still running after it.
         "job_completion_wait": settings.shutdown_grace,
-        "max_tries": settings.max_attempts + 100,
+        "max_tries": _ARQ_MAX_TRIES,
     }
 
 
