@@ -94,6 +94,7 @@ class BatchStore:
                 )
                 tx.persist(bk.items)
                 tx.zadd(self.keys.batches, {batch_id: now})
+                tx.zadd(self.keys.open, {batch_id: now})
                 tx.rpush(self.keys.active, batch_id)
                 await tx.execute()
         except BaseException:
@@ -141,7 +142,7 @@ class BatchStore:
     async def status(self, batch_id: str) -> BatchStatus:
         return _status(batch_id, await self.meta(batch_id))
 
-    async def list(self, limit: int = 50) -> list[BatchStatus]:
+    async def recent(self, limit: int = 50) -> list[BatchStatus]:
         ids = [_s(b) or "" for b in await self.redis.zrevrange(self.keys.batches, 0, limit - 1)]
         async with self.redis.pipeline(transaction=False) as pipe:
             for bid in ids:
@@ -154,6 +155,25 @@ class BatchStore:
         return out
 
     # -- control ------------------------------------------------------------------------------
+
+    async def repair(self, batch_id: str, *, chunk: int = 1000) -> int:
+        """Find items that are neither final, queued, running nor claimed, and dispatch them
+        again under the same job ids. Safe at any time: it touches only lost items."""
+        total = int((await self.meta(batch_id))["total"])
+        found = 0
+        for start in range(0, total, chunk):
+            n = await self.scripts.repair_range(
+                batch_id, start, start + chunk, now_ms=clock.now_ms()
+            )
+            if n < 0:
+                raise BatchNotFound(batch_id)
+            found += n
+        return found
+
+    async def idle_batches(self, idle_ms: int) -> list[str]:
+        """Unfinished batches without progress for ``idle_ms``."""
+        raw = await self.redis.zrangebyscore(self.keys.open, "-inf", clock.now_ms() - idle_ms)
+        return [_s(b) or "" for b in raw]
 
     async def cancel(self, batch_id: str) -> BatchStatus:
         if not BATCH_ID_RE.match(batch_id):

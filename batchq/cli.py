@@ -146,7 +146,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
 
 async def cmd_list(args: argparse.Namespace) -> int:
     async with _store(_settings(args)) as (store, _):
-        batches = await store.list(limit=getattr(args, "limit", 50))
+        batches = await store.recent(limit=getattr(args, "limit", 50))
 
     def human() -> None:
         if not batches:
@@ -179,6 +179,17 @@ async def cmd_cancel(args: argparse.Namespace) -> int:
     async with _store(_settings(args)) as (store, _):
         s = await store.cancel(args.batch_id)
     _print(args, s.model_dump(mode="json"), lambda: _human_status(s))
+    return 0
+
+
+async def cmd_repair(args: argparse.Namespace) -> int:
+    async with _store(_settings(args)) as (store, _):
+        n = await store.repair(args.batch_id)
+    _print(
+        args,
+        {"batch_id": args.batch_id, "requeued": n},
+        lambda: print(f"{n} lost item(s) of {args.batch_id} queued again"),
+    )
     return 0
 
 
@@ -303,6 +314,10 @@ def _parser() -> argparse.ArgumentParser:
     sp = cmd("cancel", "cancel a batch: items not yet sent are not sent")
     sp.add_argument("batch_id")
     sp.set_defaults(handler=cmd_cancel)
+
+    sp = cmd("repair", "find items that are neither final, queued nor running; queue them again")
+    sp.add_argument("batch_id")
+    sp.set_defaults(handler=cmd_repair)
 
     sp = cmd("list", "recent batches, newest first")
     sp.add_argument("--limit", type=int, default=50)

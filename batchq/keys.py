@@ -8,13 +8,16 @@ name can — but every job id embeds an unguessable batch id, so they cannot col
 |---|---|---|
 | ``{p}:batches`` | ZSET | batch id → creation time (ms); the index behind ``batchq list`` |
 | ``{p}:active`` | LIST | batches that still have items to dispatch, rotated for round-robin |
+| ``{p}:open`` | ZSET | unfinished batches → time of their last progress (ms), for repair |
 | ``{p}:workers`` | ZSET | worker id → heartbeat deadline (ms) |
 | ``{p}:worker-slots`` | HASH | worker id → its concurrency, summed to size the dispatch window |
 | ``{p}:leases`` | ZSET | job id → lease deadline (ms) of each running item |
+| ``{p}:repair-lock`` | STRING | held by the worker repairing idle batches |
 | ``{p}:b:{id}`` | HASH | batch metadata and its O(1) counters |
 | ``{p}:b:{id}:items`` | HASH | index → item (JSON) |
 | ``{p}:b:{id}:results`` | HASH | index → result (JSON); written once (HSETNX) |
 | ``{p}:b:{id}:redo`` | LIST | indices to dispatch again before the cursor moves on |
+| ``{p}:b:{id}:tries`` | HASH | index → attempts so far, while the item is not final |
 """
 
 from __future__ import annotations
@@ -58,9 +61,10 @@ class BatchKeys:
     items: str
     results: str
     redo: str
+    tries: str
 
     def all(self) -> list[str]:
-        return [self.meta, self.items, self.results, self.redo]
+        return [self.meta, self.items, self.results, self.redo, self.tries]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +78,14 @@ class Keys:
     @property
     def active(self) -> str:
         return f"{self.prefix}:active"
+
+    @property
+    def open(self) -> str:
+        return f"{self.prefix}:open"
+
+    @property
+    def repair_lock(self) -> str:
+        return f"{self.prefix}:repair-lock"
 
     @property
     def workers(self) -> str:
@@ -98,5 +110,10 @@ class Keys:
     def batch(self, batch_id: str) -> BatchKeys:
         base = f"{self.prefix}:b:{batch_id}"
         return BatchKeys(
-            meta=base, items=f"{base}:items", results=f"{base}:results", redo=f"{base}:redo"
+            meta=base,
+            items=f"{base}:items",
+            results=f"{base}:results",
+            redo=f"{base}:redo",
+            # The scripts reach these as meta .. ':results' etc. for batches named at run time.
+            tries=f"{base}:tries",
         )

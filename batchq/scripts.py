@@ -22,6 +22,9 @@ __all__ = ["DispatchOutcome", "Scripts", "StartOutcome"]
 # first writer wins and only that write moves a counter, so a job that arq runs twice is
 # counted once. The running counter follows the lease set, which is likewise idempotent.
 _FINALIZE = """
+-- Convention: every script that includes these functions passes the open-batches key last.
+local OPEN = KEYS[#KEYS]
+
 local function release(meta, leases, jid)
   if redis.call('ZREM', leases, jid) == 1 then
     redis.call('HINCRBY', meta, 'running', -1)
@@ -36,6 +39,7 @@ local function close_if_done(meta, active, bid, now)
     if m[5] ~= 'cancelled' then redis.call('HSET', meta, 'state', 'completed') end
     redis.call('HSET', meta, 'active', 0)
     redis.call('LREM', active, 0, bid)
+    redis.call('ZREM', OPEN, bid)
   end
 end
 
@@ -44,6 +48,8 @@ local function finalize(meta, results, leases, active, bid, idx, jid, status, pa
   if redis.call('HSETNX', results, idx, payload) == 0 then return 0 end
   redis.call('HDEL', meta .. ':tries', idx)
   redis.call('HINCRBY', meta, status, 1)
+  -- Progress: what the idle-batch check of the repairer looks at.
+  redis.call('ZADD', OPEN, 'XX', now, bid)
   close_if_done(meta, active, bid, now)
   return 1
 end
@@ -118,7 +124,7 @@ return {sent, queued + sent, window, redis.call('LLEN', KEYS[1])}
 """
 )
 
-# KEYS: meta, results, leases, active, queue
+# KEYS: meta, results, leases, active, queue, open
 # ARGV: batch id, index, job id, now_ms, lease deadline ms
 _START = (
     _FINALIZE
@@ -148,7 +154,7 @@ return {'ok', redis.call('HINCRBY', KEYS[1] .. ':tries', ARGV[2], 1)}
 """
 )
 
-# KEYS: meta, results, leases, active
+# KEYS: meta, results, leases, active, open
 # ARGV: batch id, index, job id, status, payload, now_ms
 _FINISH = (
     _FINALIZE
@@ -158,7 +164,7 @@ return finalize(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], A
 """
 )
 
-# KEYS: leases, queue, active
+# KEYS: leases, queue, active, open
 # ARGV: now_ms, batch key prefix, most leases to reap
 _REAP = (
     _FINALIZE
@@ -198,7 +204,52 @@ return n
 """
 )
 
-# KEYS: meta, leases, queue.  ARGV: job id, queue score or '', '1' to refund the attempt
+# KEYS: meta, results, redo, queue, leases, active, open
+# ARGV: batch id, first index, end index (exclusive), now_ms
+_REPAIR = (
+    _FINALIZE
+    + """
+local m = redis.call('HMGET', KEYS[1], 'state', 'next', 'cancel_from')
+if not m[1] then return -1 end
+local bid = ARGV[1]
+-- Only dispatched items can be lost; after a cancel, the rest have no result by design.
+local limit = tonumber(m[2])
+if tonumber(m[3] or '-1') >= 0 then limit = tonumber(m[3]) end
+local last = math.min(tonumber(ARGV[3]), limit) - 1
+local waiting = {}
+for _, idx in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do waiting[idx] = true end
+local n = 0
+for i = tonumber(ARGV[2]), last do
+  local idx = tostring(i)
+  local jid = bid .. ':' .. idx
+  if redis.call('HEXISTS', KEYS[2], idx) == 0 and not waiting[idx]
+     and not redis.call('ZSCORE', KEYS[4], jid) and not redis.call('ZSCORE', KEYS[5], jid)
+     and redis.call('EXISTS', '"""
+    + ARQ_IN_PROGRESS_PREFIX
+    + """' .. jid) == 0 then
+    -- Neither final, queued, running nor claimed: lost (its arq job expired or arq dropped it).
+    if m[1] == 'cancelled' then
+      finalize(KEYS[1], KEYS[2], KEYS[5], KEYS[6], bid, idx, jid, 'cancelled', '"""
+    + _CANCELLED_PAYLOAD
+    + """', ARGV[4])
+    else
+      redis.call('DEL', '"""
+    + ARQ_JOB_PREFIX
+    + """' .. jid)
+      redis.call('RPUSH', KEYS[3], idx)
+    end
+    n = n + 1
+  end
+end
+if n > 0 and m[1] ~= 'cancelled' and redis.call('HGET', KEYS[1], 'active') ~= '1' then
+  redis.call('HSET', KEYS[1], 'active', 1)
+  redis.call('RPUSH', KEYS[6], bid)
+end
+return n
+"""
+)
+
+# KEYS: meta, leases, queue, open.  ARGV: job id, queue score or '', '1' to refund the attempt
 _RELEASE = (
     _FINALIZE
     + """
@@ -215,7 +266,7 @@ return 1
 """
 )
 
-# KEYS: meta, results, redo, active, queue
+# KEYS: meta, results, redo, active, queue, open
 # ARGV: batch id, now_ms
 _CANCEL = (
     _FINALIZE
@@ -281,6 +332,7 @@ class Scripts:
         self._release = redis.register_script(_RELEASE)
         self._cancel = redis.register_script(_CANCEL)
         self._reap = redis.register_script(_REAP)
+        self._repair = redis.register_script(_REPAIR)
 
     async def dispatch(
         self,
@@ -305,10 +357,11 @@ class Scripts:
         self, batch_id: str, index: int, jid: str, *, now_ms: int, lease_until_ms: int
     ) -> tuple[StartOutcome, int]:
         """Take the item's lease; returns ('ok', attempt number) or why not to run it."""
-        bk = self.keys.batch(batch_id)
+        k = self.keys
+        bk = k.batch(batch_id)
         res = await _call(
             self._start,
-            [bk.meta, bk.results, self.keys.leases, self.keys.active, self.keys.queue],
+            [bk.meta, bk.results, k.leases, k.active, k.queue, k.open],
             [batch_id, index, jid, now_ms, lease_until_ms],
         )
         if isinstance(res, list):
@@ -321,7 +374,7 @@ class Scripts:
         bk = self.keys.batch(batch_id)
         res = await _call(
             self._finish,
-            [bk.meta, bk.results, self.keys.leases, self.keys.active],
+            [bk.meta, bk.results, self.keys.leases, self.keys.active, self.keys.open],
             [batch_id, index, jid, status, payload, now_ms],
         )
         return bool(int(res))
@@ -333,7 +386,7 @@ class Scripts:
         ``refund``, the attempt it started does not count."""
         await _call(
             self._release,
-            [self.keys.batch(batch_id).meta, self.keys.leases, self.keys.queue],
+            [self.keys.batch(batch_id).meta, self.keys.leases, self.keys.queue, self.keys.open],
             [jid, "" if score is None else score, "1" if refund else "0"],
         )
 
@@ -341,7 +394,18 @@ class Scripts:
         """Re-queue items whose lease lapsed (their worker died); returns how many."""
         k = self.keys
         res = await _call(
-            self._reap, [k.leases, k.queue, k.active], [now_ms, k.batch_prefix(), limit]
+            self._reap, [k.leases, k.queue, k.active, k.open], [now_ms, k.batch_prefix(), limit]
+        )
+        return int(res)
+
+    async def repair_range(self, batch_id: str, start: int, end: int, *, now_ms: int) -> int:
+        """Re-queue the lost items among indices [start, end); -1 if there is no such batch."""
+        k = self.keys
+        bk = k.batch(batch_id)
+        res = await _call(
+            self._repair,
+            [bk.meta, bk.results, bk.redo, k.queue, k.leases, k.active, k.open],
+            [batch_id, start, end, now_ms],
         )
         return int(res)
 
@@ -349,7 +413,7 @@ class Scripts:
         bk = self.keys.batch(batch_id)
         res = await _call(
             self._cancel,
-            [bk.meta, bk.results, bk.redo, self.keys.active, self.keys.queue],
+            [bk.meta, bk.results, bk.redo, self.keys.active, self.keys.queue, self.keys.open],
             [batch_id, now_ms],
         )
         if res is None:

@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     dispatch_window: float = Field(default=2.0, ge=1)
     heartbeat: float = Field(default=5.0, gt=0)
     shutdown_grace: int = Field(default=30, ge=0)
+    repair_after: float = Field(default=300.0, gt=0)
 
     # Submission.
     max_line_bytes: int = Field(default=8 << 20, ge=1024)

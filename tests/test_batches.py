@@ -32,7 +32,7 @@ async def test_submit_stores_items_and_counts(store: BatchStore) -> None:
     assert await store.redis.ttl(bk.items) == -1  # committed: no staging TTL left
     raw = await store.redis.hget(bk.items, "2499")  # type: ignore[misc]
     assert Item.loads(raw).body["prompt"] == "p2499"
-    assert [b.batch_id for b in await store.list()] == [batch_id]
+    assert [b.batch_id for b in await store.recent()] == [batch_id]
 
 
 async def test_failed_submission_leaves_nothing(store: BatchStore) -> None:
@@ -42,7 +42,7 @@ async def test_failed_submission_leaves_nothing(store: BatchStore) -> None:
 
     with pytest.raises(InputError, match="line 1501"):
         await store.submit(bad(), chunk=1000)  # type: ignore[arg-type]
-    assert await store.list() == []
+    assert await store.recent() == []
     assert await store.redis.llen(store.keys.active) == 0  # type: ignore[misc]
     keys = [k async for k in store.redis.scan_iter(match=f"{store.keys.prefix}:*")]
     assert keys == []
@@ -83,7 +83,7 @@ async def test_submit_waits_for_aof_where_the_server_can(store: BatchStore) -> N
 async def test_prefixes_isolate_deployments(store: BatchStore) -> None:
     other = BatchStore(store.redis, type(store.keys)(store.keys.prefix + "x"))
     bid, _ = await store.submit(items(3))
-    assert await other.list() == []
+    assert await other.recent() == []
     with pytest.raises(BatchNotFound):
         await other.status(bid)
     assert isinstance(store.redis, Redis)

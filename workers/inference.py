@@ -22,9 +22,10 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from batchq import clock
+from batchq.batches import BatchStore
 from batchq.collect import encode_result
 from batchq.dispatch import Dispatcher
-from batchq.errors import OllamaError, PermanentOllamaError, TransientOllamaError
+from batchq.errors import BatchNotFound, OllamaError, PermanentOllamaError, TransientOllamaError
 from batchq.keys import Keys, parse_job_id
 from batchq.limits import RateLimiter, backoff
 from batchq.models import Item, ItemError, ItemStatus
@@ -38,6 +39,7 @@ __all__ = [
     "WorkerState",
     "after_job_end",
     "reject_job",
+    "repair_idle_batches",
     "run_item",
     "shutdown",
     "startup_hook",
@@ -291,8 +293,34 @@ async def _heartbeat_loop(st: WorkerState) -> None:
             reaped = await st.scripts.reap(now_ms=clock.now_ms())
             if reaped:
                 log.warning("re-queued %d item(s) whose worker stopped renewing its lease", reaped)
+            await repair_idle_batches(st)
         except RedisError as e:
             log.warning("heartbeat failed: %s", e)
+
+
+async def repair_idle_batches(st: WorkerState) -> int:
+    """Repair batches that made no progress for ``repair_after`` seconds, so that no batch can
+    hang at 99.9 % because some job was lost. One worker at a time does it (a lock key)."""
+    idle_ms = int(st.settings.repair_after * 1000)
+    store = BatchStore(st.redis, st.keys)
+    batches = await store.idle_batches(idle_ms)
+    if not batches:
+        return 0
+    if not await st.redis.set(st.keys.repair_lock, st.worker_id, nx=True, px=idle_ms):
+        return 0
+    found = 0
+    for batch_id in batches:
+        # Marked as progress, so the same batch is looked at again only after another idle spell.
+        await st.redis.zadd(st.keys.open, {batch_id: clock.now_ms()}, xx=True)
+        try:
+            n = await store.repair(batch_id)
+        except BatchNotFound:
+            await st.redis.zrem(st.keys.open, batch_id)
+            continue
+        if n:
+            log.warning("batch %s was idle; re-queued %d lost item(s)", batch_id, n)
+        found += n
+    return found
 
 
 async def _dispatch_loop(st: WorkerState) -> None:
