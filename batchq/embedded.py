@@ -70,6 +70,17 @@ class EmbeddedServer:
             client.shutdown()
         return True
 
+    @staticmethod
+    def _loading(url: str) -> bool:
+        """Still replaying its AOF: commands would fail with LOADING until it is done."""
+        client = redis.Redis.from_url(url, socket_timeout=2)
+        with contextlib.closing(client):
+            try:
+                info = cast(dict[str, Any], client.info("persistence"))
+            except redis.BusyLoadingError:
+                return True
+        return bool(int(info.get("loading", 0)))
+
     def _previous_port(self) -> int | None:
         """The port of the last run, if it is free: workers that outlived a server restart (or
         were configured with its URL) reconnect to the same address."""
@@ -136,7 +147,7 @@ class EmbeddedServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             url = self.url()
-            if url:
+            if url and not self._loading(url):
                 return url
             time.sleep(0.05)
         log = self.home / "valkey.log"

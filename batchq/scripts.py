@@ -164,12 +164,37 @@ return finalize(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], A
 """
 )
 
-# KEYS: leases, queue, active, open
-# ARGV: now_ms, batch key prefix, most leases to reap
+# KEYS: leases, queue, active, workers, worker-slots, open
+# ARGV: now_ms, batch key prefix, most leases to reap, arq's claim TTL ms, grace ms
 _REAP = (
     _FINALIZE
     + """
+local now = tonumber(ARGV[1])
 local n = 0
+-- A worker killed after arq claimed a job but before batchq's start script took its lease
+-- (or after a retry gave the lease back but before arq released the claim) leaves a claim
+-- that nothing renews. A live claim gets its lease within milliseconds; one older than the
+-- grace period without a lease is dead. The queue is only the dispatch window: cheap to scan.
+local claim_ttl = tonumber(ARGV[4])
+for _, jid in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  if not redis.call('ZSCORE', KEYS[1], jid) then
+    local ttl = redis.call('PTTL', '"""
+    + ARQ_IN_PROGRESS_PREFIX
+    + """' .. jid)
+    if ttl > 0 and claim_ttl - ttl > tonumber(ARGV[5]) then
+      redis.call('DEL', '"""
+    + ARQ_IN_PROGRESS_PREFIX
+    + """' .. jid)
+      redis.call('ZADD', KEYS[2], now, jid)
+      n = n + 1
+    end
+  end
+end
+-- Workers that died without saying goodbye.
+for _, w in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now - 60000)) do
+  redis.call('ZREM', KEYS[4], w)
+  redis.call('HDEL', KEYS[5], w)
+end
 for _, jid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])) do
   local bid, idx = string.match(jid, '^(.*):(%d+)$')
   local meta = ARGV[2] .. bid
@@ -390,11 +415,16 @@ class Scripts:
             [jid, "" if score is None else score, "1" if refund else "0"],
         )
 
-    async def reap(self, *, now_ms: int, limit: int = 1000) -> int:
-        """Re-queue items whose lease lapsed (their worker died); returns how many."""
+    async def reap(
+        self, *, now_ms: int, claim_ttl_ms: int, grace_ms: int, limit: int = 1000
+    ) -> int:
+        """Re-queue items whose worker died: lapsed leases, and arq claims older than
+        ``grace_ms`` that never got a lease (``claim_ttl_ms``: the TTL arq gives a claim)."""
         k = self.keys
         res = await _call(
-            self._reap, [k.leases, k.queue, k.active, k.open], [now_ms, k.batch_prefix(), limit]
+            self._reap,
+            [k.leases, k.queue, k.active, k.workers, k.worker_slots, k.open],
+            [now_ms, k.batch_prefix(), limit, claim_ttl_ms, grace_ms],
         )
         return int(res)
 

@@ -23,6 +23,10 @@ async def register_worker(store: BatchStore, wid: str, slots: int) -> None:
     await store.redis.hset(store.keys.worker_slots, wid, str(slots))  # type: ignore[misc]
 
 
+async def reap(store: BatchStore, now: int) -> int:
+    return await store.scripts.reap(now_ms=now, claim_ttl_ms=600_000, grace_ms=5_000)
+
+
 async def queued_jobs(store: BatchStore) -> list[str]:
     return [j.decode() for j in await store.redis.zrange(store.keys.queue, 0, -1)]
 
@@ -206,9 +210,9 @@ async def test_reaper_requeues_items_of_a_dead_worker(
     await store.redis.delete(ARQ_JOB_PREFIX + b)
     await store.redis.zrem(store.keys.queue, b)
     assert (await store.status(bid)).running == 2
-    assert await store.scripts.reap(now_ms=now + 999) == 0  # not lapsed yet
-    assert await store.scripts.reap(now_ms=now + 1001) == 2
-    assert await store.scripts.reap(now_ms=now + 1001) == 0
+    assert await reap(store, now + 999) == 0  # not lapsed yet
+    assert await reap(store, now + 1001) == 2
+    assert await reap(store, now + 1001) == 0
     s = await store.status(bid)
     assert (s.running, s.queued) == (0, 3)
     assert not await store.redis.exists("arq:in-progress:" + a, "arq:in-progress:" + b)
@@ -229,6 +233,28 @@ async def test_reaper_finishes_cancelled_items(store: BatchStore, settings: Sett
     await store.scripts.start(bid, 0, jid, now_ms=now, lease_until_ms=now + 10)
     await store.cancel(bid)
     assert (await store.status(bid)).finished_at is None  # its one item is "running"
-    assert await store.scripts.reap(now_ms=now + 20) == 1
+    assert await reap(store, now + 20) == 1
     s = await store.status(bid)
     assert (s.cancelled, s.running) == (1, 0) and s.finished_at
+
+
+async def test_reaper_frees_claims_that_never_got_a_lease(
+    store: BatchStore, settings: Settings
+) -> None:
+    await store.submit(items(2))
+    await register_worker(store, "w", 1)
+    await store.redis.zadd(store.keys.workers, {"long-dead": clock.now_ms() - 120_000})
+    await store.redis.hset(store.keys.worker_slots, "long-dead", "8")  # type: ignore[misc]
+    await Dispatcher(store.scripts, settings).run()
+    old, fresh = await queued_jobs(store)
+    # arq claimed both (600 s TTL); the claimer of `old` died 6 s ago before taking a lease.
+    await store.redis.set("arq:in-progress:" + old, b"1", px=594_000)
+    await store.redis.set("arq:in-progress:" + fresh, b"1", px=599_900)
+    now = clock.now_ms()
+    assert await reap(store, now) == 1
+    assert not await store.redis.exists("arq:in-progress:" + old)
+    assert await store.redis.exists("arq:in-progress:" + fresh)
+    assert await store.redis.zscore(store.keys.queue, old) == now
+    assert await store.redis.zscore(store.keys.workers, "long-dead") is None
+    assert await store.redis.hget(store.keys.worker_slots, "long-dead") is None  # type: ignore[misc]
+    assert await store.redis.zscore(store.keys.workers, "w") is not None

@@ -290,7 +290,11 @@ async def _heartbeat_loop(st: WorkerState) -> None:
         try:
             await _heartbeat_once(st)
             # Every worker reaps: there is no single reaper whose death would stop recovery.
-            reaped = await st.scripts.reap(now_ms=clock.now_ms())
+            reaped = await st.scripts.reap(
+                now_ms=clock.now_ms(),
+                claim_ttl_ms=int((st.settings.job_timeout + 10) * 1000),  # arq's claim TTL
+                grace_ms=st.lease_ms,
+            )
             if reaped:
                 log.warning("re-queued %d item(s) whose worker stopped renewing its lease", reaped)
             await repair_idle_batches(st)

@@ -3,12 +3,16 @@ configured from the environment; ``batchq worker`` builds the same from its flag
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any, cast
 
 from arq import Worker
 from arq.worker import func
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
 
 from batchq.connection import arq_redis_settings, resolve_redis_url
 from batchq.dispatch import JOB_FUNCTION
@@ -95,6 +99,21 @@ class BatchqWorker(Worker):
     def __init__(self, *args: Any, batchq_burst: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, burst=False, **kwargs)
         self._batchq_burst = batchq_burst
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        """arq's, surviving a Redis disconnect while it claims a job.
+
+        arq takes a slot, then WATCHes the job's lock; a disconnect there raises WatchError
+        out of the poll loop, which kills the worker, and the slot is never given back. Catch
+        it, return that one slot, and let the next poll try again once Redis is back.
+        """
+        try:
+            await super().start_jobs(job_ids)
+        except (WatchError, RedisConnectionError, RedisTimeoutError, OSError) as e:
+            self.job_counter -= 1
+            self.sem.release()
+            log.warning("lost Redis while claiming a job (%s); will retry", type(e).__name__)
+            await asyncio.sleep(0.5)
 
     async def _poll_iteration(self) -> None:
         await super()._poll_iteration()
