@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from urllib.parse import parse_qs, urlsplit
 from typing import Any
 
 from arq.connections import RedisSettings
@@ -53,7 +54,18 @@ def connect(url: str, *, retries: int = 20, **kwargs: Any) -> Redis:
 
 
 def arq_redis_settings(url: str) -> RedisSettings:
+    """arq's settings for ``url``, with the TLS options of its query string (which arq's own
+    parser ignores): ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs``,
+    ``ssl_check_hostname``."""
     base = RedisSettings.from_dsn(url)
+    query = {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
+    tls: dict[str, Any] = {
+        name: query[name]
+        for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
+        if name in query
+    }
+    if "ssl_check_hostname" in query:
+        tls["ssl_check_hostname"] = query["ssl_check_hostname"].lower() in ("1", "true", "yes")
     return dataclasses.replace(
         base,
         retry=_retry(),
@@ -61,4 +73,5 @@ def arq_redis_settings(url: str) -> RedisSettings:
         conn_timeout=5,
         conn_retries=30,
         conn_retry_delay=1,
+        **tls,
     )
