@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from urllib.parse import parse_qs, urlsplit
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from arq.connections import RedisSettings
 from redis.asyncio import Redis
