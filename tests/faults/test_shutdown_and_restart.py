@@ -83,3 +83,30 @@ def test_redis_killed_and_restarted_mid_batch(prefix: str, tmp_path: Path) -> No
     assert [r["index"] for r in rows] == list(range(n))
     # Each prompt reached Ollama; a few may have been sent again around the outage.
     assert set(stats["prompts"]) == {f"redis {i}" for i in range(n)}
+
+
+def test_sigterm_past_the_grace_period_requeues_without_counting(
+    valkey_url: str, prefix: str, tmp_path: Path
+) -> None:
+    with simulator(tmp_path, "--parallel", "8", "--latency", "4.0") as sim:
+        env = env_for(valkey_url, prefix, tmp_path / "home", sim, BATCHQ_SHUTDOWN_GRACE="1")
+        bid = batchq(
+            env, "submit", str(prompts(tmp_path / "p.jsonl", 4, "grace")), "--model", "llama3.2"
+        ).stdout.strip()
+        with Workers(env, tmp_path) as workers:
+            first = workers.start("--concurrency", "4")
+            deadline = time.monotonic() + 30
+            while status(env, bid)["running"] < 4:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            first.send_signal(signal.SIGTERM)
+            assert first.wait(30) == 0
+            s = status(env, bid)
+            assert (s["queued"], s["running"], s["succeeded"]) == (4, 0, 0)  # requeued
+            workers.start("--concurrency", "4")
+            wait_done(env, bid, timeout=60)
+    out = tmp_path / "r.jsonl"
+    batchq(env, "results", bid, "-o", str(out))
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    # The cut-off requests were refunded: each item counts only the attempt that finished.
+    assert [(r["status"], r["attempts"]) for r in rows] == [("succeeded", 1)] * 4
