@@ -44,6 +44,9 @@ _VOCAB = _WORDS.split()  # 64 words: the low six bits of a hash byte pick one
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+_MAX_ARRIVALS = 100_000
+
+
 @dataclass
 class SimConfig:
     """How the simulated server behaves; the defaults look like one 8B model on a consumer GPU.
@@ -198,6 +201,8 @@ class SimServer:
         self._requests = 0
         self._by_status: dict[str, int] = {}
         self._prompts: dict[str, int] = {}
+        # Arrival times (epoch s) of inference requests, for tests of global rate limits.
+        self._arrivals: list[float] = []
         for st in self._states.values():
             st.peak = st.busy
 
@@ -276,6 +281,7 @@ class SimServer:
             "max_concurrency": {m: s.peak for m, s in self._states.items() if s.peak},
             "in_flight": self._in_flight,
             "prompts": dict(self._prompts),
+            "arrivals": list(self._arrivals),
         }
 
     @web.middleware
@@ -482,6 +488,8 @@ class SimServer:
         start = time.perf_counter_ns()
         job = await self._parse(request, chat)
         self._prompts[job.prompt] = self._prompts.get(job.prompt, 0) + 1
+        if len(self._arrivals) < _MAX_ARRIVALS:
+            self._arrivals.append(time.time())
         midstream, slow = self._admit(job.name)
         self._in_flight += 1
         try:

@@ -440,6 +440,8 @@ def test_stats_over_http_and_reset() -> None:
             assert stats["by_status"] == {"200": 3, "404": 1}
             assert stats["prompts"] == {"a": 2, "b": 1}
             assert stats["max_concurrency"] == {"llama3.2": 1}
+            assert len(stats["arrivals"]) == 3  # inference requests for a known model
+            assert stats["arrivals"] == sorted(stats["arrivals"])
             assert (await http.post("/_sim/reset")).status_code == 200
             assert server.stats() == {
                 "requests": 0,
@@ -447,6 +449,7 @@ def test_stats_over_http_and_reset() -> None:
                 "max_concurrency": {},
                 "in_flight": 0,
                 "prompts": {},
+                "arrivals": [],
             }
 
     run(body)
