@@ -42,6 +42,8 @@ def _settings(args: argparse.Namespace) -> Settings:
             "timeout",
             "max_attempts",
             "retry_delay",
+            "global_rate",
+            "global_concurrency",
         )
     }
     try:
@@ -193,6 +195,32 @@ async def cmd_repair(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_limits(args: argparse.Namespace) -> int:
+    from .admission import Admission
+
+    settings = _settings(args)
+    async with _store(settings) as (store, _):
+        adm = Admission(store.redis, store.keys, settings.ollama_host)
+        rate, conc = args.limit_rate, args.limit_concurrency
+        if args.clear or rate is not None or conc is not None:
+            await adm.configure(rate=rate, concurrency=conc, clear=args.clear)
+        lim = await adm.limits()
+    data = {
+        "endpoint": lim.endpoint,
+        "rate": lim.rate,
+        "concurrency": lim.concurrency,
+        "in_flight": lim.in_flight,
+    }
+
+    def human() -> None:
+        rate = f"{lim.rate:g}/s" if lim.rate else "none"
+        conc = str(lim.concurrency) if lim.concurrency else "none"
+        print(f"{lim.endpoint}: rate {rate}, concurrency {conc}, in flight {lim.in_flight}")
+
+    _print(args, data, human)
+    return 0
+
+
 async def cmd_run(args: argparse.Namespace) -> int:
     from .runner import check_ollama, start_workers, watch_progress, write_output
 
@@ -290,6 +318,16 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--timeout", type=float, help="seconds per request (default 600)")
         sp.add_argument("--max-attempts", type=int, help="attempts per item (default 5)")
         sp.add_argument("--retry-delay", type=float, help="backoff base in seconds (default 1)")
+        sp.add_argument(
+            "--global-rate",
+            type=float,
+            help="most requests per second to this Ollama from all workers together (0: none)",
+        )
+        sp.add_argument(
+            "--global-concurrency",
+            type=int,
+            help="most requests in flight to this Ollama from all workers together (0: none)",
+        )
 
     sp = cmd("submit", "validate a file and queue it as a batch; prints the batch id")
     input_args(sp)
@@ -318,6 +356,17 @@ def _parser() -> argparse.ArgumentParser:
     sp = cmd("repair", "find items that are neither final, queued nor running; queue them again")
     sp.add_argument("batch_id")
     sp.set_defaults(handler=cmd_repair)
+
+    sp = cmd("limits", "show or change the global limits of an Ollama endpoint")
+    sp.add_argument("--ollama", dest="ollama_host", metavar="URL", help="(OLLAMA_HOST)")
+    sp.add_argument(
+        "--rate", dest="limit_rate", type=float, help="requests per second, all workers (0: none)"
+    )
+    sp.add_argument(
+        "--concurrency", dest="limit_concurrency", type=int, help="requests in flight (0: none)"
+    )
+    sp.add_argument("--clear", action="store_true", help="remove both limits")
+    sp.set_defaults(handler=cmd_limits)
 
     sp = cmd("list", "recent batches, newest first")
     sp.add_argument("--limit", type=int, default=50)

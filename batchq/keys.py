@@ -13,6 +13,9 @@ name can — but every job id embeds an unguessable batch id, so they cannot col
 | ``{p}:worker-slots`` | HASH | worker id → its concurrency, summed to size the dispatch window |
 | ``{p}:leases`` | ZSET | job id → lease deadline (ms) of each running item |
 | ``{p}:repair-lock`` | STRING | held by the worker repairing idle batches |
+| ``{p}:ep:{e}:limits`` | HASH | global limits of an Ollama endpoint: rate, concurrency |
+| ``{p}:ep:{e}:tat`` | STRING | GCRA theoretical arrival time (ms) of the endpoint's rate |
+| ``{p}:ep:{e}:inflight`` | ZSET | token → slot lease deadline (ms): the endpoint's concurrency |
 | ``{p}:b:{id}`` | HASH | batch metadata and its O(1) counters |
 | ``{p}:b:{id}:items`` | HASH | index → item (JSON) |
 | ``{p}:b:{id}:results`` | HASH | index → result (JSON); written once (HSETNX) |
@@ -102,6 +105,15 @@ class Keys:
     @property
     def queue(self) -> str:
         return f"{self.prefix}:arq:queue"
+
+    def endpoint_limits(self, eid: str) -> str:
+        return f"{self.prefix}:ep:{eid}:limits"
+
+    def endpoint_tat(self, eid: str) -> str:
+        return f"{self.prefix}:ep:{eid}:tat"
+
+    def endpoint_inflight(self, eid: str) -> str:
+        return f"{self.prefix}:ep:{eid}:inflight"
 
     def batch_prefix(self) -> str:
         """What the Lua scripts prepend to a batch id to reach that batch's keys."""

@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from batchq import clock
+from batchq.admission import Admission
 from batchq.batches import BatchStore
 from batchq.collect import encode_result
 from batchq.dispatch import Dispatcher
@@ -66,6 +67,11 @@ class WorkerState:
         self.scripts = Scripts(self.redis, self.keys)
         self.dispatcher = Dispatcher(self.scripts, self.settings)
         self.limiter = RateLimiter(self.settings.rate)
+        self.admission = Admission(self.redis, self.keys, self.settings.ollama_host)
+        # Whether the endpoint has global limits; re-read on every heartbeat so that
+        # `batchq limits` takes effect at run time without a round trip per request.
+        self.limited = False
+        self.slots: set[str] = set()
 
     @property
     def lease_ms(self) -> int:
@@ -122,6 +128,10 @@ async def run_item(ctx: WorkerContext, batch_id: str, index: int) -> str:
         )
     finally:
         st.running.discard(jid)
+        if jid in st.slots:
+            st.slots.discard(jid)
+            with contextlib.suppress(RedisError):
+                await asyncio.shield(st.admission.release(jid))
 
 
 async def reject_job(ctx: WorkerContext) -> str:
@@ -163,6 +173,8 @@ async def _attempt(job: _Job) -> str:
         return await _fail(job, error)
 
     await st.limiter.wait()
+    if st.limited:
+        await _admit(job)
     try:
         async with asyncio.timeout(s.timeout):
             reply = await st.client.send(item)
@@ -183,6 +195,19 @@ async def _attempt(job: _Job) -> str:
         job.batch_id, job.index, job.jid, ItemStatus.SUCCEEDED.value, payload, now_ms=clock.now_ms()
     )
     return "succeeded"
+
+
+async def _admit(job: _Job) -> None:
+    """Wait for the endpoint's global limits to let this request through. Waiting here costs
+    no attempt: the item keeps its lease (renewed by the heartbeat) and simply starts later."""
+    st = job.st
+    while True:
+        now = clock.now_ms()
+        wait = await st.admission.try_admit(job.jid, now_ms=now, slot_until_ms=now + st.lease_ms)
+        if wait == 0:
+            st.slots.add(job.jid)
+            return
+        await asyncio.sleep(wait / 1000)
 
 
 def _item_error(e: OllamaError) -> ItemError:
@@ -232,6 +257,10 @@ def startup_hook(settings: Settings) -> Any:
         )
         st = WorkerState(settings=settings, redis=ctx["redis"], client=client)
         ctx["batchq"] = st
+        if settings.global_rate is not None or settings.global_concurrency is not None:
+            await st.admission.configure(
+                rate=settings.global_rate, concurrency=settings.global_concurrency
+            )
         await _heartbeat_once(st)
         st.tasks.append(asyncio.create_task(_heartbeat_loop(st)))
         st.tasks.append(asyncio.create_task(_dispatch_loop(st)))
@@ -272,6 +301,8 @@ async def after_job_end(ctx: dict[str, Any]) -> None:
 
 
 async def _heartbeat_once(st: WorkerState) -> None:
+    st.limited = await st.admission.active()
+    await st.admission.renew(st.slots, clock.now_ms() + st.lease_ms)
     now = clock.now_ms()
     async with st.redis.pipeline(transaction=False) as pipe:
         pipe.zadd(st.keys.workers, {st.worker_id: now + st.lease_ms})

@@ -1,0 +1,118 @@
+"""Global limits per Ollama endpoint, shared by every worker that talks to it.
+
+A request is admitted by one Lua script that checks both limits atomically: a **rate**
+(requests per second, GCRA: each admission pushes a theoretical arrival time one interval
+further, so 8 workers at a global 10/s send 10/s in total, not 80/s) and a **concurrency**
+cap (slots held as leases in a sorted set: a SIGKILLed worker's slots expire with its lease
+instead of leaking forever). A job over a limit waits to be admitted; it never burns an
+attempt. The limits live in Redis, so ``batchq limits`` changes them at run time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, cast
+
+from redis.asyncio import Redis
+
+from .keys import Keys
+
+__all__ = ["Admission", "EndpointLimits", "endpoint_id"]
+
+# How long a worker waits before asking again when every global slot is taken; slots free up
+# on release, not on a schedule, so this is a poll.
+_SLOT_POLL_MS = 20
+
+# KEYS: limits hash, arrival-time key, in-flight zset
+# ARGV: now_ms, token, slot lease deadline ms
+_ADMIT = """
+local lim = redis.call('HMGET', KEYS[1], 'rate', 'concurrency')
+local rate = tonumber(lim[1] or '0') or 0
+local conc = tonumber(lim[2] or '0') or 0
+local now = tonumber(ARGV[1])
+if conc > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+  if not redis.call('ZSCORE', KEYS[3], ARGV[2]) and redis.call('ZCARD', KEYS[3]) >= conc then
+    return __SLOT_POLL_MS__
+  end
+end
+if rate > 0 then
+  local interval = 1000 / rate
+  local tat = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if tat > now then return math.max(1, math.ceil(tat - now)) end
+  redis.call('SET', KEYS[2], tostring(now + interval), 'PX', math.ceil(interval) + 60000)
+end
+if conc > 0 then redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2]) end
+return 0
+""".replace("__SLOT_POLL_MS__", str(_SLOT_POLL_MS))
+
+
+def endpoint_id(url: str) -> str:
+    """A short, key-safe name for an Ollama endpoint (its normalised URL)."""
+    return hashlib.sha256(url.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointLimits:
+    endpoint: str
+    rate: float | None
+    concurrency: int | None
+    in_flight: int
+
+
+class Admission:
+    """Admission to one endpoint; one per worker process."""
+
+    def __init__(self, redis: Redis, keys: Keys, endpoint: str) -> None:
+        self.redis = redis
+        self.endpoint = endpoint
+        eid = endpoint_id(endpoint)
+        self.limits_key = keys.endpoint_limits(eid)
+        self.tat_key = keys.endpoint_tat(eid)
+        self.inflight_key = keys.endpoint_inflight(eid)
+        self._admit = redis.register_script(_ADMIT)
+
+    async def configure(
+        self, *, rate: float | None = None, concurrency: int | None = None, clear: bool = False
+    ) -> None:
+        """Set the given limits (0 removes one); ``clear`` removes both first."""
+        async with self.redis.pipeline(transaction=True) as tx:
+            if clear:
+                tx.delete(self.limits_key)
+            fields: dict[str, str] = {"endpoint": self.endpoint}
+            if rate is not None:
+                fields["rate"] = repr(float(rate))
+            if concurrency is not None:
+                fields["concurrency"] = str(int(concurrency))
+            if rate is not None or concurrency is not None:
+                tx.hset(self.limits_key, mapping=fields)
+            await tx.execute()
+
+    async def limits(self) -> EndpointLimits:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(self.limits_key, ["rate", "concurrency"])
+            pipe.zcard(self.inflight_key)
+            (rate, conc), in_flight = await pipe.execute()
+        r = float(rate) if rate else 0.0
+        c = int(conc) if conc else 0
+        return EndpointLimits(self.endpoint, r or None, c or None, int(in_flight))
+
+    async def active(self) -> bool:
+        return bool(await self.redis.exists(self.limits_key))
+
+    async def try_admit(self, token: str, *, now_ms: int, slot_until_ms: int) -> int:
+        """0 if admitted (a slot is held until released or ``slot_until_ms``), else the
+        milliseconds to wait before asking again."""
+        res = await cast(Any, self._admit)(
+            keys=[self.limits_key, self.tat_key, self.inflight_key],
+            args=[now_ms, token, slot_until_ms],
+        )
+        return int(res)
+
+    async def release(self, token: str) -> None:
+        await self.redis.zrem(self.inflight_key, token)
+
+    async def renew(self, tokens: set[str], until_ms: int) -> None:
+        if tokens:
+            await self.redis.zadd(self.inflight_key, dict.fromkeys(tokens, until_ms), xx=True)
