@@ -200,7 +200,7 @@ async def cmd_limits(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     async with _store(settings) as (store, _):
-        adm = Admission(store.redis, store.keys, settings.ollama_host)
+        adm = Admission(store.redis, store.keys, settings.ollama_hosts[0])
         rate, conc = args.limit_rate, args.limit_concurrency
         if args.clear or rate is not None or conc is not None:
             await adm.configure(rate=rate, concurrency=conc, clear=args.clear)

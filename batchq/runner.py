@@ -79,7 +79,7 @@ def start_workers(
 
 
 async def check_ollama(settings: Settings) -> str:
-    async with OllamaClient(settings.ollama_host, timeout=10) as client:
+    async with OllamaClient(settings.ollama_hosts[0], timeout=10) as client:
         return await client.version()
 
 

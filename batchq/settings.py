@@ -89,7 +89,14 @@ class Settings(BaseSettings):
     @field_validator("ollama_host")
     @classmethod
     def _normalize_host(cls, v: str) -> str:
-        return normalize_ollama_host(v)
+        # A comma-separated list gives a worker several hosts (see batchq.hosts).
+        return ",".join(normalize_ollama_host(h) for h in v.split(",") if h.strip()) or (
+            DEFAULT_OLLAMA_HOST
+        )
+
+    @property
+    def ollama_hosts(self) -> list[str]:
+        return self.ollama_host.split(",")
 
     @field_validator("prefix")
     @classmethod

@@ -22,15 +22,14 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from batchq import clock
-from batchq.admission import Admission
 from batchq.batches import BatchStore
 from batchq.collect import encode_result
 from batchq.dispatch import Dispatcher
 from batchq.errors import BatchNotFound, OllamaError, PermanentOllamaError, TransientOllamaError
+from batchq.hosts import Host, HostPool
 from batchq.keys import Keys, parse_job_id
 from batchq.limits import RateLimiter, backoff
 from batchq.models import Item, ItemError, ItemStatus
-from batchq.ollama import OllamaClient
 from batchq.scripts import Scripts
 from batchq.settings import Settings
 
@@ -55,7 +54,6 @@ REJECT_FUNCTION = "reject_job"
 class WorkerState:
     settings: Settings
     redis: Redis
-    client: OllamaClient
     worker_id: str = field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
     )
@@ -67,11 +65,7 @@ class WorkerState:
         self.scripts = Scripts(self.redis, self.keys)
         self.dispatcher = Dispatcher(self.scripts, self.settings)
         self.limiter = RateLimiter(self.settings.rate)
-        self.admission = Admission(self.redis, self.keys, self.settings.ollama_host)
-        # Whether the endpoint has global limits; re-read on every heartbeat so that
-        # `batchq limits` takes effect at run time without a round trip per request.
-        self.limited = False
-        self.slots: set[str] = set()
+        self.hosts = HostPool(self.settings, self.redis, self.keys)
 
     @property
     def lease_ms(self) -> int:
@@ -128,10 +122,6 @@ async def run_item(ctx: WorkerContext, batch_id: str, index: int) -> str:
         )
     finally:
         st.running.discard(jid)
-        if jid in st.slots:
-            st.slots.discard(jid)
-            with contextlib.suppress(RedisError):
-                await asyncio.shield(st.admission.release(jid))
 
 
 async def reject_job(ctx: WorkerContext) -> str:
@@ -173,20 +163,31 @@ async def _attempt(job: _Job) -> str:
         return await _fail(job, error)
 
     await st.limiter.wait()
-    if st.limited:
-        await _admit(job)
+    host = st.hosts.choose()
+    if host.limited:
+        await _admit(job, host)
+    host.in_flight += 1
     try:
         async with asyncio.timeout(s.timeout):
-            reply = await st.client.send(item)
+            reply = await host.client.send(item)
     except TimeoutError:
         err: OllamaError = TransientOllamaError(
             f"no complete reply within {s.timeout:g} s", kind="timeout"
         )
+        st.hosts.failed(host, err)
         return await _retry_or_fail(job, err)
     except TransientOllamaError as e:
+        st.hosts.failed(host, e)
         return await _retry_or_fail(job, e)
     except PermanentOllamaError as e:
         return await _fail(job, _item_error(e))
+    finally:
+        host.in_flight -= 1
+        if job.jid in host.slots:
+            host.slots.discard(job.jid)
+            with contextlib.suppress(RedisError):
+                await asyncio.shield(host.admission.release(job.jid))
+    st.hosts.succeeded(host)
 
     payload = encode_result(
         ItemStatus.SUCCEEDED, response=reply.text, attempts=job.attempt, metrics=reply.metrics
@@ -197,15 +198,15 @@ async def _attempt(job: _Job) -> str:
     return "succeeded"
 
 
-async def _admit(job: _Job) -> None:
-    """Wait for the endpoint's global limits to let this request through. Waiting here costs
-    no attempt: the item keeps its lease (renewed by the heartbeat) and simply starts later."""
-    st = job.st
+async def _admit(job: _Job, host: Host) -> None:
+    """Wait for the host's global limits to let this request through. Waiting here costs no
+    attempt: the item keeps its lease (renewed by the heartbeat) and simply starts later."""
+    lease_ms = job.st.lease_ms
     while True:
         now = clock.now_ms()
-        wait = await st.admission.try_admit(job.jid, now_ms=now, slot_until_ms=now + st.lease_ms)
+        wait = await host.admission.try_admit(job.jid, now_ms=now, slot_until_ms=now + lease_ms)
         if wait == 0:
-            st.slots.add(job.jid)
+            host.slots.add(job.jid)
             return
         await asyncio.sleep(wait / 1000)
 
@@ -248,28 +249,23 @@ async def _retry_or_fail(job: _Job, err: OllamaError) -> str:
 
 def startup_hook(settings: Settings) -> Any:
     async def startup(ctx: dict[str, Any]) -> None:
-        client = OllamaClient(
-            settings.ollama_host,
-            timeout=settings.timeout,
-            connect_timeout=settings.connect_timeout,
-            stream=settings.stream,
-            max_connections=max(settings.concurrency, 1) * 2,
-        )
-        st = WorkerState(settings=settings, redis=ctx["redis"], client=client)
+        st = WorkerState(settings=settings, redis=ctx["redis"])
         ctx["batchq"] = st
-        if settings.global_rate is not None or settings.global_concurrency is not None:
-            await st.admission.configure(
-                rate=settings.global_rate, concurrency=settings.global_concurrency
-            )
+        for host in st.hosts.hosts:
+            if settings.global_rate is not None or settings.global_concurrency is not None:
+                await host.admission.configure(
+                    rate=settings.global_rate, concurrency=settings.global_concurrency
+                )
         await _heartbeat_once(st)
         st.tasks.append(asyncio.create_task(_heartbeat_loop(st)))
         st.tasks.append(asyncio.create_task(_dispatch_loop(st)))
-        try:
-            version = await client.version()
-            log.info("worker %s: Ollama %s at %s", st.worker_id, version, settings.ollama_host)
-        except OllamaError as e:
-            # Not fatal: items wait and retry until Ollama comes up.
-            log.warning("worker %s: %s", st.worker_id, e)
+        for host in st.hosts.hosts:
+            try:
+                version = await host.client.version()
+                log.info("worker %s: Ollama %s at %s", st.worker_id, version, host.url)
+            except OllamaError as e:
+                # Not fatal: items wait and retry until Ollama comes up.
+                log.warning("worker %s: %s", st.worker_id, e)
 
     return startup
 
@@ -288,7 +284,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
             tx.zrem(st.keys.workers, st.worker_id)
             tx.hdel(st.keys.worker_slots, st.worker_id)
             await tx.execute()
-    await st.client.aclose()
+    await st.hosts.aclose()
 
 
 async def after_job_end(ctx: dict[str, Any]) -> None:
@@ -301,8 +297,7 @@ async def after_job_end(ctx: dict[str, Any]) -> None:
 
 
 async def _heartbeat_once(st: WorkerState) -> None:
-    st.limited = await st.admission.active()
-    await st.admission.renew(st.slots, clock.now_ms() + st.lease_ms)
+    await st.hosts.refresh(clock.now_ms() + st.lease_ms)
     now = clock.now_ms()
     async with st.redis.pipeline(transaction=False) as pipe:
         pipe.zadd(st.keys.workers, {st.worker_id: now + st.lease_ms})
