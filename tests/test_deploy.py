@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 import shutil
 import subprocess
 from pathlib import Path
@@ -41,6 +42,26 @@ def test_workers_scale_and_use_known_settings(compose: dict[str, Any]) -> None:
         if name.startswith("BATCHQ_") and name != "BATCHQ_REDIS_URL":
             assert name.removeprefix("BATCHQ_").lower() in fields, name
     assert compose["services"]["ollama"]["image"] == "ollama/ollama"
+
+
+def test_systemd_unit_gives_the_grace_period_time() -> None:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string((ROOT / "deploy" / "batchq-worker@.service").read_text())
+    service = parser["Service"]
+    assert service["ExecStart"].endswith("batchq worker")
+    assert service["KillSignal"] == "SIGTERM" and service["Restart"] == "always"
+    env = dict(
+        line.split("=", 1)
+        for line in (ROOT / "deploy" / "batchq-worker@.service").read_text().splitlines()
+        if line.startswith("Environment=")
+        for line in [line.removeprefix("Environment=")]
+    )
+    assert int(service["TimeoutStopSec"]) > int(env["BATCHQ_SHUTDOWN_GRACE"])
+    fields = set(Settings.model_fields)
+    for name in env:
+        if name.startswith("BATCHQ_") and name != "BATCHQ_REDIS_URL":
+            assert name.removeprefix("BATCHQ_").lower() in fields, name
 
 
 def test_dockerfile_installs_both_packages() -> None:
