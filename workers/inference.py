@@ -59,6 +59,8 @@ class WorkerState:
     )
     running: set[str] = field(default_factory=set)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # Set when a job ends: the dispatch loop refills the window without the job waiting for it.
+    dispatch_wanted: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self.keys = Keys(self.settings.prefix)
@@ -288,12 +290,11 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 async def after_job_end(ctx: dict[str, Any]) -> None:
-    # Refill the window at once rather than on the next tick: keeps Ollama's slots full.
+    # Refill the window now rather than on the next tick, to keep Ollama's slots full; but in
+    # the dispatch loop, so the slot this job frees is not held up by it (and bursts of job
+    # ends coalesce into one dispatch).
     st: WorkerState = ctx["batchq"]
-    try:
-        await st.dispatcher.run()
-    except RedisError as e:
-        log.warning("dispatch after job failed: %s", e)
+    st.dispatch_wanted.set()
 
 
 async def _heartbeat_once(st: WorkerState) -> None:
@@ -355,9 +356,14 @@ async def repair_idle_batches(st: WorkerState) -> int:
 
 async def _dispatch_loop(st: WorkerState) -> None:
     while True:
+        st.dispatch_wanted.clear()
         try:
             await st.dispatcher.run()
         except RedisError as e:
             log.warning("dispatch failed: %s", e)
             await asyncio.sleep(1.0)
-        await asyncio.sleep(st.settings.poll_delay)
+        # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancellation that
+        # arrives as the event is set, and the loop would then outlive the worker.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(st.settings.poll_delay):
+                await st.dispatch_wanted.wait()

@@ -4,6 +4,7 @@ configured from the environment; ``batchq worker`` builds the same from its flag
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from typing import Any, cast
@@ -90,15 +91,29 @@ def worker_kwargs(settings: Settings, redis_url: str | None = None) -> dict[str,
 
 
 class BatchqWorker(Worker):
-    """arq's worker with a burst mode that knows about batches.
+    """arq's worker, with three changes that batchq needs.
 
-    arq's burst exits once its queue is empty, but batchq's queue is only a window: items may
-    still wait in their batches. Exit only when nothing is queued, running or dispatchable.
+    - **Freed slots are refilled at once.** arq sleeps ``poll_delay`` between polls, so a slot
+      freed just after a poll idles for up to that long: with 0.2 s requests and a 50 ms poll
+      that is a quarter of Ollama's time. Here the poll waits for a job to finish (or for
+      ``poll_delay``, whichever comes first), and the finished job has already refilled the
+      dispatch window.
+    - **Burst mode knows about batches**: arq's exits once its queue is empty, but batchq's
+      queue is only a window; exit only when nothing is queued, running or dispatchable.
+    - **A Redis disconnect while claiming a job does not kill it** (see :meth:`start_jobs`).
     """
 
     def __init__(self, *args: Any, batchq_burst: bool = False, **kwargs: Any) -> None:
+        self._idle_poll = float(kwargs.get("poll_delay", 0.5))
+        # arq's own sleep between polls becomes a yield; the waiting happens in the poll.
+        kwargs["poll_delay"] = 0
         super().__init__(*args, burst=False, **kwargs)
         self._batchq_burst = batchq_burst
+        self._slot_freed = asyncio.Event()
+
+    def _release_sem_dec_counter_on_complete(self) -> None:
+        super()._release_sem_dec_counter_on_complete()
+        self._slot_freed.set()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """arq's, surviving a Redis disconnect while it claims a job.
@@ -116,9 +131,17 @@ class BatchqWorker(Worker):
             await asyncio.sleep(0.5)
 
     async def _poll_iteration(self) -> None:
+        # Cleared before polling, so a job finishing during the poll is not missed.
+        self._slot_freed.clear()
         await super()._poll_iteration()
-        if not self._batchq_burst or self.tasks:
-            return
+        if self._batchq_burst and not self.tasks:
+            await self._check_burst_done()
+        if not self.burst:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._idle_poll):  # not wait_for: see inference.py
+                    await self._slot_freed.wait()
+
+    async def _check_burst_done(self) -> None:
         st = self.ctx.get("batchq")
         if st is None:
             return
