@@ -150,7 +150,9 @@ class OllamaClient:
                 raise classify_status(r.status_code, _error_text(await r.aread()))
             chunks: list[dict[str, Any]] = []
             async for line in r.aiter_lines():
-                if not line.strip():
+                # No break at the final chunk: a body read to its end lets httpx keep the
+                # connection alive; leaving early closed it, a new TCP connect per request.
+                if not line.strip() or (chunks and chunks[-1].get("done")):
                     continue
                 try:
                     d = json.loads(line)
@@ -164,8 +166,6 @@ class OllamaClient:
                         str(d["error"]), kind="stream_error", status_code=200
                     )
                 chunks.append(d)
-                if d.get("done"):
-                    break
         if not chunks or not chunks[-1].get("done"):
             raise TransientOllamaError(
                 "stream ended before the final chunk", kind="incomplete_response"
