@@ -7,6 +7,7 @@ gets its own key prefix, which also exercises batchq's namespacing.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
@@ -112,3 +113,16 @@ def valkey_process(*args: str, password: str | None = None) -> Iterator[int]:
     finally:
         server.terminate()
         server.wait(10)
+
+
+async def run_burst(settings: Settings, redis_url: str | None = None) -> None:
+    """An in-process BatchqWorker in burst mode: drains the queue and its batches, returns."""
+    from workers.settings import BatchqWorker, worker_kwargs
+
+    url = redis_url or settings.redis_url
+    assert url
+    worker = BatchqWorker(**worker_kwargs(settings, url), batchq_burst=True, handle_signals=False)
+    try:
+        await asyncio.wait_for(worker.main(), 60)
+    finally:
+        await worker.close()

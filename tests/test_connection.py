@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import subprocess
 import sys
@@ -19,9 +18,8 @@ from batchq.keys import Keys
 from batchq.models import Endpoint, Item
 from batchq.settings import Settings
 from batchq.sim import SimConfig, running_sim
-from workers.settings import BatchqWorker, worker_kwargs
 
-from .conftest import free_port, valkey_process
+from .conftest import free_port, run_burst, valkey_process
 
 PASSWORD = "s3cr3t-Pa55"
 
@@ -149,13 +147,7 @@ async def test_tls_with_password_end_to_end(tls_url: str, tmp_path: Path) -> Non
                 for i in range(3)
             ]
             bid, _ = await store.submit(items)
-            worker = BatchqWorker(
-                **worker_kwargs(settings, tls_url), batchq_burst=True, handle_signals=False
-            )
-            try:
-                await asyncio.wait_for(worker.main(), 60)
-            finally:
-                await worker.close()
+            await run_burst(settings, tls_url)
             assert (await store.status(bid)).succeeded == 3
         finally:
             await client.aclose()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from batchq import clock
@@ -15,9 +13,8 @@ from batchq.keys import Keys
 from batchq.models import Endpoint, Item, ItemStatus
 from batchq.settings import Settings
 from batchq.sim import SimConfig, running_sim
-from workers.settings import BatchqWorker, worker_kwargs
 
-from .conftest import free_port
+from .conftest import free_port, run_burst
 
 
 def test_settings_take_a_list_of_hosts() -> None:
@@ -65,14 +62,7 @@ async def test_worker_spreads_over_hosts_and_avoids_a_dead_one(
             for i in range(60)
         ]
         bid, _ = await store.submit(items)
-        assert settings.redis_url
-        worker = BatchqWorker(
-            **worker_kwargs(settings, settings.redis_url), batchq_burst=True, handle_signals=False
-        )
-        try:
-            await asyncio.wait_for(worker.main(), 60)
-        finally:
-            await worker.close()
+        await run_burst(settings)
         served = (sum(one.stats()["prompts"].values()), sum(two.stats()["prompts"].values()))
     results = [r async for r in iter_results(store, bid)]
     assert [r.status for r in results] == [ItemStatus.SUCCEEDED] * 60

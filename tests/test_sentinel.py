@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,9 +17,8 @@ from batchq.keys import Keys
 from batchq.models import Endpoint, Item
 from batchq.settings import Settings
 from batchq.sim import SimConfig, running_sim
-from workers.settings import BatchqWorker, worker_kwargs
 
-from .conftest import free_port, valkey_process
+from .conftest import free_port, run_burst, valkey_process
 
 
 def test_parse_sentinel_urls() -> None:
@@ -80,13 +78,7 @@ async def test_batch_through_sentinel(sentinel_url: str, tmp_path: Path) -> None
         bid, _ = await store.submit(items)
         with running_sim(SimConfig(parallel=4, eval_tokens_per_s=0)) as sim:
             settings = settings.with_overrides(ollama_host=sim.url)
-            worker = BatchqWorker(
-                **worker_kwargs(settings, sentinel_url), batchq_burst=True, handle_signals=False
-            )
-            try:
-                await asyncio.wait_for(worker.main(), 60)
-            finally:
-                await worker.close()
+            await run_burst(settings, sentinel_url)
         assert (await store.status(bid)).succeeded == 5
     finally:
         await client.aclose()

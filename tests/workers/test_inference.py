@@ -16,7 +16,8 @@ from batchq.models import BatchState, Endpoint, Item, ItemStatus
 from batchq.settings import Settings
 from batchq.sim import SimConfig, SimServer, expected_response, running_sim
 from workers.inference import WorkerContext, after_job_end, run_item, shutdown, startup_hook
-from workers.settings import BatchqWorker, worker_kwargs
+
+from ..conftest import run_burst
 
 
 @pytest.fixture
@@ -27,17 +28,6 @@ def sim() -> Iterator[SimServer]:
 
 def gen(i: int, model: str = "llama3.2") -> Item:
     return Item(str(i), Endpoint.GENERATE, {"model": model, "prompt": f"prompt {i}"})
-
-
-async def run_burst(settings: Settings) -> None:
-    assert settings.redis_url
-    worker = BatchqWorker(
-        **worker_kwargs(settings, settings.redis_url), batchq_burst=True, handle_signals=False
-    )
-    try:
-        await asyncio.wait_for(worker.main(), 60)
-    finally:
-        await worker.close()
 
 
 async def test_burst_worker_drains_a_batch_in_order(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import pickle
 from pathlib import Path
 
@@ -11,7 +10,9 @@ from batchq.batches import BatchStore
 from batchq.collect import iter_results
 from batchq.models import BatchState, Endpoint, Item, ItemStatus
 from batchq.settings import Settings
-from workers.settings import BatchqWorker, json_loads, worker_kwargs
+from workers.settings import json_loads
+
+from ..conftest import run_burst
 
 
 class Planted:
@@ -45,14 +46,7 @@ async def test_planted_pickle_is_not_run_and_the_item_fails(
     jid = f"{bid}:0"
     await store.redis.set(f"arq:job:{jid}", pickle.dumps(Planted(marker)))
     await store.redis.zadd(store.keys.queue, {jid: clock.now_ms()})
-    assert settings.redis_url
-    worker = BatchqWorker(
-        **worker_kwargs(settings, settings.redis_url), batchq_burst=True, handle_signals=False
-    )
-    try:
-        await asyncio.wait_for(worker.main(), 60)
-    finally:
-        await worker.close()
+    await run_burst(settings)
     assert not marker.exists()
     s = await store.status(bid)
     assert (s.failed, s.state) == (1, BatchState.COMPLETED)
