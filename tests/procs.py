@@ -56,6 +56,17 @@ def status(env: dict[str, str], batch_id: str) -> dict[str, Any]:
     return s
 
 
+def wait_count(
+    env: dict[str, str], batch_id: str, field: str, at_least: int, timeout: float = 60
+) -> dict[str, Any]:
+    """Poll the batch until its ``field`` count reaches ``at_least``."""
+    deadline = time.monotonic() + timeout
+    while (s := status(env, batch_id))[field] < at_least:
+        assert time.monotonic() < deadline, s
+        time.sleep(0.05)
+    return s
+
+
 def wait_done(env: dict[str, str], batch_id: str, timeout: float = 120) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:

@@ -115,6 +115,15 @@ class BatchqWorker(Worker):
         super()._release_sem_dec_counter_on_complete()
         self._slot_freed.set()
 
+    async def close(self) -> None:
+        # With Sentinel, arq closes the master's pool but not the connections to the sentinels.
+        pool = getattr(self._pool, "connection_pool", None)
+        manager = getattr(pool, "sentinel_manager", None)
+        await super().close()
+        if manager is not None:
+            for sentinel in manager.sentinels:
+                await sentinel.aclose()
+
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """arq's, surviving a Redis disconnect while it claims a job.
 

@@ -13,7 +13,7 @@ import pytest
 
 from batchq.embedded import EmbeddedServer
 
-from ..procs import Workers, batchq, env_for, sim_stats, simulator, status, wait_done
+from ..procs import Workers, batchq, env_for, sim_stats, simulator, status, wait_count, wait_done
 
 pytestmark = pytest.mark.e2e
 
@@ -33,10 +33,7 @@ def test_sigterm_finishes_in_flight_requests_and_wastes_no_attempt(
         ).stdout.strip()
         with Workers(env, tmp_path) as workers:
             first = workers.start("--concurrency", "4")
-            deadline = time.monotonic() + 30
-            while status(env, bid)["running"] < 4:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+            wait_count(env, bid, "running", 4, timeout=30)
             first.send_signal(signal.SIGTERM)
             assert first.wait(30) == 0  # exits by itself, cleanly, after its requests finish
             s = status(env, bid)
@@ -63,10 +60,7 @@ def test_redis_killed_and_restarted_mid_batch(prefix: str, tmp_path: Path) -> No
             ).stdout.strip()
             with Workers(env, tmp_path) as workers:
                 procs = [workers.start("--concurrency", "4") for _ in range(2)]
-                deadline = time.monotonic() + 60
-                while status(env, bid)["succeeded"] < n // 4:
-                    assert time.monotonic() < deadline
-                    time.sleep(0.05)
+                wait_count(env, bid, "succeeded", n // 4, timeout=60)
                 pid = int((server.home / "valkey.pid").read_text())
                 os.kill(pid, signal.SIGKILL)
                 time.sleep(1.5)
@@ -95,10 +89,7 @@ def test_sigterm_past_the_grace_period_requeues_without_counting(
         ).stdout.strip()
         with Workers(env, tmp_path) as workers:
             first = workers.start("--concurrency", "4")
-            deadline = time.monotonic() + 30
-            while status(env, bid)["running"] < 4:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+            wait_count(env, bid, "running", 4, timeout=30)
             first.send_signal(signal.SIGTERM)
             assert first.wait(30) == 0
             s = status(env, bid)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ..procs import Workers, batchq, env_for, sim_stats, simulator, status, wait_done
+from ..procs import Workers, batchq, env_for, sim_stats, simulator, wait_count, wait_done
 
 pytestmark = pytest.mark.e2e
 
@@ -29,10 +29,7 @@ def test_sigkilled_worker_items_rerun_within_seconds(
             victim = workers.start("--concurrency", "4")
             workers.start("--concurrency", "4")
             # Wait until the victim is surely mid-request, then kill it without warning.
-            deadline = time.monotonic() + 30
-            while status(env, bid)["running"] < 8:
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+            wait_count(env, bid, "running", 8, timeout=30)
             time.sleep(0.3)
             victim.kill()
             killed_at = time.monotonic()
