@@ -126,11 +126,6 @@ class BatchStore:
 
     # -- reading ------------------------------------------------------------------------------
 
-    async def exists(self, batch_id: str) -> bool:
-        return bool(BATCH_ID_RE.match(batch_id)) and bool(
-            await self.redis.exists(self.keys.batch(batch_id).meta)
-        )
-
     async def meta(self, batch_id: str) -> dict[str, str]:
         if not BATCH_ID_RE.match(batch_id):
             raise BatchNotFound(batch_id)

@@ -66,9 +66,6 @@ class BatchKeys:
     redo: str
     tries: str
 
-    def all(self) -> list[str]:
-        return [self.meta, self.items, self.results, self.redo, self.tries]
-
 
 @dataclass(frozen=True, slots=True)
 class Keys:

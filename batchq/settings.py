@@ -122,11 +122,6 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def queue_name(self) -> str:
-        """arq's queue, namespaced so deployments sharing a server never see each other's jobs."""
-        return f"{self.prefix}:arq:queue"
-
-    @property
     def job_timeout(self) -> float:
         """arq's own timeout is terminal (no retry), so it must only ever fire after ours."""
         return self.timeout + self.connect_timeout + 30.0

@@ -30,7 +30,6 @@ from batchq.hosts import Host, HostPool
 from batchq.keys import Keys, parse_job_id
 from batchq.limits import RateLimiter, backoff
 from batchq.models import Item, ItemError, ItemStatus
-from batchq.scripts import Scripts
 from batchq.settings import Settings
 
 __all__ = [
@@ -64,7 +63,8 @@ class WorkerState:
 
     def __post_init__(self) -> None:
         self.keys = Keys(self.settings.prefix)
-        self.scripts = Scripts(self.redis, self.keys)
+        self.store = BatchStore(self.redis, self.keys)
+        self.scripts = self.store.scripts
         self.dispatcher = Dispatcher(self.scripts, self.settings)
         self.limiter = RateLimiter(self.settings.rate)
         self.hosts = HostPool(self.settings, self.redis, self.keys)
@@ -333,7 +333,7 @@ async def repair_idle_batches(st: WorkerState) -> int:
     """Repair batches that made no progress for ``repair_after`` seconds, so that no batch can
     hang at 99.9 % because some job was lost. One worker at a time does it (a lock key)."""
     idle_ms = int(st.settings.repair_after * 1000)
-    store = BatchStore(st.redis, st.keys)
+    store = st.store
     batches = await store.idle_batches(idle_ms)
     if not batches:
         return 0
