@@ -262,8 +262,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # One line per HTTP request drowns the worker's own log.
-    logging.getLogger("httpx").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    # arq logs two lines per job; the worker logs a progress summary instead (-v: both).
+    logging.getLogger("arq.worker").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     url = resolve_redis_url(settings)
     logging.getLogger("batchq.worker").info(
         "worker: redis %s, ollama %s, concurrency %d",

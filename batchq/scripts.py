@@ -14,7 +14,13 @@ from typing import Any, cast
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from .keys import ARQ_IN_PROGRESS_PREFIX, ARQ_JOB_PREFIX, ARQ_RESULT_PREFIX, Keys
+from .keys import (
+    ARQ_IN_PROGRESS_PREFIX,
+    ARQ_JOB_PREFIX,
+    ARQ_RESULT_PREFIX,
+    ARQ_RETRY_PREFIX,
+    Keys,
+)
 
 __all__ = ["DispatchOutcome", "Scripts", "StartOutcome"]
 
@@ -124,7 +130,7 @@ return {sent, queued + sent, window, redis.call('LLEN', KEYS[1])}
 """
 )
 
-# KEYS: meta, results, leases, active, queue, open
+# KEYS: meta, results, leases, active, queue, items, open
 # ARGV: batch id, index, job id, now_ms, lease deadline ms
 _START = (
     _FINALIZE
@@ -150,17 +156,57 @@ if state == 'queued' then
 end
 -- batchq counts attempts itself: arq's try counter also counts the runs that never reached
 -- Ollama (it was down) and the ones a shutdown cancelled, which are refunded on release.
-return {'ok', redis.call('HINCRBY', KEYS[1] .. ':tries', ARGV[2], 1)}
+-- The item comes back too: one round trip less per item than reading it separately.
+return {'ok', redis.call('HINCRBY', KEYS[1] .. ':tries', ARGV[2], 1),
+        redis.call('HGET', KEYS[6], ARGV[2])}
 """
 )
 
-# KEYS: meta, results, leases, active, open
+# KEYS: meta, results, leases, active, queue, open
 # ARGV: batch id, index, job id, status, payload, now_ms
 _FINISH = (
     _FINALIZE
     + """
+-- The job is over whichever write wins: retire arq's keys for it here, as arq's own
+-- finish_job would (the worker then skips that round trip; see BatchqWorker.finish_job).
+redis.call('DEL', '"""
+    + ARQ_IN_PROGRESS_PREFIX
+    + """' .. ARGV[3], '"""
+    + ARQ_RETRY_PREFIX
+    + """' .. ARGV[3], '"""
+    + ARQ_JOB_PREFIX
+    + """' .. ARGV[3])
+redis.call('ZREM', KEYS[5], ARGV[3])
 return finalize(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
                 ARGV[6])
+"""
+)
+
+# arq's claim of queued jobs, for many at once: arq's own takes 4 round trips per job (WATCH,
+# EXISTS, ZSCORE, MULTI/EXEC). Same rules: skip a job already claimed or not yet due.
+# KEYS: queue
+# ARGV: now_ms, claim TTL ms, most jobs to claim, job ids...
+_CLAIM = (
+    """
+local now = tonumber(ARGV[1])
+local limit = tonumber(ARGV[3])
+local out = {}
+for i = 4, #ARGV do
+  if #out >= 2 * limit then break end
+  local jid = ARGV[i]
+  local claim = '"""
+    + ARQ_IN_PROGRESS_PREFIX
+    + """' .. jid
+  if redis.call('EXISTS', claim) == 0 then
+    local score = redis.call('ZSCORE', KEYS[1], jid)
+    if score and tonumber(score) <= now then
+      redis.call('SET', claim, '1', 'PX', ARGV[2])
+      out[#out + 1] = jid
+      out[#out + 1] = score
+    end
+  end
+end
+return out
 """
 )
 
@@ -358,6 +404,7 @@ class Scripts:
         self._cancel = redis.register_script(_CANCEL)
         self._reap = redis.register_script(_REAP)
         self._repair = redis.register_script(_REPAIR)
+        self._claim = redis.register_script(_CLAIM)
 
     async def dispatch(
         self,
@@ -378,20 +425,40 @@ class Scripts:
         sent, in_queue, window, active = (int(x) for x in res)
         return DispatchOutcome(sent, in_queue, window, active)
 
-    async def start(
+    async def begin(
         self, batch_id: str, index: int, jid: str, *, now_ms: int, lease_until_ms: int
-    ) -> tuple[StartOutcome, int]:
-        """Take the item's lease; returns ('ok', attempt number) or why not to run it."""
+    ) -> tuple[StartOutcome, int, bytes | None]:
+        """Take the item's lease; returns ('ok', attempt number, the stored item) or why not
+        to run it."""
         k = self.keys
         bk = k.batch(batch_id)
         res = await _call(
             self._start,
-            [bk.meta, bk.results, k.leases, k.active, k.queue, k.open],
+            [bk.meta, bk.results, k.leases, k.active, k.queue, bk.items, k.open],
             [batch_id, index, jid, now_ms, lease_until_ms],
         )
         if isinstance(res, list):
-            return _str(res[0]), int(res[1])
-        return _str(res), 0
+            return _str(res[0]), int(res[1]), res[2] if len(res) > 2 else None
+        return _str(res), 0, None
+
+    async def start(
+        self, batch_id: str, index: int, jid: str, *, now_ms: int, lease_until_ms: int
+    ) -> tuple[StartOutcome, int]:
+        """:meth:`begin` without the item."""
+        outcome, attempt, _ = await self.begin(
+            batch_id, index, jid, now_ms=now_ms, lease_until_ms=lease_until_ms
+        )
+        return outcome, attempt
+
+    async def claim(
+        self, job_ids: list[bytes], *, now_ms: int, ttl_ms: int, limit: int
+    ) -> list[tuple[str, int]]:
+        """Claim up to ``limit`` of the due jobs among ``job_ids`` for this worker, as arq
+        does (its in-progress key with ``ttl_ms``); returns (job id, queue score) pairs."""
+        if limit <= 0 or not job_ids:
+            return []
+        res = await _call(self._claim, [self.keys.queue], [now_ms, ttl_ms, limit, *job_ids])
+        return [(_str(res[i]), int(float(res[i + 1]))) for i in range(0, len(res), 2)]
 
     async def finish(
         self, batch_id: str, index: int, jid: str, status: str, payload: str, *, now_ms: int
@@ -399,7 +466,14 @@ class Scripts:
         bk = self.keys.batch(batch_id)
         res = await _call(
             self._finish,
-            [bk.meta, bk.results, self.keys.leases, self.keys.active, self.keys.open],
+            [
+                bk.meta,
+                bk.results,
+                self.keys.leases,
+                self.keys.active,
+                self.keys.queue,
+                self.keys.open,
+            ],
             [batch_id, index, jid, status, payload, now_ms],
         )
         return bool(int(res))

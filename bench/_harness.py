@@ -26,6 +26,8 @@ import redis
 
 from batchq.embedded import EmbeddedServer
 from batchq.keys import Keys
+from batchq.models import Endpoint, Item
+from batchq.ollama import OllamaClient
 
 PY = sys.executable
 MODEL = "llama3.2"  # a model the simulator serves
@@ -334,22 +336,20 @@ def makespan_s(meta: dict[str, str]) -> float:
 async def http_loop(
     url: str, prompts: Sequence[str], *, concurrency: int, delay: float = 0.0
 ) -> float:
-    """Every prompt as one streamed ``/api/generate`` call, at most ``concurrency`` at a time,
-    optionally sleeping ``delay`` inside the semaphore first; returns the seconds taken."""
+    """Every prompt as one streamed ``/api/generate`` call through batchq's own Ollama client
+    (the same HTTP calls a worker makes), at most ``concurrency`` at a time, optionally
+    sleeping ``delay`` inside the semaphore first; returns the seconds taken."""
     sem = asyncio.Semaphore(concurrency)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
+    async with OllamaClient(url, timeout=120, max_connections=concurrency) as client:
 
-        async def one(prompt: str) -> None:
+        async def one(i: int, prompt: str) -> None:
             async with sem:
                 if delay:
                     await asyncio.sleep(delay)
-                body = {"model": MODEL, "prompt": prompt, "stream": True}
-                async with client.stream("POST", "/api/generate", json=body) as r:
-                    r.raise_for_status()
-                    async for _ in r.aiter_lines():
-                        pass
+                await client.send(
+                    Item(str(i), Endpoint.GENERATE, {"model": MODEL, "prompt": prompt})
+                )
 
         t0 = time.perf_counter()
-        await asyncio.gather(*(one(p) for p in prompts))
+        await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts)))
         return time.perf_counter() - t0

@@ -9,7 +9,7 @@ from batchq import clock
 from batchq.batches import BatchStore
 from batchq.collect import encode_result
 from batchq.dispatch import JOB_FUNCTION, Dispatcher
-from batchq.keys import ARQ_JOB_PREFIX, parse_job_id
+from batchq.keys import ARQ_IN_PROGRESS_PREFIX, ARQ_JOB_PREFIX, ARQ_RETRY_PREFIX, parse_job_id
 from batchq.models import BatchState, Endpoint, Item, ItemStatus
 from batchq.settings import Settings
 
@@ -37,12 +37,10 @@ async def complete(store: BatchStore, jid: str, status: ItemStatus = ItemStatus.
     now = clock.now_ms()
     outcome, _ = await store.scripts.start(bid, idx, jid, now_ms=now, lease_until_ms=now + 5000)
     assert outcome == "ok"
-    wrote = await store.scripts.finish(
+    # The finish script also takes the job out of arq's queue and deletes its keys.
+    return await store.scripts.finish(
         bid, idx, jid, status.value, encode_result(status, response=f"r{idx}"), now_ms=now
     )
-    await store.redis.zrem(store.keys.queue, jid)
-    await store.redis.delete(ARQ_JOB_PREFIX + jid)
-    return wrote
 
 
 async def test_window_is_twice_the_live_slots(store: BatchStore, settings: Settings) -> None:
@@ -258,3 +256,49 @@ async def test_reaper_frees_claims_that_never_got_a_lease(
     assert await store.redis.zscore(store.keys.workers, "long-dead") is None
     assert await store.redis.hget(store.keys.worker_slots, "long-dead") is None  # type: ignore[misc]
     assert await store.redis.zscore(store.keys.workers, "w") is not None
+
+
+async def test_claim_takes_due_unclaimed_jobs_up_to_the_limit(
+    store: BatchStore, settings: Settings
+) -> None:
+    await store.submit(items(6))
+    await register_worker(store, "w1", 3)
+    await Dispatcher(store.scripts, settings).run()
+    jobs = await queued_jobs(store)
+    r = store.redis
+    now = clock.now_ms()
+    # One claimed elsewhere already, one not due yet (a retry's backoff), one gone.
+    await r.set(ARQ_IN_PROGRESS_PREFIX + jobs[0], b"1", px=60_000)
+    await r.zadd(store.keys.queue, {jobs[1]: now + 60_000})
+    ids = [j.encode() for j in [*jobs, "b_0000000000000000:9"]]
+    claimed = await store.scripts.claim(ids, now_ms=now, ttl_ms=30_000, limit=3)
+    assert [jid for jid, _ in claimed] == jobs[2:5]
+    for jid, score in claimed:
+        assert score == int(float(await r.zscore(store.keys.queue, jid) or 0))
+        assert 29_000 < await r.pttl(ARQ_IN_PROGRESS_PREFIX + jid) <= 30_000
+    again = await store.scripts.claim(ids, now_ms=now, ttl_ms=30_000, limit=10)
+    assert [jid for jid, _ in again] == jobs[5:]
+
+
+async def test_begin_returns_the_item_and_finish_retires_arqs_keys(
+    store: BatchStore, settings: Settings
+) -> None:
+    await store.submit(items(1))
+    await register_worker(store, "w1", 1)
+    await Dispatcher(store.scripts, settings).run()
+    (jid,) = await queued_jobs(store)
+    bid, idx = parse_job_id(jid)
+    r = store.redis
+    now = clock.now_ms()
+    await r.set(ARQ_RETRY_PREFIX + jid, b"1")
+    await store.scripts.claim([jid.encode()], now_ms=now, ttl_ms=30_000, limit=1)
+    outcome, attempt, raw = await store.scripts.begin(
+        bid, idx, jid, now_ms=now, lease_until_ms=now + 5000
+    )
+    assert (outcome, attempt) == ("ok", 1)
+    assert raw is not None and Item.loads(raw).body["prompt"] == "p0"
+    ok = encode_result(ItemStatus.SUCCEEDED, response="r")
+    assert await store.scripts.finish(bid, idx, jid, "succeeded", ok, now_ms=now)
+    assert await queued_jobs(store) == []
+    prefixes = (ARQ_JOB_PREFIX, ARQ_IN_PROGRESS_PREFIX, ARQ_RETRY_PREFIX)
+    assert await r.exists(*(p + jid for p in prefixes)) == 0

@@ -1,82 +1,142 @@
-"""The Ollama client against httpx.MockTransport: every failure lands in the right class."""
+"""The Ollama client against a real HTTP server on a socket, scripted per test: every reply and
+every failure lands in the right class."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
 
-import httpx
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from batchq.errors import PermanentOllamaError, TransientOllamaError
 from batchq.models import Endpoint, Item
-from batchq.ollama import OllamaClient, classify_status
+from batchq.ollama import OllamaClient, Reply, classify_status
 
 GEN = Item("a", Endpoint.GENERATE, {"model": "m", "prompt": "hi"})
 CHAT = Item("b", Endpoint.CHAT, {"model": "m", "messages": [{"role": "user", "content": "hi"}]})
 FINAL = {"done": True, "done_reason": "stop", "eval_count": 2, "total_duration": 5_000_000}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def ndjson(*objs: object) -> bytes:
     return b"".join(json.dumps(o).encode() + b"\n" for o in objs)
 
 
-def client(handler: Callable[[httpx.Request], httpx.Response], stream: bool = True) -> OllamaClient:
-    return OllamaClient("http://ollama", stream=stream, transport=httpx.MockTransport(handler))
+class Scripted:
+    """A server whose every request goes to ``handler``; requests are kept for assertions."""
+
+    def __init__(self) -> None:
+        self.handler: Handler | None = None
+        self.seen: list[tuple[str, dict[str, object]]] = []
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        self.seen.append((request.path, json.loads(raw) if raw else {}))
+        assert self.handler is not None
+        return await self.handler(request)
 
 
-async def test_streamed_generate_joins_tokens_and_keeps_metrics() -> None:
-    seen: list[dict[str, object]] = []
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[Scripted, str]]:
+    scripted = Scripted()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", scripted.handle)
+    srv = TestServer(app, host="127.0.0.1")
+    await srv.start_server()
+    try:
+        yield scripted, str(srv.make_url("")).rstrip("/")
+    finally:
+        await srv.close()
 
-    def handler(req: httpx.Request) -> httpx.Response:
-        seen.append(json.loads(req.content))
-        assert req.url.path == "/api/generate"
-        body = ndjson(
+
+async def send(url: str, item: Item, *, stream: bool = True, read_timeout: float = 10) -> Reply:
+    async with OllamaClient(url, stream=stream, timeout=read_timeout) as c:
+        return await c.send(item)
+
+
+def reply(status: int, body: object) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if isinstance(body, bytes):
+            return web.Response(status=status, body=body)
+        if isinstance(body, str):
+            return web.Response(status=status, text=body)
+        return web.json_response(body, status=status)
+
+    return handler
+
+
+async def test_streamed_generate_joins_tokens_and_keeps_metrics(
+    server: tuple[Scripted, str],
+) -> None:
+    scripted, url = server
+    scripted.handler = reply(
+        200,
+        ndjson(
             {"response": "Hel", "done": False},
             {"response": "lo", "done": False},
             {"response": "", **FINAL},
-        )
-        return httpx.Response(200, content=body, headers={"content-type": "application/x-ndjson"})
-
-    async with client(handler) as c:
-        reply = await c.send(GEN)
-    assert reply.text == "Hello"
-    assert reply.metrics == {"done_reason": "stop", "eval_count": 2, "total_duration": 5_000_000}
-    assert seen[0]["stream"] is True and seen[0]["prompt"] == "hi"
-
-
-async def test_plain_chat_reply() -> None:
-    def handler(req: httpx.Request) -> httpx.Response:
-        assert req.url.path == "/api/chat"
-        assert json.loads(req.content)["stream"] is False
-        return httpx.Response(
-            200, json={"message": {"role": "assistant", "content": "yo", "thinking": "hm"}, **FINAL}
-        )
-
-    async with client(handler, stream=False) as c:
-        reply = await c.send(CHAT)
-    assert (reply.text, reply.thinking) == ("yo", "hm")
+        ),
+    )
+    r = await send(url, GEN)
+    assert r.text == "Hello"
+    assert r.metrics == {"done_reason": "stop", "eval_count": 2, "total_duration": 5_000_000}
+    path, body = scripted.seen[0]
+    assert (path, body["stream"], body["prompt"]) == ("/api/generate", True, "hi")
 
 
-async def test_error_line_inside_a_200_stream_is_transient() -> None:
-    def handler(req: httpx.Request) -> httpx.Response:
-        body = ndjson({"message": {"content": "par"}, "done": False}, {"error": "runner died"})
-        return httpx.Response(200, content=body)
+async def test_stream_arriving_in_odd_pieces_with_a_huge_final_line(
+    server: tuple[Scripted, str],
+) -> None:
+    # Ollama's last /api/generate chunk holds the context as token ids: far over 64 KiB for a
+    # long prompt, and the network cuts lines anywhere.
+    context = list(range(60_000))
+    data = ndjson({"response": "a", "done": False}, {"response": "b", "context": context, **FINAL})
 
-    async with client(handler) as c:
-        with pytest.raises(TransientOllamaError) as e:
-            await c.send(CHAT)
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        for i in range(0, len(data), 7777):
+            await resp.write(data[i : i + 7777])
+        await resp.write_eof()
+        return resp
+
+    scripted, url = server
+    scripted.handler = handler
+    r = await send(url, GEN)
+    assert r.text == "ab"
+
+
+async def test_plain_chat_reply(server: tuple[Scripted, str]) -> None:
+    scripted, url = server
+    scripted.handler = reply(
+        200, {"message": {"role": "assistant", "content": "yo", "thinking": "hm"}, **FINAL}
+    )
+    r = await send(url, CHAT, stream=False)
+    assert (r.text, r.thinking) == ("yo", "hm")
+    assert scripted.seen[0][0] == "/api/chat" and scripted.seen[0][1]["stream"] is False
+
+
+async def test_error_line_inside_a_200_stream_is_transient(server: tuple[Scripted, str]) -> None:
+    scripted, url = server
+    scripted.handler = reply(
+        200, ndjson({"message": {"content": "par"}, "done": False}, {"error": "runner died"})
+    )
+    with pytest.raises(TransientOllamaError) as e:
+        await send(url, CHAT)
     err = e.value
     assert (err.kind, err.message, err.status_code) == ("stream_error", "runner died", 200)
 
 
-async def test_stream_cut_before_done_is_transient() -> None:
-    def handler(req: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=ndjson({"response": "x", "done": False}))
-
-    async with client(handler) as c:
-        with pytest.raises(TransientOllamaError, match="before the final chunk"):
-            await c.send(GEN)
+async def test_stream_cut_before_done_is_transient(server: tuple[Scripted, str]) -> None:
+    scripted, url = server
+    scripted.handler = reply(200, ndjson({"response": "x", "done": False}))
+    with pytest.raises(TransientOllamaError, match="before the final chunk"):
+        await send(url, GEN)
 
 
 @pytest.mark.parametrize("stream", [True, False])
@@ -102,55 +162,72 @@ async def test_stream_cut_before_done_is_transient() -> None:
     ],
 )
 async def test_status_codes(
-    stream: bool, status: int, body: object, cls: type[Exception], kind: str
+    server: tuple[Scripted, str],
+    stream: bool,
+    status: int,
+    body: object,
+    cls: type[Exception],
+    kind: str,
 ) -> None:
-    def handler(req: httpx.Request) -> httpx.Response:
-        if isinstance(body, str):
-            return httpx.Response(status, text=body)
-        return httpx.Response(status, json=body)
-
-    async with client(handler, stream=stream) as c:
-        with pytest.raises(cls) as e:
-            await c.send(GEN)
+    scripted, url = server
+    scripted.handler = reply(status, body)
+    with pytest.raises(cls) as e:
+        await send(url, GEN, stream=stream)
     err = e.value
     assert isinstance(err, (TransientOllamaError, PermanentOllamaError))
     assert (err.kind, err.status_code) == (kind, status)
     assert err.message == (body if isinstance(body, str) else body["error"])  # type: ignore[index]
 
 
-@pytest.mark.parametrize(
-    ("exc", "kind"),
-    [
-        (httpx.ConnectError("refused"), "unreachable"),
-        (httpx.ConnectTimeout("no answer"), "unreachable"),
-        (httpx.ReadTimeout("slow"), "timeout"),
-        (httpx.RemoteProtocolError("reset"), "connection_error"),
-    ],
-)
-async def test_transport_failures_are_transient(exc: Exception, kind: str) -> None:
-    def handler(req: httpx.Request) -> httpx.Response:
-        raise exc
-
-    async with client(handler) as c:
-        with pytest.raises(TransientOllamaError) as e:
-            await c.send(GEN)
-    assert e.value.kind == kind
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
 
 
-async def test_openai_shaped_error_body_is_read() -> None:
-    def handler(req: httpx.Request) -> httpx.Response:
-        return httpx.Response(404, json={"error": {"message": "no such model", "type": "x"}})
-
-    async with client(handler, stream=False) as c:
-        with pytest.raises(PermanentOllamaError, match=r"^no such model$"):
-            await c.send(GEN)
-    assert isinstance(classify_status(418, "teapot"), PermanentOllamaError)
-
-
-async def test_version_unreachable() -> None:
-    def handler(req: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("refused")
-
-    async with client(handler) as c:
+async def test_refused_connection_is_unreachable() -> None:
+    url = f"http://127.0.0.1:{_closed_port()}"
+    with pytest.raises(TransientOllamaError) as e:
+        await send(url, GEN)
+    assert e.value.kind == "unreachable"
+    async with OllamaClient(url) as c:
         with pytest.raises(TransientOllamaError, match="cannot reach Ollama"):
             await c.version()
+
+
+async def test_silent_server_is_a_timeout(server: tuple[Scripted, str]) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(5)
+        return web.Response()
+
+    scripted, url = server
+    scripted.handler = handler
+    with pytest.raises(TransientOllamaError) as e:
+        await send(url, GEN, read_timeout=0.2)
+    assert e.value.kind == "timeout"
+
+
+async def test_connection_dropped_mid_stream(server: tuple[Scripted, str]) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        await resp.write(ndjson({"response": "x", "done": False}))
+        assert request.transport is not None
+        request.transport.abort()
+        return resp
+
+    scripted, url = server
+    scripted.handler = handler
+    with pytest.raises(TransientOllamaError) as e:
+        await send(url, GEN)
+    assert e.value.kind == "connection_error"
+
+
+async def test_openai_shaped_error_body_is_read(server: tuple[Scripted, str]) -> None:
+    scripted, url = server
+    scripted.handler = reply(404, {"error": {"message": "no such model", "type": "x"}})
+    with pytest.raises(PermanentOllamaError, match=r"^no such model$"):
+        await send(url, GEN, stream=False)
+    assert isinstance(classify_status(418, "teapot"), PermanentOllamaError)

@@ -60,6 +60,9 @@ class WorkerState:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     # Set when a job ends: the dispatch loop refills the window without the job waiting for it.
     dispatch_wanted: asyncio.Event = field(default_factory=asyncio.Event)
+    # Jobs whose arq keys the finish script already removed (see BatchqWorker.finish_job).
+    retired: set[str] = field(default_factory=set)
+    finished: int = 0  # items this worker made final, for the periodic log line
 
     def __post_init__(self) -> None:
         self.keys = Keys(self.settings.prefix)
@@ -99,7 +102,7 @@ async def run_item(ctx: WorkerContext, batch_id: str, index: int) -> str:
     st = ctx["batchq"]
     jid = ctx["job_id"]
     now = clock.now_ms()
-    outcome, attempt = await st.scripts.start(
+    outcome, attempt, raw = await st.scripts.begin(
         batch_id, index, jid, now_ms=now, lease_until_ms=now + st.lease_ms
     )
     if outcome != "ok":
@@ -108,7 +111,7 @@ async def run_item(ctx: WorkerContext, batch_id: str, index: int) -> str:
     job = _Job(st, batch_id, index, jid, attempt, ctx["job_try"], ctx["score"])
     st.running.add(jid)
     try:
-        return await _attempt(job)
+        return await _attempt(job, raw)
     except asyncio.CancelledError:
         # Shutdown: arq puts the job back at once; the lease goes and the attempt is refunded,
         # so the item counts as queued and nothing is counted against it.
@@ -145,9 +148,8 @@ async def reject_job(ctx: WorkerContext) -> str:
     )
 
 
-async def _attempt(job: _Job) -> str:
+async def _attempt(job: _Job, raw: bytes | None) -> str:
     st, s = job.st, job.st.settings
-    raw = await st.redis.hget(st.keys.batch(job.batch_id).items, str(job.index))  # type: ignore[misc]
     if raw is None:
         return await _fail(job, ItemError(type="invalid_item", message="item is missing"))
     try:
@@ -194,9 +196,7 @@ async def _attempt(job: _Job) -> str:
     payload = encode_result(
         ItemStatus.SUCCEEDED, response=reply.text, attempts=job.attempt, metrics=reply.metrics
     )
-    await st.scripts.finish(
-        job.batch_id, job.index, job.jid, ItemStatus.SUCCEEDED.value, payload, now_ms=clock.now_ms()
-    )
+    await _finish(job, ItemStatus.SUCCEEDED, payload)
     return "succeeded"
 
 
@@ -219,10 +219,18 @@ def _item_error(e: OllamaError) -> ItemError:
 
 async def _fail(job: _Job, error: ItemError) -> str:
     payload = encode_result(ItemStatus.FAILED, error=error, attempts=job.attempt)
-    await job.st.scripts.finish(
-        job.batch_id, job.index, job.jid, ItemStatus.FAILED.value, payload, now_ms=clock.now_ms()
-    )
+    await _finish(job, ItemStatus.FAILED, payload)
     return "failed"
+
+
+async def _finish(job: _Job, status: ItemStatus, payload: str) -> None:
+    st = job.st
+    await st.scripts.finish(
+        job.batch_id, job.index, job.jid, status.value, payload, now_ms=clock.now_ms()
+    )
+    # The script also retired arq's keys for the job: arq's own clean-up can be skipped.
+    st.retired.add(job.jid)
+    st.finished += 1
 
 
 # While Ollama is unreachable items keep waiting, never failing, but no faster than this.
@@ -311,9 +319,22 @@ async def _heartbeat_once(st: WorkerState) -> None:
         await pipe.execute()
 
 
+# arq's own log has two lines per job, which at hundreds of items a second is noise (and
+# costs CPU); ``batchq worker`` silences it unless verbose and logs this summary instead.
+_PROGRESS_LOG_S = 60.0
+
+
 async def _heartbeat_loop(st: WorkerState) -> None:
+    logged_at, logged_n = clock.monotonic(), 0
     while True:
         await asyncio.sleep(st.settings.heartbeat)
+        now = clock.monotonic()
+        if now - logged_at >= _PROGRESS_LOG_S and st.finished != logged_n:
+            n = st.finished - logged_n
+            log.info(
+                "finished %d item(s) in %.0f s (%.1f/s)", n, now - logged_at, n / (now - logged_at)
+            )
+            logged_at, logged_n = now, st.finished
         try:
             await _heartbeat_once(st)
             # Every worker reaps: there is no single reaper whose death would stop recovery.

@@ -13,14 +13,22 @@ from arq import Worker
 from arq.worker import func
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.exceptions import WatchError
 
+from batchq import clock
 from batchq.connection import arq_redis_settings, resolve_redis_url
 from batchq.dispatch import JOB_FUNCTION
 from batchq.keys import Keys
 from batchq.settings import Settings
 
-from .inference import REJECT_FUNCTION, after_job_end, reject_job, run_item, shutdown, startup_hook
+from .inference import (
+    REJECT_FUNCTION,
+    WorkerState,
+    after_job_end,
+    reject_job,
+    run_item,
+    shutdown,
+    startup_hook,
+)
 
 __all__ = ["BatchqWorker", "json_dumps", "json_loads", "settings_class", "worker_kwargs"]
 
@@ -91,7 +99,7 @@ def worker_kwargs(settings: Settings, redis_url: str | None = None) -> dict[str,
 
 
 class BatchqWorker(Worker):
-    """arq's worker, with three changes that batchq needs.
+    """arq's worker, with the changes that batchq needs.
 
     - **Freed slots are refilled at once.** arq sleeps ``poll_delay`` between polls, so a slot
       freed just after a poll idles for up to that long: with 0.2 s requests and a 50 ms poll
@@ -100,7 +108,9 @@ class BatchqWorker(Worker):
       dispatch window.
     - **Burst mode knows about batches**: arq's exits once its queue is empty, but batchq's
       queue is only a window; exit only when nothing is queued, running or dispatchable.
-    - **A Redis disconnect while claiming a job does not kill it** (see :meth:`start_jobs`).
+    - **Fewer round trips per job**: jobs are claimed in one script per poll, and arq's
+      clean-up after a job is skipped when batchq's finish script already did it. A Redis
+      disconnect while claiming does not kill the worker (arq's WATCH would raise).
     """
 
     def __init__(self, *args: Any, batchq_burst: bool = False, **kwargs: Any) -> None:
@@ -125,19 +135,38 @@ class BatchqWorker(Worker):
                 await sentinel.aclose()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
-        """arq's, surviving a Redis disconnect while it claims a job.
-
-        arq takes a slot, then WATCHes the job's lock; a disconnect there raises WatchError
-        out of the poll loop, which kills the worker, and the slot is never given back. Catch
-        it, return that one slot, and let the next poll try again once Redis is back.
-        """
+        """arq's claim, in one script for all the jobs a poll found (arq's own takes four
+        round trips per job), surviving a Redis disconnect."""
+        st: WorkerState | None = self.ctx.get("batchq")
+        free = self.max_jobs - self.job_counter
+        if st is None or free <= 0 or not job_ids:
+            return
         try:
-            await super().start_jobs(job_ids)
-        except (WatchError, RedisConnectionError, RedisTimeoutError, OSError) as e:
-            self.job_counter -= 1
-            self.sem.release()
-            log.warning("lost Redis while claiming a job (%s); will retry", type(e).__name__)
+            claimed = await st.scripts.claim(
+                job_ids,
+                now_ms=clock.now_ms(),
+                ttl_ms=int(self.in_progress_timeout_s * 1000),
+                limit=free,
+            )
+        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+            log.warning("lost Redis while claiming jobs (%s); will retry", type(e).__name__)
             await asyncio.sleep(0.5)
+            return
+        for job_id, score in claimed:
+            # Never blocks: at most ``free`` jobs were claimed.
+            await self.sem.acquire()
+            self.job_counter += 1
+            t = self.loop.create_task(self.run_job(job_id, score))
+            t.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            self.tasks[job_id] = t
+
+    async def finish_job(self, job_id: str, finish: bool, *args: Any, **kwargs: Any) -> None:
+        # batchq's finish script already retired the job's arq keys in its own round trip.
+        st: WorkerState | None = self.ctx.get("batchq")
+        if finish and st is not None and job_id in st.retired:
+            st.retired.discard(job_id)
+            return
+        await super().finish_job(job_id, finish, *args, **kwargs)
 
     async def _poll_iteration(self) -> None:
         # Cleared before polling, so a job finishing during the poll is not missed.
