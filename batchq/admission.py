@@ -4,8 +4,14 @@ A request is admitted by one Lua script that checks both limits atomically: a **
 (requests per second, GCRA: each admission pushes a theoretical arrival time one interval
 further, so 8 workers at a global 10/s send 10/s in total, not 80/s) and a **concurrency**
 cap (slots held as leases in a sorted set: a SIGKILLed worker's slots expire with its lease
-instead of leaking forever). A job over a limit waits to be admitted; it never burns an
-attempt. The limits live in Redis, so ``batchq limits`` changes them at run time.
+instead of leaking forever), and optionally **tokens per minute**. A job over a limit waits to
+be admitted; it never burns an attempt. The limits live in Redis, so ``batchq limits``
+changes them at run time.
+
+Tokens are known only once Ollama has answered (prompt plus generated tokens), so the token
+limit is a debt: each reply pushes a second arrival time forward by its tokens' share of a
+minute, and nothing is admitted while that time is ahead of the clock. Over a run the rate
+holds; at any moment the requests already in flight may add their tokens on top.
 """
 
 from __future__ import annotations
@@ -24,18 +30,23 @@ __all__ = ["Admission", "EndpointLimits", "endpoint_id"]
 # on release, not on a schedule, so this is a poll.
 _SLOT_POLL_MS = 20
 
-# KEYS: limits hash, arrival-time key, in-flight zset
+# KEYS: limits hash, arrival-time key, in-flight zset, token arrival-time key
 # ARGV: now_ms, token, slot lease deadline ms
 _ADMIT = """
-local lim = redis.call('HMGET', KEYS[1], 'rate', 'concurrency')
+local lim = redis.call('HMGET', KEYS[1], 'rate', 'concurrency', 'tpm')
 local rate = tonumber(lim[1] or '0') or 0
 local conc = tonumber(lim[2] or '0') or 0
+local tpm = tonumber(lim[3] or '0') or 0
 local now = tonumber(ARGV[1])
 if conc > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
   if not redis.call('ZSCORE', KEYS[3], ARGV[2]) and redis.call('ZCARD', KEYS[3]) >= conc then
     return __SLOT_POLL_MS__
   end
+end
+if tpm > 0 then
+  local ttat = tonumber(redis.call('GET', KEYS[4]) or '0')
+  if ttat > now then return math.max(1, math.ceil(ttat - now)) end
 end
 if rate > 0 then
   local interval = 1000 / rate
@@ -46,6 +57,18 @@ end
 if conc > 0 then redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2]) end
 return 0
 """.replace("__SLOT_POLL_MS__", str(_SLOT_POLL_MS))
+
+# KEYS: limits hash, token arrival-time key
+# ARGV: now_ms, tokens used
+_SPEND = """
+local tpm = tonumber(redis.call('HGET', KEYS[1], 'tpm') or '0') or 0
+if tpm <= 0 then return 0 end
+local now = tonumber(ARGV[1])
+local ttat = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), now)
+ttat = ttat + tonumber(ARGV[2]) * 60000 / tpm
+redis.call('SET', KEYS[2], tostring(ttat), 'PX', math.ceil(ttat - now) + 60000)
+return math.ceil(ttat - now)
+"""
 
 
 def endpoint_id(url: str) -> str:
@@ -59,6 +82,7 @@ class EndpointLimits:
     rate: float | None
     concurrency: int | None
     in_flight: int
+    tokens_per_minute: int | None = None
 
 
 class Admission:
@@ -71,12 +95,19 @@ class Admission:
         self.limits_key = keys.endpoint_limits(eid)
         self.tat_key = keys.endpoint_tat(eid)
         self.inflight_key = keys.endpoint_inflight(eid)
+        self.token_tat_key = keys.endpoint_token_tat(eid)
         self._admit = redis.register_script(_ADMIT)
+        self._spend = redis.register_script(_SPEND)
 
     async def configure(
-        self, *, rate: float | None = None, concurrency: int | None = None, clear: bool = False
+        self,
+        *,
+        rate: float | None = None,
+        concurrency: int | None = None,
+        tokens_per_minute: int | None = None,
+        clear: bool = False,
     ) -> None:
-        """Set the given limits (0 removes one); ``clear`` removes both first."""
+        """Set the given limits (0 removes one); ``clear`` removes all first."""
         async with self.redis.pipeline(transaction=True) as tx:
             if clear:
                 tx.delete(self.limits_key)
@@ -85,18 +116,21 @@ class Admission:
                 fields["rate"] = repr(float(rate))
             if concurrency is not None:
                 fields["concurrency"] = str(int(concurrency))
-            if rate is not None or concurrency is not None:
+            if tokens_per_minute is not None:
+                fields["tpm"] = str(int(tokens_per_minute))
+            if len(fields) > 1:
                 tx.hset(self.limits_key, mapping=fields)
             await tx.execute()
 
     async def limits(self) -> EndpointLimits:
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(self.limits_key, ["rate", "concurrency"])
+            pipe.hmget(self.limits_key, ["rate", "concurrency", "tpm"])
             pipe.zcard(self.inflight_key)
-            (rate, conc), in_flight = await pipe.execute()
+            (rate, conc, tpm), in_flight = await pipe.execute()
         r = float(rate) if rate else 0.0
         c = int(conc) if conc else 0
-        return EndpointLimits(self.endpoint, r or None, c or None, int(in_flight))
+        t = int(tpm) if tpm else 0
+        return EndpointLimits(self.endpoint, r or None, c or None, int(in_flight), t or None)
 
     async def active(self) -> bool:
         return bool(await self.redis.exists(self.limits_key))
@@ -105,8 +139,16 @@ class Admission:
         """0 if admitted (a slot is held until released or ``slot_until_ms``), else the
         milliseconds to wait before asking again."""
         res = await cast(Any, self._admit)(
-            keys=[self.limits_key, self.tat_key, self.inflight_key],
+            keys=[self.limits_key, self.tat_key, self.inflight_key, self.token_tat_key],
             args=[now_ms, token, slot_until_ms],
+        )
+        return int(res)
+
+    async def spend_tokens(self, tokens: int, *, now_ms: int) -> int:
+        """Charge a reply's tokens to the tokens-per-minute limit, if there is one; returns
+        how many milliseconds of debt the endpoint now has."""
+        res = await cast(Any, self._spend)(
+            keys=[self.limits_key, self.token_tat_key], args=[now_ms, max(0, tokens)]
         )
         return int(res)
 

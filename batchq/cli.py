@@ -44,6 +44,7 @@ def _settings(args: argparse.Namespace) -> Settings:
             "retry_delay",
             "global_rate",
             "global_concurrency",
+            "global_tpm",
         )
     }
     try:
@@ -201,21 +202,28 @@ async def cmd_limits(args: argparse.Namespace) -> int:
     settings = _settings(args)
     async with _store(settings) as (store, _):
         adm = Admission(store.redis, store.keys, settings.ollama_hosts[0])
-        rate, conc = args.limit_rate, args.limit_concurrency
-        if args.clear or rate is not None or conc is not None:
-            await adm.configure(rate=rate, concurrency=conc, clear=args.clear)
+        rate, conc, tpm = args.limit_rate, args.limit_concurrency, args.limit_tpm
+        if args.clear or rate is not None or conc is not None or tpm is not None:
+            await adm.configure(
+                rate=rate, concurrency=conc, tokens_per_minute=tpm, clear=args.clear
+            )
         lim = await adm.limits()
     data = {
         "endpoint": lim.endpoint,
         "rate": lim.rate,
         "concurrency": lim.concurrency,
+        "tokens_per_minute": lim.tokens_per_minute,
         "in_flight": lim.in_flight,
     }
 
     def human() -> None:
         rate = f"{lim.rate:g}/s" if lim.rate else "none"
         conc = str(lim.concurrency) if lim.concurrency else "none"
-        print(f"{lim.endpoint}: rate {rate}, concurrency {conc}, in flight {lim.in_flight}")
+        tpm = f"{lim.tokens_per_minute}/min" if lim.tokens_per_minute else "none"
+        print(
+            f"{lim.endpoint}: rate {rate}, concurrency {conc}, tokens {tpm},"
+            f" in flight {lim.in_flight}"
+        )
 
     _print(args, data, human)
     return 0
@@ -328,6 +336,11 @@ def _parser() -> argparse.ArgumentParser:
             type=int,
             help="most requests in flight to this Ollama from all workers together (0: none)",
         )
+        sp.add_argument(
+            "--global-tpm",
+            type=int,
+            help="most tokens per minute (prompt + reply), all workers together (0: none)",
+        )
 
     sp = cmd("submit", "validate a file and queue it as a batch; prints the batch id")
     input_args(sp)
@@ -365,7 +378,10 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--concurrency", dest="limit_concurrency", type=int, help="requests in flight (0: none)"
     )
-    sp.add_argument("--clear", action="store_true", help="remove both limits")
+    sp.add_argument(
+        "--tpm", dest="limit_tpm", type=int, help="tokens per minute, all workers (0: none)"
+    )
+    sp.add_argument("--clear", action="store_true", help="remove all limits")
     sp.set_defaults(handler=cmd_limits)
 
     sp = cmd("list", "recent batches, newest first")

@@ -16,6 +16,7 @@ name can — but every job id embeds an unguessable batch id, so they cannot col
 | ``{p}:ep:{e}:limits`` | HASH | global limits of an Ollama endpoint: rate, concurrency |
 | ``{p}:ep:{e}:tat`` | STRING | GCRA theoretical arrival time (ms) of the endpoint's rate |
 | ``{p}:ep:{e}:inflight`` | ZSET | token → slot lease deadline (ms): the endpoint's concurrency |
+| ``{p}:ep:{e}:ttat`` | STRING | arrival time (ms) of the endpoint's tokens-per-minute debt |
 | ``{p}:b:{id}`` | HASH | batch metadata and its O(1) counters |
 | ``{p}:b:{id}:items`` | HASH | index → item (JSON) |
 | ``{p}:b:{id}:results`` | HASH | index → result (JSON); written once (HSETNX) |
@@ -111,6 +112,9 @@ class Keys:
 
     def endpoint_inflight(self, eid: str) -> str:
         return f"{self.prefix}:ep:{eid}:inflight"
+
+    def endpoint_token_tat(self, eid: str) -> str:
+        return f"{self.prefix}:ep:{eid}:ttat"
 
     def batch_prefix(self) -> str:
         """What the Lua scripts prepend to a batch id to reach that batch's keys."""

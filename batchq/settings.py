@@ -69,6 +69,7 @@ class Settings(BaseSettings):
     # Set at worker start-up for its endpoint, in Redis, for every worker of that endpoint.
     global_rate: float | None = Field(default=None, ge=0)
     global_concurrency: int | None = Field(default=None, ge=0)
+    global_tpm: int | None = Field(default=None, ge=0)
     timeout: float = Field(default=600.0, gt=0)
     connect_timeout: float = Field(default=10.0, gt=0)
     max_attempts: int = Field(default=5, ge=1, le=1000)

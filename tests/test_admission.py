@@ -116,3 +116,56 @@ def test_four_workers_keep_to_the_global_limits(
         f"global limits: peak {most} requests in 1 s (limit {rate:g}), "
         f"peak {stats['max_concurrency']['llama3.2']} in flight (limit {conc})"
     )
+
+
+async def test_tokens_per_minute_is_a_debt_paid_off_over_time(store: BatchStore) -> None:
+    adm = admission(store)
+    other_worker = admission(store)
+    await adm.configure(tokens_per_minute=600)  # 10 tokens/s: 100 ms a token
+    assert (await adm.limits()).tokens_per_minute == 600
+    t = 2_000_000
+    # No tokens spent yet: admitted at once, twice (the reply's size is not known up front).
+    assert await adm.try_admit("a", now_ms=t, slot_until_ms=t) == 0
+    assert await other_worker.try_admit("b", now_ms=t, slot_until_ms=t) == 0
+    assert await adm.spend_tokens(5, now_ms=t + 50) == 500
+    assert await other_worker.spend_tokens(3, now_ms=t + 60) == 790
+    assert await adm.try_admit("c", now_ms=t + 60, slot_until_ms=t) == 790
+    assert await other_worker.try_admit("c", now_ms=t + 849, slot_until_ms=t) == 1
+    assert await adm.try_admit("c", now_ms=t + 850, slot_until_ms=t) == 0
+    # A debt does not carry credit: idle time does not bank tokens for a later burst.
+    assert await adm.spend_tokens(1, now_ms=t + 10_000) == 100
+    await adm.configure(tokens_per_minute=0)
+    assert await adm.try_admit("d", now_ms=t + 10_000, slot_until_ms=t) == 0
+    assert await adm.spend_tokens(1000, now_ms=t + 10_000) == 0
+
+
+@pytest.mark.e2e
+def test_workers_keep_to_a_global_token_rate(valkey_url: str, prefix: str, tmp_path: Path) -> None:
+    tpm, n, slots = 4800, 28, 4  # 80 tokens/s
+    with simulator(tmp_path, "--parallel", "8", "--latency", "0.05") as sim:
+        env = env_for(valkey_url, prefix, tmp_path / "home", sim)
+        src = tmp_path / "p.jsonl"
+        words = " ".join(["word"] * 11)
+        src.write_text("".join(json.dumps(f"{i} {words}") + "\n" for i in range(n)))
+        bid = batchq(env, "submit", str(src), "--model", "llama3.2").stdout.strip()
+        with Workers(env, tmp_path) as workers:
+            for _ in range(2):
+                workers.start("--concurrency", str(slots // 2), "--global-tpm", str(tpm))
+            final = wait_done(env, bid, timeout=120)
+        out = batchq(env, "results", bid).stdout
+        stats = sim_stats(sim)
+    assert final["succeeded"] == n
+    used = [json.loads(line)["metrics"] for line in out.splitlines() if line.strip()]
+    per_request = {m["prompt_eval_count"] + m["eval_count"] for m in used}
+    assert len(per_request) == 1, per_request  # every prompt costs the same: 20 tokens
+    cost = per_request.pop()
+    arrivals = sorted(stats["arrivals"])
+    t0 = arrivals[0]
+    # Measured at Ollama's side: the tokens sent by each arrival stay within the rate, plus
+    # what the requests in flight (whose size was not known yet) add on top.
+    for k, t in enumerate(arrivals):
+        assert (k + 1) * cost <= tpm / 60 * (t - t0) + (slots + 1) * cost, (k, t - t0)
+    # And the limit is used, not just respected: the last 20 go out at >= 70 % of the rate.
+    span = arrivals[-1] - arrivals[-21]
+    assert 20 * cost / span >= 0.7 * tpm / 60, span
+    print(f"token limit {tpm}/min: {n * cost / (arrivals[-1] - t0) * 60:.0f} tokens/min sent")

@@ -192,6 +192,12 @@ async def _attempt(job: _Job, raw: bytes | None) -> str:
             with contextlib.suppress(RedisError):
                 await asyncio.shield(host.admission.release(job.jid))
     st.hosts.succeeded(host)
+    if host.limited:
+        tokens = int(reply.metrics.get("prompt_eval_count", 0)) + int(
+            reply.metrics.get("eval_count", 0)
+        )
+        with contextlib.suppress(RedisError):
+            await host.admission.spend_tokens(tokens, now_ms=clock.now_ms())
 
     payload = encode_result(
         ItemStatus.SUCCEEDED, response=reply.text, attempts=job.attempt, metrics=reply.metrics
@@ -262,9 +268,12 @@ def startup_hook(settings: Settings) -> Any:
         st = WorkerState(settings=settings, redis=ctx["redis"])
         ctx["batchq"] = st
         for host in st.hosts.hosts:
-            if settings.global_rate is not None or settings.global_concurrency is not None:
+            limits = (settings.global_rate, settings.global_concurrency, settings.global_tpm)
+            if any(x is not None for x in limits):
                 await host.admission.configure(
-                    rate=settings.global_rate, concurrency=settings.global_concurrency
+                    rate=settings.global_rate,
+                    concurrency=settings.global_concurrency,
+                    tokens_per_minute=settings.global_tpm,
                 )
         await _heartbeat_once(st)
         st.tasks.append(asyncio.create_task(_heartbeat_loop(st)))
