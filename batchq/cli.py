@@ -282,8 +282,13 @@ def cmd_sim(args: argparse.Namespace) -> int:
     values: dict[str, Any] = {}
     for f in dataclasses.fields(SimConfig):
         v = getattr(args, f"sim_{f.name}")
-        if v is not None:
-            values[f.name] = tuple(v.split(",")) if f.name == "models" else v
+        if v is None:
+            continue
+        parse = f.metadata.get("parse")
+        try:
+            values[f.name] = parse(v) if parse else v
+        except ValueError as e:
+            raise ConfigError(f"--{f.name.replace('_', '-')}: {e}") from None
     serve(SimConfig(**values), args.host, args.port)
     return 0
 
@@ -391,21 +396,22 @@ def _parser() -> argparse.ArgumentParser:
     from .sim import SimConfig
 
     for f in dataclasses.fields(SimConfig):
-        kind = str if f.name == "models" else type(f.default)
+        about = f.metadata.get("help")
         sp.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f"sim_{f.name}",
-            type=kind,
+            type=str if "parse" in f.metadata else type(f.default),
             metavar=f.name.upper(),
-            help=f"default {_default_text(f)}",
+            help=(f"{about}; " if about else "") + f"default {_default_text(f)}",
         )
     sp.set_defaults(handler=cmd_sim, sync=True)
     return p
 
 
 def _default_text(f: dataclasses.Field[Any]) -> str:
-    if f.name == "models":
-        return ",".join(cast(tuple[str, ...], f.default))
+    if isinstance(f.default, tuple):
+        parts = [p if isinstance(p, str) else f"{p[0]}={p[1]:g}" for p in f.default]
+        return ",".join(parts) or "none"
     return str(f.default)
 
 

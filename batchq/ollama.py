@@ -9,10 +9,11 @@ from typing import Any
 
 import httpx
 
+from . import clock
 from .errors import OllamaError, PermanentOllamaError, TransientOllamaError
 from .models import Endpoint, Item
 
-__all__ = ["METRIC_FIELDS", "OllamaClient", "Reply", "classify_status"]
+__all__ = ["FIRST_TOKEN_FIELD", "METRIC_FIELDS", "OllamaClient", "Reply", "classify_status"]
 
 METRIC_FIELDS = (
     "total_duration",
@@ -23,6 +24,9 @@ METRIC_FIELDS = (
     "eval_duration",
     "done_reason",
 )
+# Measured by batchq, not reported by Ollama: nanoseconds from sending a streamed request to the
+# first chunk that carries generated text (thinking included). Absent when not streaming.
+FIRST_TOKEN_FIELD = "time_to_first_token"
 
 
 @dataclass(slots=True)
@@ -145,6 +149,8 @@ class OllamaClient:
         return _reply_from_chunks(endpoint, [d])
 
     async def _send_streamed(self, endpoint: Endpoint, body: dict[str, Any]) -> Reply:
+        sent = clock.monotonic()
+        first_token: float | None = None
         async with self._client.stream("POST", endpoint.path, json=body) as r:
             if r.status_code != 200:
                 raise classify_status(r.status_code, _error_text(await r.aread()))
@@ -165,25 +171,34 @@ class OllamaClient:
                     raise TransientOllamaError(
                         str(d["error"]), kind="stream_error", status_code=200
                     )
+                if first_token is None and any(_chunk_text(endpoint, d)):
+                    first_token = clock.monotonic()
                 chunks.append(d)
         if not chunks or not chunks[-1].get("done"):
             raise TransientOllamaError(
                 "stream ended before the final chunk", kind="incomplete_response"
             )
-        return _reply_from_chunks(endpoint, chunks)
+        reply = _reply_from_chunks(endpoint, chunks)
+        if first_token is not None:
+            reply.metrics[FIRST_TOKEN_FIELD] = round((first_token - sent) * 1e9)
+        return reply
+
+
+def _chunk_text(endpoint: Endpoint, chunk: dict[str, Any]) -> tuple[str, str]:
+    """A chunk's (text, thinking)."""
+    if endpoint is Endpoint.CHAT:
+        msg = chunk.get("message") or {}
+        return msg.get("content") or "", msg.get("thinking") or ""
+    return chunk.get("response") or "", chunk.get("thinking") or ""
 
 
 def _reply_from_chunks(endpoint: Endpoint, chunks: list[dict[str, Any]]) -> Reply:
     text: list[str] = []
     thinking: list[str] = []
     for c in chunks:
-        if endpoint is Endpoint.CHAT:
-            msg = c.get("message") or {}
-            text.append(msg.get("content") or "")
-            thinking.append(msg.get("thinking") or "")
-        else:
-            text.append(c.get("response") or "")
-            thinking.append(c.get("thinking") or "")
+        t, th = _chunk_text(endpoint, c)
+        text.append(t)
+        thinking.append(th)
     final = chunks[-1]
     if endpoint is Endpoint.CHAT and "message" not in final and len(chunks) == 1:
         raise TransientOllamaError("chat reply has no message", kind="invalid_response")

@@ -41,8 +41,45 @@ async def test_streamed_generate_joins_tokens_and_keeps_metrics() -> None:
     async with client(handler) as c:
         reply = await c.send(GEN)
     assert reply.text == "Hello"
+    ttft = reply.metrics.pop("time_to_first_token")
+    assert isinstance(ttft, int) and ttft >= 0
     assert reply.metrics == {"done_reason": "stop", "eval_count": 2, "total_duration": 5_000_000}
     assert seen[0]["stream"] is True and seen[0]["prompt"] == "hi"
+
+
+async def test_time_to_first_token_runs_to_the_first_chunk_with_text(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One clock read when the request goes out, one at each chunk until the first with text.
+    reads = iter([100.0, 100.25, 999.0])
+    monkeypatch.setattr("batchq.clock.monotonic", lambda: next(reads))
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        body = ndjson(
+            {"message": {"role": "assistant", "content": ""}, "done": False},
+            {"message": {"role": "assistant", "content": "", "thinking": "hm"}, "done": False},
+            {"message": {"role": "assistant", "content": "yo"}, "done": False},
+            {"message": {"role": "assistant", "content": ""}, **FINAL},
+        )
+        return httpx.Response(200, content=body)
+
+    async with client(handler) as c:
+        reply = await c.send(CHAT)
+    assert (reply.text, reply.thinking) == ("yo", "hm")
+    assert reply.metrics["time_to_first_token"] == 250_000_000
+
+
+async def test_no_time_to_first_token_without_streaming_or_without_text() -> None:
+    def handler(req: httpx.Request) -> httpx.Response:
+        if json.loads(req.content)["stream"]:
+            return httpx.Response(200, content=ndjson({"response": "", **FINAL}))
+        return httpx.Response(200, json={"response": "hi", **FINAL})
+
+    for stream in (True, False):
+        async with client(handler, stream=stream) as c:
+            reply = await c.send(GEN)
+        assert "time_to_first_token" not in reply.metrics
+        assert reply.metrics["eval_count"] == 2
 
 
 async def test_plain_chat_reply() -> None:
