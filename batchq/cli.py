@@ -221,17 +221,24 @@ async def cmd_limits(args: argparse.Namespace) -> int:
     return 0
 
 
-async def cmd_run(args: argparse.Namespace) -> int:
-    from .runner import check_ollama, start_workers, watch_progress, write_output
+async def _ollama_version(settings: Settings) -> str:
+    """Ollama's version, or a ConfigError that says how to get one to answer."""
+    from .runner import check_ollama
 
-    settings = _settings(args)
     try:
-        version = await check_ollama(settings)
+        return await check_ollama(settings)
     except OllamaError as e:
         raise ConfigError(
             f"{e}. Start Ollama, point OLLAMA_HOST (or --ollama) at it, or try batchq "
             "against the simulator: `batchq sim` in another terminal (simulated answers)."
         ) from None
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    from .runner import start_workers, watch_progress, write_output
+
+    settings = _settings(args)
+    version = await _ollama_version(settings)
     console = Console(stderr=True)
     async with _store(settings) as (store, url):
         batch_id, total = await _submit(args, settings, store)
@@ -252,6 +259,57 @@ async def cmd_run(args: argparse.Namespace) -> int:
     else:
         print(json.dumps(status.model_dump(mode="json")))
     return 1 if args.strict and status.failed else 0
+
+
+async def cmd_bench(args: argparse.Namespace) -> int:
+    from . import clock
+    from .modelbench import bench_prompts, parse_models, render_table, run_bench
+    from .runner import start_workers
+
+    settings = _settings(args)
+    models = parse_models(args.models)
+    if args.runs < 1:
+        raise ConfigError("--runs must be at least 1")
+    stream = _open_input(args.prompt_file) if args.prompt_file else None
+    try:
+        fmt = detect_format(args.prompt_file or "")
+        prompts = bench_prompts(
+            args.prompt or [], stream, fmt=fmt, max_line_bytes=settings.max_line_bytes
+        )
+    finally:
+        if stream is not None and stream is not sys.stdin.buffer:
+            stream.close()
+    version = await _ollama_version(settings)
+    console = Console(stderr=True)
+    console.print(
+        f"bench: {len(models)} model(s) x {len(prompts)} prompt(s) x {args.runs} run(s) → "
+        f"Ollama {version} at {settings.ollama_host}, {args.workers} worker(s) x "
+        f"{settings.concurrency}"
+    )
+    async with _store(settings) as (store, url):
+        log_dir = settings.home / "logs" / f"bench-{clock.now_ms()}"
+        with start_workers(settings, url, args.workers, log_dir) as procs:
+            reports = await run_bench(
+                store,
+                models,
+                prompts,
+                args.runs,
+                console=console,
+                show_progress=not args.json,
+                workers=procs,
+            )
+    data = {
+        "ollama_version": version,
+        "ollama_host": settings.ollama_host,
+        "runs": args.runs,
+        "prompts": len(prompts),
+        "workers": args.workers,
+        "concurrency": settings.concurrency,
+        "stream": settings.stream,
+        "models": [r.to_json() for r in reports],
+    }
+    _print(args, data, lambda: print(render_table(reports)))
+    return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -384,6 +442,19 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     sp.add_argument("--strict", action="store_true", help="exit 1 if any item failed")
     sp.set_defaults(handler=cmd_run)
+
+    sp = cmd("bench", "run the same prompts on several models through the queue; compare them")
+    sp.add_argument("--models", required=True, help="comma-separated, e.g. qwen3:8b,gemma3:4b")
+    sp.add_argument("--prompt", action="append", help="a prompt (repeat for several)")
+    sp.add_argument(
+        "--prompt-file", metavar="FILE", help="more prompts: any file `batchq submit` takes"
+    )
+    sp.add_argument("--runs", type=int, default=3, help="times each prompt runs (default 3)")
+    worker_args(sp)
+    # One request at a time by default: the figures are then each model's own speed.
+    sp.set_defaults(concurrency=1)
+    sp.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    sp.set_defaults(handler=cmd_bench)
 
     sp = cmd(
         "sim",
