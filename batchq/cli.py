@@ -10,7 +10,7 @@ import dataclasses
 import json
 import logging
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -106,27 +106,27 @@ def _human_status(s: BatchStatus) -> None:
             print(f"{label:<9} {value}")
 
 
-def _open_input(path: str) -> BinaryIO:
+@contextlib.contextmanager
+def _open_input(path: str) -> Iterator[BinaryIO]:
     if path == "-":
-        return sys.stdin.buffer
+        yield sys.stdin.buffer
+        return
     try:
-        return cast(BinaryIO, open(path, "rb"))
+        f = cast(BinaryIO, open(path, "rb"))  # noqa: SIM115 - closed below
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+    with f:
+        yield f
 
 
 async def _submit(args: argparse.Namespace, settings: Settings, store: BatchStore) -> Any:
     fmt = args.format or detect_format(args.file)
-    stream = _open_input(args.file)
-    try:
+    with _open_input(args.file) as stream:
         items = iter_items(
             stream, fmt=fmt, default_model=args.model, max_line_bytes=settings.max_line_bytes
         )
         name = args.name or (Path(args.file).name if args.file != "-" else None)
         return await store.submit(items, name=name, chunk=settings.submit_chunk)
-    finally:
-        if stream is not sys.stdin.buffer:
-            stream.close()
 
 
 async def cmd_submit(args: argparse.Namespace) -> int:
@@ -262,52 +262,41 @@ async def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def cmd_bench(args: argparse.Namespace) -> int:
-    from . import clock
-    from .modelbench import bench_prompts, parse_models, render_table, run_bench
-    from .runner import start_workers
+    from .modelbench import bench_json, bench_prompts, parse_models, render_table, run_bench
 
     settings = _settings(args)
     models = parse_models(args.models)
-    if args.runs < 1:
-        raise ConfigError("--runs must be at least 1")
-    stream = _open_input(args.prompt_file) if args.prompt_file else None
-    try:
-        fmt = detect_format(args.prompt_file or "")
+    if args.runs < 1 or args.workers < 1:
+        raise ConfigError("--runs and --workers must be at least 1")
+    with contextlib.ExitStack() as files:
+        stream = files.enter_context(_open_input(args.prompt_file)) if args.prompt_file else None
         prompts = bench_prompts(
-            args.prompt or [], stream, fmt=fmt, max_line_bytes=settings.max_line_bytes
+            args.prompt or [],
+            stream,
+            fmt=detect_format(args.prompt_file or ""),
+            max_line_bytes=settings.max_line_bytes,
         )
-    finally:
-        if stream is not None and stream is not sys.stdin.buffer:
-            stream.close()
     version = await _ollama_version(settings)
-    console = Console(stderr=True)
-    console.print(
-        f"bench: {len(models)} model(s) x {len(prompts)} prompt(s) x {args.runs} run(s) → "
-        f"Ollama {version} at {settings.ollama_host}, {args.workers} worker(s) x "
-        f"{settings.concurrency}"
-    )
     async with _store(settings) as (store, url):
-        log_dir = settings.home / "logs" / f"bench-{clock.now_ms()}"
-        with start_workers(settings, url, args.workers, log_dir) as procs:
-            reports = await run_bench(
-                store,
-                models,
-                prompts,
-                args.runs,
-                console=console,
-                show_progress=not args.json,
-                workers=procs,
-            )
-    data = {
-        "ollama_version": version,
-        "ollama_host": settings.ollama_host,
-        "runs": args.runs,
-        "prompts": len(prompts),
-        "workers": args.workers,
-        "concurrency": settings.concurrency,
-        "stream": settings.stream,
-        "models": [r.to_json() for r in reports],
-    }
+        reports = await run_bench(
+            store,
+            models,
+            prompts,
+            args.runs,
+            settings=settings,
+            redis_url=url,
+            workers=args.workers,
+            console=Console(stderr=True),
+            show_progress=not args.json,
+        )
+    data = bench_json(
+        reports,
+        settings,
+        version=version,
+        runs=args.runs,
+        prompts=len(prompts),
+        workers=args.workers,
+    )
     _print(args, data, lambda: print(render_table(reports)))
     return 0
 

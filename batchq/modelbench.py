@@ -18,18 +18,21 @@ from typing import Any, BinaryIO
 
 from rich.console import Console
 
+from . import clock
 from .batches import BatchStore
 from .collect import iter_results
 from .errors import ConfigError
 from .inputs import InputFormat, iter_items
 from .models import Endpoint, Item, ItemResult, ItemStatus
 from .ollama import FIRST_TOKEN_FIELD
-from .runner import watch_progress
+from .runner import start_workers, watch_progress
+from .settings import Settings
 
 __all__ = [
     "ModelReport",
     "RunFigures",
     "bench_items",
+    "bench_json",
     "bench_prompts",
     "parse_models",
     "percentile",
@@ -247,33 +250,76 @@ def render_table(reports: Sequence[ModelReport]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def bench_json(
+    reports: Sequence[ModelReport],
+    settings: Settings,
+    *,
+    version: str,
+    runs: int,
+    prompts: int,
+    workers: int,
+) -> dict[str, Any]:
+    """What ``batchq bench --json`` prints."""
+    return {
+        "ollama_version": version,
+        "ollama_host": settings.ollama_host,
+        "runs": runs,
+        "prompts": prompts,
+        "workers": workers,
+        "concurrency": settings.concurrency,
+        "stream": settings.stream,
+        "models": [r.to_json() for r in reports],
+    }
+
+
 async def run_bench(
     store: BatchStore,
     models: Sequence[str],
     prompts: Sequence[Item],
     runs: int,
     *,
+    settings: Settings,
+    redis_url: str,
+    workers: int,
     console: Console,
     show_progress: bool,
-    workers: list[subprocess.Popen[bytes]] | None = None,
 ) -> list[ModelReport]:
-    """Submit and wait for one batch per model, in turn, and summarize each."""
+    """Start ``workers`` worker processes with ``settings`` on ``redis_url``, then submit and
+    wait for one batch per model, in turn, and summarize each."""
+    console.print(
+        f"bench: {len(models)} model(s) x {len(prompts)} prompt(s) x {runs} run(s) on "
+        f"{settings.ollama_host}, {workers} worker(s) x {settings.concurrency}"
+    )
     reports = []
-    for model in models:
-        batch_id, total = await store.submit(
-            bench_items(prompts, model, runs), name=f"bench {model}"
-        )
-        console.print(f"{model}: batch {batch_id}, {total} requests ({runs} run(s))")
-        try:
-            # Polled more often than `batchq run` does: a benchmark's batches are short.
-            await watch_progress(
-                store, batch_id, console=console, show=show_progress, workers=workers, interval=0.2
+    log_dir = settings.home / "logs" / f"bench-{clock.now_ms()}"
+    with start_workers(settings, redis_url, workers, log_dir) as procs:
+        for model in models:
+            reports.append(
+                await _bench_model(store, model, prompts, runs, console, show_progress, procs)
             )
-        except BaseException:
-            # Interrupted: leave no benchmark load behind for the workers of other users.
-            with contextlib.suppress(Exception):
-                await store.cancel(batch_id)
-            raise
-        results = [r async for r in iter_results(store, batch_id)]
-        reports.append(summarize(model, batch_id, results, len(prompts)))
     return reports
+
+
+async def _bench_model(
+    store: BatchStore,
+    model: str,
+    prompts: Sequence[Item],
+    runs: int,
+    console: Console,
+    show_progress: bool,
+    procs: list[subprocess.Popen[bytes]],
+) -> ModelReport:
+    batch_id, total = await store.submit(bench_items(prompts, model, runs), name=f"bench {model}")
+    console.print(f"{model}: batch {batch_id}, {total} requests ({runs} run(s))")
+    try:
+        # Polled more often than `batchq run` does: a benchmark's batches are short.
+        await watch_progress(
+            store, batch_id, console=console, show=show_progress, workers=procs, interval=0.2
+        )
+    except BaseException:
+        # Interrupted: leave no benchmark load behind for the workers of other users.
+        with contextlib.suppress(Exception):
+            await store.cancel(batch_id)
+        raise
+    results = [r async for r in iter_results(store, batch_id)]
+    return summarize(model, batch_id, results, len(prompts))

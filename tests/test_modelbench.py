@@ -148,16 +148,22 @@ def test_models_are_checked() -> None:
     ("argv", "message"),
     [
         (["--models", "a,a", "--prompt", "p"], "--models: a given more than once"),
-        (["--models", "a", "--prompt", "p", "--runs", "0"], "--runs must be at least 1"),
+        (
+            ["--models", "a", "--prompt", "p", "--runs", "0"],
+            "--runs and --workers must be at least 1",
+        ),
+        (["--models", "a", "--prompt", "p", "--workers", "0"], "--workers must be at least 1"),
         (["--models", "a"], "give a prompt"),
+        (["--models", "a", "--prompt", "p"], "or try batchq against the simulator"),
         (["--models", "a", "--prompt-file", "/nonexistent/p.jsonl"], "cannot read"),
     ],
 )
 def test_bad_bench_arguments_fail_before_any_work(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # The Ollama address answers nothing: these must fail before it is asked.
-    assert main(["bench", "--ollama", "127.0.0.1:9", *argv]) == 2
+    # Nothing answers at this Ollama address: the last case is about that, the others must fail
+    # before it is asked (and no Redis is ever reached: the settings name none that answers).
+    assert main(["bench", "--ollama", "127.0.0.1:9", "--redis", "redis://127.0.0.1:9", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
 
@@ -194,7 +200,8 @@ def test_bench_compares_models_through_real_workers(
             "--json",
         )
     out = json.loads(proc.stdout)
-    assert (out["runs"], out["prompts"], out["concurrency"], out["stream"]) == (RUNS, 1, 1, True)
+    assert (out["runs"], out["prompts"], out["workers"], out["concurrency"]) == (RUNS, 1, 1, 1)
+    assert out["stream"] is True and out["ollama_version"] == "0.12.0"
     slow, fast, unknown = out["models"]
     assert [m["model"] for m in out["models"]] == ["qwen3:8b", "gemma3:4b", "no-such-model:1b"]
     assert fast["eval_tokens_per_s"] > 2 * slow["eval_tokens_per_s"]
