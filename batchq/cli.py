@@ -10,7 +10,7 @@ import dataclasses
 import json
 import logging
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -107,27 +107,27 @@ def _human_status(s: BatchStatus) -> None:
             print(f"{label:<9} {value}")
 
 
-def _open_input(path: str) -> BinaryIO:
+@contextlib.contextmanager
+def _open_input(path: str) -> Iterator[BinaryIO]:
     if path == "-":
-        return sys.stdin.buffer
+        yield sys.stdin.buffer
+        return
     try:
-        return cast(BinaryIO, open(path, "rb"))
+        f = cast(BinaryIO, open(path, "rb"))  # noqa: SIM115 - closed below
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+    with f:
+        yield f
 
 
 async def _submit(args: argparse.Namespace, settings: Settings, store: BatchStore) -> Any:
     fmt = args.format or detect_format(args.file)
-    stream = _open_input(args.file)
-    try:
+    with _open_input(args.file) as stream:
         items = iter_items(
             stream, fmt=fmt, default_model=args.model, max_line_bytes=settings.max_line_bytes
         )
         name = args.name or (Path(args.file).name if args.file != "-" else None)
         return await store.submit(items, name=name, chunk=settings.submit_chunk)
-    finally:
-        if stream is not sys.stdin.buffer:
-            stream.close()
 
 
 async def cmd_submit(args: argparse.Namespace) -> int:
@@ -229,17 +229,24 @@ async def cmd_limits(args: argparse.Namespace) -> int:
     return 0
 
 
-async def cmd_run(args: argparse.Namespace) -> int:
-    from .runner import check_ollama, start_workers, watch_progress, write_output
+async def _ollama_version(settings: Settings) -> str:
+    """Ollama's version, or a ConfigError that says how to get one to answer."""
+    from .runner import check_ollama
 
-    settings = _settings(args)
     try:
-        version = await check_ollama(settings)
+        return await check_ollama(settings)
     except OllamaError as e:
         raise ConfigError(
             f"{e}. Start Ollama, point OLLAMA_HOST (or --ollama) at it, or try batchq "
             "against the simulator: `batchq sim` in another terminal (simulated answers)."
         ) from None
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    from .runner import start_workers, watch_progress, write_output
+
+    settings = _settings(args)
+    version = await _ollama_version(settings)
     console = Console(stderr=True)
     async with _store(settings) as (store, url):
         batch_id, total = await _submit(args, settings, store)
@@ -260,6 +267,46 @@ async def cmd_run(args: argparse.Namespace) -> int:
     else:
         print(json.dumps(status.model_dump(mode="json")))
     return 1 if args.strict and status.failed else 0
+
+
+async def cmd_bench(args: argparse.Namespace) -> int:
+    from .modelbench import bench_json, bench_prompts, parse_models, render_table, run_bench
+
+    settings = _settings(args)
+    models = parse_models(args.models)
+    if args.runs < 1 or args.workers < 1:
+        raise ConfigError("--runs and --workers must be at least 1")
+    with contextlib.ExitStack() as files:
+        stream = files.enter_context(_open_input(args.prompt_file)) if args.prompt_file else None
+        prompts = bench_prompts(
+            args.prompt or [],
+            stream,
+            fmt=detect_format(args.prompt_file or ""),
+            max_line_bytes=settings.max_line_bytes,
+        )
+    version = await _ollama_version(settings)
+    async with _store(settings) as (store, url):
+        reports = await run_bench(
+            store,
+            models,
+            prompts,
+            args.runs,
+            settings=settings,
+            redis_url=url,
+            workers=args.workers,
+            console=Console(stderr=True),
+            show_progress=not args.json,
+        )
+    data = bench_json(
+        reports,
+        settings,
+        version=version,
+        runs=args.runs,
+        prompts=len(prompts),
+        workers=args.workers,
+    )
+    _print(args, data, lambda: print(render_table(reports)))
+    return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -290,8 +337,13 @@ def cmd_sim(args: argparse.Namespace) -> int:
     values: dict[str, Any] = {}
     for f in dataclasses.fields(SimConfig):
         v = getattr(args, f"sim_{f.name}")
-        if v is not None:
-            values[f.name] = tuple(v.split(",")) if f.name == "models" else v
+        if v is None:
+            continue
+        parse = f.metadata.get("parse")
+        try:
+            values[f.name] = parse(v) if parse else v
+        except ValueError as e:
+            raise ConfigError(f"--{f.name.replace('_', '-')}: {e}") from None
     serve(SimConfig(**values), args.host, args.port)
     return 0
 
@@ -396,6 +448,19 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--strict", action="store_true", help="exit 1 if any item failed")
     sp.set_defaults(handler=cmd_run)
 
+    sp = cmd("bench", "run the same prompts on several models through the queue; compare them")
+    sp.add_argument("--models", required=True, help="comma-separated, e.g. qwen3:8b,gemma3:4b")
+    sp.add_argument("--prompt", action="append", help="a prompt (repeat for several)")
+    sp.add_argument(
+        "--prompt-file", metavar="FILE", help="more prompts: any file `batchq submit` takes"
+    )
+    sp.add_argument("--runs", type=int, default=3, help="times each prompt runs (default 3)")
+    worker_args(sp)
+    # One request at a time by default: the figures are then each model's own speed.
+    sp.set_defaults(concurrency=1)
+    sp.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    sp.set_defaults(handler=cmd_bench)
+
     sp = cmd(
         "sim",
         "run the Ollama simulator (simulated answers, for trying batchq)",
@@ -407,21 +472,22 @@ def _parser() -> argparse.ArgumentParser:
     from .sim import SimConfig
 
     for f in dataclasses.fields(SimConfig):
-        kind = str if f.name == "models" else type(f.default)
+        about = f.metadata.get("help")
         sp.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f"sim_{f.name}",
-            type=kind,
+            type=str if "parse" in f.metadata else type(f.default),
             metavar=f.name.upper(),
-            help=f"default {_default_text(f)}",
+            help=(f"{about}; " if about else "") + f"default {_default_text(f)}",
         )
     sp.set_defaults(handler=cmd_sim, sync=True)
     return p
 
 
 def _default_text(f: dataclasses.Field[Any]) -> str:
-    if f.name == "models":
-        return ",".join(cast(tuple[str, ...], f.default))
+    if isinstance(f.default, tuple):
+        parts = [p if isinstance(p, str) else f"{p[0]}={p[1]:g}" for p in f.default]
+        return ",".join(parts) or "none"
     return str(f.default)
 
 

@@ -15,10 +15,11 @@ from typing import Any
 
 import aiohttp
 
+from . import clock
 from .errors import OllamaError, PermanentOllamaError, TransientOllamaError
 from .models import Endpoint, Item
 
-__all__ = ["METRIC_FIELDS", "OllamaClient", "Reply", "classify_status"]
+__all__ = ["FIRST_TOKEN_FIELD", "METRIC_FIELDS", "OllamaClient", "Reply", "classify_status"]
 
 METRIC_FIELDS = (
     "total_duration",
@@ -29,6 +30,9 @@ METRIC_FIELDS = (
     "eval_duration",
     "done_reason",
 )
+# Measured by batchq, not reported by Ollama: nanoseconds from sending a streamed request to the
+# first chunk that carries generated text (thinking included). Absent when not streaming.
+FIRST_TOKEN_FIELD = "time_to_first_token"
 
 
 @dataclass(slots=True)
@@ -162,17 +166,22 @@ class OllamaClient:
     async def send(self, item: Item) -> Reply:
         body = dict(item.body)
         body["stream"] = self.stream
+        first_token: float | None = None
         try:
+            sent = clock.monotonic()
             async with self.session.post(item.endpoint.path, json=body) as r:
                 if r.status != 200:
                     raise classify_status(r.status, _error_text(await r.read()))
                 if self.stream:
-                    chunks = await _read_stream(r.content)
+                    chunks, first_token = await _read_stream(item.endpoint, r.content)
                 else:
                     chunks = [await _read_plain(r)]
         except (aiohttp.ClientError, TimeoutError) as e:
             raise _transport_error(e, self.base_url) from e
-        return _reply_from_chunks(item.endpoint, chunks)
+        reply = _reply_from_chunks(item.endpoint, chunks)
+        if first_token is not None:
+            reply.metrics[FIRST_TOKEN_FIELD] = round((first_token - sent) * 1e9)
+        return reply
 
 
 async def _read_plain(r: aiohttp.ClientResponse) -> dict[str, Any]:
@@ -187,8 +196,12 @@ async def _read_plain(r: aiohttp.ClientResponse) -> dict[str, Any]:
     return d
 
 
-async def _read_stream(content: aiohttp.StreamReader) -> list[dict[str, Any]]:
+async def _read_stream(
+    endpoint: Endpoint, content: aiohttp.StreamReader
+) -> tuple[list[dict[str, Any]], float | None]:
+    """The stream's chunks, and when the first one with generated text arrived."""
     chunks: list[dict[str, Any]] = []
+    first_token: float | None = None
     async for line in _lines(content):
         # No break at the final chunk: a body read to its end keeps the connection alive.
         if not line.strip() or (chunks and chunks[-1].get("done")):
@@ -202,25 +215,31 @@ async def _read_stream(content: aiohttp.StreamReader) -> list[dict[str, Any]]:
         if "error" in d:
             # Ollama reports a failure after the headers went out as a last line.
             raise TransientOllamaError(str(d["error"]), kind="stream_error", status_code=200)
+        if first_token is None and any(_chunk_text(endpoint, d)):
+            first_token = clock.monotonic()
         chunks.append(d)
     if not chunks or not chunks[-1].get("done"):
         raise TransientOllamaError(
             "stream ended before the final chunk", kind="incomplete_response"
         )
-    return chunks
+    return chunks, first_token
+
+
+def _chunk_text(endpoint: Endpoint, chunk: dict[str, Any]) -> tuple[str, str]:
+    """A chunk's (text, thinking)."""
+    if endpoint is Endpoint.CHAT:
+        msg = chunk.get("message") or {}
+        return msg.get("content") or "", msg.get("thinking") or ""
+    return chunk.get("response") or "", chunk.get("thinking") or ""
 
 
 def _reply_from_chunks(endpoint: Endpoint, chunks: list[dict[str, Any]]) -> Reply:
     text: list[str] = []
     thinking: list[str] = []
     for c in chunks:
-        if endpoint is Endpoint.CHAT:
-            msg = c.get("message") or {}
-            text.append(msg.get("content") or "")
-            thinking.append(msg.get("thinking") or "")
-        else:
-            text.append(c.get("response") or "")
-            thinking.append(c.get("thinking") or "")
+        t, th = _chunk_text(endpoint, c)
+        text.append(t)
+        thinking.append(th)
     final = chunks[-1]
     if endpoint is Endpoint.CHAT and "message" not in final and len(chunks) == 1:
         raise TransientOllamaError("chat reply has no message", kind="invalid_response")

@@ -23,13 +23,23 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
-__all__ = ["SimConfig", "SimServer", "expected_response", "running_sim", "serve"]
+from .errors import ConfigError
+
+__all__ = [
+    "SimConfig",
+    "SimServer",
+    "expected_response",
+    "parse_model_speeds",
+    "parse_models",
+    "running_sim",
+    "serve",
+]
 
 BUSY = "server busy, please try again.  maximum pending requests exceeded"
 RUNNER_DIED = "llama runner process has terminated: exit status 2"
@@ -47,17 +57,55 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _MAX_ARRIVALS = 100_000
 
 
+def parse_models(text: str) -> tuple[str, ...]:
+    """``a,b,c`` as given to ``batchq sim --models``."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise ValueError("give at least one model name")
+    return names
+
+
+def parse_model_speeds(text: str) -> tuple[tuple[str, float], ...]:
+    """``NAME=RATE[,NAME=RATE...]`` as given to ``batchq sim --model-speeds``."""
+    speeds: list[tuple[str, float]] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, eq, rate = part.rpartition("=")  # the last '=': names hold ':' but never '='
+        try:
+            value = float(rate)
+        except ValueError:
+            value = math.nan
+        if not eq or not name.strip() or math.isnan(value):
+            raise ValueError(f"{part!r} is not NAME=TOKENS_PER_SECOND, e.g. qwen3:8b=40")
+        speeds.append((name.strip(), value))
+    return tuple(speeds)
+
+
 @dataclass
 class SimConfig:
     """How the simulated server behaves; the defaults look like one 8B model on a consumer GPU.
 
     Rates <= 0 or infinite mean "instant". With B slots of a model busy, each request evaluates at
-    ``eval_tokens_per_s * B**0.78 / B`` (measured Ollama scaling). Failure probabilities are drawn
-    from a ``random.Random(seed)`` per server, so a run's failure sequence is reproducible.
+    ``rate * B**0.78 / B`` (measured Ollama scaling), where the rate is the model's entry in
+    ``model_speeds`` or else ``eval_tokens_per_s``: models of different speeds make a model
+    benchmark show a difference. Failure probabilities are drawn from a ``random.Random(seed)``
+    per server, so a run's failure sequence is reproducible.
     """
 
     seed: int = 0
-    models: tuple[str, ...] = ("llama3.2", "qwen3:8b", "gemma3:4b", "nomic-embed-text")
+    models: tuple[str, ...] = field(
+        default=("llama3.2", "qwen3:8b", "gemma3:4b", "nomic-embed-text"),
+        metadata={"parse": parse_models, "help": "models served, comma-separated"},
+    )
+    model_speeds: tuple[tuple[str, float], ...] = field(
+        default=(),
+        metadata={
+            "parse": parse_model_speeds,
+            "help": "eval tokens/s of some models, overriding --eval-tokens-per-s for them, "
+            "e.g. qwen3:8b=40,gemma3:4b=120 (each NAME must be one of --models)",
+        },
+    )
     parallel: int = 1
     max_queue: int = 512
     max_loaded: int = 1
@@ -183,6 +231,14 @@ class SimServer:
         self._parallel = max(1, self.config.parallel)  # zero slots would hang every request
         self._names = {n: n for n in self.config.models}
         self._names |= {f"{n}:latest": n for n in self.config.models if ":" not in n}
+        self._eval_rates = {name: self.config.eval_tokens_per_s for name in self.config.models}
+        for model, rate in self.config.model_speeds:
+            if model not in self._names:
+                raise ConfigError(
+                    f"a model speed is given for {model!r}, which the simulator does not serve "
+                    f"(its models: {', '.join(self.config.models)})"
+                )
+            self._eval_rates[self._names[model]] = rate
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._url = ""
@@ -500,7 +556,8 @@ class SimServer:
                     return _json(head | _text(chat, "") | {"done": True, "done_reason": "load"})
                 words = _words(self.config.seed, job.model, job.prompt, job.tokens)
                 # Per-request speed shrinks as more slots share the GPU (see SimConfig docs).
-                per_token = _seconds(st.busy, self.config.eval_tokens_per_s * st.busy**0.78)
+                rate = self._eval_rates[job.name]
+                per_token = _seconds(st.busy, rate * st.busy**0.78)
                 if (stall := self._stall(job.n_prompt, slow)) > 0:
                     await asyncio.sleep(stall)
                 evaled = time.perf_counter_ns()

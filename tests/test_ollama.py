@@ -84,6 +84,8 @@ async def test_streamed_generate_joins_tokens_and_keeps_metrics(
     )
     r = await send(url, GEN)
     assert r.text == "Hello"
+    ttft = r.metrics.pop("time_to_first_token")
+    assert isinstance(ttft, int) and ttft >= 0
     assert r.metrics == {"done_reason": "stop", "eval_count": 2, "total_duration": 5_000_000}
     path, body = scripted.seen[0]
     assert (path, body["stream"], body["prompt"]) == ("/api/generate", True, "hi")
@@ -109,6 +111,43 @@ async def test_stream_arriving_in_odd_pieces_with_a_huge_final_line(
     scripted.handler = handler
     r = await send(url, GEN)
     assert r.text == "ab"
+
+
+async def test_time_to_first_token_runs_to_the_first_chunk_with_text(
+    server: tuple[Scripted, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scripted, url = server
+    scripted.handler = reply(
+        200,
+        ndjson(
+            {"message": {"role": "assistant", "content": ""}, "done": False},
+            {"message": {"role": "assistant", "content": "", "thinking": "hm"}, "done": False},
+            {"message": {"role": "assistant", "content": "yo"}, "done": False},
+            {"message": {"role": "assistant", "content": ""}, **FINAL},
+        ),
+    )
+    # One clock read when the request goes out, one at the first chunk with text (thinking).
+    reads = iter([100.0, 100.25, 999.0])
+    monkeypatch.setattr("batchq.clock.monotonic", lambda: next(reads))
+    r = await send(url, CHAT)
+    assert (r.text, r.thinking) == ("yo", "hm")
+    assert r.metrics["time_to_first_token"] == 250_000_000
+
+
+async def test_no_time_to_first_token_without_streaming_or_without_text(
+    server: tuple[Scripted, str],
+) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if (await request.json())["stream"]:
+            return web.Response(body=ndjson({"response": "", **FINAL}))
+        return web.json_response({"response": "hi", **FINAL})
+
+    scripted, url = server
+    scripted.handler = handler
+    for stream in (True, False):
+        r = await send(url, GEN, stream=stream)
+        assert "time_to_first_token" not in r.metrics
+        assert r.metrics["eval_count"] == 2
 
 
 async def test_plain_chat_reply(server: tuple[Scripted, str]) -> None:

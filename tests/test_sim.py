@@ -14,7 +14,15 @@ import httpx
 import ollama
 import pytest
 
-from batchq.sim import SimConfig, SimServer, expected_response, running_sim
+from batchq.errors import ConfigError
+from batchq.sim import (
+    SimConfig,
+    SimServer,
+    expected_response,
+    parse_model_speeds,
+    parse_models,
+    running_sim,
+)
 
 BUSY = "server busy, please try again.  maximum pending requests exceeded"
 DURATIONS = (
@@ -408,6 +416,41 @@ def test_eval_speed_sets_the_duration() -> None:
     run(body)
 
 
+def test_model_speeds_override_the_eval_speed_per_model() -> None:
+    async def body() -> None:
+        speeds = parse_model_speeds("qwen3:8b=50, llama3.2:latest=400")
+        config = SimConfig(
+            eval_tokens_per_s=100.0,
+            prompt_tokens_per_s=0.0,
+            response_tokens=10,
+            model_speeds=speeds,
+        )
+        async with sim(config) as (_, client):
+            seconds = {}
+            for model in ("qwen3:8b", "llama3.2", "gemma3:4b"):
+                reply = await client.generate(model=model, prompt="x")
+                assert reply.eval_duration is not None and reply.eval_count == 10
+                seconds[model] = reply.eval_duration / 1e9
+            # 10 tokens at 50, 400 (the ':latest' alias names llama3.2) and the default 100 tok/s.
+            assert 0.2 <= seconds["qwen3:8b"] < 0.3
+            assert 0.025 <= seconds["llama3.2"] < 0.075
+            assert 0.1 <= seconds["gemma3:4b"] < 0.15
+
+    run(body)
+
+
+def test_model_speeds_are_checked() -> None:
+    assert parse_model_speeds("a:1b=2.5,b=0") == (("a:1b", 2.5), ("b", 0.0))
+    assert parse_models(" a, b ,") == ("a", "b")
+    for bad in ("qwen3:8b", "=3", "qwen3:8b=fast", "x=nan"):
+        with pytest.raises(ValueError, match="NAME=TOKENS_PER_SECOND"):
+            parse_model_speeds(bad)
+    with pytest.raises(ValueError):
+        parse_models(",")
+    with pytest.raises(ConfigError, match="'mistral', which the simulator does not serve"):
+        SimServer(SimConfig(model_speeds=(("mistral", 10.0),)))
+
+
 def test_a_client_that_gives_up_frees_its_place() -> None:
     async def body() -> None:
         async with sim(fast(latency=0.3)) as (server, client):
@@ -466,3 +509,10 @@ def test_running_sim_serves_sync_callers() -> None:
         assert server.stats()["requests"] == 0
     with pytest.raises(httpx.ConnectError):
         httpx.get(server.url + "/")
+
+
+def test_sim_command_rejects_a_bad_model_speed(capsys: pytest.CaptureFixture[str]) -> None:
+    from batchq.cli import main
+
+    assert main(["sim", "--port", "0", "--model-speeds", "qwen3:8b:40"]) == 2
+    assert "--model-speeds: 'qwen3:8b:40' is not NAME=TOKENS_PER_SECOND" in capsys.readouterr().err
