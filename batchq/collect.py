@@ -9,13 +9,24 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from . import clock
 from .batches import BatchStore
 from .models import TERMINAL_BATCH_STATES, BatchStatus, Item, ItemError, ItemResult, ItemStatus
+from .openai_format import OpenAILines
 
-__all__ = ["encode_result", "iter_results", "wait_finished", "write_results"]
+__all__ = [
+    "OutputFormat",
+    "encode_result",
+    "export_results",
+    "iter_final",
+    "iter_results",
+    "wait_finished",
+    "write_results",
+]
+
+OutputFormat = Literal["native", "openai"]
 
 
 def encode_result(
@@ -54,6 +65,15 @@ async def iter_results(
     store: BatchStore, batch_id: str, *, chunk: int = 1000
 ) -> AsyncIterator[ItemResult]:
     """Final results so far, in index order; items still pending are skipped."""
+    async for result, _ in iter_final(store, batch_id, chunk=chunk):
+        yield result
+
+
+async def iter_final(
+    store: BatchStore, batch_id: str, *, chunk: int = 1000
+) -> AsyncIterator[tuple[ItemResult, Item | None]]:
+    """Like :func:`iter_results`, with each result's item (None if it is missing), for output
+    formats that depend on what was asked (the endpoint)."""
     meta = await store.meta(batch_id)
     total = int(meta["total"])
     cancel_from = int(meta.get("cancel_from", -1))
@@ -68,11 +88,11 @@ async def iter_results(
             index = start + offset
             item = Item.loads(raw_item) if raw_item else None
             if raw_result is not None:
-                yield _decode(index, item, raw_result)
+                yield _decode(index, item, raw_result), item
             elif 0 <= cancel_from <= index:
                 # Cancelled before dispatch: no result was written for these, by design (a
                 # cancel of a million-item batch stays O(window)).
-                yield _decode(index, item, None)
+                yield _decode(index, item, None), item
 
 
 async def wait_finished(
@@ -89,9 +109,38 @@ async def wait_finished(
 
 
 async def write_results(store: BatchStore, batch_id: str, out: IO[str]) -> int:
-    n = 0
-    async for r in iter_results(store, batch_id):
-        out.write(r.model_dump_json())
-        out.write("\n")
-        n += 1
-    return n
+    """Every final result so far, one native JSON line each; returns how many."""
+    ok, failed = await export_results(store, batch_id, out)
+    return ok + failed
+
+
+async def export_results(
+    store: BatchStore,
+    batch_id: str,
+    out: IO[str],
+    *,
+    fmt: OutputFormat = "native",
+    errors: IO[str] | None = None,
+) -> tuple[int, int]:
+    """Write the final results so far in ``fmt``, streamed. With ``errors``, failed and
+    cancelled items go there instead of to ``out`` (like OpenAI's separate error file).
+    Returns (lines of succeeded items, lines of the others)."""
+    openai: OpenAILines | None = None
+    if fmt == "openai":
+        meta = await store.meta(batch_id)
+        started_ms = meta.get("started_at") or meta.get("created_at") or "0"
+        openai = OpenAILines(batch_id, int(started_ms) // 1000)
+    elif fmt != "native":
+        raise ValueError(f"unknown output format {fmt!r}")
+    ok = failed = 0
+    async for result, item in iter_final(store, batch_id):
+        line = openai.line(result, item) if openai else result.model_dump_json()
+        if result.status is not ItemStatus.SUCCEEDED:
+            failed += 1
+            target = errors or out
+        else:
+            ok += 1
+            target = out
+        target.write(line)
+        target.write("\n")
+    return ok, failed
