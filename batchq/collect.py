@@ -1,7 +1,8 @@
 """Results of a batch, one per item, in input order, streamed in chunks (never loaded whole).
 
-A stored result is compact (``{"s", "r", "e", "a", "m"}``, see :func:`encode_result`); the
-custom id and model come from the item itself, so they are not stored twice.
+A stored result is compact (``{"s", "r", "e", "a", "m", "v"}``, see :func:`encode_result`);
+the custom id and model come from the item itself, so they are not stored twice, and embedding
+vectors are base64 float32 (see :mod:`batchq.vectors`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from . import clock
 from .batches import BatchStore
 from .models import TERMINAL_BATCH_STATES, BatchStatus, Item, ItemError, ItemResult, ItemStatus
 from .openai_format import OpenAILines
+from .vectors import unpack, vectors_json
 
 __all__ = [
     "OutputFormat",
@@ -36,9 +38,15 @@ def encode_result(
     error: ItemError | None = None,
     attempts: int = 0,
     metrics: dict[str, Any] | None = None,
+    embeddings: list[str] | None = None,
 ) -> str:
+    """The stored form of a result. ``embeddings`` are vectors already packed by
+    :func:`batchq.vectors.pack`; an embeddings result has no text, so ``response`` is then
+    not stored."""
     d: dict[str, Any] = {"s": status.value, "a": attempts}
-    if response is not None:
+    if embeddings is not None:
+        d["v"] = embeddings
+    elif response is not None:
         d["r"] = response
     if error is not None:
         d["e"] = error.model_dump()
@@ -58,6 +66,7 @@ def _decode(index: int, item: Item | None, raw: bytes | None) -> ItemResult:
         attempts=d.get("a", 0),
         model=item.model if item else None,
         metrics=d.get("m"),
+        embeddings=[unpack(v) for v in d["v"]] if "v" in d else None,
     )
 
 
@@ -114,6 +123,14 @@ async def write_results(store: BatchStore, batch_id: str, out: IO[str]) -> int:
     return ok + failed
 
 
+def _native_line(result: ItemResult) -> str:
+    if result.embeddings is None:
+        return result.model_dump_json()
+    # Vectors are most of the line: written with float32's digits, not float64's repr.
+    head = result.model_dump_json(exclude={"embeddings"})
+    return f'{head[:-1]},"embeddings":{vectors_json(result.embeddings)}}}'
+
+
 async def export_results(
     store: BatchStore,
     batch_id: str,
@@ -134,7 +151,7 @@ async def export_results(
         raise ValueError(f"unknown output format {fmt!r}")
     ok = failed = 0
     async for result, item in iter_final(store, batch_id):
-        line = openai.line(result, item) if openai else result.model_dump_json()
+        line = openai.line(result, item) if openai else _native_line(result)
         if result.status is not ItemStatus.SUCCEEDED:
             failed += 1
             target = errors or out

@@ -4,10 +4,12 @@ Two formats. ``txt``: every non-blank line is a prompt for ``/api/generate``. ``
 non-blank line is one of
 
 - a JSON string: a prompt for ``/api/generate``;
-- a native object: ``prompt`` (generate) or ``messages`` (chat), plus optional ``custom_id``,
-  ``model``, ``system``, ``options``, ``format``, ``keep_alive``, ``think``, ``images``, ``tools``;
+- a native object: ``prompt`` (generate), ``messages`` (chat) or ``input`` (embed, see
+  :mod:`batchq.embed_inputs`), plus optional ``custom_id``, ``model``, ``system``, ``options``,
+  ``format``, ``keep_alive``, ``think``, ``images``, ``tools``;
 - an OpenAI batch request line (``custom_id``, ``method``, ``url``, ``body``) for
-  ``/v1/chat/completions`` or ``/v1/completions``, translated to the native request.
+  ``/v1/chat/completions``, ``/v1/completions`` or ``/v1/embeddings``, translated to the
+  native request.
 
 The file is read one bounded line at a time, so neither a huge file nor one huge line can exhaust
 memory; the first bad line stops the parse with an :class:`InputError` naming line and field.
@@ -21,6 +23,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, Literal
 
+from batchq.embed_inputs import EMBEDDINGS_URL, native_embed_body, openai_embed_body
 from batchq.errors import InputError
 from batchq.fields import (
     NO_MODEL,
@@ -45,10 +48,12 @@ _NATIVE_KEYS = frozenset({"custom_id", "model", "prompt", "messages", "system", 
 # "stream" is accepted and dropped: copied Ollama requests often say stream=false, and batchq
 # decides streaming itself.
 _NATIVE_KEYS |= {"tools", "options", "format", "keep_alive", "think", "stream"}
+_NATIVE_KEYS |= {"input", "truncate", "dimensions"}
 _NATIVE_KEYS_HINT = (
-    "unknown field (a line may have custom_id, model, prompt or messages, system, options, "
-    "format, keep_alive, think, images, tools)"
+    "unknown field (a line may have custom_id, model, prompt or messages or input, system, "
+    "options, format, keep_alive, think, images, tools, truncate, dimensions)"
 )
+
 _ROLES = frozenset({"system", "user", "assistant", "tool"})
 _MESSAGE_KEYS = frozenset({"role", "content", "images", "tool_calls", "tool_name", "thinking"})
 _THINK_LEVELS = frozenset({"low", "medium", "high"})
@@ -56,6 +61,7 @@ _THINK_LEVELS = frozenset({"low", "medium", "high"})
 _OPENAI_KEYS = frozenset({"custom_id", "method", "url", "body"})
 _CHAT_URL = "/v1/chat/completions"
 _COMPLETIONS_URL = "/v1/completions"
+_OPENAI_URLS = (_CHAT_URL, _COMPLETIONS_URL, EMBEDDINGS_URL)
 _OPENAI_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 _OPENAI_MESSAGE_KEYS = frozenset({"role", "content", "name", "refusal", "tool_calls"})
 _OPENAI_MESSAGE_KEYS |= {"tool_call_id"}
@@ -234,15 +240,20 @@ def _native_item(obj: dict[str, Any], index: int, default_model: str | None) -> 
             custom_id = str(raw_id)
         else:
             custom_id = check_str(raw_id, "custom_id", non_empty=True)
-    has_prompt, has_messages = "prompt" in obj, "messages" in obj
-    if has_prompt == has_messages:
+    has_prompt = "prompt" in obj
+    kinds = [key for key in ("prompt", "messages", "input") if key in obj]
+    if len(kinds) != 1:
         raise Bad(
-            "a line has either a prompt or messages, not both"
-            if has_prompt
-            else "a line needs a prompt (generate) or messages (chat)"
+            f"a line has one of prompt, messages and input, not both {kinds[0]} and {kinds[1]}"
+            if kinds
+            else "a line needs a prompt (generate), messages (chat) or input (embeddings)"
         )
     model = check_model(obj, default_model, "model")
     body: dict[str, Any] = {"model": model}
+    if "input" in obj:
+        native_embed_body(obj, body)
+        _native_options(obj, body)
+        return Item(custom_id, Endpoint.EMBED, body)
     if has_prompt:
         if "tools" in obj:
             raise Bad("tools need messages (chat), not a prompt", "tools")
@@ -268,6 +279,16 @@ def _native_item(obj: dict[str, Any], index: int, default_model: str | None) -> 
         if fmt != "json" and not isinstance(fmt, dict):
             raise Bad('must be "json" or a JSON schema object', "format")
         body["format"] = fmt
+    _native_options(obj, body)
+    if "think" in obj:
+        think = obj["think"]
+        if not isinstance(think, bool) and not (isinstance(think, str) and think in _THINK_LEVELS):
+            raise Bad('must be true, false, "low", "medium" or "high"', "think")
+        body["think"] = think
+    return Item(custom_id, endpoint, body)
+
+
+def _native_options(obj: dict[str, Any], body: dict[str, Any]) -> None:
     if "options" in obj:
         options = check_obj(obj["options"], "options")
         if options:
@@ -277,12 +298,6 @@ def _native_item(obj: dict[str, Any], index: int, default_model: str | None) -> 
         if not isinstance(keep_alive, str) and not is_number(keep_alive):
             raise Bad('must be a duration string ("5m") or a number of seconds', "keep_alive")
         body["keep_alive"] = keep_alive
-    if "think" in obj:
-        think = obj["think"]
-        if not isinstance(think, bool) and not (isinstance(think, str) and think in _THINK_LEVELS):
-            raise Bad('must be true, false, "low", "medium" or "high"', "think")
-        body["think"] = think
-    return Item(custom_id, endpoint, body)
 
 
 def _native_messages(value: object, field: str) -> list[dict[str, Any]]:
@@ -327,11 +342,13 @@ def _openai_item(obj: dict[str, Any], default_model: str | None) -> Item:
     if obj.get("method", "POST") != "POST":
         raise Bad('must be "POST"', "method")
     url = obj.get("url")
-    if url != _CHAT_URL and url != _COMPLETIONS_URL:
-        raise Bad(f"unsupported url {url!r:.80}: use {_CHAT_URL} or {_COMPLETIONS_URL}", "url")
+    if url not in _OPENAI_URLS:
+        raise Bad(f"unsupported url {url!r:.80}: use {', '.join(_OPENAI_URLS)}", "url")
     if "body" not in obj:
         raise Bad("required in an OpenAI batch line", "body")
     src = check_obj(obj["body"], "body")
+    if url == EMBEDDINGS_URL:
+        return Item(custom_id, Endpoint.EMBED, openai_embed_body(src, default_model))
     chat = url == _CHAT_URL
     allowed = _OPENAI_CHAT_KEYS if chat else _OPENAI_COMPLETIONS_KEYS
     for key in src:

@@ -11,6 +11,7 @@ import httpx
 
 from .errors import OllamaError, PermanentOllamaError, TransientOllamaError
 from .models import Endpoint, Item
+from .vectors import pack
 
 __all__ = ["METRIC_FIELDS", "OllamaClient", "Reply", "classify_status"]
 
@@ -30,6 +31,8 @@ class Reply:
     text: str
     metrics: dict[str, Any] = field(default_factory=dict)
     thinking: str | None = None
+    # An embed reply's vectors, one per input, packed for storage (batchq.vectors.pack).
+    embeddings: list[str] | None = None
 
 
 def classify_status(status: int, message: str) -> OllamaError:
@@ -111,9 +114,11 @@ class OllamaClient:
 
     async def send(self, item: Item) -> Reply:
         body = dict(item.body)
-        body["stream"] = self.stream
+        embed = item.endpoint is Endpoint.EMBED
+        if not embed:  # /api/embed answers in one piece and takes no stream field
+            body["stream"] = self.stream
         try:
-            if self.stream:
+            if self.stream and not embed:
                 return await self._send_streamed(item.endpoint, body)
             return await self._send_plain(item.endpoint, body)
         except (httpx.ConnectError, httpx.ConnectTimeout) as e:
@@ -142,6 +147,8 @@ class OllamaClient:
             raise TransientOllamaError("reply is not JSON", kind="invalid_response") from e
         if isinstance(d, dict) and "error" in d:
             raise TransientOllamaError(str(d["error"]), kind="stream_error", status_code=200)
+        if endpoint is Endpoint.EMBED:
+            return _embed_reply(d, len(body["input"]))
         return _reply_from_chunks(endpoint, [d])
 
     async def _send_streamed(self, endpoint: Endpoint, body: dict[str, Any]) -> Reply:
@@ -190,3 +197,18 @@ def _reply_from_chunks(endpoint: Endpoint, chunks: list[dict[str, Any]]) -> Repl
     metrics = {k: final[k] for k in METRIC_FIELDS if k in final}
     joined_thinking = "".join(thinking)
     return Reply(text="".join(text), metrics=metrics, thinking=joined_thinking or None)
+
+
+def _embed_reply(d: Any, inputs: int) -> Reply:
+    vectors = d.get("embeddings") if isinstance(d, dict) else None
+    if not isinstance(vectors, list) or len(vectors) != inputs:
+        got = len(vectors) if isinstance(vectors, list) else "no"
+        raise TransientOllamaError(
+            f"embed reply has {got} embeddings for {inputs} inputs", kind="invalid_response"
+        )
+    try:
+        packed = [pack(v) for v in vectors]
+    except ValueError as e:
+        raise TransientOllamaError(f"embed reply: {e}", kind="invalid_response") from None
+    metrics = {k: d[k] for k in METRIC_FIELDS if k in d}
+    return Reply(text="", metrics=metrics, embeddings=packed)

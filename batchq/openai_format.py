@@ -6,7 +6,9 @@ error files, so code written for those reads batchq's results unchanged.
 - A succeeded item: ``response`` is ``{"status_code": 200, "request_id", "body"}`` and ``error``
   is null. The body's shape follows the Ollama endpoint the item went to: a chat item
   (``messages``, ``/v1/chat/completions``) gets a ``chat.completion``, a generate item (a
-  prompt, ``/v1/completions``) a ``text_completion``, as ``/v1/completions`` answers.
+  prompt, ``/v1/completions``) a ``text_completion``, as ``/v1/completions`` answers, and
+  an embeddings item (``input``, ``/v1/embeddings``) a list of embeddings, as
+  ``/v1/embeddings`` answers (``usage`` then has only ``prompt_tokens`` and ``total_tokens``).
   ``usage`` comes from Ollama's counts: ``prompt_tokens`` is ``prompt_eval_count`` (Ollama leaves
   it out, meaning 0, when the whole prompt was cached), ``completion_tokens`` is ``eval_count``.
   ``finish_reason`` is ``length`` when Ollama stopped at ``num_predict``, ``stop`` otherwise.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from . import vectors
 from .models import Endpoint, Item, ItemResult, ItemStatus
 
 __all__ = ["CANCELLED_MESSAGE", "OpenAILines"]
@@ -66,7 +69,10 @@ class OpenAILines:
         self._created = created
 
     def line(self, result: ItemResult, item: Item | None) -> str:
-        return json.dumps(self.record(result, item), separators=(",", ":"), ensure_ascii=False)
+        record = self.record(result, item)
+        if result.embeddings is not None:
+            return vectors.dumps(record)  # the vectors are already JSON text
+        return json.dumps(record, separators=(",", ":"), ensure_ascii=False)
 
     def record(self, result: ItemResult, item: Item | None) -> dict[str, Any]:
         ref = f"{self._tag}_{result.index}"
@@ -98,6 +104,14 @@ class OpenAILines:
     def _body(self, endpoint: Endpoint, ref: str, result: ItemResult) -> dict[str, Any]:
         metrics = result.metrics or {}
         model = result.model or ""
+        if endpoint is Endpoint.EMBED:
+            prompt = int(metrics.get("prompt_eval_count") or 0)
+            data = [
+                {"object": "embedding", "index": i, "embedding": vectors.vector_json(vector)}
+                for i, vector in enumerate(result.embeddings or [])
+            ]
+            usage = {"prompt_tokens": prompt, "total_tokens": prompt}
+            return {"object": "list", "data": data, "model": model, "usage": usage}
         text = result.response or ""
         if endpoint is Endpoint.GENERATE:
             choice: dict[str, Any] = {"index": 0, "text": text, "logprobs": None}

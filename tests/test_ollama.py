@@ -11,6 +11,7 @@ import pytest
 from batchq.errors import PermanentOllamaError, TransientOllamaError
 from batchq.models import Endpoint, Item
 from batchq.ollama import OllamaClient, classify_status
+from batchq.vectors import unpack
 
 GEN = Item("a", Endpoint.GENERATE, {"model": "m", "prompt": "hi"})
 CHAT = Item("b", Endpoint.CHAT, {"model": "m", "messages": [{"role": "user", "content": "hi"}]})
@@ -154,3 +155,49 @@ async def test_version_unreachable() -> None:
     async with client(handler) as c:
         with pytest.raises(TransientOllamaError, match="cannot reach Ollama"):
             await c.version()
+
+
+EMBED = Item("e", Endpoint.EMBED, {"model": "nomic-embed-text", "input": ["a", "b"]})
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_embed_is_one_plain_request_and_its_vectors_are_packed(stream: bool) -> None:
+    seen: list[dict[str, object]] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        assert req.url.path == "/api/embed"
+        seen.append(json.loads(req.content))
+        reply = {
+            "model": "nomic-embed-text",
+            "embeddings": [[0.5, -0.25], [1, 0]],
+            "total_duration": 900,
+            "load_duration": 10,
+            "prompt_eval_count": 2,
+        }
+        return httpx.Response(200, json=reply)
+
+    async with client(handler, stream=stream) as c:
+        reply = await c.send(EMBED)
+    assert seen == [{"model": "nomic-embed-text", "input": ["a", "b"]}]  # no "stream" field
+    assert reply.embeddings and [unpack(v) for v in reply.embeddings] == [[0.5, -0.25], [1.0, 0.0]]
+    assert reply.metrics == {"total_duration": 900, "load_duration": 10, "prompt_eval_count": 2}
+
+
+@pytest.mark.parametrize(
+    ("reply", "match"),
+    [
+        ({"embeddings": [[0.5]]}, "1 embeddings for 2 inputs"),
+        ({"model": "m"}, "no embeddings for 2 inputs"),
+        ({"embeddings": [[0.5], ["x"]]}, "only numbers"),
+        ({"embeddings": [[0.5], []]}, "non-empty"),
+        ({"embeddings": [[0.5], [1e39]]}, "finite float32"),
+    ],
+)
+async def test_a_malformed_embed_reply_is_transient(reply: object, match: str) -> None:
+    def handler(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=reply)
+
+    async with client(handler) as c:
+        with pytest.raises(TransientOllamaError, match=match) as e:
+            await c.send(EMBED)
+    assert e.value.kind == "invalid_response"

@@ -4,17 +4,18 @@ whole batch through real worker processes and the simulator."""
 from __future__ import annotations
 
 import json
+from array import array
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from openai.types import Completion
+from openai.types import Completion, CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion
 
 from batchq.models import Endpoint, Item, ItemError, ItemResult, ItemStatus
 from batchq.openai_format import CANCELLED_MESSAGE, OpenAILines
-from batchq.sim import expected_response
+from batchq.sim import expected_embedding, expected_response
 
 from .openai_lines import parse_line
 from .procs import Workers, batchq, env_for, simulator, wait_done
@@ -116,14 +117,36 @@ def test_cancelled_item_is_reported_as_openai_does() -> None:
     assert (line.error.code, line.error.message) == ("batch_cancelled", CANCELLED_MESSAGE)
 
 
+def test_embed_item_is_a_create_embedding_response() -> None:
+    item = Item("v", Endpoint.EMBED, {"model": "nomic-embed-text", "input": ["a", "b"]})
+    vectors = [[0.25, -0.5], [1e-7, 1.0]]
+    result = ItemResult(
+        index=1,
+        custom_id="v",
+        status=ItemStatus.SUCCEEDED,
+        model="nomic-embed-text",
+        metrics={"prompt_eval_count": 3, "total_duration": 5},
+        embeddings=[array("f", v).tolist() for v in vectors],
+    )
+    text = OpenAILines("b_00112233445566aa", 0).line(result, item)
+    line, body = parse_line(text)
+    assert isinstance(body, CreateEmbeddingResponse) and line.error is None
+    assert (body.object, body.model) == ("list", "nomic-embed-text")
+    assert [(d.object, d.index) for d in body.data] == [("embedding", 0), ("embedding", 1)]
+    assert [array("f", d.embedding).tolist() for d in body.data] == result.embeddings
+    assert (body.usage.prompt_tokens, body.usage.total_tokens) == (3, 3)
+    assert '"embedding":[1.00000001e-07,1]' in text  # float32 digits, not float64's
+
+
 # -- end to end ------------------------------------------------------------------------------
 
 SEED = 5
+EMBEDDER, EMBED_DIM = "nomic-embed-text", 32
 
 
 @pytest.fixture(scope="module")
 def sim_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    args = ["--seed", str(SEED), "--parallel", "8"]
+    args = ["--seed", str(SEED), "--parallel", "8", "--embed-dim", str(EMBED_DIM)]
     args += ["--eval-tokens-per-s", "0", "--prompt-tokens-per-s", "0"]
     with simulator(tmp_path_factory.mktemp("sim"), *args) as url:
         yield url
@@ -158,12 +181,25 @@ def mixed_input(path: Path) -> list[dict[str, Any]]:
                 openai_line(f"lost-{i}", chat, {"model": "no-such-model", "messages": user}),
                 {"model": "no-such-model", "fail": 404},
             ),
+            (
+                openai_line(
+                    f"emb-{i}", "/v1/embeddings", {"model": EMBEDDER, "input": [f"e{i}", "f"]}
+                ),
+                {"model": EMBEDDER, "object": "list", "texts": [f"e{i}", "f"]},
+            ),
+            (
+                {"input": f"short {i}", "model": EMBEDDER, "dimensions": 4},
+                {"model": EMBEDDER, "object": "list", "texts": [f"short {i}"], "dim": 4},
+            ),
         ]
+    lines.append(
+        ({"input": "x", "model": "no-such-embedder"}, {"model": "no-such-embedder", "fail": 404})
+    )
     expect = []
     with path.open("w") as f:
         for index, (line, want) in enumerate(lines):
             f.write(json.dumps(line) + "\n")
-            cid = line["custom_id"] if isinstance(line, dict) else str(index)
+            cid = line.get("custom_id", str(index)) if isinstance(line, dict) else str(index)
             expect.append({"cid": cid, "model": "llama3.2"} | want)
     return expect
 
@@ -177,6 +213,14 @@ def check_line(text: str, want: dict[str, Any]) -> None:
         assert line.error.message == f"model '{want['model']}' not found"
         return
     assert body is not None and body.object == want["object"] and body.model == want["model"]
+    if isinstance(body, CreateEmbeddingResponse):
+        assert [d.index for d in body.data] == list(range(len(want["texts"])))
+        for d, text in zip(body.data, want["texts"], strict=True):
+            vector = expected_embedding(EMBEDDER, text, seed=SEED, dim=want.get("dim", EMBED_DIM))
+            assert array("f", d.embedding).tolist() == vector
+        tokens = sum(len(t.split()) for t in want["texts"])  # the simulator's token count
+        assert body.usage.prompt_tokens == tokens == body.usage.total_tokens
+        return
     tokens = want.get("n", 8)
     text_out = expected_response(want["model"], want["prompt"], seed=SEED, tokens=tokens)
     if isinstance(body, ChatCompletion):
@@ -198,7 +242,7 @@ def test_results_as_openai_batch_output_and_error_files(
     with Workers(env, tmp_path) as workers:
         workers.start("--concurrency", "4")
         status = wait_done(env, bid)
-    assert (status["succeeded"], status["failed"]) == (16, 4)
+    assert (status["succeeded"], status["failed"]) == (24, 5)
 
     everything = tmp_path / "all.jsonl"
     batchq(env, "results", bid, "--format", "openai", "-o", str(everything))
@@ -210,7 +254,7 @@ def test_results_as_openai_batch_output_and_error_files(
 
     out, err = tmp_path / "ok.jsonl", tmp_path / "errors.jsonl"
     proc = batchq(env, "results", bid, "--format", "openai", "-o", str(out), "--errors", str(err))
-    assert "16 results" in proc.stderr and "4 failed" in proc.stderr
+    assert "24 results" in proc.stderr and "5 failed" in proc.stderr
     good = [w for w in expect if "fail" not in w]
     bad = [w for w in expect if "fail" in w]
     assert [json.loads(t)["custom_id"] for t in out.read_text().splitlines()] == [
@@ -227,6 +271,15 @@ def test_results_as_openai_batch_output_and_error_files(
     rows = [json.loads(t) for t in native.read_text().splitlines()]
     assert [r["custom_id"] for r in rows] == [w["cid"] for w in good]
     assert {r["status"] for r in rows} == {"succeeded"} and "index" in rows[0]
+    for r, want in zip(rows, good, strict=True):
+        if "texts" not in want:
+            assert "embeddings" not in r and r["response"]
+            continue
+        dim = want.get("dim", EMBED_DIM)
+        assert r["response"] is None
+        assert [array("f", v).tolist() for v in r["embeddings"]] == [
+            expected_embedding(EMBEDDER, t, seed=SEED, dim=dim) for t in want["texts"]
+        ]
 
     # A batch cancelled before it ran: every item is in the error file, as batch_cancelled.
     never = batchq(env, "submit", str(src), "--model", "llama3.2").stdout.strip()

@@ -192,7 +192,11 @@ async def _attempt(job: _Job) -> str:
     st.hosts.succeeded(host)
 
     payload = encode_result(
-        ItemStatus.SUCCEEDED, response=reply.text, attempts=job.attempt, metrics=reply.metrics
+        ItemStatus.SUCCEEDED,
+        response=reply.text,
+        attempts=job.attempt,
+        metrics=reply.metrics,
+        embeddings=reply.embeddings,
     )
     await st.scripts.finish(
         job.batch_id, job.index, job.jid, ItemStatus.SUCCEEDED.value, payload, now_ms=clock.now_ms()
