@@ -172,10 +172,22 @@ async def cmd_results(args: argparse.Namespace) -> int:
         await store.meta(args.batch_id)  # unknown id: one clear error before waiting
         if args.wait:
             await wait_finished(store, args.batch_id)
-        n = await write_output(store, args.batch_id, args.output)
-    if args.output != "-":
-        print(f"wrote {n} results to {args.output}", file=sys.stderr)
+        ok, failed = await write_output(
+            store, args.batch_id, args.output, fmt=args.output_format, errors=args.errors
+        )
+    _report_written(args, ok, failed)
     return 0
+
+
+def _report_written(args: argparse.Namespace, ok: int, failed: int) -> None:
+    if args.errors is not None:
+        where = "stdout" if args.output == "-" else args.output
+        print(
+            f"wrote {ok} results to {where} and {failed} failed or cancelled to {args.errors}",
+            file=sys.stderr,
+        )
+    elif args.output != "-":
+        print(f"wrote {ok + failed} results to {args.output}", file=sys.stderr)
 
 
 async def cmd_cancel(args: argparse.Namespace) -> int:
@@ -259,11 +271,14 @@ async def cmd_run(args: argparse.Namespace) -> int:
             status = await watch_progress(
                 store, batch_id, console=console, show=not args.json, workers=procs
             )
-        n = await write_output(store, batch_id, args.output)
-    if not args.json:
-        console.print(
-            f"{status.succeeded} succeeded, {status.failed} failed; {n} results in {args.output}"
+        ok, failed = await write_output(
+            store, batch_id, args.output, fmt=args.output_format, errors=args.errors
         )
+    if not args.json:
+        where = f"{ok + failed} results in {args.output}"
+        if args.errors is not None:
+            where = f"{ok} results in {args.output}, {failed} in {args.errors}"
+        console.print(f"{status.succeeded} succeeded, {status.failed} failed; {where}")
     else:
         print(json.dumps(status.model_dump(mode="json")))
     return 1 if args.strict and status.failed else 0
@@ -394,6 +409,20 @@ def _parser() -> argparse.ArgumentParser:
             help="most tokens per minute (prompt + reply), all workers together (0: none)",
         )
 
+    def output_args(sp: Any, format_flag: str) -> None:
+        sp.add_argument(
+            format_flag,
+            dest="output_format",
+            choices=["native", "openai"],
+            default="native",
+            help="batchq's result lines (default) or OpenAI Batch API output lines",
+        )
+        sp.add_argument(
+            "--errors",
+            metavar="FILE",
+            help="write failed and cancelled items to FILE; the output then holds successes",
+        )
+
     sp = cmd("submit", "validate a file and queue it as a batch; prints the batch id")
     input_args(sp)
     sp.set_defaults(handler=cmd_submit)
@@ -412,6 +441,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("batch_id")
     sp.add_argument("-o", "--output", default="-", help="file to write (default stdout)")
     sp.add_argument("--wait", action="store_true", help="wait until every item is final")
+    output_args(sp, "--format")
     sp.set_defaults(handler=cmd_results)
 
     sp = cmd("cancel", "cancel a batch: items not yet sent are not sent")
@@ -446,6 +476,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("-o", "--output", required=True, help="results file (- for stdout)")
     sp.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     sp.add_argument("--strict", action="store_true", help="exit 1 if any item failed")
+    output_args(sp, "--output-format")
     sp.set_defaults(handler=cmd_run)
 
     sp = cmd("bench", "run the same prompts on several models through the queue; compare them")

@@ -1,7 +1,8 @@
 """Results of a batch, one per item, in input order, streamed in chunks (never loaded whole).
 
-A stored result is compact (``{"s", "r", "e", "a", "m"}``, see :func:`encode_result`); the
-custom id and model come from the item itself, so they are not stored twice.
+A stored result is compact (``{"s", "r", "e", "a", "m", "v"}``, see :func:`encode_result`);
+the custom id and model come from the item itself, so they are not stored twice, and embedding
+vectors are base64 float32 (see :mod:`batchq.vectors`).
 """
 
 from __future__ import annotations
@@ -9,13 +10,25 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from . import clock
 from .batches import BatchStore
 from .models import TERMINAL_BATCH_STATES, BatchStatus, Item, ItemError, ItemResult, ItemStatus
+from .openai_format import OpenAILines
+from .vectors import unpack, vectors_json
 
-__all__ = ["encode_result", "iter_results", "wait_finished", "write_results"]
+__all__ = [
+    "OutputFormat",
+    "encode_result",
+    "export_results",
+    "iter_final",
+    "iter_results",
+    "wait_finished",
+    "write_results",
+]
+
+OutputFormat = Literal["native", "openai"]
 
 
 def encode_result(
@@ -25,9 +38,15 @@ def encode_result(
     error: ItemError | None = None,
     attempts: int = 0,
     metrics: dict[str, Any] | None = None,
+    embeddings: list[str] | None = None,
 ) -> str:
+    """The stored form of a result. ``embeddings`` are vectors already packed by
+    :func:`batchq.vectors.pack`; an embeddings result has no text, so ``response`` is then
+    not stored."""
     d: dict[str, Any] = {"s": status.value, "a": attempts}
-    if response is not None:
+    if embeddings is not None:
+        d["v"] = embeddings
+    elif response is not None:
         d["r"] = response
     if error is not None:
         d["e"] = error.model_dump()
@@ -47,6 +66,7 @@ def _decode(index: int, item: Item | None, raw: bytes | None) -> ItemResult:
         attempts=d.get("a", 0),
         model=item.model if item else None,
         metrics=d.get("m"),
+        embeddings=[unpack(v) for v in d["v"]] if "v" in d else None,
     )
 
 
@@ -54,6 +74,15 @@ async def iter_results(
     store: BatchStore, batch_id: str, *, chunk: int = 1000
 ) -> AsyncIterator[ItemResult]:
     """Final results so far, in index order; items still pending are skipped."""
+    async for result, _ in iter_final(store, batch_id, chunk=chunk):
+        yield result
+
+
+async def iter_final(
+    store: BatchStore, batch_id: str, *, chunk: int = 1000
+) -> AsyncIterator[tuple[ItemResult, Item | None]]:
+    """Like :func:`iter_results`, with each result's item (None if it is missing), for output
+    formats that depend on what was asked (the endpoint)."""
     meta = await store.meta(batch_id)
     total = int(meta["total"])
     cancel_from = int(meta.get("cancel_from", -1))
@@ -68,11 +97,11 @@ async def iter_results(
             index = start + offset
             item = Item.loads(raw_item) if raw_item else None
             if raw_result is not None:
-                yield _decode(index, item, raw_result)
+                yield _decode(index, item, raw_result), item
             elif 0 <= cancel_from <= index:
                 # Cancelled before dispatch: no result was written for these, by design (a
                 # cancel of a million-item batch stays O(window)).
-                yield _decode(index, item, None)
+                yield _decode(index, item, None), item
 
 
 async def wait_finished(
@@ -89,9 +118,46 @@ async def wait_finished(
 
 
 async def write_results(store: BatchStore, batch_id: str, out: IO[str]) -> int:
-    n = 0
-    async for r in iter_results(store, batch_id):
-        out.write(r.model_dump_json())
-        out.write("\n")
-        n += 1
-    return n
+    """Every final result so far, one native JSON line each; returns how many."""
+    ok, failed = await export_results(store, batch_id, out)
+    return ok + failed
+
+
+def _native_line(result: ItemResult) -> str:
+    if result.embeddings is None:
+        return result.model_dump_json()
+    # Vectors are most of the line: written with float32's digits, not float64's repr.
+    head = result.model_dump_json(exclude={"embeddings"})
+    return f'{head[:-1]},"embeddings":{vectors_json(result.embeddings)}}}'
+
+
+async def export_results(
+    store: BatchStore,
+    batch_id: str,
+    out: IO[str],
+    *,
+    fmt: OutputFormat = "native",
+    errors: IO[str] | None = None,
+) -> tuple[int, int]:
+    """Write the final results so far in ``fmt``, streamed. With ``errors``, failed and
+    cancelled items go there instead of to ``out`` (like OpenAI's separate error file).
+    Returns (lines of succeeded items, lines of the others)."""
+    openai: OpenAILines | None = None
+    if fmt == "openai":
+        meta = await store.meta(batch_id)
+        started_ms = meta.get("started_at") or meta.get("created_at") or "0"
+        openai = OpenAILines(batch_id, int(started_ms) // 1000)
+    elif fmt != "native":
+        raise ValueError(f"unknown output format {fmt!r}")
+    ok = failed = 0
+    async for result, item in iter_final(store, batch_id):
+        line = openai.line(result, item) if openai else _native_line(result)
+        if result.status is not ItemStatus.SUCCEEDED:
+            failed += 1
+            target = errors or out
+        else:
+            ok += 1
+            target = out
+        target.write(line)
+        target.write("\n")
+    return ok, failed

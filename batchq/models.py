@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 __all__ = [
     "TERMINAL_BATCH_STATES",
@@ -26,6 +26,7 @@ class Endpoint(enum.StrEnum):
 
     GENERATE = "generate"
     CHAT = "chat"
+    EMBED = "embed"
 
     @property
     def path(self) -> str:
@@ -95,6 +96,15 @@ class ItemResult(BaseModel):
     attempts: int = 0
     model: str | None = None
     metrics: dict[str, Any] | None = None
+    # Embedding items only: one vector per input string. Left out of the line otherwise.
+    embeddings: list[list[float]] | None = None
+
+    @model_serializer(mode="wrap")
+    def _leave_out_no_embeddings(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("embeddings", ...) is None:
+            del data["embeddings"]
+        return data
 
 
 class BatchStatus(BaseModel):

@@ -200,7 +200,11 @@ async def _attempt(job: _Job, raw: bytes | None) -> str:
             await host.admission.spend_tokens(tokens, now_ms=clock.now_ms())
 
     payload = encode_result(
-        ItemStatus.SUCCEEDED, response=reply.text, attempts=job.attempt, metrics=reply.metrics
+        ItemStatus.SUCCEEDED,
+        response=reply.text,
+        attempts=job.attempt,
+        metrics=reply.metrics,
+        embeddings=reply.embeddings,
     )
     await _finish(job, ItemStatus.SUCCEEDED, payload)
     return "succeeded"
