@@ -182,28 +182,28 @@ return finalize(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], A
 """
 )
 
-# arq's claim of queued jobs, for many at once: arq's own takes 4 round trips per job (WATCH,
-# EXISTS, ZSCORE, MULTI/EXEC). Same rules: skip a job already claimed or not yet due.
+# arq's poll and claim of queued jobs in one round trip for all of them: arq's own is a
+# ZRANGEBYSCORE, then WATCH, EXISTS, ZSCORE and MULTI/EXEC per job. Same rules: skip a job
+# already claimed or not yet due. Running jobs are scored at their lease deadline (see the
+# start script), so the due range holds little more than the jobs waiting to be taken.
 # KEYS: queue
-# ARGV: now_ms, claim TTL ms, most jobs to claim, job ids...
+# ARGV: now_ms, claim TTL ms, most jobs to claim, most candidates to look at
 _CLAIM = (
     """
 local now = tonumber(ARGV[1])
 local limit = tonumber(ARGV[3])
 local out = {}
-for i = 4, #ARGV do
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, ARGV[4])
+for i = 1, #due, 2 do
   if #out >= 2 * limit then break end
-  local jid = ARGV[i]
+  local jid = due[i]
   local claim = '"""
     + ARQ_IN_PROGRESS_PREFIX
     + """' .. jid
   if redis.call('EXISTS', claim) == 0 then
-    local score = redis.call('ZSCORE', KEYS[1], jid)
-    if score and tonumber(score) <= now then
-      redis.call('SET', claim, '1', 'PX', ARGV[2])
-      out[#out + 1] = jid
-      out[#out + 1] = score
-    end
+    redis.call('SET', claim, '1', 'PX', ARGV[2])
+    out[#out + 1] = jid
+    out[#out + 1] = due[i + 1]
   end
 end
 return out
@@ -451,13 +451,13 @@ class Scripts:
         return outcome, attempt
 
     async def claim(
-        self, job_ids: list[bytes], *, now_ms: int, ttl_ms: int, limit: int
+        self, *, now_ms: int, ttl_ms: int, limit: int, scan: int = 1000
     ) -> list[tuple[str, int]]:
-        """Claim up to ``limit`` of the due jobs among ``job_ids`` for this worker, as arq
-        does (its in-progress key with ``ttl_ms``); returns (job id, queue score) pairs."""
-        if limit <= 0 or not job_ids:
+        """Claim up to ``limit`` due jobs for this worker, as arq does (its in-progress key,
+        with ``ttl_ms``), looking at most at ``scan`` of them; returns (job id, score) pairs."""
+        if limit <= 0:
             return []
-        res = await _call(self._claim, [self.keys.queue], [now_ms, ttl_ms, limit, *job_ids])
+        res = await _call(self._claim, [self.keys.queue], [now_ms, ttl_ms, limit, scan])
         return [(_str(res[i]), int(float(res[i + 1]))) for i in range(0, len(res), 2)]
 
     async def finish(
