@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 from rich.console import Console
 
+from . import clock
 from .batches import BatchStore
 from .collect import wait_finished
 from .connection import connect, redact, resolve_redis_url
@@ -147,21 +148,26 @@ async def cmd_status(args: argparse.Namespace) -> int:
 
 
 async def cmd_list(args: argparse.Namespace) -> int:
+    from .tables import batch_rows, batches_table
+
     async with _store(_settings(args)) as (store, _):
-        batches = await store.recent(limit=getattr(args, "limit", 50))
+        batches = await store.recent(limit=args.limit)
+    rows = batch_rows(batches, clock.now_ms())
 
     def human() -> None:
-        if not batches:
+        if not rows:
             print("no batches")
-        for s in batches:
-            done = s.succeeded + s.failed + s.cancelled
-            print(
-                f"{s.batch_id}  {s.state.value:<9}  {done}/{s.total} done  "
-                f"{s.failed} failed  {s.created_at}  {s.name or ''}"
-            )
+        else:
+            _console().print(batches_table(rows))
 
-    _print(args, [s.model_dump(mode="json") for s in batches], human)
+    _print(args, rows, human)
     return 0
+
+
+def _console() -> Console:
+    console = Console()
+    # Piped output keeps whole lines rather than rich's 80-column default.
+    return console if console.is_terminal else Console(width=max(console.width, 160))
 
 
 async def cmd_results(args: argparse.Namespace) -> int:
@@ -341,6 +347,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sp = cmd("status", "a batch's progress (all recent batches without an id)")
     sp.add_argument("batch_id", nargs="?")
+    sp.add_argument("--limit", type=int, default=50, help="batches listed without an id")
     sp.set_defaults(handler=cmd_status)
 
     sp = cmd("results", "write a batch's results in input order, as JSONL", json_out=False)
