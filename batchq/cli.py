@@ -140,10 +140,28 @@ async def cmd_submit(args: argparse.Namespace) -> int:
 
 async def cmd_status(args: argparse.Namespace) -> int:
     if not args.batch_id:
+        if args.watch:
+            raise ConfigError("--watch needs a batch id")
         return await cmd_list(args)
+    if args.watch:
+        return await _watch(args)
     async with _store(_settings(args)) as (store, _):
         s = await store.status(args.batch_id)
     _print(args, s.model_dump(mode="json"), lambda: _human_status(s))
+    return 0
+
+
+async def _watch(args: argparse.Namespace) -> int:
+    from .watch import watch
+
+    console = Console()
+    mode = "json" if args.json else "live" if console.is_terminal else "plain"
+    if args.interval is not None and args.interval <= 0:
+        raise ConfigError("--interval must be a positive number of seconds")
+    interval = args.interval or (1.0 if mode == "live" else 10.0)
+    async with _store(_settings(args)) as (store, _):
+        await store.meta(args.batch_id)  # unknown id: one clear error before watching
+        await watch(store, args.batch_id, console=console, mode=mode, interval=interval)
     return 0
 
 
@@ -348,6 +366,16 @@ def _parser() -> argparse.ArgumentParser:
     sp = cmd("status", "a batch's progress (all recent batches without an id)")
     sp.add_argument("batch_id", nargs="?")
     sp.add_argument("--limit", type=int, default=50, help="batches listed without an id")
+    sp.add_argument(
+        "--watch",
+        action="store_true",
+        help="follow the batch until it is final: live on a terminal, else a line per refresh",
+    )
+    sp.add_argument(
+        "--interval",
+        type=float,
+        help="seconds between refreshes (default 1 on a terminal, 10 otherwise)",
+    )
     sp.set_defaults(handler=cmd_status)
 
     sp = cmd("results", "write a batch's results in input order, as JSONL", json_out=False)

@@ -155,12 +155,18 @@ return {'ok', redis.call('HINCRBY', KEYS[1] .. ':tries', ARGV[2], 1)}
 )
 
 # KEYS: meta, results, leases, active, open
-# ARGV: batch id, index, job id, status, payload, now_ms
+# ARGV: batch id, index, job id, status, payload, now_ms, prompt tokens, output tokens
 _FINISH = (
     _FINALIZE
     + """
-return finalize(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
-                ARGV[6])
+local n = finalize(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
+                   ARGV[6])
+-- Counted with the result, so once per item: the token rates of `batchq status --watch`.
+if n == 1 and (ARGV[7] ~= '0' or ARGV[8] ~= '0') then
+  redis.call('HINCRBY', KEYS[1], 'tokens_in', ARGV[7])
+  redis.call('HINCRBY', KEYS[1], 'tokens_out', ARGV[8])
+end
+return n
 """
 )
 
@@ -394,13 +400,22 @@ class Scripts:
         return _str(res), 0
 
     async def finish(
-        self, batch_id: str, index: int, jid: str, status: str, payload: str, *, now_ms: int
+        self,
+        batch_id: str,
+        index: int,
+        jid: str,
+        status: str,
+        payload: str,
+        *,
+        now_ms: int,
+        tokens: tuple[int, int] = (0, 0),
     ) -> bool:
+        """Record the item's result once; ``tokens`` (prompt, output) add to the batch's."""
         bk = self.keys.batch(batch_id)
         res = await _call(
             self._finish,
             [bk.meta, bk.results, self.keys.leases, self.keys.active, self.keys.open],
-            [batch_id, index, jid, status, payload, now_ms],
+            [batch_id, index, jid, status, payload, now_ms, *tokens],
         )
         return bool(int(res))
 

@@ -32,6 +32,8 @@ from batchq.limits import RateLimiter, backoff
 from batchq.models import Item, ItemError, ItemStatus
 from batchq.settings import Settings
 
+from .stats import WorkerStats
+
 __all__ = [
     "REJECT_FUNCTION",
     "WorkerContext",
@@ -68,6 +70,7 @@ class WorkerState:
         self.dispatcher = Dispatcher(self.scripts, self.settings)
         self.limiter = RateLimiter(self.settings.rate)
         self.hosts = HostPool(self.settings, self.redis, self.keys)
+        self.stats = WorkerStats(self.worker_id, self.settings, self.running)
 
     @property
     def lease_ms(self) -> int:
@@ -195,7 +198,13 @@ async def _attempt(job: _Job) -> str:
         ItemStatus.SUCCEEDED, response=reply.text, attempts=job.attempt, metrics=reply.metrics
     )
     await st.scripts.finish(
-        job.batch_id, job.index, job.jid, ItemStatus.SUCCEEDED.value, payload, now_ms=clock.now_ms()
+        job.batch_id,
+        job.index,
+        job.jid,
+        ItemStatus.SUCCEEDED.value,
+        payload,
+        now_ms=clock.now_ms(),
+        tokens=st.stats.item_succeeded(reply.metrics),
     )
     return "succeeded"
 
@@ -218,6 +227,7 @@ def _item_error(e: OllamaError) -> ItemError:
 
 
 async def _fail(job: _Job, error: ItemError) -> str:
+    job.st.stats.item_failed(error.type, error.message)
     payload = encode_result(ItemStatus.FAILED, error=error, attempts=job.attempt)
     await job.st.scripts.finish(
         job.batch_id, job.index, job.jid, ItemStatus.FAILED.value, payload, now_ms=clock.now_ms()
@@ -241,6 +251,9 @@ async def _retry_or_fail(job: _Job, err: OllamaError) -> str:
     else:
         delay = backoff(job.attempt, s.retry_delay, s.retry_max_delay)
     log.info("job %s attempt %d: %s; retrying in %.1f s", job.jid, job.attempt, err, delay)
+    job.st.stats.retrying(err.kind, err.message)
+    # Off the hot path (retries only): the batch's count for `batchq status --watch`.
+    await job.st.redis.hincrby(job.st.keys.batch(job.batch_id).meta, "retried", 1)  # type: ignore[misc]
     # While it waits out the backoff the item is queued, not running.
     await job.st.scripts.release(job.batch_id, job.jid, score=job.score, refund=unreachable)
     raise Retry(defer=delay)
@@ -285,6 +298,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         async with st.redis.pipeline(transaction=True) as tx:
             tx.zrem(st.keys.workers, st.worker_id)
             tx.hdel(st.keys.worker_slots, st.worker_id)
+            tx.delete(st.keys.worker_info(st.worker_id))
             await tx.execute()
     await st.hosts.aclose()
 
@@ -303,6 +317,7 @@ async def _heartbeat_once(st: WorkerState) -> None:
     async with st.redis.pipeline(transaction=False) as pipe:
         pipe.zadd(st.keys.workers, {st.worker_id: now + st.lease_ms})
         pipe.hset(st.keys.worker_slots, st.worker_id, str(st.settings.concurrency))
+        st.stats.publish(pipe, st.keys.worker_info(st.worker_id), ttl_ms=st.lease_ms)
         if st.running:
             deadline = dict.fromkeys(st.running, now + st.lease_ms)
             pipe.zadd(st.keys.leases, deadline, xx=True)
