@@ -165,6 +165,21 @@ async def _watch(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_top(args: argparse.Namespace) -> int:
+    from .top import render, snapshot, top
+
+    if args.interval <= 0:
+        raise ConfigError("--interval must be a positive number of seconds")
+    console = Console()
+    async with _store(_settings(args)) as (store, _):
+        if args.json or args.once or not console.is_terminal:
+            snap = await snapshot(store)
+            _print(args, snap.to_json(), lambda: _console().print(render(snap, None)))
+        else:
+            await top(store, console=console, interval=args.interval)
+    return 0
+
+
 async def cmd_list(args: argparse.Namespace) -> int:
     from .tables import batch_rows, batches_table
 
@@ -377,6 +392,11 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds between refreshes (default 1 on a terminal, 10 otherwise)",
     )
     sp.set_defaults(handler=cmd_status)
+
+    sp = cmd("top", "live workers: host, Ollama endpoints, items in flight, last error")
+    sp.add_argument("--once", action="store_true", help="print once (always, when piped)")
+    sp.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    sp.set_defaults(handler=cmd_top)
 
     sp = cmd("results", "write a batch's results in input order, as JSONL", json_out=False)
     sp.add_argument("batch_id")

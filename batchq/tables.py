@@ -1,4 +1,5 @@
-"""Terminal tables of batches, for ``batchq status`` (no id) and ``batchq list``.
+"""Terminal tables: batches (``batchq status`` without an id, ``batchq list``) and live workers
+(``batchq top``, ``batchq status --watch``).
 
 Rows are plain dicts first, so ``--json`` prints exactly what the table shows.
 """
@@ -6,7 +7,7 @@ Rows are plain dicts first, so ``--json`` prints exactly what the table shows.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -15,8 +16,9 @@ from rich.table import Table
 from rich.text import Text
 
 from .models import BatchStatus
+from .presence import WorkerInfo
 
-__all__ = ["batch_rows", "batches_table", "format_age", "format_duration"]
+__all__ = ["batch_rows", "batches_table", "format_age", "format_duration", "workers_table"]
 
 
 def format_duration(seconds: float | None) -> str:
@@ -84,3 +86,57 @@ def batches_table(rows: Sequence[dict[str, Any]]) -> Table:
             Text(r["name"] or ""),  # a name is the user's text, not markup
         )
     return table
+
+
+def workers_table(
+    workers: Sequence[WorkerInfo],
+    now_ms: int,
+    *,
+    rates: Mapping[str, float | None] | None = None,
+    batch_id: str | None = None,
+) -> Table | Text:
+    """A row per worker. ``rates``: items/s by worker id, when the caller samples them;
+    ``batch_id``: the watched batch, whose items in flight get their own column (otherwise
+    each row lists the batches the worker is running)."""
+    if not workers:
+        return Text("no live workers", style="yellow")
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    t.add_column("worker", no_wrap=True)
+    t.add_column("ollama", overflow="ellipsis", max_width=40)
+    if batch_id:
+        t.add_column("this batch", justify="right")
+    t.add_column("in flight", justify="right")
+    if rates is not None:
+        t.add_column("items/s", justify="right")
+    if not batch_id:
+        t.add_column("done", justify="right")
+        t.add_column("failed", justify="right")
+        t.add_column("retried", justify="right")
+        t.add_column("running batches", overflow="ellipsis", max_width=44)
+        t.add_column("up", justify="right")
+    t.add_column("last error", overflow="ellipsis", no_wrap=True, max_width=50)
+    for w in workers:
+        row: list[str | Text] = [
+            f"{w.host}:{w.pid}" if w.host else w.worker_id,
+            ", ".join(w.endpoints),
+        ]
+        if batch_id:
+            row.append(str(w.running.get(batch_id, 0)))
+        row.append(f"{w.in_flight}/{w.concurrency}")
+        if rates is not None:
+            rate = rates.get(w.worker_id)
+            row.append("-" if rate is None else f"{rate:.1f}")
+        if not batch_id:
+            row += [
+                str(w.done),
+                f"[red]{w.failed}[/]" if w.failed else "0",
+                str(w.retried),
+                " ".join(f"{b}:{n}" for b, n in sorted(w.running.items())),
+                format_duration((now_ms - w.started_at) / 1000 if w.started_at else None),
+            ]
+        err = ""
+        if w.last_error:
+            err = f"{format_age((now_ms - w.last_error_at) / 1000)}: {w.last_error}"
+        row.append(Text(err))
+        t.add_row(*row)
+    return t

@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.progress_bar import ProgressBar
@@ -26,7 +25,7 @@ from . import clock
 from .batches import BatchStore
 from .models import BatchStatus
 from .presence import WorkerInfo, live_workers
-from .tables import format_age, format_duration
+from .tables import format_duration, workers_table
 
 __all__ = [
     "RATE_WINDOW_S",
@@ -174,34 +173,13 @@ def render(v: View) -> RenderableType:
         ("  ETA ", "dim"),
         format_duration(v.eta_s),
     )
-    return Group(head, stats, speed, _workers_table(s.batch_id, v.workers))
-
-
-def _workers_table(batch_id: str, workers: list[WorkerView]) -> RenderableType:
-    if not workers:
-        return Text("no live workers", style="yellow")
-    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    t.add_column("worker", no_wrap=True)
-    t.add_column("ollama", overflow="ellipsis", max_width=40)
-    t.add_column("this batch", justify="right")
-    t.add_column("in flight", justify="right")
-    t.add_column("items/s", justify="right")
-    t.add_column("last error", overflow="ellipsis", no_wrap=True, max_width=50)
-    now = clock.now_ms()
-    for w in workers:
-        i = w.info
-        err = ""
-        if i.last_error:
-            err = f"{format_age((now - i.last_error_at) / 1000)}: {i.last_error}"
-        t.add_row(
-            f"{i.host}:{i.pid}" if i.host else i.worker_id,
-            ", ".join(i.endpoints),
-            str(i.running.get(batch_id, 0)),
-            f"{i.in_flight}/{i.concurrency}",
-            "-" if w.items_per_s is None else f"{w.items_per_s:.1f}",
-            Text(err),
-        )
-    return t
+    workers = workers_table(
+        [w.info for w in v.workers],
+        clock.now_ms(),
+        rates={w.info.worker_id: w.items_per_s for w in v.workers},
+        batch_id=s.batch_id,
+    )
+    return Group(head, stats, speed, workers)
 
 
 async def watch(

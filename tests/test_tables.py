@@ -74,8 +74,8 @@ async def test_almost_done_is_not_shown_as_100_percent(store: BatchStore) -> Non
     assert "99.9" in text and "100.0" not in text
 
 
-def test_status_without_id_lists_batches(redis_url: str, prefix: str, tmp_path: Path) -> None:
-    env = env_for(redis_url, prefix, tmp_path, "http://127.0.0.1:9")
+def test_status_without_id_lists_batches(valkey_url: str, prefix: str, tmp_path: Path) -> None:
+    env = env_for(valkey_url, prefix, tmp_path, "http://127.0.0.1:9")
     assert batchq(env, "status").stdout.strip() == "no batches"
     src = tmp_path / "in.txt"
     src.write_text("a\nb\nc\n")

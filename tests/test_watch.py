@@ -162,8 +162,8 @@ def test_watch_follows_a_real_batch_through_a_pipe(
     assert any(w["running"].get(bid) for w in seen)  # per-worker activity in this batch
 
 
-def test_watch_needs_a_known_batch(redis_url: str, prefix: str, tmp_path: Path) -> None:
-    env = env_for(redis_url, prefix, tmp_path, "http://127.0.0.1:9")
+def test_watch_needs_a_known_batch(valkey_url: str, prefix: str, tmp_path: Path) -> None:
+    env = env_for(valkey_url, prefix, tmp_path, "http://127.0.0.1:9")
     proc = batchq(env, "status", "--watch", check=False)
     assert proc.returncode == 2 and "--watch needs a batch id" in proc.stderr
     proc = batchq(env, "status", "b_0123456789abcdef", "--watch", check=False)
