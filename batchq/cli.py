@@ -45,6 +45,8 @@ def _settings(args: argparse.Namespace) -> Settings:
             "retry_delay",
             "global_rate",
             "global_concurrency",
+            "metrics_port",
+            "metrics_host",
         )
     }
     try:
@@ -177,6 +179,16 @@ async def cmd_top(args: argparse.Namespace) -> int:
             _print(args, snap.to_json(), lambda: _console().print(render(snap, None)))
         else:
             await top(store, console=console, interval=args.interval)
+    return 0
+
+
+async def cmd_metrics(args: argparse.Namespace) -> int:
+    from .metrics import app
+    from .web import run_server
+
+    async with _store(_settings(args)) as (store, _):
+        application = app(store.redis, store.keys, recent=args.batches)
+        await run_server(application, args.host, args.port, "Prometheus metrics")
     return 0
 
 
@@ -375,6 +387,12 @@ def _parser() -> argparse.ArgumentParser:
     sp = cmd("worker", "run a worker that sends queued items to Ollama", json_out=False)
     worker_args(sp)
     sp.add_argument("--burst", action="store_true", help="exit when no work is left")
+    sp.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve this worker's Prometheus metrics on this port (BATCHQ_METRICS_PORT)",
+    )
+    sp.add_argument("--metrics-host", help="address the metrics port listens on (default 0.0.0.0)")
     sp.add_argument("-v", "--verbose", action="store_true")
     sp.set_defaults(handler=cmd_worker, sync=True)
 
@@ -397,6 +415,17 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--once", action="store_true", help="print once (always, when piped)")
     sp.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
     sp.set_defaults(handler=cmd_top)
+
+    sp = cmd("metrics", "serve queue-level Prometheus metrics read from Redis", json_out=False)
+    sp.add_argument("--port", type=int, default=9464, help="default 9464")
+    sp.add_argument("--host", default="0.0.0.0", help="listen address (default 0.0.0.0)")
+    sp.add_argument(
+        "--batches",
+        type=int,
+        default=20,
+        help="recent batches given per-batch series, besides the unfinished ones (default 20)",
+    )
+    sp.set_defaults(handler=cmd_metrics)
 
     sp = cmd("results", "write a batch's results in input order, as JSONL", json_out=False)
     sp.add_argument("batch_id")

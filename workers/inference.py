@@ -172,6 +172,7 @@ async def _attempt(job: _Job) -> str:
     if host.limited:
         await _admit(job, host)
     host.in_flight += 1
+    sent_at = clock.monotonic()
     try:
         async with asyncio.timeout(s.timeout):
             reply = await host.client.send(item)
@@ -187,6 +188,7 @@ async def _attempt(job: _Job) -> str:
     except PermanentOllamaError as e:
         return await _fail(job, _item_error(e))
     finally:
+        st.stats.request_done(host.url, clock.monotonic() - sent_at)
         host.in_flight -= 1
         if job.jid in host.slots:
             host.slots.discard(job.jid)
@@ -266,6 +268,9 @@ def startup_hook(settings: Settings) -> Any:
     async def startup(ctx: dict[str, Any]) -> None:
         st = WorkerState(settings=settings, redis=ctx["redis"])
         ctx["batchq"] = st
+        port = st.stats.serve()
+        if port is not None:
+            log.info("worker %s: metrics on port %d", st.worker_id, port)
         for host in st.hosts.hosts:
             if settings.global_rate is not None or settings.global_concurrency is not None:
                 await host.admission.configure(
@@ -301,6 +306,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
             tx.delete(st.keys.worker_info(st.worker_id))
             await tx.execute()
     await st.hosts.aclose()
+    st.stats.close()
 
 
 async def after_job_end(ctx: dict[str, Any]) -> None:

@@ -32,8 +32,19 @@ def test_counts_and_running_items_by_batch(settings: Settings) -> None:
     assert (info.tokens_in, info.tokens_out) == (12, 30)
     assert info.last_error.startswith("model_not_found: xxx") and len(info.last_error) == 300
     assert info.endpoints == settings.ollama_hosts and info.last_error_at >= info.started_at
+    value = stats.registry.get_sample_value
+    assert value("batchq_worker_in_flight") == 3
     running.clear()  # read live, not copied
     assert stats.info().running == {}
+    assert value("batchq_worker_in_flight") == 0
+    assert value("batchq_worker_items_total", {"status": "succeeded"}) == 2
+    assert value("batchq_worker_items_total", {"status": "failed"}) == 1
+    assert value("batchq_worker_tokens_out_total") == 30
+    assert value("batchq_worker_retries_total", {"kind": "server_busy"}) == 1
+    assert value("batchq_worker_errors_total", {"kind": "model_not_found"}) == 1
+    stats.request_done("http://h:1", 0.3)
+    assert value("batchq_worker_request_seconds_bucket", {"endpoint": "http://h:1", "le": "0.5"})
+    assert stats.serve() is None  # no port configured: nothing listens
     assert tokens_of({"prompt_eval_count": None, "eval_count": 3}) == (0, 3)
 
 
