@@ -192,6 +192,14 @@ async def cmd_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_serve(args: argparse.Namespace) -> int:
+    from .web import app, run_server
+
+    async with _store(_settings(args)) as (store, _):
+        await run_server(app(store, limit=args.limit), args.host, args.port, "batchq status page")
+    return 0
+
+
 async def cmd_list(args: argparse.Namespace) -> int:
     from .tables import batch_rows, batches_table
 
@@ -426,6 +434,12 @@ def _parser() -> argparse.ArgumentParser:
         help="recent batches given per-batch series, besides the unfinished ones (default 20)",
     )
     sp.set_defaults(handler=cmd_metrics)
+
+    sp = cmd("serve", "a web page of batches and workers, refreshed live", json_out=False)
+    sp.add_argument("--port", type=int, default=8470, help="default 8470")
+    sp.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    sp.add_argument("--limit", type=int, default=50, help="most recent batches shown")
+    sp.set_defaults(handler=cmd_serve)
 
     sp = cmd("results", "write a batch's results in input order, as JSONL", json_out=False)
     sp.add_argument("batch_id")
