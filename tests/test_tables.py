@@ -8,14 +8,10 @@ from rich.console import Console
 
 from batchq import clock
 from batchq.batches import BatchStore
-from batchq.models import Endpoint, Item
 from batchq.tables import batch_rows, batches_table, format_age, format_duration
 
 from .procs import batchq, env_for
-
-
-def items(n: int) -> list[Item]:
-    return [Item(str(i), Endpoint.GENERATE, {"model": "m", "prompt": f"p{i}"}) for i in range(n)]
+from .test_batches import items
 
 
 @pytest.mark.parametrize(

@@ -21,18 +21,14 @@ from batchq import clock
 from batchq.batches import BatchStore
 from batchq.connection import connect
 from batchq.keys import Keys
-from batchq.models import Endpoint, Item
 from batchq.presence import WorkerInfo
 from batchq.web import app
 
 from .conftest import free_port
 from .procs import env_for
+from .test_batches import items
 
 EVIL = '<img src=x onerror="document.title=1">'
-
-
-def items(n: int) -> list[Item]:
-    return [Item(str(i), Endpoint.GENERATE, {"model": "m", "prompt": f"p{i}"}) for i in range(n)]
 
 
 async def fill(store: BatchStore) -> tuple[str, str]:

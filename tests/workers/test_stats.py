@@ -7,16 +7,13 @@ import pytest
 from arq import Retry
 
 from batchq.batches import BatchStore
-from batchq.models import Endpoint, Item
 from batchq.presence import live_workers
 from batchq.settings import Settings
 from batchq.sim import SimConfig, running_sim
 from workers.inference import WorkerContext, WorkerState, run_item, shutdown, startup_hook
 from workers.stats import WorkerStats, tokens_of
 
-
-def gen(i: int, model: str = "llama3.2") -> Item:
-    return Item(str(i), Endpoint.GENERATE, {"model": model, "prompt": f"prompt {i}"})
+from .test_inference import gen
 
 
 def test_counts_and_running_items_by_batch(settings: Settings) -> None:
