@@ -240,4 +240,7 @@ def _status(batch_id: str, m: dict[str, str]) -> BatchStatus:
         created_at=clock.iso(m.get("created_at")),
         started_at=clock.iso(m.get("started_at")),
         finished_at=clock.iso(m.get("finished_at")),
+        retried=int(m.get("retried", 0)),
+        tokens_in=int(m.get("tokens_in", 0)),
+        tokens_out=int(m.get("tokens_out", 0)),
     )

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 from rich.console import Console
 
+from . import clock
 from .batches import BatchStore
 from .collect import wait_finished
 from .connection import connect, redact, resolve_redis_url
@@ -45,6 +46,8 @@ def _settings(args: argparse.Namespace) -> Settings:
             "global_rate",
             "global_concurrency",
             "global_tpm",
+            "metrics_port",
+            "metrics_host",
         )
     }
     try:
@@ -140,29 +143,85 @@ async def cmd_submit(args: argparse.Namespace) -> int:
 
 async def cmd_status(args: argparse.Namespace) -> int:
     if not args.batch_id:
+        if args.watch:
+            raise ConfigError("--watch needs a batch id")
         return await cmd_list(args)
+    if args.watch:
+        return await _watch(args)
     async with _store(_settings(args)) as (store, _):
         s = await store.status(args.batch_id)
     _print(args, s.model_dump(mode="json"), lambda: _human_status(s))
     return 0
 
 
-async def cmd_list(args: argparse.Namespace) -> int:
+async def _watch(args: argparse.Namespace) -> int:
+    from .watch import watch
+
+    console = Console()
+    mode = "json" if args.json else "live" if console.is_terminal else "plain"
+    if args.interval is not None and args.interval <= 0:
+        raise ConfigError("--interval must be a positive number of seconds")
+    interval = args.interval or (1.0 if mode == "live" else 10.0)
     async with _store(_settings(args)) as (store, _):
-        batches = await store.recent(limit=getattr(args, "limit", 50))
+        await store.meta(args.batch_id)  # unknown id: one clear error before watching
+        await watch(store, args.batch_id, console=console, mode=mode, interval=interval)
+    return 0
+
+
+async def cmd_top(args: argparse.Namespace) -> int:
+    from .top import render, snapshot, top
+
+    if args.interval <= 0:
+        raise ConfigError("--interval must be a positive number of seconds")
+    console = Console()
+    async with _store(_settings(args)) as (store, _):
+        if args.json or args.once or not console.is_terminal:
+            snap = await snapshot(store)
+            _print(args, snap.to_json(), lambda: _console().print(render(snap, None)))
+        else:
+            await top(store, console=console, interval=args.interval)
+    return 0
+
+
+async def cmd_metrics(args: argparse.Namespace) -> int:
+    from .metrics import app
+    from .web import run_server
+
+    async with _store(_settings(args)) as (store, _):
+        application = app(store.redis, store.keys, recent=args.batches)
+        await run_server(application, args.host, args.port, "Prometheus metrics")
+    return 0
+
+
+async def cmd_serve(args: argparse.Namespace) -> int:
+    from .web import app, run_server
+
+    async with _store(_settings(args)) as (store, _):
+        await run_server(app(store, limit=args.limit), args.host, args.port, "batchq status page")
+    return 0
+
+
+async def cmd_list(args: argparse.Namespace) -> int:
+    from .tables import batch_rows, batches_table
+
+    async with _store(_settings(args)) as (store, _):
+        batches = await store.recent(limit=args.limit)
+    rows = batch_rows(batches, clock.now_ms())
 
     def human() -> None:
-        if not batches:
+        if not rows:
             print("no batches")
-        for s in batches:
-            done = s.succeeded + s.failed + s.cancelled
-            print(
-                f"{s.batch_id}  {s.state.value:<9}  {done}/{s.total} done  "
-                f"{s.failed} failed  {s.created_at}  {s.name or ''}"
-            )
+        else:
+            _console().print(batches_table(rows))
 
-    _print(args, [s.model_dump(mode="json") for s in batches], human)
+    _print(args, rows, human)
     return 0
+
+
+def _console() -> Console:
+    console = Console()
+    # Piped output keeps whole lines rather than rich's 80-column default.
+    return console if console.is_terminal else Console(width=max(console.width, 160))
 
 
 async def cmd_results(args: argparse.Namespace) -> int:
@@ -430,12 +489,51 @@ def _parser() -> argparse.ArgumentParser:
     sp = cmd("worker", "run a worker that sends queued items to Ollama", json_out=False)
     worker_args(sp)
     sp.add_argument("--burst", action="store_true", help="exit when no work is left")
+    sp.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve this worker's Prometheus metrics on this port (BATCHQ_METRICS_PORT)",
+    )
+    sp.add_argument("--metrics-host", help="address the metrics port listens on (default 0.0.0.0)")
     sp.add_argument("-v", "--verbose", action="store_true")
     sp.set_defaults(handler=cmd_worker, sync=True)
 
     sp = cmd("status", "a batch's progress (all recent batches without an id)")
     sp.add_argument("batch_id", nargs="?")
+    sp.add_argument("--limit", type=int, default=50, help="batches listed without an id")
+    sp.add_argument(
+        "--watch",
+        action="store_true",
+        help="follow the batch until it is final: live on a terminal, else a line per refresh",
+    )
+    sp.add_argument(
+        "--interval",
+        type=float,
+        help="seconds between refreshes (default 1 on a terminal, 10 otherwise)",
+    )
     sp.set_defaults(handler=cmd_status)
+
+    sp = cmd("top", "live workers: host, Ollama endpoints, items in flight, last error")
+    sp.add_argument("--once", action="store_true", help="print once (always, when piped)")
+    sp.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    sp.set_defaults(handler=cmd_top)
+
+    sp = cmd("metrics", "serve queue-level Prometheus metrics read from Redis", json_out=False)
+    sp.add_argument("--port", type=int, default=9464, help="default 9464")
+    sp.add_argument("--host", default="0.0.0.0", help="listen address (default 0.0.0.0)")
+    sp.add_argument(
+        "--batches",
+        type=int,
+        default=20,
+        help="recent batches given per-batch series, besides the unfinished ones (default 20)",
+    )
+    sp.set_defaults(handler=cmd_metrics)
+
+    sp = cmd("serve", "a web page of batches and workers, refreshed live", json_out=False)
+    sp.add_argument("--port", type=int, default=8470, help="default 8470")
+    sp.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    sp.add_argument("--limit", type=int, default=50, help="most recent batches shown")
+    sp.set_defaults(handler=cmd_serve)
 
     sp = cmd("results", "write a batch's results in input order, as JSONL", json_out=False)
     sp.add_argument("batch_id")

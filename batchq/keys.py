@@ -11,6 +11,7 @@ name can — but every job id embeds an unguessable batch id, so they cannot col
 | ``{p}:open`` | ZSET | unfinished batches → time of their last progress (ms), for repair |
 | ``{p}:workers`` | ZSET | worker id → heartbeat deadline (ms) |
 | ``{p}:worker-slots`` | HASH | worker id → its concurrency, summed to size the dispatch window |
+| ``{p}:worker:{id}`` | HASH | a worker's own account, rewritten each heartbeat (batchq.presence) |
 | ``{p}:leases`` | ZSET | job id → lease deadline (ms) of each running item |
 | ``{p}:repair-lock`` | STRING | held by the worker repairing idle batches |
 | ``{p}:ep:{e}:limits`` | HASH | global limits of an Ollama endpoint: rate, concurrency |
@@ -95,6 +96,9 @@ class Keys:
     @property
     def worker_slots(self) -> str:
         return f"{self.prefix}:worker-slots"
+
+    def worker_info(self, worker_id: str) -> str:
+        return f"{self.prefix}:worker:{worker_id}"
 
     @property
     def leases(self) -> str:

@@ -108,7 +108,8 @@ class ItemResult(BaseModel):
 
 
 class BatchStatus(BaseModel):
-    """What ``batchq status --json`` prints. The five counts always add up to ``total``."""
+    """What ``batchq status --json`` prints. The five counts always add up to ``total``;
+    ``retried`` (attempts sent again) and the tokens of succeeded items are running totals."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -124,3 +125,6 @@ class BatchStatus(BaseModel):
     created_at: str | None
     started_at: str | None
     finished_at: str | None
+    retried: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0

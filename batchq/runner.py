@@ -30,7 +30,8 @@ def settings_env(settings: Settings, redis_url: str) -> dict[str, str]:
     """The environment that gives a child process exactly these settings."""
     env = dict(os.environ)
     for name, value in settings.model_dump().items():
-        if value is None:
+        # One port cannot serve several local workers' metrics.
+        if value is None or name == "metrics_port":
             env.pop(f"BATCHQ_{name.upper()}", None)
             continue
         env[f"BATCHQ_{name.upper()}"] = (

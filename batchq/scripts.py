@@ -163,7 +163,7 @@ return {'ok', redis.call('HINCRBY', KEYS[1] .. ':tries', ARGV[2], 1),
 )
 
 # KEYS: meta, results, leases, active, queue, open
-# ARGV: batch id, index, job id, status, payload, now_ms
+# ARGV: batch id, index, job id, status, payload, now_ms, prompt tokens, output tokens
 _FINISH = (
     _FINALIZE
     + """
@@ -177,8 +177,14 @@ redis.call('DEL', '"""
     + ARQ_JOB_PREFIX
     + """' .. ARGV[3])
 redis.call('ZREM', KEYS[5], ARGV[3])
-return finalize(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
-                ARGV[6])
+local n = finalize(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
+                   ARGV[6])
+-- Counted with the result, so once per item: the token rates of `batchq status --watch`.
+if n == 1 and (ARGV[7] ~= '0' or ARGV[8] ~= '0') then
+  redis.call('HINCRBY', KEYS[1], 'tokens_in', ARGV[7])
+  redis.call('HINCRBY', KEYS[1], 'tokens_out', ARGV[8])
+end
+return n
 """
 )
 
@@ -461,8 +467,17 @@ class Scripts:
         return [(_str(res[i]), int(float(res[i + 1]))) for i in range(0, len(res), 2)]
 
     async def finish(
-        self, batch_id: str, index: int, jid: str, status: str, payload: str, *, now_ms: int
+        self,
+        batch_id: str,
+        index: int,
+        jid: str,
+        status: str,
+        payload: str,
+        *,
+        now_ms: int,
+        tokens: tuple[int, int] = (0, 0),
     ) -> bool:
+        """Record the item's result once; ``tokens`` (prompt, output) add to the batch's."""
         bk = self.keys.batch(batch_id)
         res = await _call(
             self._finish,
@@ -474,7 +489,7 @@ class Scripts:
                 self.keys.queue,
                 self.keys.open,
             ],
-            [batch_id, index, jid, status, payload, now_ms],
+            [batch_id, index, jid, status, payload, now_ms, *tokens],
         )
         return bool(int(res))
 

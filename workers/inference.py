@@ -32,6 +32,8 @@ from batchq.limits import RateLimiter, backoff
 from batchq.models import Item, ItemError, ItemStatus
 from batchq.settings import Settings
 
+from .stats import WorkerStats
+
 __all__ = [
     "REJECT_FUNCTION",
     "WorkerContext",
@@ -71,6 +73,7 @@ class WorkerState:
         self.dispatcher = Dispatcher(self.scripts, self.settings)
         self.limiter = RateLimiter(self.settings.rate)
         self.hosts = HostPool(self.settings, self.redis, self.keys)
+        self.stats = WorkerStats(self.worker_id, self.settings, self.running)
 
     @property
     def lease_ms(self) -> int:
@@ -171,6 +174,7 @@ async def _attempt(job: _Job, raw: bytes | None) -> str:
     if host.limited:
         await _admit(job, host)
     host.in_flight += 1
+    sent_at = clock.monotonic()
     try:
         async with asyncio.timeout(s.timeout):
             reply = await host.client.send(item)
@@ -186,6 +190,7 @@ async def _attempt(job: _Job, raw: bytes | None) -> str:
     except PermanentOllamaError as e:
         return await _fail(job, _item_error(e))
     finally:
+        st.stats.request_done(host.url, clock.monotonic() - sent_at)
         host.in_flight -= 1
         if job.jid in host.slots:
             host.slots.discard(job.jid)
@@ -206,7 +211,7 @@ async def _attempt(job: _Job, raw: bytes | None) -> str:
         metrics=reply.metrics,
         embeddings=reply.embeddings,
     )
-    await _finish(job, ItemStatus.SUCCEEDED, payload)
+    await _finish(job, ItemStatus.SUCCEEDED, payload, tokens=st.stats.item_succeeded(reply.metrics))
     return "succeeded"
 
 
@@ -228,15 +233,24 @@ def _item_error(e: OllamaError) -> ItemError:
 
 
 async def _fail(job: _Job, error: ItemError) -> str:
+    job.st.stats.item_failed(error.type, error.message)
     payload = encode_result(ItemStatus.FAILED, error=error, attempts=job.attempt)
     await _finish(job, ItemStatus.FAILED, payload)
     return "failed"
 
 
-async def _finish(job: _Job, status: ItemStatus, payload: str) -> None:
+async def _finish(
+    job: _Job, status: ItemStatus, payload: str, *, tokens: tuple[int, int] = (0, 0)
+) -> None:
     st = job.st
     await st.scripts.finish(
-        job.batch_id, job.index, job.jid, status.value, payload, now_ms=clock.now_ms()
+        job.batch_id,
+        job.index,
+        job.jid,
+        status.value,
+        payload,
+        now_ms=clock.now_ms(),
+        tokens=tokens,
     )
     # The script also retired arq's keys for the job: arq's own clean-up can be skipped.
     st.retired.add(job.jid)
@@ -259,6 +273,9 @@ async def _retry_or_fail(job: _Job, err: OllamaError) -> str:
     else:
         delay = backoff(job.attempt, s.retry_delay, s.retry_max_delay)
     log.info("job %s attempt %d: %s; retrying in %.1f s", job.jid, job.attempt, err, delay)
+    job.st.stats.retrying(err.kind, err.message)
+    # Off the hot path (retries only): the batch's count for `batchq status --watch`.
+    await job.st.redis.hincrby(job.st.keys.batch(job.batch_id).meta, "retried", 1)  # type: ignore[misc]
     # While it waits out the backoff the item is queued, not running.
     await job.st.scripts.release(job.batch_id, job.jid, score=job.score, refund=unreachable)
     raise Retry(defer=delay)
@@ -271,6 +288,9 @@ def startup_hook(settings: Settings) -> Any:
     async def startup(ctx: dict[str, Any]) -> None:
         st = WorkerState(settings=settings, redis=ctx["redis"])
         ctx["batchq"] = st
+        port = st.stats.serve()
+        if port is not None:
+            log.info("worker %s: metrics on port %d", st.worker_id, port)
         for host in st.hosts.hosts:
             limits = (settings.global_rate, settings.global_concurrency, settings.global_tpm)
             if any(x is not None for x in limits):
@@ -306,8 +326,10 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         async with st.redis.pipeline(transaction=True) as tx:
             tx.zrem(st.keys.workers, st.worker_id)
             tx.hdel(st.keys.worker_slots, st.worker_id)
+            tx.delete(st.keys.worker_info(st.worker_id))
             await tx.execute()
     await st.hosts.aclose()
+    st.stats.close()
 
 
 async def after_job_end(ctx: dict[str, Any]) -> None:
@@ -324,6 +346,7 @@ async def _heartbeat_once(st: WorkerState) -> None:
     async with st.redis.pipeline(transaction=False) as pipe:
         pipe.zadd(st.keys.workers, {st.worker_id: now + st.lease_ms})
         pipe.hset(st.keys.worker_slots, st.worker_id, str(st.settings.concurrency))
+        st.stats.publish(pipe, st.keys.worker_info(st.worker_id), ttl_ms=st.lease_ms)
         if st.running:
             deadline = dict.fromkeys(st.running, now + st.lease_ms)
             pipe.zadd(st.keys.leases, deadline, xx=True)
