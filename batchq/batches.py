@@ -8,8 +8,9 @@ dispatcher moves them there a small window at a time (see :mod:`batchq.dispatch`
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from redis.asyncio import Redis
@@ -19,6 +20,7 @@ from . import clock
 from .errors import BatchNotFound, InputError
 from .keys import BATCH_ID_RE, Keys
 from .models import BatchState, BatchStatus, Item
+from .options import check_metadata
 from .scripts import Scripts
 
 __all__ = ["STAGING_TTL_S", "BatchStore", "new_batch_id"]
@@ -51,6 +53,7 @@ class BatchStore:
         items: Iterable[Item],
         *,
         name: str | None = None,
+        metadata: Mapping[str, str] | None = None,
         chunk: int = 1000,
         durable: bool = True,
     ) -> tuple[str, int]:
@@ -58,7 +61,11 @@ class BatchStore:
 
         ``items`` is consumed lazily, so a parser that raises on line N aborts the submission
         with nothing enqueued: staged items are deleted (and would expire anyway).
+        ``metadata``: up to 16 string pairs shown with the batch (see :mod:`batchq.options`).
         """
+        extra: dict[str, str] = {}
+        if metadata:
+            extra["metadata"] = json.dumps(check_metadata(metadata), ensure_ascii=False)
         batch_id = new_batch_id()
         bk = self.keys.batch(batch_id)
         total = 0
@@ -90,6 +97,7 @@ class BatchStore:
                         "cancel_from": -1,
                         "created_at": now,
                         "active": 1,
+                        **extra,
                     },
                 )
                 tx.persist(bk.items)
@@ -188,6 +196,7 @@ def _status(batch_id: str, m: dict[str, str]) -> BatchStatus:
     return BatchStatus(
         batch_id=batch_id,
         name=m.get("name") or None,
+        metadata=json.loads(m["metadata"]) if m.get("metadata") else {},
         state=BatchState(m["state"]),
         total=total,
         queued=total - running - succeeded - failed - cancelled,

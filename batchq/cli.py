@@ -25,6 +25,7 @@ from .errors import BatchqError, ConfigError, OllamaError, RedisUnavailable
 from .inputs import detect_format, iter_items
 from .keys import Keys
 from .models import BatchStatus
+from .options import parse_meta_pairs
 from .settings import Settings
 
 __all__ = ["main"]
@@ -90,9 +91,15 @@ def _print(args: argparse.Namespace, data: Any, human: Callable[[], None]) -> No
         human()
 
 
+def _meta_text(s: BatchStatus) -> str:
+    return " ".join(f"{k}={v}" for k, v in s.metadata.items())
+
+
 def _human_status(s: BatchStatus) -> None:
     print(f"batch     {s.batch_id}" + (f"  ({s.name})" if s.name else ""))
     print(f"state     {s.state.value}")
+    if s.metadata:
+        print(f"meta      {_meta_text(s)}")
     print(
         f"items     {s.total} total: {s.queued} queued, {s.running} running, "
         f"{s.succeeded} succeeded, {s.failed} failed, {s.cancelled} cancelled"
@@ -116,6 +123,8 @@ def _open_input(path: str) -> BinaryIO:
 
 
 async def _submit(args: argparse.Namespace, settings: Settings, store: BatchStore) -> Any:
+    # Checked before the file is read: a typo in an option must not cost a long upload.
+    metadata = parse_meta_pairs(args.meta or ())
     fmt = args.format or detect_format(args.file)
     stream = _open_input(args.file)
     try:
@@ -123,7 +132,7 @@ async def _submit(args: argparse.Namespace, settings: Settings, store: BatchStor
             stream, fmt=fmt, default_model=args.model, max_line_bytes=settings.max_line_bytes
         )
         name = args.name or (Path(args.file).name if args.file != "-" else None)
-        return await store.submit(items, name=name, chunk=settings.submit_chunk)
+        return await store.submit(items, name=name, metadata=metadata, chunk=settings.submit_chunk)
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
@@ -158,6 +167,7 @@ async def cmd_list(args: argparse.Namespace) -> int:
             print(
                 f"{s.batch_id}  {s.state.value:<9}  {done}/{s.total} done  "
                 f"{s.failed} failed  {s.created_at}  {s.name or ''}"
+                + (f"  {_meta_text(s)}" if s.metadata else "")
             )
 
     _print(args, [s.model_dump(mode="json") for s in batches], human)
@@ -310,6 +320,13 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--model", help="model for lines that name none")
         sp.add_argument("--name", help="a label for the batch")
         sp.add_argument("--format", choices=["jsonl", "txt"], help="override the file extension")
+        sp.add_argument(
+            "--meta",
+            action="append",
+            metavar="KEY=VALUE",
+            help="metadata stored with the batch, shown by status and list (repeatable, at most "
+            "16; keys up to 64 characters, values up to 512)",
+        )
 
     def worker_args(sp: Any) -> None:
         sp.add_argument("--ollama", dest="ollama_host", metavar="URL", help="(OLLAMA_HOST)")

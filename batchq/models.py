@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "TERMINAL_BATCH_STATES",
@@ -104,6 +104,7 @@ class BatchStatus(BaseModel):
 
     batch_id: str
     name: str | None
+    metadata: dict[str, str] = Field(default_factory=dict)
     state: BatchState
     total: int
     queued: int

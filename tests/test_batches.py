@@ -87,3 +87,20 @@ async def test_prefixes_isolate_deployments(store: BatchStore) -> None:
     with pytest.raises(BatchNotFound):
         await other.status(bid)
     assert isinstance(store.redis, Redis)
+
+
+async def test_metadata_is_stored_and_shown(store: BatchStore) -> None:
+    meta = {"team": "nlp", "ticket": "ÅB-12", "empty": ""}
+    bid, _ = await store.submit(items(2), metadata=meta)
+    plain, _ = await store.submit(items(1))
+    s = await store.status(bid)
+    assert s.metadata == meta and list(s.metadata) == list(meta)
+    assert s.model_dump(mode="json")["metadata"] == meta
+    assert {b.batch_id: b.metadata for b in await store.recent()} == {bid: meta, plain: {}}
+
+
+async def test_bad_metadata_stores_nothing(store: BatchStore) -> None:
+    with pytest.raises(InputError, match="at most 16 pairs"):
+        await store.submit(items(3), metadata={str(i): "v" for i in range(17)})
+    assert await store.recent() == []
+    assert [k async for k in store.redis.scan_iter(match=f"{store.keys.prefix}:*")] == []

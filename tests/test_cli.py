@@ -1,0 +1,59 @@
+"""The CLI's batch-control options and commands, run in-process against a real server (the
+end-to-end tests run the same commands as processes next to real workers)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchq.cli import main
+
+
+class Cli:
+    def __init__(self, redis_url: str, prefix: str, capsys: pytest.CaptureFixture[str]) -> None:
+        self.common = ["--redis", redis_url, "--prefix", prefix]
+        self.capsys = capsys
+
+    def __call__(self, *args: str, code: int = 0) -> tuple[str, str]:
+        self.capsys.readouterr()
+        assert main([*args, *self.common]) == code
+        out, err = self.capsys.readouterr()
+        return out, err
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self(*args, "--json")[0])
+
+
+@pytest.fixture
+def cli(redis_url: str, prefix: str, capsys: pytest.CaptureFixture[str]) -> Cli:
+    return Cli(redis_url, prefix, capsys)
+
+
+def prompts(tmp_path: Path, n: int) -> Path:
+    src = tmp_path / "p.jsonl"
+    src.write_text("".join(json.dumps(f"prompt {i}") + "\n" for i in range(n)))
+    return src
+
+
+def test_submit_meta_shows_in_status_and_list(cli: Cli, tmp_path: Path) -> None:
+    src = prompts(tmp_path, 3)
+    bid = cli("submit", str(src), "--model", "m", "--meta", "team=nlp", "--meta", "run=a b")[0]
+    bid = bid.strip()
+    assert cli.json("status", bid)["metadata"] == {"team": "nlp", "run": "a b"}
+    assert [b["metadata"] for b in cli.json("list")] == [{"team": "nlp", "run": "a b"}]
+    assert "meta      team=nlp run=a b\n" in cli("status", bid)[0]
+    assert cli("list")[0].rstrip().endswith("team=nlp run=a b")
+
+
+def test_bad_meta_is_one_line_and_stores_nothing(cli: Cli, tmp_path: Path) -> None:
+    src = prompts(tmp_path, 2)
+    for bad, message in (
+        ("nokey", "field 'metadata': 'nokey' is not KEY=VALUE"),
+        ("k=" + "v" * 513, "field 'metadata': value of 'k' is longer than 512 characters (513)"),
+    ):
+        _, err = cli("submit", str(src), "--model", "m", "--meta", bad, code=1)
+        assert err == f"batchq: error: {message}\n"
+    assert cli.json("list") == []
