@@ -17,7 +17,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from . import clock
-from .errors import BatchNotFound, InputError
+from .control_scripts import ControlScripts
+from .errors import BatchNotFound, BatchStateError, InputError
 from .keys import BATCH_ID_RE, Keys
 from .models import BatchState, BatchStatus, Item
 from .options import check_metadata
@@ -45,6 +46,7 @@ class BatchStore:
         self.redis = redis
         self.keys = keys
         self.scripts = Scripts(redis, keys)
+        self.control = ControlScripts(redis, keys)
 
     # -- submission ---------------------------------------------------------------------------
 
@@ -135,8 +137,7 @@ class BatchStore:
     # -- reading ------------------------------------------------------------------------------
 
     async def meta(self, batch_id: str) -> dict[str, str]:
-        if not BATCH_ID_RE.match(batch_id):
-            raise BatchNotFound(batch_id)
+        _check_id(batch_id)
         raw: dict[bytes, bytes] = await self.redis.hgetall(self.keys.batch(batch_id).meta)  # type: ignore[misc]
         if not raw:
             raise BatchNotFound(batch_id)
@@ -179,12 +180,36 @@ class BatchStore:
         return [_s(b) or "" for b in raw]
 
     async def cancel(self, batch_id: str) -> BatchStatus:
-        if not BATCH_ID_RE.match(batch_id):
-            raise BatchNotFound(batch_id)
+        _check_id(batch_id)
         res = await self.scripts.cancel(batch_id, now_ms=clock.now_ms())
         if res is None:
             raise BatchNotFound(batch_id)
         return await self.status(batch_id)
+
+    async def pause(self, batch_id: str) -> BatchStatus:
+        """Dispatch nothing more of the batch until :meth:`resume`; requests already sent to
+        Ollama finish. Pausing a paused batch changes nothing."""
+        _check_id(batch_id)
+        res = await self.control.pause(batch_id, now_ms=clock.now_ms())
+        if res is None:
+            raise BatchNotFound(batch_id)
+        if res != BatchState.PAUSED.value:
+            raise BatchStateError(batch_id, res, "nothing left to pause")
+        return await self.status(batch_id)
+
+    async def resume(self, batch_id: str) -> BatchStatus:
+        """Dispatch a paused batch again, from where it stopped. A batch that is not paused
+        is left as it is."""
+        _check_id(batch_id)
+        if await self.control.resume(batch_id, now_ms=clock.now_ms()) is None:
+            raise BatchNotFound(batch_id)
+        return await self.status(batch_id)
+
+
+def _check_id(batch_id: str) -> None:
+    # Also keeps a malformed id from reaching key names.
+    if not BATCH_ID_RE.match(batch_id):
+        raise BatchNotFound(batch_id)
 
 
 def _status(batch_id: str, m: dict[str, str]) -> BatchStatus:

@@ -10,7 +10,7 @@ import dataclasses
 import json
 import logging
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -187,11 +187,21 @@ async def cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
-async def cmd_cancel(args: argparse.Namespace) -> int:
-    async with _store(_settings(args)) as (store, _):
-        s = await store.cancel(args.batch_id)
-    _print(args, s.model_dump(mode="json"), lambda: _human_status(s))
-    return 0
+def _control(op: Callable[[BatchStore, str], Awaitable[BatchStatus]]) -> Any:
+    """A command that changes a batch and prints its status afterwards."""
+
+    async def command(args: argparse.Namespace) -> int:
+        async with _store(_settings(args)) as (store, _):
+            s = await op(store, args.batch_id)
+        _print(args, s.model_dump(mode="json"), lambda: _human_status(s))
+        return 0
+
+    return command
+
+
+cmd_cancel = _control(BatchStore.cancel)
+cmd_pause = _control(BatchStore.pause)
+cmd_resume = _control(BatchStore.resume)
 
 
 async def cmd_repair(args: argparse.Namespace) -> int:
@@ -369,6 +379,14 @@ def _parser() -> argparse.ArgumentParser:
     sp = cmd("cancel", "cancel a batch: items not yet sent are not sent")
     sp.add_argument("batch_id")
     sp.set_defaults(handler=cmd_cancel)
+
+    sp = cmd("pause", "pause a batch: nothing more is sent; requests already sent finish")
+    sp.add_argument("batch_id")
+    sp.set_defaults(handler=cmd_pause)
+
+    sp = cmd("resume", "resume a paused batch where it stopped")
+    sp.add_argument("batch_id")
+    sp.set_defaults(handler=cmd_resume)
 
     sp = cmd("repair", "find items that are neither final, queued nor running; queue them again")
     sp.add_argument("batch_id")

@@ -41,6 +41,7 @@ class ItemStatus(enum.StrEnum):
 class BatchState(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
+    PAUSED = "paused"
     COMPLETED = "completed"
     CANCELLED = "cancelled"
 

@@ -138,6 +138,8 @@ if state == 'cancelled' then
     + """', ARGV[4])
   return 'cancelled'
 end
+-- Not begun and no attempt counted: the worker parks the job until the batch resumes.
+if state == 'paused' then return 'paused' end
 if redis.call('ZADD', KEYS[3], ARGV[5], ARGV[3]) == 1 then
   redis.call('HINCRBY', KEYS[1], 'running', 1)
 end
@@ -343,7 +345,7 @@ class DispatchOutcome:
     active_batches: int
 
 
-StartOutcome = str  # 'ok' | 'final' | 'cancelled' | 'missing'
+StartOutcome = str  # 'ok' | 'final' | 'cancelled' | 'paused' | 'missing'
 
 
 class Scripts:

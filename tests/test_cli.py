@@ -57,3 +57,13 @@ def test_bad_meta_is_one_line_and_stores_nothing(cli: Cli, tmp_path: Path) -> No
         _, err = cli("submit", str(src), "--model", "m", "--meta", bad, code=1)
         assert err == f"batchq: error: {message}\n"
     assert cli.json("list") == []
+
+
+def test_pause_resume_print_the_status(cli: Cli, tmp_path: Path) -> None:
+    bid = cli("submit", str(prompts(tmp_path, 2)), "--model", "m")[0].strip()
+    assert "state     paused\n" in cli("pause", bid)[0]
+    assert cli.json("status", bid)["state"] == "paused"
+    assert cli.json("resume", bid)["state"] == "queued"
+    cli("cancel", bid)
+    _, err = cli("pause", bid, code=1)
+    assert err == f"batchq: error: batch {bid} is cancelled: nothing left to pause\n"

@@ -33,6 +33,7 @@ from batchq.models import Item, ItemError, ItemStatus
 from batchq.settings import Settings
 
 __all__ = [
+    "PAUSED_PARK_S",
     "REJECT_FUNCTION",
     "WorkerContext",
     "WorkerState",
@@ -47,6 +48,9 @@ __all__ = [
 log = logging.getLogger("batchq.worker")
 
 REJECT_FUNCTION = "reject_job"
+
+# How long a job of a paused batch waits before it looks again; resume does not wait for it.
+PAUSED_PARK_S = 600.0
 
 
 @dataclass
@@ -102,6 +106,10 @@ async def run_item(ctx: WorkerContext, batch_id: str, index: int) -> str:
     outcome, attempt = await st.scripts.start(
         batch_id, index, jid, now_ms=now, lease_until_ms=now + st.lease_ms
     )
+    if outcome == "paused":
+        # Claimed as its batch was paused: wait in arq's queue, out of the polls' range,
+        # until resume makes it due (see batchq.control_scripts).
+        raise Retry(defer=PAUSED_PARK_S)
     if outcome != "ok":
         # Already final (a duplicate delivery), cancelled, or the batch is gone.
         return outcome

@@ -1,0 +1,160 @@
+"""Pause and resume, driven through the scripts against a real server: what a worker sees at
+each step, with at-least-once deliveries and other batches around."""
+
+from __future__ import annotations
+
+import pytest
+
+from batchq import clock
+from batchq.batches import BatchStore
+from batchq.collect import encode_result
+from batchq.dispatch import Dispatcher
+from batchq.errors import BatchNotFound, BatchStateError
+from batchq.keys import ARQ_JOB_PREFIX, parse_job_id
+from batchq.models import BatchState, BatchStatus, ItemStatus
+from batchq.settings import Settings
+
+from .test_dispatch import complete, items, queued_jobs, register_worker
+
+
+def of(bid: str, jobs: list[str]) -> list[str]:
+    return sorted((j for j in jobs if j.startswith(bid + ":")), key=lambda j: parse_job_id(j)[1])
+
+
+async def claim(store: BatchStore, jid: str) -> None:
+    """What arq does when a worker takes a job: its in-progress key."""
+    await store.redis.set("arq:in-progress:" + jid, b"1", px=60_000)
+
+
+async def redo(store: BatchStore, bid: str) -> list[int]:
+    return [int(x) for x in await store.redis.lrange(store.keys.batch(bid).redo, 0, -1)]  # type: ignore[misc]
+
+
+def counts_add_up(s: BatchStatus) -> None:
+    assert s.queued + s.running + s.succeeded + s.failed + s.cancelled == s.total
+    assert min(s.queued, s.running, s.succeeded, s.failed, s.cancelled) >= 0
+
+
+async def test_pause_takes_the_window_back_and_dispatches_nothing(
+    store: BatchStore, settings: Settings
+) -> None:
+    d = Dispatcher(store.scripts, settings)
+    bid, _ = await store.submit(items(20))
+    other, _ = await store.submit(items(4))
+    await register_worker(store, "w", 3)  # window 6: 3 of each batch
+    await d.run()
+    mine = of(bid, await queued_jobs(store))
+    assert len(mine) == 3
+    running, claimed, waiting = mine
+    now = clock.now_ms()
+    await claim(store, running)
+    await store.scripts.start(
+        bid, parse_job_id(running)[1], running, now_ms=now, lease_until_ms=now + 60_000
+    )
+    await claim(store, claimed)
+
+    s = await store.pause(bid)
+    assert s.state is BatchState.PAUSED and (s.running, s.queued) == (1, 19)
+    counts_add_up(s)
+    assert (await store.pause(bid)).state is BatchState.PAUSED  # idempotent
+    # The unclaimed job is back in the batch; the claimed and running ones stay with arq.
+    assert of(bid, await queued_jobs(store)) == [running, claimed]
+    assert not await store.redis.exists(ARQ_JOB_PREFIX + waiting)
+    assert await redo(store, bid) == [parse_job_id(waiting)[1]]
+    assert await store.redis.zscore(store.keys.open, bid) is None  # no idle repair while paused
+    # The claimed job starts after the pause: not run, no attempt, no lease.
+    i = parse_job_id(claimed)[1]
+    assert await store.scripts.start(bid, i, claimed, now_ms=now, lease_until_ms=now + 9) == (
+        "paused",
+        0,
+    )
+    assert (await store.status(bid)).running == 1
+    # Nothing of it is dispatched while the other batch runs to its end.
+    for _ in range(4):
+        await d.run()
+        for jid in of(other, await queued_jobs(store)):
+            await complete(store, jid)
+    assert of(bid, await queued_jobs(store)) == [running, claimed]
+    assert (await store.status(other)).state is BatchState.COMPLETED
+    # The running item finishes normally.
+    ok = encode_result(ItemStatus.SUCCEEDED, response="x", attempts=1)
+    i = parse_job_id(running)[1]
+    assert await store.scripts.finish(bid, i, running, "succeeded", ok, now_ms=now)
+    await store.redis.zrem(store.keys.queue, running)
+    s = await store.status(bid)
+    assert (s.state, s.succeeded, s.running, s.queued) == (BatchState.PAUSED, 1, 0, 19)
+
+
+async def test_resume_continues_where_it_stopped(store: BatchStore, settings: Settings) -> None:
+    d = Dispatcher(store.scripts, settings)
+    bid, _ = await store.submit(items(10))
+    await register_worker(store, "w", 2)  # window 4
+    await d.run()
+    first = of(bid, await queued_jobs(store))
+    await complete(store, first[0])
+    parked = first[1]
+    await claim(store, parked)
+    await store.pause(bid)
+    # The worker that claimed it parks it: arq's Retry puts it far in the future, unclaimed.
+    now = clock.now_ms()
+    i = parse_job_id(parked)[1]
+    assert (await store.scripts.start(bid, i, parked, now_ms=now, lease_until_ms=now))[
+        0
+    ] == "paused"
+    await store.redis.delete("arq:in-progress:" + parked)
+    await store.redis.zadd(store.keys.queue, {parked: now + 600_000})
+    assert (await d.run()).sent == 0
+
+    s = await store.resume(bid)
+    assert s.state is BatchState.RUNNING
+    assert await store.redis.zscore(store.keys.open, bid) is not None
+    assert (await store.redis.zscore(store.keys.queue, parked) or 0) <= clock.now_ms()
+    done = {first[0]}
+    for _ in range(10):
+        await d.run()
+        for jid in of(bid, await queued_jobs(store)):
+            assert jid not in done  # every item runs once, the parked one included
+            await complete(store, jid)
+            done.add(jid)
+    s = await store.status(bid)
+    assert (s.state, s.succeeded, s.queued) == (BatchState.COMPLETED, 10, 0) and s.finished_at
+    assert len(done) == 10
+
+
+async def test_pause_and_resume_edge_cases(store: BatchStore, settings: Settings) -> None:
+    fresh, _ = await store.submit(items(2))
+    s = await store.pause(fresh)
+    assert s.state is BatchState.PAUSED and s.started_at is None
+    assert (await store.resume(fresh)).state is BatchState.QUEUED  # never started
+    assert (await store.resume(fresh)).state is BatchState.QUEUED  # not paused: unchanged
+    await store.pause(fresh)
+    s = await store.cancel(fresh)  # a paused batch can be cancelled, and then it is final
+    assert (s.state, s.cancelled) == (BatchState.CANCELLED, 2) and s.finished_at
+    with pytest.raises(BatchStateError, match="is cancelled: nothing left to pause"):
+        await store.pause(fresh)
+    assert (await store.resume(fresh)).state is BatchState.CANCELLED
+    with pytest.raises(BatchNotFound):
+        await store.pause("b_0123456789abcdef")
+    with pytest.raises(BatchNotFound):
+        await store.resume("b_nope")
+
+
+async def test_paused_batch_completes_when_its_last_items_finish(
+    store: BatchStore, settings: Settings
+) -> None:
+    bid, _ = await store.submit(items(2))
+    await register_worker(store, "w", 1)
+    await Dispatcher(store.scripts, settings).run()
+    jobs = of(bid, await queued_jobs(store))
+    now = clock.now_ms()
+    for jid in jobs:
+        await claim(store, jid)
+        await store.scripts.start(
+            bid, parse_job_id(jid)[1], jid, now_ms=now, lease_until_ms=now + 9000
+        )
+    await store.pause(bid)
+    for jid in jobs:
+        bad = encode_result(ItemStatus.FAILED, attempts=1)
+        await store.scripts.finish(bid, parse_job_id(jid)[1], jid, "failed", bad, now_ms=now)
+    s = await store.status(bid)
+    assert (s.state, s.failed) == (BatchState.COMPLETED, 2) and s.finished_at
