@@ -19,7 +19,7 @@ from redis.exceptions import RedisError, ResponseError
 from . import clock
 from .control_scripts import ControlScripts
 from .errors import BatchNotFound, BatchStateError, InputError
-from .keys import BATCH_ID_RE, Keys
+from .keys import BATCH_ID_RE, BatchKeys, Keys
 from .models import BatchState, BatchStatus, Item
 from .options import check_metadata
 from .scripts import Scripts
@@ -73,14 +73,20 @@ class BatchStore:
         total = 0
         try:
             buf: dict[str, str] = {}
+            # The custom-id index (``batchq item``, ``retry --ids``) holds only ids that are not
+            # the item's own index: a file of bare prompts costs it nothing.
+            ids: dict[str, int] = {}
             for item in items:
-                buf[str(total)] = item.dumps()
+                key = str(total)
+                buf[key] = item.dumps()
+                if item.custom_id != key:
+                    ids[item.custom_id] = total
                 total += 1
                 if len(buf) >= chunk:
-                    await self._stage(bk.items, buf, first=total == len(buf))
-                    buf = {}
+                    await self._stage(bk, buf, ids, first=total == len(buf))
+                    buf, ids = {}, {}
             if buf:
-                await self._stage(bk.items, buf, first=total == len(buf))
+                await self._stage(bk, buf, ids, first=total == len(buf))
             if total == 0:
                 raise InputError("the input has no items")
             now = clock.now_ms()
@@ -103,23 +109,29 @@ class BatchStore:
                     },
                 )
                 tx.persist(bk.items)
+                tx.persist(bk.ids)
                 tx.zadd(self.keys.batches, {batch_id: now})
                 tx.zadd(self.keys.open, {batch_id: now})
                 tx.rpush(self.keys.active, batch_id)
                 await tx.execute()
         except BaseException:
             with contextlib.suppress(RedisError):  # else the staging TTL removes them
-                await self.redis.unlink(bk.items)
+                await self.redis.unlink(bk.items, bk.ids)
             raise
         if durable:
             await self.wait_durable()
         return batch_id, total
 
-    async def _stage(self, key: str, mapping: dict[str, str], *, first: bool) -> None:
+    async def _stage(
+        self, bk: BatchKeys, items: dict[str, str], ids: dict[str, int], *, first: bool
+    ) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(key, mapping=mapping)
+            pipe.hset(bk.items, mapping=items)
             if first:
-                pipe.expire(key, STAGING_TTL_S)
+                pipe.expire(bk.items, STAGING_TTL_S)
+            if ids:
+                pipe.hset(bk.ids, mapping=ids)
+                pipe.expire(bk.ids, STAGING_TTL_S)
             await pipe.execute()
 
     async def wait_durable(self, timeout_ms: int = 5000) -> bool:

@@ -392,6 +392,10 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("batch_id")
     sp.set_defaults(handler=cmd_repair)
 
+    from .cli_control import add_commands
+
+    add_commands(cmd)
+
     sp = cmd("limits", "show or change the global limits of an Ollama endpoint")
     sp.add_argument("--ollama", dest="ollama_host", metavar="URL", help="(OLLAMA_HOST)")
     sp.add_argument(

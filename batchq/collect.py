@@ -15,7 +15,7 @@ from . import clock
 from .batches import BatchStore
 from .models import TERMINAL_BATCH_STATES, BatchStatus, Item, ItemError, ItemResult, ItemStatus
 
-__all__ = ["encode_result", "iter_results", "wait_finished", "write_results"]
+__all__ = ["decode_result", "encode_result", "iter_results", "wait_finished", "write_results"]
 
 
 def encode_result(
@@ -36,7 +36,11 @@ def encode_result(
     return json.dumps(d, separators=(",", ":"), ensure_ascii=False)
 
 
-def _decode(index: int, item: Item | None, raw: bytes | None) -> ItemResult:
+def decode_result(
+    index: int, item: Item | None, raw: bytes | None, *, prior: int = 0
+) -> ItemResult:
+    """A stored result as an output line; no stored result means cancelled before dispatch.
+    ``prior``: attempts of the item's earlier runs, which the stored result does not count."""
     d: dict[str, Any] = json.loads(raw) if raw else {"s": ItemStatus.CANCELLED.value}
     return ItemResult(
         index=index,
@@ -44,7 +48,7 @@ def _decode(index: int, item: Item | None, raw: bytes | None) -> ItemResult:
         status=ItemStatus(d["s"]),
         response=d.get("r"),
         error=ItemError(**d["e"]) if d.get("e") else None,
-        attempts=d.get("a", 0),
+        attempts=d.get("a", 0) + prior,
         model=item.model if item else None,
         metrics=d.get("m"),
     )
@@ -68,11 +72,11 @@ async def iter_results(
             index = start + offset
             item = Item.loads(raw_item) if raw_item else None
             if raw_result is not None:
-                yield _decode(index, item, raw_result)
+                yield decode_result(index, item, raw_result)
             elif 0 <= cancel_from <= index:
                 # Cancelled before dispatch: no result was written for these, by design (a
                 # cancel of a million-item batch stays O(window)).
-                yield _decode(index, item, None)
+                yield decode_result(index, item, None)
 
 
 async def wait_finished(

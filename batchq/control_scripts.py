@@ -1,4 +1,5 @@
-"""The Lua scripts behind controlling a batch while it runs: pause and resume.
+"""The Lua scripts behind controlling a batch while it runs: pause and resume, and each item's
+error history.
 
 They sit beside :mod:`batchq.scripts` and keep its invariants: one result per item, counters
 that always add up, and no item lost between batchq's cursor, its redo list and arq's queue.
@@ -10,9 +11,31 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from .keys import ARQ_IN_PROGRESS_PREFIX, ARQ_JOB_PREFIX, Keys
-from .scripts import _call, _str
+from .models import ItemError
+from .scripts import _FINALIZE, _call, _str
 
-__all__ = ["ControlScripts"]
+__all__ = ["ERROR_HISTORY", "ControlScripts"]
+
+# Failed attempts kept per item, the latest ones. Only items that fail have an entry at all.
+ERROR_HISTORY = 10
+# Ollama's messages can be long (a runner's crash log); the final error keeps it whole.
+_MESSAGE_CHARS = 300
+
+# One entry is [attempt, type, message, status code or null, epoch ms]; attempts are counted
+# across runs (the item's earlier runs are in the prior hash).
+_HISTORY = """
+local function push_error(errors, prior, idx, attempt, etype, message, code, at, cap)
+  local list = {}
+  local raw = redis.call('HGET', errors, idx)
+  if raw then list = cjson.decode(raw) end
+  local c = cjson.null
+  if code ~= nil and code ~= '' and code ~= cjson.null then c = tonumber(code) end
+  local n = tonumber(attempt) + tonumber(redis.call('HGET', prior, idx) or '0')
+  table.insert(list, {n, etype, message, c, tonumber(at)})
+  while #list > cap do table.remove(list, 1) end
+  redis.call('HSET', errors, idx, cjson.encode(list))
+end
+"""
 
 # KEYS: meta, results, redo, queue, active, open
 # ARGV: batch id, now_ms
@@ -81,6 +104,24 @@ return state
 )
 
 
+# A failed attempt that will be retried: the lease goes, as in the release script, and the
+# error joins the item's history in the same round trip (the success path never comes here).
+# KEYS: meta, leases, queue, errors, prior, open
+# ARGV: job id, queue score, index, attempt, type, message, status code or '', now_ms, cap
+_RELEASE_FAILED = (
+    _FINALIZE
+    + _HISTORY
+    + """
+release(KEYS[1], KEYS[2], ARGV[1])
+-- Back to the score arq claimed it at, which arq's retry arithmetic expects.
+redis.call('ZADD', KEYS[3], 'XX', ARGV[2], ARGV[1])
+push_error(KEYS[4], KEYS[5], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8],
+           tonumber(ARGV[9]))
+return 1
+"""
+)
+
+
 class ControlScripts:
     """The control scripts registered on one client; EVALSHA with a transparent reload."""
 
@@ -88,6 +129,7 @@ class ControlScripts:
         self.keys = keys
         self._pause = redis.register_script(_PAUSE)
         self._resume = redis.register_script(_RESUME)
+        self._release_failed = redis.register_script(_RELEASE_FAILED)
 
     async def pause(self, batch_id: str, *, now_ms: int) -> str | None:
         """The batch's state afterwards ('paused' unless it was already final); None if there
@@ -109,3 +151,35 @@ class ControlScripts:
             [batch_id, now_ms],
         )
         return None if res is None else _str(res)
+
+    async def release_failed(
+        self,
+        batch_id: str,
+        index: int,
+        jid: str,
+        *,
+        score: int,
+        attempt: int,
+        error: ItemError,
+        now_ms: int,
+    ) -> None:
+        """Give up the lease of a failed attempt that will be retried (making the job due at
+        ``score`` again, as :meth:`Scripts.release` does), and keep its error."""
+        k = self.keys
+        bk = k.batch(batch_id)
+        code = "" if error.status_code is None else error.status_code
+        await _call(
+            self._release_failed,
+            [bk.meta, k.leases, k.queue, bk.errors, bk.prior, k.open],
+            [
+                jid,
+                score,
+                index,
+                attempt,
+                error.type,
+                error.message[:_MESSAGE_CHARS],
+                code,
+                now_ms,
+                ERROR_HISTORY,
+            ],
+        )

@@ -21,6 +21,9 @@ name can — but every job id embeds an unguessable batch id, so they cannot col
 | ``{p}:b:{id}:results`` | HASH | index → result (JSON); written once (HSETNX) |
 | ``{p}:b:{id}:redo`` | LIST | indices to dispatch again before the cursor moves on |
 | ``{p}:b:{id}:tries`` | HASH | index → attempts so far, while the item is not final |
+| ``{p}:b:{id}:ids`` | HASH | custom id → index, for the ids that are not the index itself |
+| ``{p}:b:{id}:errors`` | HASH | index → the item's last failed attempts (JSON), oldest first |
+| ``{p}:b:{id}:prior`` | HASH | index → attempts of the item's earlier runs (``batchq retry``) |
 """
 
 from __future__ import annotations
@@ -65,6 +68,9 @@ class BatchKeys:
     results: str
     redo: str
     tries: str
+    ids: str
+    errors: str
+    prior: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,4 +131,7 @@ class Keys:
             redo=f"{base}:redo",
             # The scripts reach these as meta .. ':results' etc. for batches named at run time.
             tries=f"{base}:tries",
+            ids=f"{base}:ids",
+            errors=f"{base}:errors",
+            prior=f"{base}:prior",
         )

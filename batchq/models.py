@@ -1,4 +1,4 @@
-"""Typed records: input items, per-item results and batch status."""
+"""Typed records: input items, per-item results, one item's progress and batch status."""
 
 from __future__ import annotations
 
@@ -11,12 +11,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "TERMINAL_BATCH_STATES",
+    "AttemptError",
     "BatchState",
     "BatchStatus",
     "Endpoint",
     "Item",
     "ItemError",
+    "ItemInfo",
     "ItemResult",
+    "ItemState",
     "ItemStatus",
 ]
 
@@ -33,6 +36,16 @@ class Endpoint(enum.StrEnum):
 
 
 class ItemStatus(enum.StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class ItemState(enum.StrEnum):
+    """Where one item is: waiting, at a worker, or one of the final :class:`ItemStatus`."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -96,6 +109,37 @@ class ItemResult(BaseModel):
     attempts: int = 0
     model: str | None = None
     metrics: dict[str, Any] | None = None
+
+
+class AttemptError(BaseModel):
+    """One failed attempt of an item, as kept in its error history."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    attempt: int
+    type: str
+    message: str
+    status_code: int | None = None
+    at: str | None = None
+
+
+class ItemInfo(BaseModel):
+    """What ``batchq item --json`` prints: one item's progress, while the batch runs too.
+
+    ``errors`` lists its failed attempts, oldest first (the last few; the final error of a
+    failed item is the last one), and ``result`` is the line ``batchq results`` writes for it
+    once it is final.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_id: str
+    index: int
+    custom_id: str
+    status: ItemState
+    attempts: int
+    errors: list[AttemptError]
+    result: ItemResult | None
 
 
 class BatchStatus(BaseModel):

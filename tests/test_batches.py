@@ -53,9 +53,10 @@ async def test_staged_items_expire_if_the_submitter_dies(store: BatchStore) -> N
     gen = iter(items(1500))
     # Stage one chunk by hand the way submit does, then check the TTL guards it.
     bk = store.keys.batch("b_" + "0" * 16)
-    await store._stage(bk.items, {"0": next(gen).dumps()}, first=True)
+    await store._stage(bk, {"0": next(gen).dumps()}, {"x": 0}, first=True)
     assert 0 < await store.redis.ttl(bk.items) <= STAGING_TTL_S
-    await store.redis.delete(bk.items)
+    assert 0 < await store.redis.ttl(bk.ids) <= STAGING_TTL_S
+    await store.redis.delete(bk.items, bk.ids)
 
 
 async def test_empty_submission_is_an_error(store: BatchStore) -> None:

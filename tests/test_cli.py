@@ -67,3 +67,54 @@ def test_pause_resume_print_the_status(cli: Cli, tmp_path: Path) -> None:
     cli("cancel", bid)
     _, err = cli("pause", bid, code=1)
     assert err == f"batchq: error: batch {bid} is cancelled: nothing left to pause\n"
+
+
+def test_item_by_custom_id(cli: Cli, tmp_path: Path) -> None:
+    src = tmp_path / "ids.jsonl"
+    src.write_text('{"custom_id": "first", "prompt": "a"}\n"b"\n')
+    bid = cli("submit", str(src), "--model", "m")[0].strip()
+    got = cli.json("item", bid, "first")
+    assert got == {
+        "batch_id": bid,
+        "index": 0,
+        "custom_id": "first",
+        "status": "queued",
+        "attempts": 0,
+        "errors": [],
+        "result": None,
+    }
+    out, _ = cli("item", bid, "1")
+    assert out == (f"batch     {bid}\nitem      1  (index 1)\nstatus    queued\nattempts  0\n")
+    _, err = cli("item", bid, "second", code=1)
+    assert err == f"batchq: error: batch {bid} has no item with custom_id 'second'\n"
+
+
+def test_item_human_output_lists_errors_and_the_response(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from batchq.cli_control import _human_item
+    from batchq.models import AttemptError, ItemInfo, ItemResult, ItemState, ItemStatus
+
+    info = ItemInfo(
+        batch_id="b_0123456789abcdef",
+        index=4,
+        custom_id="q4",
+        status=ItemState.SUCCEEDED,
+        attempts=3,
+        errors=[
+            AttemptError(attempt=1, type="server_busy", message="busy", status_code=503, at="T1"),
+            AttemptError(attempt=2, type="timeout", message="no reply within 5 s"),
+        ],
+        result=ItemResult(
+            index=4, custom_id="q4", status=ItemStatus.SUCCEEDED, response="line\n" + "w" * 500
+        ),
+    )
+    _human_item(info)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2:6] == [
+        "status    succeeded",
+        "attempts  3",
+        "error     #1 server_busy 503: busy  (T1)",
+        "error     #2 timeout: no reply within 5 s",
+    ]
+    assert lines[6] == "response  line " + "w" * 395 + "…"

@@ -1,7 +1,9 @@
-"""Pause and resume, driven through the scripts against a real server: what a worker sees at
-each step, with at-least-once deliveries and other batches around."""
+"""Pause, resume and error history, driven through the scripts against a real server: what a
+worker sees at each step, with at-least-once deliveries and other batches around."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -11,7 +13,7 @@ from batchq.collect import encode_result
 from batchq.dispatch import Dispatcher
 from batchq.errors import BatchNotFound, BatchStateError
 from batchq.keys import ARQ_JOB_PREFIX, parse_job_id
-from batchq.models import BatchState, BatchStatus, ItemStatus
+from batchq.models import BatchState, BatchStatus, ItemError, ItemStatus
 from batchq.settings import Settings
 
 from .test_dispatch import complete, items, queued_jobs, register_worker
@@ -158,3 +160,33 @@ async def test_paused_batch_completes_when_its_last_items_finish(
         await store.scripts.finish(bid, parse_job_id(jid)[1], jid, "failed", bad, now_ms=now)
     s = await store.status(bid)
     assert (s.state, s.failed) == (BatchState.COMPLETED, 2) and s.finished_at
+
+
+async def test_release_failed_keeps_a_capped_error_history(
+    store: BatchStore, settings: Settings
+) -> None:
+    bid, _ = await store.submit(items(2))
+    await register_worker(store, "w", 1)
+    await Dispatcher(store.scripts, settings).run()
+    jid = of(bid, await queued_jobs(store))[0]
+    bk = store.keys.batch(bid)
+    claimed_at = int(await store.redis.zscore(store.keys.queue, jid) or 0)
+    for n in range(1, 13):
+        now = clock.now_ms()
+        outcome = await store.scripts.start(bid, 0, jid, now_ms=now, lease_until_ms=now + 60_000)
+        assert outcome == ("ok", n)
+        error = ItemError(type="server_busy", message=f"busy ✓ {n} " + "x" * 400, status_code=503)
+        if n == 12:
+            error = ItemError(type="timeout", message="no reply")
+        await store.control.release_failed(
+            bid, 0, jid, score=claimed_at, attempt=n, error=error, now_ms=1_700_000_000_000 + n
+        )
+        s = await store.status(bid)
+        assert (s.running, s.queued) == (0, 2)  # waiting out its backoff: queued
+        assert await store.redis.zscore(store.keys.queue, jid) == claimed_at
+    history = json.loads(await store.redis.hget(bk.errors, "0"))  # type: ignore[misc]
+    assert [e[0] for e in history] == list(range(3, 13))  # the last ten, oldest first
+    assert history[0][1:4] == ["server_busy", ("busy ✓ 3 " + "x" * 400)[:300], 503]
+    assert history[-1] == [12, "timeout", "no reply", None, 1_700_000_000_012]
+    assert await store.redis.hget(bk.tries, "0") == b"12"  # type: ignore[misc]
+    assert not await store.redis.hexists(bk.errors, "1")  # type: ignore[misc]

@@ -85,6 +85,8 @@ def test_pause_stops_sending_and_resume_finishes(
         s = status(env, bid)
         assert s["state"] == "paused" and s["running"] == 0 and s["queued"] > 0
         assert len(sim_stats(slow_sim)["arrivals"]) == sent
+        item = json.loads(batchq(env, "item", bid, "79", "--json").stdout)
+        assert (item["status"], item["attempts"], item["result"]) == ("queued", 0, None)
         resumed = json.loads(batchq(env, "resume", bid, "--json").stdout)
         assert resumed["state"] == "running"
         final = wait_for(env, bid, lambda s: bool(s["finished_at"]), timeout=90)

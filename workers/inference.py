@@ -250,7 +250,19 @@ async def _retry_or_fail(job: _Job, err: OllamaError) -> str:
         delay = backoff(job.attempt, s.retry_delay, s.retry_max_delay)
     log.info("job %s attempt %d: %s; retrying in %.1f s", job.jid, job.attempt, err, delay)
     # While it waits out the backoff the item is queued, not running.
-    await job.st.scripts.release(job.batch_id, job.jid, score=job.score, refund=unreachable)
+    if unreachable:
+        await job.st.scripts.release(job.batch_id, job.jid, score=job.score, refund=True)
+    else:
+        # The same round trip keeps the attempt's error in the item's history.
+        await job.st.store.control.release_failed(
+            job.batch_id,
+            job.index,
+            job.jid,
+            score=job.score,
+            attempt=job.attempt,
+            error=_item_error(err),
+            now_ms=clock.now_ms(),
+        )
     raise Retry(defer=delay)
 
 
