@@ -20,7 +20,7 @@ from . import clock
 from .control_scripts import ControlScripts
 from .errors import BatchNotFound, BatchStateError, InputError
 from .keys import BATCH_ID_RE, BatchKeys, Keys
-from .models import BatchState, BatchStatus, Item
+from .models import BatchState, BatchStatus, Item, ItemStatus
 from .options import check_metadata
 from .scripts import Scripts
 
@@ -208,6 +208,66 @@ class BatchStore:
         if res != BatchState.PAUSED.value:
             raise BatchStateError(batch_id, res, "nothing left to pause")
         return await self.status(batch_id)
+
+    async def retry(
+        self,
+        batch_id: str,
+        *,
+        statuses: Iterable[ItemStatus] = (),
+        indices: Iterable[int] = (),
+        chunk: int = 1000,
+    ) -> int:
+        """Run final items again under the same batch id: every item whose result has one of
+        ``statuses``, and the ``indices`` whatever their final status. Items that are not
+        final yet are left alone. Returns how many will run again.
+
+        Each one's result is replaced when its new run finishes; until then it counts as
+        queued. Its attempts add up across runs, each run with ``max_attempts`` of its own; the
+        error of its last run joins its error history. A finished batch runs and finishes
+        again; a paused one runs them on resume. A cancelled batch cannot be retried.
+        """
+        meta = await self.meta(batch_id)
+        if meta["state"] == BatchState.CANCELLED.value:
+            raise BatchStateError(batch_id, meta["state"], "a cancelled batch cannot be retried")
+        wanted = sorted({ItemStatus(s).value for s in statuses})
+        chosen = sorted(set(indices))
+        total = int(meta["total"])
+        # A scan ends early once it has met as many items as the counters held.
+        left = sum(int(meta.get(s, 0)) for s in wanted)
+        n = 0
+        try:
+            for start in range(0, total if wanted else 0, chunk):
+                if left <= 0:
+                    break
+                got = await self._retry_stage(
+                    batch_id, ",".join(wanted), span=(start, start + chunk)
+                )
+                n += got
+                left -= got
+            for start in range(0, len(chosen), chunk):
+                n += await self._retry_stage(batch_id, "*", indices=chosen[start : start + chunk])
+        finally:
+            # Even after an error, what was staged runs (or the repairer finds it).
+            if n:
+                await self.control.retry_commit(batch_id)
+        return n
+
+    async def _retry_stage(
+        self,
+        batch_id: str,
+        statuses: str,
+        *,
+        span: tuple[int, int] | None = None,
+        indices: list[int] | None = None,
+    ) -> int:
+        n = await self.control.retry_stage(
+            batch_id, statuses=statuses, now_ms=clock.now_ms(), span=span, indices=indices
+        )
+        if n == -1:
+            raise BatchNotFound(batch_id)
+        if n == -2:
+            raise BatchStateError(batch_id, "cancelled", "a cancelled batch cannot be retried")
+        return n
 
     async def resume(self, batch_id: str) -> BatchStatus:
         """Dispatch a paused batch again, from where it stopped. A batch that is not paused

@@ -1,4 +1,4 @@
-"""The CLI commands that look at or act on single items of a running batch: ``item``.
+"""The CLI commands that look at or act on single items of a batch: ``item`` and ``retry``.
 
 Registered by :func:`batchq.cli.main`'s parser; they share its options, output conventions
 (human text, or ``--json``) and error handling.
@@ -10,8 +10,9 @@ import argparse
 from typing import Any
 
 from .cli import _print, _settings, _store
-from .items import item_info
-from .models import ItemInfo
+from .errors import ConfigError
+from .items import find_indices, item_info
+from .models import ItemInfo, ItemStatus
 
 __all__ = ["add_commands"]
 
@@ -43,9 +44,33 @@ async def cmd_item(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_retry(args: argparse.Namespace) -> int:
+    statuses = [ItemStatus.FAILED] if args.failed else []
+    if not statuses and not args.ids:
+        raise ConfigError("say which items to run again: --failed and/or --ids CUSTOM_ID ...")
+    async with _store(_settings(args)) as (store, _):
+        # Every id is checked before anything changes: one unknown id, nothing retried.
+        found = await find_indices(store, args.batch_id, args.ids or [])
+        n = await store.retry(args.batch_id, statuses=statuses, indices=found.values())
+    _print(
+        args,
+        {"batch_id": args.batch_id, "requeued": n},
+        lambda: print(f"{n} item(s) of {args.batch_id} queued again"),
+    )
+    return 0
+
+
 def add_commands(cmd: Any) -> None:
     """``cmd(name, help)`` makes a subcommand parser with the common options."""
     sp = cmd("item", "one item's status, attempts, error history and result, by its custom id")
     sp.add_argument("batch_id")
     sp.add_argument("custom_id", help="the item's custom_id (its 0-based index if it set none)")
     sp.set_defaults(handler=cmd_item)
+
+    sp = cmd("retry", "run final items of a batch again, under the same batch id")
+    sp.add_argument("batch_id")
+    sp.add_argument("--failed", action="store_true", help="every failed item")
+    sp.add_argument(
+        "--ids", nargs="+", metavar="CUSTOM_ID", help="these items, whatever their final status"
+    )
+    sp.set_defaults(handler=cmd_retry)

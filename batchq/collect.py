@@ -61,18 +61,23 @@ async def iter_results(
     meta = await store.meta(batch_id)
     total = int(meta["total"])
     cancel_from = int(meta.get("cancel_from", -1))
+    # Attempts of earlier runs exist only once an item was retried.
+    retried = bool(meta.get("retried"))
     bk = store.keys.batch(batch_id)
     for start in range(0, total, chunk):
         fields = [str(i) for i in range(start, min(start + chunk, total))]
         async with store.redis.pipeline(transaction=False) as pipe:
             pipe.hmget(bk.items, fields)
             pipe.hmget(bk.results, fields)
-            items, results = await pipe.execute()
+            if retried:
+                pipe.hmget(bk.prior, fields)
+            items, results, *rest = await pipe.execute()
+        prior = rest[0] if rest else [None] * len(fields)
         for offset, (raw_item, raw_result) in enumerate(zip(items, results, strict=True)):
             index = start + offset
             item = Item.loads(raw_item) if raw_item else None
             if raw_result is not None:
-                yield decode_result(index, item, raw_result)
+                yield decode_result(index, item, raw_result, prior=int(prior[offset] or 0))
             elif 0 <= cancel_from <= index:
                 # Cancelled before dispatch: no result was written for these, by design (a
                 # cancel of a million-item batch stays O(window)).

@@ -1,5 +1,5 @@
-"""The Lua scripts behind controlling a batch while it runs: pause and resume, and each item's
-error history.
+"""The Lua scripts behind controlling a batch while it runs: pause and resume, re-running
+items, and each item's error history.
 
 They sit beside :mod:`batchq.scripts` and keep its invariants: one result per item, counters
 that always add up, and no item lost between batchq's cursor, its redo list and arq's queue.
@@ -24,14 +24,27 @@ _MESSAGE_CHARS = 300
 # One entry is [attempt, type, message, status code or null, epoch ms]; attempts are counted
 # across runs (the item's earlier runs are in the prior hash).
 _HISTORY = """
+-- At most n bytes of s, cut at a character boundary (s is UTF-8).
+local function clip(s, n)
+  if string.len(s) <= n then return s end
+  local b = string.byte(s, n + 1)
+  while n > 0 and b >= 128 and b < 192 do
+    n = n - 1
+    b = string.byte(s, n + 1)
+  end
+  return string.sub(s, 1, n)
+end
+
 local function push_error(errors, prior, idx, attempt, etype, message, code, at, cap)
+  if type(message) ~= 'string' then message = '' end
+  if type(etype) ~= 'string' then etype = 'unknown' end
   local list = {}
   local raw = redis.call('HGET', errors, idx)
   if raw then list = cjson.decode(raw) end
   local c = cjson.null
   if code ~= nil and code ~= '' and code ~= cjson.null then c = tonumber(code) end
   local n = tonumber(attempt) + tonumber(redis.call('HGET', prior, idx) or '0')
-  table.insert(list, {n, etype, message, c, tonumber(at)})
+  table.insert(list, {n, etype, clip(message, 1200), c, tonumber(at)})
   while #list > cap do table.remove(list, 1) end
   redis.call('HSET', errors, idx, cjson.encode(list))
 end
@@ -122,6 +135,97 @@ return 1
 )
 
 
+# Re-run final items under the same job ids, in two steps so that a retry spread over many
+# calls cannot let the batch finish half-way (and notify, and satisfy a waiter) between them:
+#
+# 1. stage (per chunk of indices): each chosen item's result goes (its error into the history,
+#    its attempts into the prior count), its counter moves back to queued, and its index joins
+#    the retrying list: not final, not dispatchable. A finished batch is running again.
+# 2. commit (once): the retrying list joins the redo list and the batch is dispatched again.
+#
+# A retry that dies between the two leaves items that are neither final nor queued: the idle
+# repairer finds them like any lost item (the batch is open again), so nothing is stranded.
+# KEYS: meta, results, retrying, errors, prior, tries, open
+# ARGV: batch id, now_ms, statuses ('failed,expired'; '*': any), history cap,
+#       'range', first, end (exclusive) | 'list', index...
+_RETRY_STAGE = (
+    _HISTORY
+    + """
+local m = redis.call('HMGET', KEYS[1], 'state', 'total', 'started_at')
+if not m[1] then return -1 end
+if m[1] == 'cancelled' then return -2 end
+local want = {}
+for st in string.gmatch(ARGV[3], '[^,]+') do want[st] = true end
+local picked = {}
+if ARGV[5] == 'range' then
+  for i = tonumber(ARGV[6]), math.min(tonumber(ARGV[7]), tonumber(m[2])) - 1 do
+    table.insert(picked, tostring(i))
+  end
+else
+  for i = 6, #ARGV do table.insert(picked, ARGV[i]) end
+end
+local n = 0
+for _, idx in ipairs(picked) do
+  local raw = redis.call('HGET', KEYS[2], idx)
+  if raw then
+    -- Results are written with the status first; decode only the ones to move.
+    local st = string.match(raw, '^{"s":"(%a+)"')
+    local d = nil
+    if not st then
+      d = cjson.decode(raw)
+      st = d.s
+    end
+    if want['*'] or want[st] then
+      if not d then d = cjson.decode(raw) end
+      local a = tonumber(d.a) or 0
+      if type(d.e) == 'table' then
+        push_error(KEYS[4], KEYS[5], idx, a, d.e.type, d.e.message, d.e.status_code, ARGV[2],
+                   tonumber(ARGV[4]))
+      end
+      if a > 0 then redis.call('HINCRBY', KEYS[5], idx, a) end
+      redis.call('HDEL', KEYS[2], idx)
+      redis.call('HDEL', KEYS[6], idx)
+      redis.call('HINCRBY', KEYS[1], st, -1)
+      redis.call('RPUSH', KEYS[3], idx)
+      n = n + 1
+    end
+  end
+end
+if n > 0 then
+  -- Readers add the prior attempts only for batches that have any.
+  redis.call('HSET', KEYS[1], 'retried', 1)
+  if m[1] == 'completed' or m[1] == 'expired' then
+    local state = 'queued'
+    if m[3] then state = 'running' end
+    redis.call('HSET', KEYS[1], 'state', state)
+    redis.call('HDEL', KEYS[1], 'finished_at')
+  end
+  if m[1] ~= 'paused' then redis.call('ZADD', KEYS[7], ARGV[2], ARGV[1]) end
+end
+return n
+"""
+)
+
+# KEYS: meta, retrying, redo, active.  ARGV: batch id
+_RETRY_COMMIT = """
+local m = redis.call('HMGET', KEYS[1], 'state', 'active')
+if not m[1] then return -1 end
+-- Cancelled since: the repairer records the staged items as cancelled, like any lost item.
+if m[1] == 'cancelled' then
+  redis.call('DEL', KEYS[2])
+  return 0
+end
+local n = 0
+while redis.call('LMOVE', KEYS[2], KEYS[3], 'LEFT', 'RIGHT') do n = n + 1 end
+-- A paused batch takes them up on resume.
+if n > 0 and m[1] ~= 'paused' and m[2] ~= '1' then
+  redis.call('HSET', KEYS[1], 'active', 1)
+  redis.call('RPUSH', KEYS[4], ARGV[1])
+end
+return n
+"""
+
+
 class ControlScripts:
     """The control scripts registered on one client; EVALSHA with a transparent reload."""
 
@@ -130,6 +234,8 @@ class ControlScripts:
         self._pause = redis.register_script(_PAUSE)
         self._resume = redis.register_script(_RESUME)
         self._release_failed = redis.register_script(_RELEASE_FAILED)
+        self._retry_stage = redis.register_script(_RETRY_STAGE)
+        self._retry_commit = redis.register_script(_RETRY_COMMIT)
 
     async def pause(self, batch_id: str, *, now_ms: int) -> str | None:
         """The batch's state afterwards ('paused' unless it was already final); None if there
@@ -183,3 +289,33 @@ class ControlScripts:
                 ERROR_HISTORY,
             ],
         )
+
+    async def retry_stage(
+        self,
+        batch_id: str,
+        *,
+        statuses: str,
+        now_ms: int,
+        span: tuple[int, int] | None = None,
+        indices: list[int] | None = None,
+    ) -> int:
+        """Take the final items with one of ``statuses`` ('*': any) among ``span`` (first,
+        end) or ``indices`` out of the results, for :meth:`retry_commit` to dispatch again.
+        How many; -1: no such batch; -2: the batch is cancelled."""
+        k = self.keys
+        bk = k.batch(batch_id)
+        select: list[int | str] = ["range", *span] if span else ["list", *(indices or [])]
+        res = await _call(
+            self._retry_stage,
+            [bk.meta, bk.results, bk.retrying, bk.errors, bk.prior, bk.tries, k.open],
+            [batch_id, now_ms, statuses, ERROR_HISTORY, *select],
+        )
+        return int(res)
+
+    async def retry_commit(self, batch_id: str) -> int:
+        """Dispatch the staged items again; how many."""
+        bk = self.keys.batch(batch_id)
+        res = await _call(
+            self._retry_commit, [bk.meta, bk.retrying, bk.redo, self.keys.active], [batch_id]
+        )
+        return int(res)

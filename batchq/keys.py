@@ -24,6 +24,7 @@ name can — but every job id embeds an unguessable batch id, so they cannot col
 | ``{p}:b:{id}:ids`` | HASH | custom id → index, for the ids that are not the index itself |
 | ``{p}:b:{id}:errors`` | HASH | index → the item's last failed attempts (JSON), oldest first |
 | ``{p}:b:{id}:prior`` | HASH | index → attempts of the item's earlier runs (``batchq retry``) |
+| ``{p}:b:{id}:retrying`` | LIST | indices taken out of the results by a retry in progress |
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class BatchKeys:
     ids: str
     errors: str
     prior: str
+    retrying: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,4 +136,5 @@ class Keys:
             ids=f"{base}:ids",
             errors=f"{base}:errors",
             prior=f"{base}:prior",
+            retrying=f"{base}:retrying",
         )

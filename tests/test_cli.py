@@ -118,3 +118,16 @@ def test_item_human_output_lists_errors_and_the_response(
         "error     #2 timeout: no reply within 5 s",
     ]
     assert lines[6] == "response  line " + "w" * 395 + "…"
+
+
+def test_retry_needs_a_choice_and_known_ids(cli: Cli, tmp_path: Path) -> None:
+    bid = cli("submit", str(prompts(tmp_path, 2)), "--model", "m")[0].strip()
+    _, err = cli("retry", bid, code=2)
+    assert (
+        err == "batchq: error: say which items to run again: --failed and/or --ids CUSTOM_ID ...\n"
+    )
+    _, err = cli("retry", bid, "--ids", "0", "nine", code=1)
+    assert err == f"batchq: error: batch {bid} has no item with custom_id 'nine'\n"
+    # Known but not final yet: nothing to run again.
+    assert cli.json("retry", bid, "--failed", "--ids", "0", "1") == {"batch_id": bid, "requeued": 0}
+    assert cli("retry", bid, "--failed")[0] == f"0 item(s) of {bid} queued again\n"

@@ -1,4 +1,4 @@
-"""Pause, resume and error history, driven through the scripts against a real server: what a
+"""Pause, resume, retry and error history, driven through the scripts against a real server: what a
 worker sees at each step, with at-least-once deliveries and other batches around."""
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ import pytest
 
 from batchq import clock
 from batchq.batches import BatchStore
-from batchq.collect import encode_result
+from batchq.collect import encode_result, iter_results
 from batchq.dispatch import Dispatcher
 from batchq.errors import BatchNotFound, BatchStateError
+from batchq.items import item_info
 from batchq.keys import ARQ_JOB_PREFIX, parse_job_id
 from batchq.models import BatchState, BatchStatus, ItemError, ItemStatus
 from batchq.settings import Settings
@@ -190,3 +191,132 @@ async def test_release_failed_keeps_a_capped_error_history(
     assert history[-1] == [12, "timeout", "no reply", None, 1_700_000_000_012]
     assert await store.redis.hget(bk.tries, "0") == b"12"  # type: ignore[misc]
     assert not await store.redis.hexists(bk.errors, "1")  # type: ignore[misc]
+
+
+async def finish_all(
+    store: BatchStore, settings: Settings, bid: str, failing: dict[int, ItemError]
+) -> None:
+    """Run the batch to its end: the items in ``failing`` fail with that error, after as many
+    attempts as their index says, the others succeed."""
+    d = Dispatcher(store.scripts, settings)
+    for _ in range(20):
+        await d.run()
+        jobs = of(bid, await queued_jobs(store))
+        if not jobs:
+            return
+        for jid in jobs:
+            i = parse_job_id(jid)[1]
+            now = clock.now_ms()
+            _, attempt = await store.scripts.start(bid, i, jid, now_ms=now, lease_until_ms=now + 9)
+            if i in failing:
+                payload = encode_result(ItemStatus.FAILED, error=failing[i], attempts=attempt + i)
+                await store.scripts.finish(bid, i, jid, "failed", payload, now_ms=now)
+            else:
+                ok = encode_result(ItemStatus.SUCCEEDED, response=f"r{i}", attempts=attempt)
+                await store.scripts.finish(bid, i, jid, "succeeded", ok, now_ms=now)
+            await store.redis.zrem(store.keys.queue, jid)
+            await store.redis.delete(ARQ_JOB_PREFIX + jid)
+
+
+async def test_retry_failed_reruns_them_under_the_same_batch(
+    store: BatchStore, settings: Settings
+) -> None:
+    bid, _ = await store.submit(items(6))
+    await register_worker(store, "w", 4)
+    gone = ItemError(type="model_not_found", message="model 'm' not found", status_code=404)
+    await finish_all(store, settings, bid, {1: gone, 4: gone})
+    s = await store.status(bid)
+    assert (s.state, s.succeeded, s.failed) == (BatchState.COMPLETED, 4, 2) and s.finished_at
+
+    assert await store.retry(bid, statuses=[ItemStatus.FAILED]) == 2
+    s = await store.status(bid)
+    assert (s.state, s.succeeded, s.failed, s.queued) == (BatchState.RUNNING, 4, 0, 2)
+    assert s.finished_at is None
+    counts_add_up(s)
+    bk = store.keys.batch(bid)
+    assert await redo(store, bid) == [1, 4]
+    assert not await store.redis.exists(bk.retrying)
+    assert await store.redis.hgetall(bk.prior) == {b"1": b"2", b"4": b"5"}  # type: ignore[misc]
+    assert bid.encode() in await store.redis.lrange(store.keys.active, 0, -1)  # type: ignore[misc]
+    assert await store.retry(bid, statuses=[ItemStatus.FAILED]) == 0  # nothing failed now
+    # The old results are gone until the new ones come: pending items are not in the output.
+    assert [r.index for r in [r async for r in iter_results(store, bid)]] == [0, 2, 3, 5]
+
+    await finish_all(store, settings, bid, {})
+    s = await store.status(bid)
+    assert (s.state, s.succeeded, s.failed) == (BatchState.COMPLETED, 6, 0) and s.finished_at
+    rows = [r async for r in iter_results(store, bid)]
+    assert [(r.index, r.status, r.attempts) for r in rows if r.index in (1, 4)] == [
+        (1, ItemStatus.SUCCEEDED, 3),  # 2 in the first run, 1 in the second
+        (4, ItemStatus.SUCCEEDED, 6),
+    ]
+    info = await item_info(store, bid, "1")
+    assert info.attempts == 3 and info.result and info.result.response == "r1"
+    assert [(e.attempt, e.type, e.status_code) for e in info.errors] == [
+        (2, "model_not_found", 404)
+    ]
+
+
+async def test_retry_by_index_and_what_it_refuses(store: BatchStore, settings: Settings) -> None:
+    bid, _ = await store.submit(items(4))
+    await register_worker(store, "w", 1)
+    await Dispatcher(store.scripts, settings).run()  # items 0 and 1 in arq's window
+    await complete(store, of(bid, await queued_jobs(store))[0])
+    # Item 0 is final (re-run whatever its status), 1 is queued and 3 never dispatched: left.
+    assert await store.retry(bid, indices=[0, 1, 3, 0]) == 1
+    s = await store.status(bid)
+    assert (s.succeeded, s.queued) == (0, 4)
+    assert await redo(store, bid) == [0]
+    await store.pause(bid)
+    await finish_all(store, settings, bid, {})  # nothing runs while paused...
+    assert (await store.status(bid)).succeeded == 0
+    await store.resume(bid)
+    await finish_all(store, settings, bid, {})  # ...and everything on resume
+    assert (await store.status(bid)).state is BatchState.COMPLETED
+    await store.retry(bid, indices=[2])
+    await store.cancel(bid)
+    with pytest.raises(BatchStateError, match="cancelled: a cancelled batch cannot be retried"):
+        await store.retry(bid, statuses=[ItemStatus.FAILED])
+    with pytest.raises(BatchNotFound):
+        await store.retry("b_0123456789abcdef", indices=[0])
+
+
+async def test_a_retry_that_dies_half_way_strands_nothing(
+    store: BatchStore, settings: Settings
+) -> None:
+    bid, _ = await store.submit(items(3))
+    await register_worker(store, "w", 2)
+    bad = ItemError(type="server_error", message="boom", status_code=500)
+    await finish_all(store, settings, bid, {0: bad, 2: bad})
+    # Staged, then the retrying process dies before its commit.
+    staged = await store.control.retry_stage(
+        bid, statuses="failed", now_ms=clock.now_ms(), span=(0, 3)
+    )
+    assert staged == 2
+    s = await store.status(bid)
+    # Not final and not dispatchable: the batch cannot finish in between, nor run them.
+    assert (s.state, s.queued, s.finished_at) == (BatchState.RUNNING, 2, None)
+    assert (await Dispatcher(store.scripts, settings).run()).sent == 0
+    assert await store.redis.zscore(store.keys.open, bid) is not None  # the repairer sees it
+    assert await store.repair(bid) == 2
+    await finish_all(store, settings, bid, {})
+    s = await store.status(bid)
+    assert (s.state, s.succeeded) == (BatchState.COMPLETED, 3)
+
+
+async def test_retry_reads_any_result_layout_and_clips_long_messages(
+    store: BatchStore, settings: Settings
+) -> None:
+    bid, _ = await store.submit(items(1))
+    await register_worker(store, "w", 1)
+    await finish_all(store, settings, bid, {0: ItemError(type="x", message="y")})
+    # Status not first, and a message of two-byte characters far over the history's limit.
+    payload = json.dumps(
+        {"a": 7, "e": {"type": "server_error", "message": "é" * 1000, "status_code": None}},
+        ensure_ascii=False,
+    ).replace('{"a"', '{"z":1,"s":"failed","a"')
+    await store.redis.hset(store.keys.batch(bid).results, "0", payload)  # type: ignore[misc]
+    assert await store.retry(bid, statuses=[ItemStatus.FAILED]) == 1
+    (entry,) = (await item_info(store, bid, "0")).errors
+    assert (entry.attempt, entry.type, entry.status_code) == (7, "server_error", None)
+    assert entry.message == "é" * 600  # 1200 bytes, cut between characters

@@ -17,9 +17,12 @@ from batchq.connection import connect
 from batchq.keys import Keys
 from batchq.sim import expected_response
 
+from .conftest import free_port
 from .procs import Workers, batchq, env_for, sim_stats, simulator
 
 pytestmark = pytest.mark.e2e
+
+MODELS = ("llama3.2", "qwen3:8b")
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +101,52 @@ def test_pause_stops_sending_and_resume_finishes(
     # Each prompt went to Ollama once: pausing neither lost nor repeated an item.
     prompts = sim_stats(slow_sim)["prompts"]
     assert [prompts.get(f"{tag} {i}") for i in range(80)] == [1] * 80
+
+
+def test_retry_failed_items_after_the_cause_is_fixed(
+    redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    # First run: the model of the odd items is missing, so they fail (404, one attempt each).
+    with simulator(tmp_path, "--models", "llama3.2", "--eval-tokens-per-s", "0", port=port) as url:
+        env = env_for(redis_url, prefix, tmp_path / "home", url)
+        src = tmp_path / "p.jsonl"
+        src.write_text(
+            "".join(
+                json.dumps({"custom_id": f"q-{i}", "prompt": f"r {i}", "model": MODELS[i % 2]})
+                + "\n"
+                for i in range(30)
+            )
+        )
+        bid = batchq(env, "submit", str(src)).stdout.strip()
+        workers = Workers(env, tmp_path)
+        for _ in range(2):
+            workers.start("--concurrency", "4")
+        first = wait_for(env, bid, lambda s: bool(s["finished_at"]))
+    assert (first["state"], first["succeeded"], first["failed"]) == ("completed", 15, 15)
+    # The model is there now, and the server is busy half the time: retried attempts.
+    with (
+        workers,
+        simulator(tmp_path, "--fail-503", "0.5", "--eval-tokens-per-s", "0", port=port),
+    ):
+        out = json.loads(batchq(env, "retry", bid, "--failed", "--ids", "q-0", "--json").stdout)
+        assert out == {"batch_id": bid, "requeued": 16}
+        final = wait_for(env, bid, lambda s: bool(s["finished_at"]))
+        item = json.loads(batchq(env, "item", bid, "q-1", "--json").stdout)
+    assert (final["state"], final["succeeded"], final["failed"]) == ("completed", 30, 0)
+    rows = read_results(env, bid, tmp_path)
+    assert [(r["custom_id"], r["status"]) for r in rows] == [
+        (f"q-{i}", "succeeded") for i in range(30)
+    ]
+    for i, r in enumerate(rows):
+        assert r["response"] == expected_response(MODELS[i % 2], f"r {i}")
+        # Attempts add up over both runs: one 404, then at least one in the second run.
+        assert r["attempts"] >= (2 if i % 2 or i == 0 else 1), r
+    assert item["status"] == "succeeded" and item["attempts"] == rows[1]["attempts"]
+    # Every failed attempt but the 404 of the first run is a 503 of the second, numbered on
+    # from the first run; the history keeps the last ten.
+    errors = item["errors"]
+    assert [e["attempt"] for e in errors] == list(range(1, item["attempts"]))[-10:]
+    assert [e["status_code"] for e in errors] == ([404] + [503] * (item["attempts"] - 2))[-10:]
+    if item["attempts"] <= 11:
+        assert errors[0]["type"] == "model_not_found"
