@@ -56,6 +56,7 @@ class BatchStore:
         *,
         name: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        deadline_ms: int | None = None,
         chunk: int = 1000,
         durable: bool = True,
     ) -> tuple[str, int]:
@@ -64,10 +65,13 @@ class BatchStore:
         ``items`` is consumed lazily, so a parser that raises on line N aborts the submission
         with nothing enqueued: staged items are deleted (and would expire anyway).
         ``metadata``: up to 16 string pairs shown with the batch (see :mod:`batchq.options`).
+        ``deadline_ms``: items not started by then (epoch ms) expire (see :mod:`batchq.deadlines`).
         """
         extra: dict[str, str] = {}
         if metadata:
             extra["metadata"] = json.dumps(check_metadata(metadata), ensure_ascii=False)
+        if deadline_ms is not None:
+            extra["deadline"] = str(deadline_ms)
         batch_id = new_batch_id()
         bk = self.keys.batch(batch_id)
         total = 0
@@ -102,6 +106,7 @@ class BatchStore:
                         "succeeded": 0,
                         "failed": 0,
                         "cancelled": 0,
+                        "expired": 0,
                         "cancel_from": -1,
                         "created_at": now,
                         "active": 1,
@@ -112,6 +117,8 @@ class BatchStore:
                 tx.persist(bk.ids)
                 tx.zadd(self.keys.batches, {batch_id: now})
                 tx.zadd(self.keys.open, {batch_id: now})
+                if deadline_ms is not None:
+                    tx.zadd(self.keys.deadlines, {batch_id: deadline_ms})
                 tx.rpush(self.keys.active, batch_id)
                 await tx.execute()
         except BaseException:
@@ -290,18 +297,21 @@ def _status(batch_id: str, m: dict[str, str]) -> BatchStatus:
     succeeded = int(m.get("succeeded", 0))
     failed = int(m.get("failed", 0))
     cancelled = int(m.get("cancelled", 0))
+    expired = int(m.get("expired", 0))
     return BatchStatus(
         batch_id=batch_id,
         name=m.get("name") or None,
         metadata=json.loads(m["metadata"]) if m.get("metadata") else {},
         state=BatchState(m["state"]),
         total=total,
-        queued=total - running - succeeded - failed - cancelled,
+        queued=total - running - succeeded - failed - cancelled - expired,
         running=running,
         succeeded=succeeded,
         failed=failed,
         cancelled=cancelled,
+        expired=expired,
         created_at=clock.iso(m.get("created_at")),
         started_at=clock.iso(m.get("started_at")),
         finished_at=clock.iso(m.get("finished_at")),
+        deadline=clock.iso(m.get("deadline")),
     )

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 from rich.console import Console
 
+from . import clock
 from .batches import BatchStore
 from .collect import wait_finished
 from .connection import connect, redact, resolve_redis_url
@@ -25,7 +26,7 @@ from .errors import BatchqError, ConfigError, OllamaError, RedisUnavailable
 from .inputs import detect_format, iter_items
 from .keys import Keys
 from .models import BatchStatus
-from .options import parse_meta_pairs
+from .options import parse_deadline, parse_meta_pairs
 from .settings import Settings
 
 __all__ = ["main"]
@@ -100,11 +101,13 @@ def _human_status(s: BatchStatus) -> None:
     print(f"state     {s.state.value}")
     if s.metadata:
         print(f"meta      {_meta_text(s)}")
+    expired = f", {s.expired} expired" if s.deadline or s.expired else ""
     print(
         f"items     {s.total} total: {s.queued} queued, {s.running} running, "
-        f"{s.succeeded} succeeded, {s.failed} failed, {s.cancelled} cancelled"
+        f"{s.succeeded} succeeded, {s.failed} failed, {s.cancelled} cancelled{expired}"
     )
     for label, value in (
+        ("deadline", s.deadline),
         ("created", s.created_at),
         ("started", s.started_at),
         ("finished", s.finished_at),
@@ -125,6 +128,7 @@ def _open_input(path: str) -> BinaryIO:
 async def _submit(args: argparse.Namespace, settings: Settings, store: BatchStore) -> Any:
     # Checked before the file is read: a typo in an option must not cost a long upload.
     metadata = parse_meta_pairs(args.meta or ())
+    deadline = parse_deadline(args.deadline, now_ms=clock.now_ms()) if args.deadline else None
     fmt = args.format or detect_format(args.file)
     stream = _open_input(args.file)
     try:
@@ -132,7 +136,9 @@ async def _submit(args: argparse.Namespace, settings: Settings, store: BatchStor
             stream, fmt=fmt, default_model=args.model, max_line_bytes=settings.max_line_bytes
         )
         name = args.name or (Path(args.file).name if args.file != "-" else None)
-        return await store.submit(items, name=name, metadata=metadata, chunk=settings.submit_chunk)
+        return await store.submit(
+            items, name=name, metadata=metadata, deadline_ms=deadline, chunk=settings.submit_chunk
+        )
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
@@ -163,7 +169,7 @@ async def cmd_list(args: argparse.Namespace) -> int:
         if not batches:
             print("no batches")
         for s in batches:
-            done = s.succeeded + s.failed + s.cancelled
+            done = s.succeeded + s.failed + s.cancelled + s.expired
             print(
                 f"{s.batch_id}  {s.state.value:<9}  {done}/{s.total} done  "
                 f"{s.failed} failed  {s.created_at}  {s.name or ''}"
@@ -330,6 +336,12 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--model", help="model for lines that name none")
         sp.add_argument("--name", help="a label for the batch")
         sp.add_argument("--format", choices=["jsonl", "txt"], help="override the file extension")
+        sp.add_argument(
+            "--deadline",
+            metavar="WHEN",
+            help="items not started by then expire: a duration (90m, 1h30m, 2d) or an ISO 8601 "
+            "time (local unless it names its zone); running items finish",
+        )
         sp.add_argument(
             "--meta",
             action="append",

@@ -46,8 +46,11 @@ async def cmd_item(args: argparse.Namespace) -> int:
 
 async def cmd_retry(args: argparse.Namespace) -> int:
     statuses = [ItemStatus.FAILED] if args.failed else []
+    statuses += [ItemStatus.EXPIRED] if args.expired else []
     if not statuses and not args.ids:
-        raise ConfigError("say which items to run again: --failed and/or --ids CUSTOM_ID ...")
+        raise ConfigError(
+            "say which items to run again: --failed, --expired and/or --ids CUSTOM_ID ..."
+        )
     async with _store(_settings(args)) as (store, _):
         # Every id is checked before anything changes: one unknown id, nothing retried.
         found = await find_indices(store, args.batch_id, args.ids or [])
@@ -70,6 +73,7 @@ def add_commands(cmd: Any) -> None:
     sp = cmd("retry", "run final items of a batch again, under the same batch id")
     sp.add_argument("batch_id")
     sp.add_argument("--failed", action="store_true", help="every failed item")
+    sp.add_argument("--expired", action="store_true", help="every expired item")
     sp.add_argument(
         "--ids", nargs="+", metavar="CUSTOM_ID", help="these items, whatever their final status"
     )

@@ -1,5 +1,5 @@
 """The Lua scripts behind controlling a batch while it runs: pause and resume, re-running
-items, and each item's error history.
+items, deadlines, and each item's error history.
 
 They sit beside :mod:`batchq.scripts` and keep its invariants: one result per item, counters
 that always add up, and no item lost between batchq's cursor, its redo list and arq's queue.
@@ -178,7 +178,8 @@ for _, idx in ipairs(picked) do
     if want['*'] or want[st] then
       if not d then d = cjson.decode(raw) end
       local a = tonumber(d.a) or 0
-      if type(d.e) == 'table' then
+      -- Expiry is no attempt: only failures join the history.
+      if st == 'failed' and type(d.e) == 'table' then
         push_error(KEYS[4], KEYS[5], idx, a, d.e.type, d.e.message, d.e.status_code, ARGV[2],
                    tonumber(ARGV[4]))
       end
@@ -226,6 +227,75 @@ return n
 """
 
 
+# The deadline passed: items never attempted become final as expired; attempted ones (running,
+# or waiting out a retry's backoff) carry on. The first call moves the cursor to the end, so
+# nothing more is dispatched, and expires what waits in the redo list and arq's window; every
+# call then writes the results of one chunk of the never-dispatched items (a million at once
+# would block the server). Returns how many are still to write; -1: no such batch; -2: not due.
+# KEYS: meta, results, redo, tries, queue, active, open
+# ARGV: batch id, now_ms, chunk, payload
+_EXPIRE = (
+    _FINALIZE
+    + """
+local m = redis.call('HMGET', KEYS[1], 'state', 'next', 'total', 'deadline', 'expire_from')
+if not m[1] then return -1 end
+local now = tonumber(ARGV[2])
+local deadline = tonumber(m[4] or '0')
+if deadline == 0 or deadline > now then return -2 end
+local bid = ARGV[1]
+local total = tonumber(m[3])
+local from = tonumber(m[5] or '-1')
+local n = 0
+local function fresh(idx)
+  return tonumber(redis.call('HGET', KEYS[4], idx) or '0') == 0
+end
+if from < 0 then
+  if m[1] == 'completed' or m[1] == 'cancelled' or m[1] == 'expired' then
+    redis.call('HSET', KEYS[1], 'expire_from', total)
+    return 0
+  end
+  from = tonumber(m[2])
+  redis.call('HSET', KEYS[1], 'next', total, 'expire_from', from, 'expired_at', now)
+  local keep = {}
+  for _, idx in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
+    if not fresh(idx) then
+      table.insert(keep, idx)
+    else
+      n = n + redis.call('HSETNX', KEYS[2], idx, ARGV[4])
+    end
+  end
+  redis.call('DEL', KEYS[3])
+  for _, idx in ipairs(keep) do redis.call('RPUSH', KEYS[3], idx) end
+  -- Claimed jobs (in-progress key) are at a worker already: they run.
+  local plen = string.len(bid) + 1
+  for _, jid in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
+    if string.sub(jid, 1, plen) == bid .. ':' and redis.call('EXISTS', '"""
+    + ARQ_IN_PROGRESS_PREFIX
+    + """' .. jid) == 0 then
+      local idx = string.sub(jid, plen + 1)
+      if fresh(idx) then
+        redis.call('ZREM', KEYS[5], jid)
+        redis.call('DEL', '"""
+    + ARQ_JOB_PREFIX
+    + """' .. jid)
+        n = n + redis.call('HSETNX', KEYS[2], idx, ARGV[4])
+      end
+    end
+  end
+end
+local last = math.min(from + tonumber(ARGV[3]), total)
+for i = from, last - 1 do n = n + redis.call('HSETNX', KEYS[2], i, ARGV[4]) end
+redis.call('HSET', KEYS[1], 'expire_from', last)
+if n > 0 then
+  redis.call('HINCRBY', KEYS[1], 'expired', n)
+  redis.call('ZADD', KEYS[7], 'XX', now, bid)
+end
+close_if_done(KEYS[1], KEYS[6], bid, now)
+return total - last
+"""
+)
+
+
 class ControlScripts:
     """The control scripts registered on one client; EVALSHA with a transparent reload."""
 
@@ -236,6 +306,7 @@ class ControlScripts:
         self._release_failed = redis.register_script(_RELEASE_FAILED)
         self._retry_stage = redis.register_script(_RETRY_STAGE)
         self._retry_commit = redis.register_script(_RETRY_COMMIT)
+        self._expire = redis.register_script(_EXPIRE)
 
     async def pause(self, batch_id: str, *, now_ms: int) -> str | None:
         """The batch's state afterwards ('paused' unless it was already final); None if there
@@ -317,5 +388,17 @@ class ControlScripts:
         bk = self.keys.batch(batch_id)
         res = await _call(
             self._retry_commit, [bk.meta, bk.retrying, bk.redo, self.keys.active], [batch_id]
+        )
+        return int(res)
+
+    async def expire(self, batch_id: str, *, now_ms: int, chunk: int, payload: str) -> int:
+        """One step of expiring a batch past its deadline; how many results are left to
+        write (0: done), -1 if there is no such batch, -2 if the deadline is not due."""
+        k = self.keys
+        bk = k.batch(batch_id)
+        res = await _call(
+            self._expire,
+            [bk.meta, bk.results, bk.redo, bk.tries, k.queue, k.active, k.open],
+            [batch_id, now_ms, chunk, payload],
         )
         return int(res)

@@ -72,7 +72,7 @@ async def item_info(store: BatchStore, batch_id: str, custom_id: str) -> ItemInf
         result = decode_result(index, Item.loads(raw_item), raw_result, prior=earlier)
         status = ItemState(result.status.value)
         attempts = result.attempts
-        if result.error is not None and result.status is not ItemStatus.SUCCEEDED:
+        if result.error is not None and result.status is ItemStatus.FAILED:
             errors.append(
                 AttemptError(
                     attempt=attempts,

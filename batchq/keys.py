@@ -9,6 +9,7 @@ name can — but every job id embeds an unguessable batch id, so they cannot col
 | ``{p}:batches`` | ZSET | batch id → creation time (ms); the index behind ``batchq list`` |
 | ``{p}:active`` | LIST | batches that still have items to dispatch, rotated for round-robin |
 | ``{p}:open`` | ZSET | unfinished batches → time of their last progress (ms), for repair |
+| ``{p}:deadlines`` | ZSET | batches with a deadline not yet acted on → the deadline (ms) |
 | ``{p}:workers`` | ZSET | worker id → heartbeat deadline (ms) |
 | ``{p}:worker-slots`` | HASH | worker id → its concurrency, summed to size the dispatch window |
 | ``{p}:leases`` | ZSET | job id → lease deadline (ms) of each running item |
@@ -90,6 +91,10 @@ class Keys:
     @property
     def open(self) -> str:
         return f"{self.prefix}:open"
+
+    @property
+    def deadlines(self) -> str:
+        return f"{self.prefix}:deadlines"
 
     @property
     def repair_lock(self) -> str:

@@ -39,6 +39,7 @@ class ItemStatus(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"
 
 
 class ItemState(enum.StrEnum):
@@ -49,6 +50,7 @@ class ItemState(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"
 
 
 class BatchState(enum.StrEnum):
@@ -57,9 +59,11 @@ class BatchState(enum.StrEnum):
     PAUSED = "paused"
     COMPLETED = "completed"
     CANCELLED = "cancelled"
+    # Finished after its deadline left some items unstarted.
+    EXPIRED = "expired"
 
 
-TERMINAL_BATCH_STATES = frozenset({BatchState.COMPLETED, BatchState.CANCELLED})
+TERMINAL_BATCH_STATES = frozenset({BatchState.COMPLETED, BatchState.CANCELLED, BatchState.EXPIRED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +147,7 @@ class ItemInfo(BaseModel):
 
 
 class BatchStatus(BaseModel):
-    """What ``batchq status --json`` prints. The five counts always add up to ``total``."""
+    """What ``batchq status --json`` prints. The six counts always add up to ``total``."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -157,6 +161,8 @@ class BatchStatus(BaseModel):
     succeeded: int
     failed: int
     cancelled: int
+    expired: int = 0
     created_at: str | None
     started_at: str | None
     finished_at: str | None
+    deadline: str | None = None

@@ -1,13 +1,17 @@
-"""Options a batch is submitted with, checked before anything is stored: user metadata.
+"""Options a batch is submitted with, checked before anything is stored: user metadata and
+the deadline.
 
 Metadata follows OpenAI's batch ``metadata``: string keys and values, at most 16 pairs, keys at
 most 64 characters and values at most 512, so that a status line stays small however a script
-uses it.
+uses it. A deadline is a duration from now (``90m``, ``1h30m``, ``2d``) or a moment (ISO 8601;
+local time unless it names its zone).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 
 from .errors import InputError
 
@@ -16,6 +20,7 @@ __all__ = [
     "MAX_META_PAIRS",
     "MAX_META_VALUE",
     "check_metadata",
+    "parse_deadline",
     "parse_meta_pairs",
 ]
 
@@ -56,3 +61,30 @@ def check_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
                 f"value of {key!r:.80} is longer than {MAX_META_VALUE} characters ({len(value)})"
             )
     return dict(metadata)
+
+
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+
+
+def parse_deadline(text: str, *, now_ms: int) -> int:
+    """``--deadline``: a duration from ``now_ms`` or an ISO 8601 moment, as epoch ms."""
+    value = text.strip()
+    if re.fullmatch(f"(?:{_DURATION.pattern})+", value):
+        seconds = sum(float(n) * _UNIT_S[unit] for n, unit in _DURATION.findall(value))
+        if seconds <= 0:
+            raise InputError(f"{text!r:.80} is not after now", field="deadline")
+        return now_ms + int(seconds * 1000)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise InputError(
+            f"{text!r:.80} is neither a duration (30m, 1h30m, 2d) nor an ISO 8601 time "
+            "(2025-06-01T08:00, 2025-06-01T08:00:00+02:00)",
+            field="deadline",
+        ) from None
+    # A time without a zone is the user's local time, as a clock on the wall shows it.
+    ms = int(moment.astimezone().timestamp() * 1000)
+    if ms <= now_ms:
+        raise InputError(f"{text!r:.80} is in the past", field="deadline")
+    return ms

@@ -123,11 +123,24 @@ def test_item_human_output_lists_errors_and_the_response(
 def test_retry_needs_a_choice_and_known_ids(cli: Cli, tmp_path: Path) -> None:
     bid = cli("submit", str(prompts(tmp_path, 2)), "--model", "m")[0].strip()
     _, err = cli("retry", bid, code=2)
-    assert (
-        err == "batchq: error: say which items to run again: --failed and/or --ids CUSTOM_ID ...\n"
+    assert err == (
+        "batchq: error: say which items to run again: --failed, --expired and/or --ids "
+        "CUSTOM_ID ...\n"
     )
     _, err = cli("retry", bid, "--ids", "0", "nine", code=1)
     assert err == f"batchq: error: batch {bid} has no item with custom_id 'nine'\n"
     # Known but not final yet: nothing to run again.
     assert cli.json("retry", bid, "--failed", "--ids", "0", "1") == {"batch_id": bid, "requeued": 0}
     assert cli("retry", bid, "--failed")[0] == f"0 item(s) of {bid} queued again\n"
+
+
+def test_submit_deadline(cli: Cli, tmp_path: Path) -> None:
+    src = str(prompts(tmp_path, 2))
+    bid = cli("submit", src, "--model", "m", "--deadline", "1h")[0].strip()
+    s = cli.json("status", bid)
+    assert (s["expired"], s["queued"]) == (0, 2) and s["deadline"] > s["created_at"]
+    human = cli("status", bid)[0]
+    assert "0 cancelled, 0 expired\n" in human and f"deadline  {s['deadline']}\n" in human
+    _, err = cli("submit", src, "--model", "m", "--deadline", "2001-01-01T00:00Z", code=1)
+    assert err == "batchq: error: field 'deadline': '2001-01-01T00:00Z' is in the past\n"
+    assert len(cli.json("list")) == 1

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from batchq.batches import BatchStore
 from batchq.connection import connect
@@ -57,11 +58,23 @@ def wait_for(
     return s
 
 
+def wait_for_workers(env: dict[str, str], n: int, timeout: float = 30) -> None:
+    """Until ``n`` workers have registered: from then on, time is the batch's, not start-up's."""
+    client = redis.Redis.from_url(env["BATCHQ_REDIS_URL"])
+    deadline = time.monotonic() + timeout
+    try:
+        while int(client.zcard(Keys(env["BATCHQ_PREFIX"]).workers)) < n:  # type: ignore[arg-type]
+            assert time.monotonic() < deadline, "workers did not start"
+            time.sleep(0.05)
+    finally:
+        client.close()
+
+
 def write_prompts(path: Path, n: int, tag: str) -> None:
     path.write_text("".join(json.dumps(f"{tag} {i}") + "\n" for i in range(n)))
 
 
-def read_results(env: dict[str, str], bid: str, tmp_path: Path) -> list[dict[str, object]]:
+def read_results(env: dict[str, str], bid: str, tmp_path: Path) -> list[dict[str, Any]]:
     out = tmp_path / f"{bid}.jsonl"
     batchq(env, "results", bid, "-o", str(out))
     return [json.loads(line) for line in out.read_text().splitlines()]
@@ -150,3 +163,28 @@ def test_retry_failed_items_after_the_cause_is_fixed(
     assert [e["status_code"] for e in errors] == ([404] + [503] * (item["attempts"] - 2))[-10:]
     if item["attempts"] <= 11:
         assert errors[0]["type"] == "model_not_found"
+
+
+def test_deadline_expires_what_was_not_started(
+    redis_url: str, prefix: str, tmp_path: Path, slow_sim: str
+) -> None:
+    env = env_for(redis_url, prefix, tmp_path / "home", slow_sim)
+    src = tmp_path / "p.jsonl"
+    write_prompts(src, 300, f"deadline-{prefix}")
+    with Workers(env, tmp_path) as workers:
+        workers.start("--concurrency", "2")  # ten items a second: far fewer than 300 in time
+        wait_for_workers(env, 1)
+        bid = batchq(env, "submit", str(src), "--model", "llama3.2", "--deadline", "3s").stdout
+        bid = bid.strip()
+        final = wait_for(env, bid, lambda s: bool(s["finished_at"]), timeout=60)
+    assert final["state"] == "expired", workers.logs()
+    assert final["succeeded"] + final["expired"] == 300
+    assert 0 < final["succeeded"] < 100 and final["failed"] == 0
+    rows = read_results(env, bid, tmp_path)
+    assert len(rows) == 300
+    done = [r["index"] for r in rows if r["status"] == "succeeded"]
+    # Dispatched in input order: what ran is a prefix, give or take the last window.
+    assert max(done) < final["succeeded"] + 10
+    expired = [r for r in rows if r["status"] == "expired"]
+    assert {r["error"]["type"] for r in expired} == {"expired"}
+    assert {(r["response"], r["attempts"]) for r in expired} == {(None, 0)}

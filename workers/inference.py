@@ -32,6 +32,8 @@ from batchq.limits import RateLimiter, backoff
 from batchq.models import Item, ItemError, ItemStatus
 from batchq.settings import Settings
 
+from .housekeeping import start_housekeeping
+
 __all__ = [
     "PAUSED_PARK_S",
     "REJECT_FUNCTION",
@@ -281,6 +283,7 @@ def startup_hook(settings: Settings) -> Any:
         await _heartbeat_once(st)
         st.tasks.append(asyncio.create_task(_heartbeat_loop(st)))
         st.tasks.append(asyncio.create_task(_dispatch_loop(st)))
+        st.tasks.extend(start_housekeeping(st))
         for host in st.hosts.hosts:
             try:
                 version = await host.client.version()
