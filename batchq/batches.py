@@ -21,7 +21,7 @@ from .control_scripts import ControlScripts
 from .errors import BatchNotFound, BatchStateError, InputError
 from .keys import BATCH_ID_RE, BatchKeys, Keys
 from .models import BatchState, BatchStatus, Item, ItemStatus
-from .options import check_metadata
+from .options import check_metadata, check_notify_url
 from .scripts import Scripts
 
 __all__ = ["STAGING_TTL_S", "BatchStore", "new_batch_id"]
@@ -57,6 +57,7 @@ class BatchStore:
         name: str | None = None,
         metadata: Mapping[str, str] | None = None,
         deadline_ms: int | None = None,
+        notify: str | None = None,
         chunk: int = 1000,
         durable: bool = True,
     ) -> tuple[str, int]:
@@ -66,12 +67,17 @@ class BatchStore:
         with nothing enqueued: staged items are deleted (and would expire anyway).
         ``metadata``: up to 16 string pairs shown with the batch (see :mod:`batchq.options`).
         ``deadline_ms``: items not started by then (epoch ms) expire (see :mod:`batchq.deadlines`).
+        ``notify``: a URL that a worker POSTs the final status to (see :mod:`batchq.hooks`).
         """
         extra: dict[str, str] = {}
         if metadata:
             extra["metadata"] = json.dumps(check_metadata(metadata), ensure_ascii=False)
         if deadline_ms is not None:
             extra["deadline"] = str(deadline_ms)
+        if notify:
+            extra["notify"] = check_notify_url(notify)
+            # The script that closes the batch announces it in this set.
+            extra["hooks"] = self.keys.hooks
         batch_id = new_batch_id()
         bk = self.keys.batch(batch_id)
         total = 0
@@ -314,4 +320,16 @@ def _status(batch_id: str, m: dict[str, str]) -> BatchStatus:
         started_at=clock.iso(m.get("started_at")),
         finished_at=clock.iso(m.get("finished_at")),
         deadline=clock.iso(m.get("deadline")),
+        notify=_hook_state(m),
     )
+
+
+def _hook_state(m: dict[str, str]) -> str | None:
+    if not m.get("notify"):
+        return None
+    finished = m.get("finished_at")
+    if not finished:
+        return "waiting"
+    if m.get("hook_for") != finished:
+        return "pending"  # this completion has not been claimed yet
+    return m.get("hook_state") or "pending"

@@ -26,7 +26,7 @@ from .errors import BatchqError, ConfigError, OllamaError, RedisUnavailable
 from .inputs import detect_format, iter_items
 from .keys import Keys
 from .models import BatchStatus
-from .options import parse_deadline, parse_meta_pairs
+from .options import check_notify_url, parse_deadline, parse_meta_pairs
 from .settings import Settings
 
 __all__ = ["main"]
@@ -106,6 +106,8 @@ def _human_status(s: BatchStatus) -> None:
         f"items     {s.total} total: {s.queued} queued, {s.running} running, "
         f"{s.succeeded} succeeded, {s.failed} failed, {s.cancelled} cancelled{expired}"
     )
+    if s.notify:
+        print(f"notify    {s.notify}")
     for label, value in (
         ("deadline", s.deadline),
         ("created", s.created_at),
@@ -129,6 +131,7 @@ async def _submit(args: argparse.Namespace, settings: Settings, store: BatchStor
     # Checked before the file is read: a typo in an option must not cost a long upload.
     metadata = parse_meta_pairs(args.meta or ())
     deadline = parse_deadline(args.deadline, now_ms=clock.now_ms()) if args.deadline else None
+    notify = check_notify_url(args.notify) if args.notify else None
     fmt = args.format or detect_format(args.file)
     stream = _open_input(args.file)
     try:
@@ -137,7 +140,12 @@ async def _submit(args: argparse.Namespace, settings: Settings, store: BatchStor
         )
         name = args.name or (Path(args.file).name if args.file != "-" else None)
         return await store.submit(
-            items, name=name, metadata=metadata, deadline_ms=deadline, chunk=settings.submit_chunk
+            items,
+            name=name,
+            metadata=metadata,
+            deadline_ms=deadline,
+            notify=notify,
+            chunk=settings.submit_chunk,
         )
     finally:
         if stream is not sys.stdin.buffer:
@@ -336,6 +344,12 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--model", help="model for lines that name none")
         sp.add_argument("--name", help="a label for the batch")
         sp.add_argument("--format", choices=["jsonl", "txt"], help="override the file extension")
+        sp.add_argument(
+            "--notify",
+            metavar="URL",
+            help="when the batch is final, one worker POSTs its status JSON here (retried on "
+            "failure, never delivered twice)",
+        )
         sp.add_argument(
             "--deadline",
             metavar="WHEN",

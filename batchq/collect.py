@@ -7,15 +7,23 @@ custom id and model come from the item itself, so they are not stored twice.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import IO, Any
 
 from . import clock
 from .batches import BatchStore
 from .models import TERMINAL_BATCH_STATES, BatchStatus, Item, ItemError, ItemResult, ItemStatus
 
-__all__ = ["decode_result", "encode_result", "iter_results", "wait_finished", "write_results"]
+__all__ = [
+    "OnDone",
+    "decode_result",
+    "encode_result",
+    "iter_results",
+    "wait_finished",
+    "write_results",
+]
 
 
 def encode_result(
@@ -84,13 +92,31 @@ async def iter_results(
                 yield decode_result(index, item, None)
 
 
+OnDone = Callable[[BatchStatus], Awaitable[None] | None]
+
+
 async def wait_finished(
-    store: BatchStore, batch_id: str, *, interval: float = 0.5, max_wait: float | None = None
+    store: BatchStore,
+    batch_id: str,
+    *,
+    interval: float = 0.5,
+    max_wait: float | None = None,
+    on_done: OnDone | None = None,
 ) -> BatchStatus:
+    """Wait until the batch is final and return its status, after calling ``on_done`` with
+    it (a function or a coroutine function), if given: a completion callback for scripts.
+
+    ``TimeoutError`` after ``max_wait`` seconds (the callback is not called then). To follow
+    several batches, run one ``wait_finished`` task per batch.
+    """
     deadline = None if max_wait is None else clock.monotonic() + max_wait
     while True:
         status = await store.status(batch_id)
         if status.state in TERMINAL_BATCH_STATES and status.finished_at:
+            if on_done is not None:
+                res = on_done(status)
+                if inspect.isawaitable(res):
+                    await res
             return status
         if deadline is not None and clock.monotonic() > deadline:
             raise TimeoutError(f"batch {batch_id} did not finish within {max_wait} s")

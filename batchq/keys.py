@@ -10,6 +10,7 @@ name can — but every job id embeds an unguessable batch id, so they cannot col
 | ``{p}:active`` | LIST | batches that still have items to dispatch, rotated for round-robin |
 | ``{p}:open`` | ZSET | unfinished batches → time of their last progress (ms), for repair |
 | ``{p}:deadlines`` | ZSET | batches with a deadline not yet acted on → the deadline (ms) |
+| ``{p}:hooks`` | ZSET | finished batches whose completion hook is due → when (ms) |
 | ``{p}:workers`` | ZSET | worker id → heartbeat deadline (ms) |
 | ``{p}:worker-slots`` | HASH | worker id → its concurrency, summed to size the dispatch window |
 | ``{p}:leases`` | ZSET | job id → lease deadline (ms) of each running item |
@@ -91,6 +92,10 @@ class Keys:
     @property
     def open(self) -> str:
         return f"{self.prefix}:open"
+
+    @property
+    def hooks(self) -> str:
+        return f"{self.prefix}:hooks"
 
     @property
     def deadlines(self) -> str:

@@ -166,3 +166,6 @@ class BatchStatus(BaseModel):
     started_at: str | None
     finished_at: str | None
     deadline: str | None = None
+    # The completion hook (submit --notify), None without one: waiting (for the batch to
+    # finish), pending, sending, delivered, failed, or unknown (its sender died mid-POST).
+    notify: str | None = None

@@ -1,5 +1,5 @@
-"""Options a batch is submitted with, checked before anything is stored: user metadata and
-the deadline.
+"""Options a batch is submitted with, checked before anything is stored: user metadata, the
+deadline and the completion hook's URL.
 
 Metadata follows OpenAI's batch ``metadata``: string keys and values, at most 16 pairs, keys at
 most 64 characters and values at most 512, so that a status line stays small however a script
@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from .errors import InputError
 
@@ -20,6 +21,7 @@ __all__ = [
     "MAX_META_PAIRS",
     "MAX_META_VALUE",
     "check_metadata",
+    "check_notify_url",
     "parse_deadline",
     "parse_meta_pairs",
 ]
@@ -88,3 +90,15 @@ def parse_deadline(text: str, *, now_ms: int) -> int:
     if ms <= now_ms:
         raise InputError(f"{text!r:.80} is in the past", field="deadline")
     return ms
+
+
+def check_notify_url(url: str) -> str:
+    """``--notify``: an http(s) URL that the final status is POSTed to."""
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:
+        ok = False
+    if not ok or len(url) > 2048 or any(c.isspace() for c in url):
+        raise InputError(f"{url!r:.80} is not an http:// or https:// URL", field="notify")
+    return url

@@ -33,7 +33,7 @@ end
 
 local function close_if_done(meta, active, bid, now)
   local m = redis.call('HMGET', meta, 'total', 'succeeded', 'failed', 'cancelled', 'state',
-                       'expired')
+                       'expired', 'hooks')
   local expired = tonumber(m[6] or '0')
   local done = tonumber(m[2]) + tonumber(m[3]) + tonumber(m[4]) + expired
   if done >= tonumber(m[1]) and not redis.call('HGET', meta, 'finished_at') then
@@ -44,6 +44,8 @@ local function close_if_done(meta, active, bid, now)
     redis.call('HSET', meta, 'active', 0)
     redis.call('LREM', active, 0, bid)
     redis.call('ZREM', OPEN, bid)
+    -- A completion hook to send (submit --notify): the key travels in the batch's metadata.
+    if m[7] then redis.call('ZADD', m[7], now, bid) end
   end
 end
 

@@ -144,3 +144,14 @@ def test_submit_deadline(cli: Cli, tmp_path: Path) -> None:
     _, err = cli("submit", src, "--model", "m", "--deadline", "2001-01-01T00:00Z", code=1)
     assert err == "batchq: error: field 'deadline': '2001-01-01T00:00Z' is in the past\n"
     assert len(cli.json("list")) == 1
+
+
+def test_submit_notify(cli: Cli, tmp_path: Path) -> None:
+    src = str(prompts(tmp_path, 1))
+    bid = cli("submit", src, "--model", "m", "--notify", "https://example.test/h?k=1")[0].strip()
+    assert cli.json("status", bid)["notify"] == "waiting"
+    assert "notify    waiting\n" in cli("status", bid)[0]
+    for bad in ("ftp://example.test/x", "example.test/x", "http:///x"):
+        _, err = cli("submit", src, "--model", "m", "--notify", bad, code=1)
+        assert err == f"batchq: error: field 'notify': {bad!r} is not an http:// or https:// URL\n"
+    assert len(cli.json("list")) == 1

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
 from batchq.batches import BatchStore
-from batchq.collect import encode_result, iter_results
-from batchq.models import Endpoint, Item, ItemError, ItemStatus
+from batchq.collect import encode_result, iter_results, wait_finished
+from batchq.models import BatchState, BatchStatus, Endpoint, Item, ItemError, ItemStatus
 
 
 def items(n: int) -> list[Item]:
@@ -47,3 +51,27 @@ async def test_cancelled_items_appear_without_stored_results(store: BatchStore) 
         (i, ItemStatus.CANCELLED, f"id-{i}") for i in range(10)
     ]
     assert await store.redis.hlen(store.keys.batch(bid).results) == 0  # type: ignore[misc]
+
+
+async def test_wait_finished_calls_back_once_with_the_final_status(store: BatchStore) -> None:
+    bid, _ = await store.submit(items(2))
+    seen: list[tuple[str, BatchStatus]] = []
+
+    async def later(s: BatchStatus) -> None:
+        seen.append(("async", s))
+
+    waiters = [
+        asyncio.create_task(wait_finished(store, bid, interval=0.01, on_done=later)),
+        asyncio.create_task(
+            wait_finished(store, bid, interval=0.01, on_done=lambda s: seen.append(("sync", s)))
+        ),
+    ]
+    await asyncio.sleep(0.05)
+    assert seen == []  # not final yet
+    with pytest.raises(TimeoutError):
+        await wait_finished(store, bid, interval=0.01, max_wait=0.02, on_done=later)
+    await store.cancel(bid)
+    done = await asyncio.gather(*waiters)
+    assert sorted(kind for kind, _ in seen) == ["async", "sync"]
+    assert all(s.state is BatchState.CANCELLED and s.finished_at for _, s in seen)
+    assert [s for _, s in seen] == done

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 import redis
+from aiohttp import web
 
 from batchq.batches import BatchStore
 from batchq.connection import connect
@@ -188,3 +190,73 @@ def test_deadline_expires_what_was_not_started(
     expired = [r for r in rows if r["status"] == "expired"]
     assert {r["error"]["type"] for r in expired} == {"expired"}
     assert {(r["response"], r["attempts"]) for r in expired} == {(None, 0)}
+
+
+class Receiver:
+    """A webhook receiver (aiohttp) on its own thread and loop; answers each POST with the next
+    of ``codes``, then 200, and records what came."""
+
+    def __init__(self, codes: list[int]) -> None:
+        self.codes = list(codes)
+        self.got: list[tuple[int, dict[str, str], dict[str, Any]]] = []
+        self.url = f"http://127.0.0.1:{free_port()}/hook"
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        code = self.codes.pop(0) if self.codes else 200
+        self.got.append((code, dict(request.headers), await request.json()))
+        return web.Response(status=code)
+
+    async def _start(self) -> web.AppRunner:
+        app = web.Application()
+        app.router.add_post("/hook", self._handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = int(self.url.split(":")[2].split("/")[0])
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        return runner
+
+    def __enter__(self) -> Receiver:
+        self._thread.start()
+        self._runner = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+def test_webhook_is_delivered_once_per_completion(
+    redis_url: str, prefix: str, tmp_path: Path, slow_sim: str
+) -> None:
+    env = env_for(redis_url, prefix, tmp_path / "home", slow_sim, BATCHQ_NOTIFY_RETRY_DELAY="0.2")
+    src = tmp_path / "p.jsonl"
+    write_prompts(src, 20, f"hook-{prefix}")
+    with Receiver([500]) as rec, Workers(env, tmp_path) as workers:
+        for _ in range(2):
+            workers.start("--concurrency", "4")
+        args = ["submit", str(src), "--model", "llama3.2", "--notify", rec.url, "--meta", "k=v"]
+        bid = batchq(env, *args).stdout.strip()
+        wait_for(env, bid, lambda s: s["notify"] == "delivered")
+        # The first POST was refused and tried again; the second one delivered it.
+        assert [code for code, _, _ in rec.got] == [500, 200], workers.logs()
+        _, headers, body = rec.got[-1]
+        assert (body["batch_id"], body["state"], body["succeeded"]) == (bid, "completed", 20)
+        assert body["metadata"] == {"k": "v"} and body["finished_at"]
+        first_key = headers["Idempotency-Key"]
+        assert first_key.startswith(bid + ":")
+        # Restarted workers do not announce it again.
+        workers.stop()
+        for _ in range(2):
+            workers.start("--concurrency", "4")
+        wait_for_workers(env, 2)
+        time.sleep(2.5)  # more than two polls of the hooks of both
+        assert len(rec.got) == 2
+        # Reopened by a retry, it finishes again, and that completion is announced too.
+        batchq(env, "retry", bid, "--ids", "0")
+        wait_for(env, bid, lambda s: s["notify"] == "delivered" and bool(s["finished_at"]))
+        assert [code for code, _, _ in rec.got] == [500, 200, 200]
+        assert rec.got[-1][1]["Idempotency-Key"] != first_key
