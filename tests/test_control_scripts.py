@@ -34,8 +34,8 @@ async def redo(store: BatchStore, bid: str) -> list[int]:
 
 
 def counts_add_up(s: BatchStatus) -> None:
-    assert s.queued + s.running + s.succeeded + s.failed + s.cancelled == s.total
-    assert min(s.queued, s.running, s.succeeded, s.failed, s.cancelled) >= 0
+    counts = (s.queued, s.running, s.succeeded, s.failed, s.cancelled, s.expired)
+    assert sum(counts) == s.total and min(counts) >= 0, s
 
 
 async def test_pause_takes_the_window_back_and_dispatches_nothing(

@@ -10,16 +10,11 @@ from batchq.deadlines import expire, expire_due
 from batchq.dispatch import Dispatcher
 from batchq.items import item_info
 from batchq.keys import ARQ_JOB_PREFIX, parse_job_id
-from batchq.models import BatchState, BatchStatus, ItemError, ItemState, ItemStatus
+from batchq.models import BatchState, ItemError, ItemState, ItemStatus
 from batchq.settings import Settings
 
-from .test_control_scripts import claim, finish_all, of
+from .test_control_scripts import claim, counts_add_up, finish_all, of
 from .test_dispatch import items, queued_jobs, register_worker
-
-
-def add_up(s: BatchStatus) -> None:
-    assert s.queued + s.running + s.succeeded + s.failed + s.cancelled + s.expired == s.total
-    assert min(s.queued, s.running, s.succeeded, s.failed, s.cancelled, s.expired) >= 0
 
 
 async def due_now(store: BatchStore, bid: str) -> None:
@@ -64,7 +59,7 @@ async def test_past_the_deadline_only_unstarted_items_expire(
     assert await expire_due(store) == [bid]
     assert await store.redis.zcard(store.keys.deadlines) == 0
     s = await store.status(bid)
-    add_up(s)
+    counts_add_up(s)
     # Running, claimed and backing-off items carry on; everything else expired.
     assert (s.succeeded, s.running, s.queued, s.expired) == (1, 1, 2, 56)
     assert s.state is BatchState.RUNNING and s.deadline
@@ -110,7 +105,7 @@ async def test_a_chunked_expiry_is_resumable_and_repair_leaves_it_alone(
     left = await store.control.expire(bid, now_ms=clock.now_ms(), chunk=1000, payload=payload)
     assert left == 1500  # ...and the expiring worker dies here
     s = await store.status(bid)
-    add_up(s)
+    counts_add_up(s)
     assert (s.expired, s.queued, s.finished_at) == (1000, 1500, None)
     assert await store.repair(bid) == 0  # the rest are not lost, just not written yet
     assert (await Dispatcher(store.scripts, settings).run()).sent == 0
