@@ -10,7 +10,7 @@ import dataclasses
 import json
 import logging
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -26,6 +26,7 @@ from .errors import BatchqError, ConfigError, OllamaError, RedisUnavailable
 from .inputs import detect_format, iter_items
 from .keys import Keys
 from .models import BatchStatus
+from .options import check_notify_url, parse_deadline, parse_meta_pairs
 from .settings import Settings
 
 __all__ = ["main"]
@@ -94,14 +95,24 @@ def _print(args: argparse.Namespace, data: Any, human: Callable[[], None]) -> No
         human()
 
 
+def _meta_text(s: BatchStatus) -> str:
+    return " ".join(f"{k}={v}" for k, v in s.metadata.items())
+
+
 def _human_status(s: BatchStatus) -> None:
     print(f"batch     {s.batch_id}" + (f"  ({s.name})" if s.name else ""))
     print(f"state     {s.state.value}")
+    if s.metadata:
+        print(f"meta      {_meta_text(s)}")
+    expired = f", {s.expired} expired" if s.deadline or s.expired else ""
     print(
         f"items     {s.total} total: {s.queued} queued, {s.running} running, "
-        f"{s.succeeded} succeeded, {s.failed} failed, {s.cancelled} cancelled"
+        f"{s.succeeded} succeeded, {s.failed} failed, {s.cancelled} cancelled{expired}"
     )
+    if s.notify:
+        print(f"notify    {s.notify}")
     for label, value in (
+        ("deadline", s.deadline),
         ("created", s.created_at),
         ("started", s.started_at),
         ("finished", s.finished_at),
@@ -124,13 +135,24 @@ def _open_input(path: str) -> Iterator[BinaryIO]:
 
 
 async def _submit(args: argparse.Namespace, settings: Settings, store: BatchStore) -> Any:
+    # Checked before the file is read: a typo in an option must not cost a long upload.
+    metadata = parse_meta_pairs(args.meta or ())
+    deadline = parse_deadline(args.deadline, now_ms=clock.now_ms()) if args.deadline else None
+    notify = check_notify_url(args.notify) if args.notify else None
     fmt = args.format or detect_format(args.file)
     with _open_input(args.file) as stream:
         items = iter_items(
             stream, fmt=fmt, default_model=args.model, max_line_bytes=settings.max_line_bytes
         )
         name = args.name or (Path(args.file).name if args.file != "-" else None)
-        return await store.submit(items, name=name, chunk=settings.submit_chunk)
+        return await store.submit(
+            items,
+            name=name,
+            metadata=metadata,
+            deadline_ms=deadline,
+            notify=notify,
+            chunk=settings.submit_chunk,
+        )
 
 
 async def cmd_submit(args: argparse.Namespace) -> int:
@@ -249,11 +271,21 @@ def _report_written(args: argparse.Namespace, ok: int, failed: int) -> None:
         print(f"wrote {ok + failed} results to {args.output}", file=sys.stderr)
 
 
-async def cmd_cancel(args: argparse.Namespace) -> int:
-    async with _store(_settings(args)) as (store, _):
-        s = await store.cancel(args.batch_id)
-    _print(args, s.model_dump(mode="json"), lambda: _human_status(s))
-    return 0
+def _control(op: Callable[[BatchStore, str], Awaitable[BatchStatus]]) -> Any:
+    """A command that changes a batch and prints its status afterwards."""
+
+    async def command(args: argparse.Namespace) -> int:
+        async with _store(_settings(args)) as (store, _):
+            s = await op(store, args.batch_id)
+        _print(args, s.model_dump(mode="json"), lambda: _human_status(s))
+        return 0
+
+    return command
+
+
+cmd_cancel = _control(BatchStore.cancel)
+cmd_pause = _control(BatchStore.pause)
+cmd_resume = _control(BatchStore.resume)
 
 
 async def cmd_repair(args: argparse.Namespace) -> int:
@@ -444,6 +476,25 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--model", help="model for lines that name none")
         sp.add_argument("--name", help="a label for the batch")
         sp.add_argument("--format", choices=["jsonl", "txt"], help="override the file extension")
+        sp.add_argument(
+            "--notify",
+            metavar="URL",
+            help="when the batch is final, one worker POSTs its status JSON here (retried on "
+            "failure, never delivered twice)",
+        )
+        sp.add_argument(
+            "--deadline",
+            metavar="WHEN",
+            help="items not started by then expire: a duration (90m, 1h30m, 2d) or an ISO 8601 "
+            "time (local unless it names its zone); running items finish",
+        )
+        sp.add_argument(
+            "--meta",
+            action="append",
+            metavar="KEY=VALUE",
+            help="metadata stored with the batch, shown by status and list (repeatable, at most "
+            "16; keys up to 64 characters, values up to 512)",
+        )
 
     def worker_args(sp: Any) -> None:
         sp.add_argument("--ollama", dest="ollama_host", metavar="URL", help="(OLLAMA_HOST)")
@@ -546,9 +597,21 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("batch_id")
     sp.set_defaults(handler=cmd_cancel)
 
+    sp = cmd("pause", "pause a batch: nothing more is sent; requests already sent finish")
+    sp.add_argument("batch_id")
+    sp.set_defaults(handler=cmd_pause)
+
+    sp = cmd("resume", "resume a paused batch where it stopped")
+    sp.add_argument("batch_id")
+    sp.set_defaults(handler=cmd_resume)
+
     sp = cmd("repair", "find items that are neither final, queued nor running; queue them again")
     sp.add_argument("batch_id")
     sp.set_defaults(handler=cmd_repair)
+
+    from .cli_control import add_commands
+
+    add_commands(cmd)
 
     sp = cmd("limits", "show or change the global limits of an Ollama endpoint")
     sp.add_argument("--ollama", dest="ollama_host", metavar="URL", help="(OLLAMA_HOST)")

@@ -8,8 +8,9 @@ vectors are base64 float32 (see :mod:`batchq.vectors`).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import IO, Any, Literal
 
 from . import clock
@@ -19,7 +20,9 @@ from .openai_format import OpenAILines
 from .vectors import unpack, vectors_json
 
 __all__ = [
+    "OnDone",
     "OutputFormat",
+    "decode_result",
     "encode_result",
     "export_results",
     "iter_final",
@@ -55,7 +58,11 @@ def encode_result(
     return json.dumps(d, separators=(",", ":"), ensure_ascii=False)
 
 
-def _decode(index: int, item: Item | None, raw: bytes | None) -> ItemResult:
+def decode_result(
+    index: int, item: Item | None, raw: bytes | None, *, prior: int = 0
+) -> ItemResult:
+    """A stored result as an output line; no stored result means cancelled before dispatch.
+    ``prior``: attempts of the item's earlier runs, which the stored result does not count."""
     d: dict[str, Any] = json.loads(raw) if raw else {"s": ItemStatus.CANCELLED.value}
     return ItemResult(
         index=index,
@@ -63,7 +70,7 @@ def _decode(index: int, item: Item | None, raw: bytes | None) -> ItemResult:
         status=ItemStatus(d["s"]),
         response=d.get("r"),
         error=ItemError(**d["e"]) if d.get("e") else None,
-        attempts=d.get("a", 0),
+        attempts=d.get("a", 0) + prior,
         model=item.model if item else None,
         metrics=d.get("m"),
         embeddings=[unpack(v) for v in d["v"]] if "v" in d else None,
@@ -86,31 +93,54 @@ async def iter_final(
     meta = await store.meta(batch_id)
     total = int(meta["total"])
     cancel_from = int(meta.get("cancel_from", -1))
+    # Attempts of earlier runs exist only once an item was retried.
+    rerun = bool(meta.get("rerun"))
     bk = store.keys.batch(batch_id)
     for start in range(0, total, chunk):
         fields = [str(i) for i in range(start, min(start + chunk, total))]
         async with store.redis.pipeline(transaction=False) as pipe:
             pipe.hmget(bk.items, fields)
             pipe.hmget(bk.results, fields)
-            items, results = await pipe.execute()
+            if rerun:
+                pipe.hmget(bk.prior, fields)
+            items, results, *rest = await pipe.execute()
+        prior = rest[0] if rest else [None] * len(fields)
         for offset, (raw_item, raw_result) in enumerate(zip(items, results, strict=True)):
             index = start + offset
             item = Item.loads(raw_item) if raw_item else None
             if raw_result is not None:
-                yield _decode(index, item, raw_result), item
+                yield decode_result(index, item, raw_result, prior=int(prior[offset] or 0)), item
             elif 0 <= cancel_from <= index:
                 # Cancelled before dispatch: no result was written for these, by design (a
                 # cancel of a million-item batch stays O(window)).
-                yield _decode(index, item, None), item
+                yield decode_result(index, item, None), item
+
+
+OnDone = Callable[[BatchStatus], Awaitable[None] | None]
 
 
 async def wait_finished(
-    store: BatchStore, batch_id: str, *, interval: float = 0.5, max_wait: float | None = None
+    store: BatchStore,
+    batch_id: str,
+    *,
+    interval: float = 0.5,
+    max_wait: float | None = None,
+    on_done: OnDone | None = None,
 ) -> BatchStatus:
+    """Wait until the batch is final and return its status, after calling ``on_done`` with
+    it (a function or a coroutine function), if given: a completion callback for scripts.
+
+    ``TimeoutError`` after ``max_wait`` seconds (the callback is not called then). To follow
+    several batches, run one ``wait_finished`` task per batch.
+    """
     deadline = None if max_wait is None else clock.monotonic() + max_wait
     while True:
         status = await store.status(batch_id)
         if status.state in TERMINAL_BATCH_STATES and status.finished_at:
+            if on_done is not None:
+                res = on_done(status)
+                if inspect.isawaitable(res):
+                    await res
             return status
         if deadline is not None and clock.monotonic() > deadline:
             raise TimeoutError(f"batch {batch_id} did not finish within {max_wait} s")

@@ -24,8 +24,8 @@ from .presence import live_workers
 
 __all__ = ["STATUSES", "app", "scrape"]
 
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-_FIELDS = ("total", "running", "succeeded", "failed", "cancelled", "state", "name")
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "expired")
+_FIELDS = ("total", "running", "succeeded", "failed", "cancelled", "expired", "state", "name")
 _FIELDS_EXTRA = ("retried", "tokens_in", "tokens_out")
 _CHUNK = 1000
 
@@ -43,14 +43,15 @@ def _s(v: Any) -> str:
 
 
 def _counts(raw: list[str]) -> dict[str, int]:
-    total, running, succeeded, failed, cancelled = (int(x or 0) for x in raw[:5])
-    queued = total - running - succeeded - failed - cancelled
+    total, running, succeeded, failed, cancelled, expired = (int(x or 0) for x in raw[:6])
+    queued = total - running - succeeded - failed - cancelled - expired
     return {
         "queued": queued,
         "running": running,
         "succeeded": succeeded,
         "failed": failed,
         "cancelled": cancelled,
+        "expired": expired,
     }
 
 
@@ -96,20 +97,20 @@ async def scrape(redis: Redis, keys: Keys, *, recent: int = 20) -> bytes:
     for bid, row in await _metas(redis, keys, ids):
         counts = _counts(row)
         totals.update(counts)
-        state, name = row[5], row[6]
+        state, name = row[6], row[7]
         states[state] += 1
         if bid not in per_batch:
             continue
         for status in STATUSES:
             b_items.add_metric([bid, status], counts[status])
         b_info.add_metric([bid, state, name], 1)
-        retried, tokens_in, tokens_out = (int(x or 0) for x in row[7:10])
+        retried, tokens_in, tokens_out = (int(x or 0) for x in row[8:11])
         b_retries.add_metric([bid], retried)
         b_tokens_in.add_metric([bid], tokens_in)
         b_tokens_out.add_metric([bid], tokens_out)
     for status in STATUSES:
         items.add_metric([status], totals[status])
-    for state in ("queued", "running", "completed", "cancelled"):
+    for state in ("queued", "running", "paused", "completed", "cancelled", "expired"):
         batches.add_metric([state], states[state])
 
     families: list[Any] = [items, batches, b_items, b_info, b_retries, b_tokens_in, b_tokens_out]

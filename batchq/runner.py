@@ -110,7 +110,7 @@ async def watch_progress(
         task = bar.add_task(batch_id, total=status.total, ok=0, failed=0, run=0)
         while True:
             status = await store.status(batch_id)
-            done = status.succeeded + status.failed + status.cancelled
+            done = status.done
             bar.update(
                 task, completed=done, ok=status.succeeded, failed=status.failed, run=status.running
             )

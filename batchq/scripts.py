@@ -38,14 +38,20 @@ local function release(meta, leases, jid)
 end
 
 local function close_if_done(meta, active, bid, now)
-  local m = redis.call('HMGET', meta, 'total', 'succeeded', 'failed', 'cancelled', 'state')
-  local done = tonumber(m[2]) + tonumber(m[3]) + tonumber(m[4])
+  local m = redis.call('HMGET', meta, 'total', 'succeeded', 'failed', 'cancelled', 'state',
+                       'expired', 'hooks')
+  local expired = tonumber(m[6] or '0')
+  local done = tonumber(m[2]) + tonumber(m[3]) + tonumber(m[4]) + expired
   if done >= tonumber(m[1]) and not redis.call('HGET', meta, 'finished_at') then
     redis.call('HSET', meta, 'finished_at', now)
-    if m[5] ~= 'cancelled' then redis.call('HSET', meta, 'state', 'completed') end
+    if m[5] ~= 'cancelled' then
+      redis.call('HSET', meta, 'state', expired > 0 and 'expired' or 'completed')
+    end
     redis.call('HSET', meta, 'active', 0)
     redis.call('LREM', active, 0, bid)
     redis.call('ZREM', OPEN, bid)
+    -- A completion hook to send (submit --notify): the key travels in the batch's metadata.
+    if m[7] then redis.call('ZADD', m[7], now, bid) end
   end
 end
 
@@ -144,6 +150,8 @@ if state == 'cancelled' then
     + """', ARGV[4])
   return 'cancelled'
 end
+-- Not begun and no attempt counted: the worker parks the job until the batch resumes.
+if state == 'paused' then return 'paused' end
 if redis.call('ZADD', KEYS[3], ARGV[5], ARGV[3]) == 1 then
   redis.call('HINCRBY', KEYS[1], 'running', 1)
 end
@@ -286,12 +294,14 @@ return n
 _REPAIR = (
     _FINALIZE
     + """
-local m = redis.call('HMGET', KEYS[1], 'state', 'next', 'cancel_from')
+local m = redis.call('HMGET', KEYS[1], 'state', 'next', 'cancel_from', 'expire_from')
 if not m[1] then return -1 end
 local bid = ARGV[1]
--- Only dispatched items can be lost; after a cancel, the rest have no result by design.
+-- Only dispatched items can be lost; after a cancel, the rest have no result by design, and
+-- past a deadline the expiry is still writing theirs.
 local limit = tonumber(m[2])
 if tonumber(m[3] or '-1') >= 0 then limit = tonumber(m[3]) end
+if tonumber(m[4] or '-1') >= 0 then limit = math.min(limit, tonumber(m[4])) end
 local last = math.min(tonumber(ARGV[3]), limit) - 1
 local waiting = {}
 for _, idx in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do waiting[idx] = true end
@@ -350,7 +360,7 @@ _CANCEL = (
     + """
 local m = redis.call('HMGET', KEYS[1], 'state', 'next', 'total')
 if not m[1] then return false end
-if m[1] == 'completed' or m[1] == 'cancelled' then return m[1] end
+if m[1] == 'completed' or m[1] == 'cancelled' or m[1] == 'expired' then return m[1] end
 local bid = ARGV[1]
 local n = tonumber(m[3]) - tonumber(m[2])
 for _, idx in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
@@ -395,7 +405,7 @@ class DispatchOutcome:
     active_batches: int
 
 
-StartOutcome = str  # 'ok' | 'final' | 'cancelled' | 'missing'
+StartOutcome = str  # 'ok' | 'final' | 'cancelled' | 'paused' | 'missing'
 
 
 class Scripts:

@@ -50,7 +50,7 @@ def batch_rows(batches: Sequence[BatchStatus], now_ms: int) -> list[dict[str, An
     rows = []
     for s in batches:
         row = s.model_dump(mode="json")
-        row["done"] = s.succeeded + s.failed + s.cancelled
+        row["done"] = s.done
         age = _seconds_since(s.created_at, now_ms)
         row["age_s"] = None if age is None else round(age, 3)
         rows.append(row)
@@ -70,6 +70,9 @@ def batches_table(rows: Sequence[dict[str, Any]]) -> Table:
     table.add_column("created (UTC)", no_wrap=True)
     table.add_column("age", justify="right", no_wrap=True)
     table.add_column("name", overflow="ellipsis", max_width=40)
+    with_meta = any(r.get("metadata") for r in rows)
+    if with_meta:
+        table.add_column("meta", overflow="fold")
     for r in rows:
         # Floored, so that a batch shows 100.0 only when it is done.
         pct = math.floor(1000 * r["done"] / r["total"]) / 10 if r["total"] else 100.0
@@ -84,6 +87,11 @@ def batches_table(rows: Sequence[dict[str, Any]]) -> Table:
             created,
             format_age(r["age_s"]),
             Text(r["name"] or ""),  # a name is the user's text, not markup
+            *(
+                [Text(" ".join(f"{k}={v}" for k, v in (r.get("metadata") or {}).items()))]
+                if with_meta
+                else []
+            ),
         )
     return table
 

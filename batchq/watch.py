@@ -86,12 +86,11 @@ class View:
 
     @property
     def done(self) -> int:
-        s = self.status
-        return s.succeeded + s.failed + s.cancelled
+        return self.status.done
 
 
 def make_view(status: BatchStatus, workers: list[WorkerInfo], rates: Rates, t: float) -> View:
-    counters = {"done": float(status.succeeded + status.failed + status.cancelled)}
+    counters = {"done": float(status.done)}
     counters["tokens"] = float(status.tokens_out)
     for w in workers:
         counters["w:" + w.worker_id] = float(w.done)
@@ -120,7 +119,7 @@ def plain_line(v: View) -> str:
     in_flight = sum(w.info.running.get(s.batch_id, 0) for w in v.workers)
     return (
         f"{s.batch_id} {s.state.value} {v.done}/{s.total} ({pct:.1f}%) "
-        f"succeeded {s.succeeded} failed {s.failed} cancelled {s.cancelled} "
+        f"succeeded {s.succeeded} failed {s.failed} cancelled {s.cancelled} expired {s.expired} "
         f"retried {s.retried} | {_num(v.items_per_s, 'items/s')} "
         f"{_num(v.tokens_per_s, 'tokens/s')} | ETA {format_duration(v.eta_s)} | "
         f"workers {len(v.workers)}, in flight {in_flight}"

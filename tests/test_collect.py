@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from array import array
 
+import pytest
+
 from batchq.batches import BatchStore
-from batchq.collect import encode_result, iter_results, write_results
-from batchq.models import Endpoint, Item, ItemError, ItemStatus
+from batchq.collect import encode_result, iter_results, wait_finished, write_results
+from batchq.models import BatchState, BatchStatus, Endpoint, Item, ItemError, ItemStatus
 from batchq.vectors import pack
 
 
@@ -82,3 +85,27 @@ async def test_embeddings_are_stored_packed_and_written_as_float32_digits(
     assert first == result.model_dump(mode="json", exclude={"embeddings"})
     assert "embeddings" not in second and second["response"] == "t"
     assert '"embeddings":[[0.100000001,-0.5,2.99999989e-08],[1,0,-1]]}' in out.getvalue()
+
+
+async def test_wait_finished_calls_back_once_with_the_final_status(store: BatchStore) -> None:
+    bid, _ = await store.submit(items(2))
+    seen: list[tuple[str, BatchStatus]] = []
+
+    async def later(s: BatchStatus) -> None:
+        seen.append(("async", s))
+
+    waiters = [
+        asyncio.create_task(wait_finished(store, bid, interval=0.01, on_done=later)),
+        asyncio.create_task(
+            wait_finished(store, bid, interval=0.01, on_done=lambda s: seen.append(("sync", s)))
+        ),
+    ]
+    await asyncio.sleep(0.05)
+    assert seen == []  # not final yet
+    with pytest.raises(TimeoutError):
+        await wait_finished(store, bid, interval=0.01, max_wait=0.02, on_done=later)
+    await store.cancel(bid)
+    done = await asyncio.gather(*waiters)
+    assert sorted(kind for kind, _ in seen) == ["async", "sync"]
+    assert all(s.state is BatchState.CANCELLED and s.finished_at for _, s in seen)
+    assert [s for _, s in seen] == done

@@ -32,9 +32,11 @@ from batchq.limits import RateLimiter, backoff
 from batchq.models import Item, ItemError, ItemStatus
 from batchq.settings import Settings
 
+from .housekeeping import start_housekeeping
 from .stats import WorkerStats
 
 __all__ = [
+    "PAUSED_PARK_S",
     "REJECT_FUNCTION",
     "WorkerContext",
     "WorkerState",
@@ -49,6 +51,9 @@ __all__ = [
 log = logging.getLogger("batchq.worker")
 
 REJECT_FUNCTION = "reject_job"
+
+# How long a job of a paused batch waits before it looks again; resume does not wait for it.
+PAUSED_PARK_S = 600.0
 
 
 @dataclass
@@ -108,6 +113,10 @@ async def run_item(ctx: WorkerContext, batch_id: str, index: int) -> str:
     outcome, attempt, raw = await st.scripts.begin(
         batch_id, index, jid, now_ms=now, lease_until_ms=now + st.lease_ms
     )
+    if outcome == "paused":
+        # Claimed as its batch was paused: wait in arq's queue, out of the polls' range,
+        # until resume makes it due (see batchq.control_scripts).
+        raise Retry(defer=PAUSED_PARK_S)
     if outcome != "ok":
         # Already final (a duplicate delivery), cancelled, or the batch is gone.
         return outcome
@@ -277,7 +286,19 @@ async def _retry_or_fail(job: _Job, err: OllamaError) -> str:
     # Off the hot path (retries only): the batch's count for `batchq status --watch`.
     await job.st.redis.hincrby(job.st.keys.batch(job.batch_id).meta, "retried", 1)  # type: ignore[misc]
     # While it waits out the backoff the item is queued, not running.
-    await job.st.scripts.release(job.batch_id, job.jid, score=job.score, refund=unreachable)
+    if unreachable:
+        await job.st.scripts.release(job.batch_id, job.jid, score=job.score, refund=True)
+    else:
+        # The same round trip keeps the attempt's error in the item's history.
+        await job.st.store.control.release_failed(
+            job.batch_id,
+            job.index,
+            job.jid,
+            score=job.score,
+            attempt=job.attempt,
+            error=_item_error(err),
+            now_ms=clock.now_ms(),
+        )
     raise Retry(defer=delay)
 
 
@@ -302,6 +323,7 @@ def startup_hook(settings: Settings) -> Any:
         await _heartbeat_once(st)
         st.tasks.append(asyncio.create_task(_heartbeat_loop(st)))
         st.tasks.append(asyncio.create_task(_dispatch_loop(st)))
+        st.tasks.extend(start_housekeeping(st))
         for host in st.hosts.hosts:
             try:
                 version = await host.client.version()
