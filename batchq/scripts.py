@@ -22,7 +22,7 @@ from .keys import (
     Keys,
 )
 
-__all__ = ["DispatchOutcome", "Scripts", "StartOutcome"]
+__all__ = ["Claim", "DispatchOutcome", "Scripts", "StartOutcome"]
 
 # Shared by every script that can make an item final. A result is written once (HSETNX): the
 # first writer wins and only that write moves a counter, so a job that arq runs twice is
@@ -197,11 +197,13 @@ return n
 )
 
 # arq's poll and claim of queued jobs in one round trip for all of them: arq's own is a
-# ZRANGEBYSCORE, then WATCH, EXISTS, ZSCORE and MULTI/EXEC per job. Same rules: skip a job
+# ZRANGEBYSCORE, then WATCH, EXISTS, ZSCORE and MULTI/EXEC per job, and then per job again
+# GET (its payload), INCR and EXPIRE (its try counter) before it runs. Same rules: skip a job
 # already claimed or not yet due. Running jobs are scored at their lease deadline (see the
 # start script), so the due range holds little more than the jobs waiting to be taken.
 # KEYS: queue
 # ARGV: now_ms, claim TTL ms, most jobs to claim, most candidates to look at
+# Returns job id, score, payload ('' if gone), try number; four entries per job.
 _CLAIM = (
     """
 local now = tonumber(ARGV[1])
@@ -209,15 +211,24 @@ local limit = tonumber(ARGV[3])
 local out = {}
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, ARGV[4])
 for i = 1, #due, 2 do
-  if #out >= 2 * limit then break end
+  if #out >= 4 * limit then break end
   local jid = due[i]
   local claim = '"""
     + ARQ_IN_PROGRESS_PREFIX
     + """' .. jid
   if redis.call('EXISTS', claim) == 0 then
     redis.call('SET', claim, '1', 'PX', ARGV[2])
+    local tries = '"""
+    + ARQ_RETRY_PREFIX
+    + """' .. jid
+    local try = redis.call('INCR', tries)
+    redis.call('EXPIRE', tries, 88400)
     out[#out + 1] = jid
     out[#out + 1] = due[i + 1]
+    out[#out + 1] = redis.call('GET', '"""
+    + ARQ_JOB_PREFIX
+    + """' .. jid) or ''
+    out[#out + 1] = try
   end
 end
 return out
@@ -405,6 +416,16 @@ class DispatchOutcome:
     active_batches: int
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A job this worker claimed: what arq's ``run_job`` would read before running it."""
+
+    job_id: str
+    score: int
+    payload: bytes | None  # None if the job's key is gone (expired)
+    job_try: int
+
+
 StartOutcome = str  # 'ok' | 'final' | 'cancelled' | 'paused' | 'missing'
 
 
@@ -466,15 +487,16 @@ class Scripts:
         )
         return outcome, attempt
 
-    async def claim(
-        self, *, now_ms: int, ttl_ms: int, limit: int, scan: int = 1000
-    ) -> list[tuple[str, int]]:
+    async def claim(self, *, now_ms: int, ttl_ms: int, limit: int, scan: int = 1000) -> list[Claim]:
         """Claim up to ``limit`` due jobs for this worker, as arq does (its in-progress key,
-        with ``ttl_ms``), looking at most at ``scan`` of them; returns (job id, score) pairs."""
+        with ``ttl_ms``, and its try counter), looking at most at ``scan`` of them."""
         if limit <= 0:
             return []
         res = await _call(self._claim, [self.keys.queue], [now_ms, ttl_ms, limit, scan])
-        return [(_str(res[i]), int(float(res[i + 1]))) for i in range(0, len(res), 2)]
+        return [
+            Claim(_str(res[i]), int(float(res[i + 1])), res[i + 2] or None, int(res[i + 3]))
+            for i in range(0, len(res), 4)
+        ]
 
     async def finish(
         self,

@@ -271,16 +271,22 @@ async def test_claim_takes_due_unclaimed_jobs_up_to_the_limit(
     await r.set(ARQ_IN_PROGRESS_PREFIX + jobs[0], b"1", px=60_000)
     await r.zadd(store.keys.queue, {jobs[1]: now + 60_000})
     claimed = await store.scripts.claim(now_ms=now, ttl_ms=30_000, limit=3)
-    assert [jid for jid, _ in claimed] == jobs[2:5]
-    for jid, score in claimed:
-        assert score == int(float(await r.zscore(store.keys.queue, jid) or 0))
-        assert 29_000 < await r.pttl(ARQ_IN_PROGRESS_PREFIX + jid) <= 30_000
+    assert [c.job_id for c in claimed] == jobs[2:5]
+    for c in claimed:
+        assert c.score == int(float(await r.zscore(store.keys.queue, c.job_id) or 0))
+        assert 29_000 < await r.pttl(ARQ_IN_PROGRESS_PREFIX + c.job_id) <= 30_000
+        # What arq's run_job would read: the payload, and the try counter, now 1.
+        assert c.payload == await r.get(ARQ_JOB_PREFIX + c.job_id) and c.job_try == 1
     again = await store.scripts.claim(now_ms=now, ttl_ms=30_000, limit=10)
-    assert [jid for jid, _ in again] == jobs[5:]
+    assert [c.job_id for c in again] == jobs[5:]
     assert await store.scripts.claim(now_ms=now, ttl_ms=30_000, limit=10) == []
     # The job that was not due is taken once it is.
     late = await store.scripts.claim(now_ms=now + 60_000, ttl_ms=30_000, limit=10)
-    assert [jid for jid, _ in late] == [jobs[1]]
+    assert [c.job_id for c in late] == [jobs[1]]
+    # A job whose key lapsed is still claimed (arq's path then records it), without payload.
+    await r.delete(ARQ_IN_PROGRESS_PREFIX + jobs[1], ARQ_JOB_PREFIX + jobs[1])
+    (gone,) = await store.scripts.claim(now_ms=now + 60_000, ttl_ms=30_000, limit=10)
+    assert (gone.job_id, gone.payload, gone.job_try) == (jobs[1], None, 2)
 
 
 async def test_begin_returns_the_item_and_finish_retires_arqs_keys(

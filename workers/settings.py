@@ -9,7 +9,9 @@ import json
 import logging
 from typing import Any, cast
 
-from arq import Worker
+from arq import Retry, Worker
+from arq.jobs import SerializationError, deserialize_job_raw
+from arq.utils import ms_to_datetime
 from arq.worker import func
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -18,6 +20,7 @@ from batchq import clock
 from batchq.connection import arq_redis_settings, resolve_redis_url
 from batchq.dispatch import JOB_FUNCTION
 from batchq.keys import Keys
+from batchq.scripts import Claim
 from batchq.settings import Settings
 
 from .inference import (
@@ -154,13 +157,57 @@ class BatchqWorker(Worker):
             log.warning("lost Redis while claiming jobs (%s); will retry", type(e).__name__)
             await asyncio.sleep(0.5)
             return
-        for job_id, score in claimed:
+        for c in claimed:
             # Never blocks: at most ``free`` jobs were claimed.
             await self.sem.acquire()
             self.job_counter += 1
-            t = self.loop.create_task(self.run_job(job_id, score))
+            t = self.loop.create_task(self._run_claimed(c))
             t.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
-            self.tasks[job_id] = t
+            self.tasks[c.job_id] = t
+
+    async def _run_claimed(self, c: Claim) -> None:
+        """arq's ``run_job`` for a batchq item whose payload and try number the claim already
+        read: no round trip before the item starts, and none of arq's per-job bookkeeping
+        that batchq does not use (results kept, aborts, cron, logging). Same outcomes: a
+        ``Retry`` puts the job back with its delay, a cancellation (shutdown) puts it back at
+        once, any other error or a timeout ends it."""
+        try:
+            name, args, kwargs, _, enqueued_ms = deserialize_job_raw(
+                c.payload or b"", deserializer=self.job_deserializer
+            )
+        except SerializationError:
+            name = ""
+        fn = self.functions.get(name)
+        if c.payload is None or fn is None:
+            # A job key that lapsed: arq's path records it as expired.
+            return await self.run_job(c.job_id, c.score)
+        ctx = {
+            **self.ctx,
+            "job_id": c.job_id,
+            "job_try": c.job_try,
+            "enqueue_time": ms_to_datetime(enqueued_ms),
+            "score": c.score,
+        }
+        finish, incr_score = False, None
+        try:
+            async with asyncio.timeout(fn.timeout_s or self.job_timeout_s):
+                await fn.coroutine(ctx, *args, **kwargs)
+        except Retry as e:
+            self.jobs_retried += 1
+            if e.defer_score:
+                incr_score = e.defer_score + (clock.now_ms() - c.score)
+        except asyncio.CancelledError:
+            self.jobs_retried += 1
+        except Exception:
+            log.exception("job %s failed", c.job_id)
+            finish = True
+            self.jobs_failed += 1
+        else:
+            finish = True
+            self.jobs_complete += 1
+        await asyncio.shield(self.finish_job(c.job_id, finish, None, None, False, incr_score, None))
+        if self.after_job_end:
+            await self.after_job_end(ctx)
 
     async def finish_job(self, job_id: str, finish: bool, *args: Any, **kwargs: Any) -> None:
         # batchq's finish script already retired the job's arq keys in its own round trip.
