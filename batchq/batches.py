@@ -83,46 +83,49 @@ class BatchStore:
         batch_id = new_batch_id()
         bk = self.keys.batch(batch_id)
         total = 0
-        try:
-            async for buf, ids in _chunks(items, chunk):
-                total += len(buf)
-                await self._stage(bk, buf, ids, first=total == len(buf))
-            if total == 0:
-                raise InputError("the input has no items")
-            now = clock.now_ms()
-            async with self.redis.pipeline(transaction=True) as tx:
-                tx.hset(
-                    bk.meta,
-                    mapping={
-                        "name": name or "",
-                        "state": BatchState.QUEUED.value,
-                        "total": total,
-                        "next": 0,
-                        "running": 0,
-                        "succeeded": 0,
-                        "failed": 0,
-                        "cancelled": 0,
-                        "expired": 0,
-                        "cancel_from": -1,
-                        "created_at": now,
-                        "active": 1,
-                        **extra,
-                    },
-                )
-                tx.persist(bk.items)
-                tx.persist(bk.ids)
-                tx.zadd(self.keys.batches, {batch_id: now})
-                tx.zadd(self.keys.open, {batch_id: now})
-                if deadline_ms is not None:
-                    tx.zadd(self.keys.deadlines, {batch_id: deadline_ms})
-                tx.rpush(self.keys.active, batch_id)
-                await tx.execute()
-        except BaseException:
-            with contextlib.suppress(RedisError):  # else the staging TTL removes them
-                await self.redis.unlink(bk.items, bk.ids)
-            raise
-        if durable:
-            await self.wait_durable()
+        # The batch is committed on a connection of its own: WAITAOF and WAIT wait for the
+        # writes of the connection they are sent on, and a pooled one may have made none.
+        async with self.redis.client() as conn:
+            try:
+                async for buf, ids in _chunks(items, chunk):
+                    total += len(buf)
+                    await self._stage(bk, buf, ids, first=total == len(buf))
+                if total == 0:
+                    raise InputError("the input has no items")
+                now = clock.now_ms()
+                async with conn.pipeline(transaction=True) as tx:
+                    tx.hset(
+                        bk.meta,
+                        mapping={
+                            "name": name or "",
+                            "state": BatchState.QUEUED.value,
+                            "total": total,
+                            "next": 0,
+                            "running": 0,
+                            "succeeded": 0,
+                            "failed": 0,
+                            "cancelled": 0,
+                            "expired": 0,
+                            "cancel_from": -1,
+                            "created_at": now,
+                            "active": 1,
+                            **extra,
+                        },
+                    )
+                    tx.persist(bk.items)
+                    tx.persist(bk.ids)
+                    tx.zadd(self.keys.batches, {batch_id: now})
+                    tx.zadd(self.keys.open, {batch_id: now})
+                    if deadline_ms is not None:
+                        tx.zadd(self.keys.deadlines, {batch_id: deadline_ms})
+                    tx.rpush(self.keys.active, batch_id)
+                    await tx.execute()
+            except BaseException:
+                with contextlib.suppress(RedisError):  # else the staging TTL removes them
+                    await self.redis.unlink(bk.items, bk.ids)
+                raise
+            if durable:
+                await self.wait_durable(client=conn)
         return batch_id, total
 
     async def _stage(
@@ -137,17 +140,27 @@ class BatchStore:
                 pipe.expire(bk.ids, STAGING_TTL_S)
             await pipe.execute()
 
-    async def wait_durable(self, timeout_ms: int = 5000) -> bool:
-        """Wait until the server has fsynced our writes to its AOF (Redis ≥ 7.2, Valkey).
+    async def wait_durable(self, timeout_ms: int = 5000, *, client: Redis | None = None) -> bool:
+        """Wait until the writes made on ``client`` (default: the store's) are fsynced to the
+        server's AOF (Redis ≥ 7.2, Valkey) and held by every replica connected to it.
 
-        Returns False where the server cannot promise it (no WAITAOF, or AOF off): then the
-        batch survives a crash of the server process but not necessarily of the machine.
+        Returns False where the server cannot promise it (no WAITAOF, AOF off, or a replica
+        that did not answer in time): then the batch survives a crash of the server process
+        but not necessarily of the machine, nor a failover to a replica that lacks it.
         """
+        r = client or self.redis
+        replicas = int((await r.info("replication")).get("connected_slaves", 0))
         try:
-            res = await self.redis.execute_command("WAITAOF", 1, 0, timeout_ms)  # type: ignore[no-untyped-call]
+            res = await r.execute_command("WAITAOF", 1, 0, timeout_ms)  # type: ignore[no-untyped-call]
+            on_disk = bool(res and int(res[0]) >= 1)
         except ResponseError:
-            return False
-        return bool(res and int(res[0]) >= 1)
+            on_disk = False
+        if not replicas:
+            return on_disk
+        # Replication is asynchronous: without this, a failover (Sentinel) soon after submit
+        # could promote a replica that never received the batch submit reported as stored.
+        acked = await r.execute_command("WAIT", replicas, timeout_ms)  # type: ignore[no-untyped-call]
+        return on_disk and int(acked) >= replicas
 
     # -- reading ------------------------------------------------------------------------------
 

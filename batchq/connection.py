@@ -8,18 +8,27 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from arq.connections import RedisSettings
+from arq.connections import ArqRedis, RedisSettings
 from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
-from redis.backoff import ExponentialBackoff
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .embedded import ensure_embedded
 from .settings import Settings
 
-__all__ = ["SentinelURL", "arq_redis_settings", "connect", "redact", "resolve_redis_url"]
+__all__ = [
+    "SentinelURL",
+    "arq_pool",
+    "arq_redis_settings",
+    "connect",
+    "follow_master",
+    "redact",
+    "resolve_redis_url",
+]
 
 _RETRY_ON = [RedisConnectionError, RedisTimeoutError, OSError]
 
@@ -36,9 +45,9 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
-def _retry(retries: int = 20) -> Retry:
+def _retry(retries: int = 20, cap: float = 5.0) -> Retry:
     # A worker must ride out a Redis restart rather than die on the first disconnect.
-    return Retry(ExponentialBackoff(cap=5.0, base=0.1), retries=retries)
+    return Retry(ExponentialBackoff(cap=cap, base=0.1), retries=retries)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +79,53 @@ class SentinelURL:
         )
 
 
-class _SentinelMaster(Redis):
-    """The master's client, which also closes the connections to the sentinels it used."""
+class _SentinelConnection(SentinelManagedConnection):
+    """A connection to the master that tries each address the sentinels give only once, so
+    that every retry asks them again.
+
+    redis-py 5 (arq 0.28 requires < 6) retries the address itself (redis-py#3560, fixed in 6):
+    after a failover the client knocked at the dead master for its whole retry budget, 81 s
+    here, although the sentinels named the new one after 3 s.
+    """
+
+    async def connect_to(self, address: tuple[str, int]) -> None:
+        retry, self.retry = self.retry, Retry(NoBackoff(), 0)
+        try:
+            await super().connect_to(address)  # type: ignore[no-untyped-call]
+        finally:
+            self.retry = retry
+
+
+class _SentinelPool(SentinelConnectionPool):
+    """A connection to a server that the sentinels no longer name as the master is closed as
+    it comes back to the pool, so that its next use goes to the new master."""
+
+    async def release(self, connection: AbstractConnection) -> None:
+        address = getattr(connection, "host", None), getattr(connection, "port", None)
+        if self.master_address is not None and address != self.master_address:
+            await connection.disconnect()
+        await super().release(connection)
+
+
+async def follow_master(client: Redis) -> bool:
+    """Ask the sentinels which server is the master; if it is not the one ``client`` uses,
+    its connections move over as they fall idle. Returns whether they do (always False for
+    a client without Sentinel).
+
+    A dead master needs none of this (the connections break). A live one that a switchover
+    (``SENTINEL FAILOVER``) replaced keeps taking writes until Sentinel demotes it, up to
+    10 s later, and then throws them away.
+    """
+    pool = client.connection_pool
+    if not isinstance(pool, SentinelConnectionPool) or pool.master_address is None:
+        return False
+    before = pool.master_address
+    return bool(await pool.get_master_address() != before)  # type: ignore[no-untyped-call]
+
+
+class _SentinelMaster(ArqRedis):
+    """The master's client, which also closes the connections to the sentinels it used (an
+    ``ArqRedis``, so that arq workers can be given it too)."""
 
     sentinel_client: Sentinel | None = None
 
@@ -91,10 +145,14 @@ def connect(url: str, *, retries: int = 20, **kwargs: Any) -> Redis:
         master: _SentinelMaster = sentinel.master_for(
             s.service,
             redis_class=_SentinelMaster,
+            connection_pool_class=_SentinelPool,
+            connection_class=_SentinelConnection,
             db=s.db,
             username=s.username,
             password=s.password,
-            retry=_retry(retries),
+            # Each try only asks the sentinels and connects: a short cap finds a new master
+            # within a second of its promotion.
+            retry=_retry(retries, cap=1.0),
             retry_on_error=_RETRY_ON,
             **kwargs,
         )
@@ -109,6 +167,24 @@ def connect(url: str, *, retries: int = 20, **kwargs: Any) -> Redis:
         **kwargs,
     )
     return client
+
+
+def arq_pool(url: str, *, queue_name: str, serializer: Any, deserializer: Any) -> ArqRedis | None:
+    """The client an arq worker should be given for ``url``, or None to let arq build its own
+    from :func:`arq_redis_settings`.
+
+    Only Sentinel needs this: arq's own Sentinel client has no retries (it ignores
+    ``RedisSettings.retry``), so its worker would die on the first disconnect of a failover
+    instead of asking the sentinels for the new master.
+    """
+    if not url.startswith("redis+sentinel://"):
+        return None
+    pool = connect(url)
+    assert isinstance(pool, ArqRedis)
+    pool.job_serializer = serializer
+    pool.job_deserializer = deserializer
+    pool.default_queue_name = queue_name
+    return pool
 
 
 def arq_redis_settings(url: str) -> RedisSettings:

@@ -1,11 +1,22 @@
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
 import pytest
+import redis as redis_sync
 from redis.asyncio import Redis
 
 from batchq.batches import STAGING_TTL_S, BatchStore
+from batchq.connection import connect
 from batchq.errors import BatchNotFound, InputError
+from batchq.keys import Keys
 from batchq.models import BatchState, Endpoint, Item
+
+from .conftest import valkey_process
 
 
 def items(n: int, model: str = "m") -> list[Item]:
@@ -79,6 +90,45 @@ async def test_submit_waits_for_aof_where_the_server_can(store: BatchStore) -> N
     version = tuple(int(x) for x in str(info.get("redis_version", "0")).split(".")[:2])
     # Valkey reports redis_version 7.2.4 for compatibility, and has WAITAOF.
     assert durable == (aof and version >= (7, 2))
+
+
+async def test_submit_returns_once_every_replica_has_the_batch(tmp_path: Path) -> None:
+    (tmp_path / "replica").mkdir()
+    with (
+        valkey_process(
+            *("--appendonly", "yes", "--dir", str(tmp_path), "--repl-diskless-sync-delay", "0")
+        ) as master,
+        # Its own dir: a replica stores the master's snapshot there on the first sync.
+        valkey_process(
+            *("--replicaof", "127.0.0.1", str(master), "--dir", str(tmp_path / "replica"))
+        ) as replica_port,
+        redis_sync.Redis(port=replica_port) as replica,
+    ):
+        deadline = time.monotonic() + 10
+        while replica.info("replication")["master_link_status"] != "up":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        client = connect(f"redis://127.0.0.1:{master}")
+        try:
+            store = BatchStore(client, Keys("repl"))
+            bid, _ = await store.submit(items(3))
+            # A failover right now would promote a replica that has the batch.
+            assert replica.hget(store.keys.batch(bid).meta, "total") == b"3"
+            pid = int(replica.info("server")["process_id"])
+            os.kill(pid, signal.SIGSTOP)  # still connected, but acknowledges nothing
+            try:
+                async with client.client() as conn:
+                    await conn.set("repl:x", 1)
+                    started = time.monotonic()
+                    assert not await store.wait_durable(300, client=conn)
+                    assert time.monotonic() - started >= 0.3
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            async with client.client() as conn:
+                await conn.set("repl:x", 2)
+                assert await store.wait_durable(5000, client=conn)
+        finally:
+            await client.aclose()
 
 
 async def test_prefixes_isolate_deployments(store: BatchStore) -> None:

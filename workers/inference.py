@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from batchq import clock
 from batchq.batches import BatchStore
 from batchq.collect import encode_result
+from batchq.connection import follow_master
 from batchq.dispatch import Dispatcher
 from batchq.errors import BatchNotFound, OllamaError, PermanentOllamaError, TransientOllamaError
 from batchq.hosts import Host, HostPool
@@ -394,6 +395,8 @@ async def _heartbeat_loop(st: WorkerState) -> None:
             )
             logged_at, logged_n = now, st.finished
         try:
+            if await follow_master(st.redis):
+                log.warning("the sentinels name another Redis master; moving to it")
             await _heartbeat_once(st)
             # Every worker reaps: there is no single reaper whose death would stop recovery.
             reaped = await st.scripts.reap(

@@ -17,7 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from batchq import clock
-from batchq.connection import arq_redis_settings, resolve_redis_url
+from batchq.connection import arq_pool, arq_redis_settings, resolve_redis_url
 from batchq.dispatch import JOB_FUNCTION
 from batchq.keys import Keys
 from batchq.scripts import Claim
@@ -68,7 +68,8 @@ def json_loads(raw: bytes) -> Any:
 
 def worker_kwargs(settings: Settings, redis_url: str | None = None) -> dict[str, Any]:
     url = redis_url or resolve_redis_url(settings)
-    return {
+    queue = Keys(settings.prefix).queue
+    kwargs = {
         "functions": [
             func(
                 cast(Any, run_item),
@@ -82,7 +83,7 @@ def worker_kwargs(settings: Settings, redis_url: str | None = None) -> dict[str,
             func(cast(Any, reject_job), name=REJECT_FUNCTION, max_tries=1),
         ],
         "redis_settings": arq_redis_settings(url),
-        "queue_name": Keys(settings.prefix).queue,
+        "queue_name": queue,
         "max_jobs": settings.concurrency,
         "job_timeout": settings.job_timeout,
         # Results live in batchq's own hash; arq's copy would double Redis memory.
@@ -102,6 +103,10 @@ def worker_kwargs(settings: Settings, redis_url: str | None = None) -> dict[str,
         "job_completion_wait": settings.shutdown_grace,
         "max_tries": _ARQ_MAX_TRIES,
     }
+    pool = arq_pool(url, queue_name=queue, serializer=json_dumps, deserializer=json_loads)
+    if pool is not None:
+        kwargs["redis_pool"] = pool
+    return kwargs
 
 
 class BatchqWorker(Worker):
@@ -130,15 +135,6 @@ class BatchqWorker(Worker):
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
         self._slot_freed.set()
-
-    async def close(self) -> None:
-        # With Sentinel, arq closes the master's pool but not the connections to the sentinels.
-        pool = getattr(self._pool, "connection_pool", None)
-        manager = getattr(pool, "sentinel_manager", None)
-        await super().close()
-        if manager is not None:
-            for sentinel in manager.sentinels:
-                await sentinel.aclose()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """Not used: :meth:`_poll_iteration` polls and claims in one script."""

