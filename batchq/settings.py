@@ -65,6 +65,9 @@ class Settings(BaseSettings):
 
     # Worker behaviour.
     concurrency: int = Field(default=4, ge=1, le=10_000)
+    # Jobs a worker claims beyond its concurrency, ready to go the moment a request ends;
+    # None: a quarter of the concurrency, rounded up.
+    prefetch: int | None = Field(default=None, ge=0, le=10_000)
     rate: float | None = Field(default=None, gt=0)
     # Set at worker start-up for its endpoint, in Redis, for every worker of that endpoint.
     global_rate: float | None = Field(default=None, ge=0)
@@ -104,6 +107,12 @@ class Settings(BaseSettings):
         )
 
     @property
+    def jobs_per_worker(self) -> int:
+        """What arq may run at once: the requests in flight plus the jobs waiting for one."""
+        prefetch = self.prefetch if self.prefetch is not None else -(-self.concurrency // 4)
+        return self.concurrency + prefetch
+
+    @property
     def ollama_hosts(self) -> list[str]:
         return self.ollama_host.split(",")
 
@@ -132,8 +141,9 @@ class Settings(BaseSettings):
 
     @property
     def job_timeout(self) -> float:
-        """arq's own timeout is terminal (no retry), so it must only ever fire after ours."""
-        return self.timeout + self.connect_timeout + 30.0
+        """arq's own timeout is terminal (no retry), so it must only ever fire after ours; a
+        prefetched job may first wait for another request to end before sending its own."""
+        return 2 * (self.timeout + self.connect_timeout) + 30.0
 
     def with_overrides(self, **kwargs: Any) -> Settings:
         """A copy with the non-None values of ``kwargs`` applied and validated."""

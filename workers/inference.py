@@ -28,9 +28,10 @@ from batchq.connection import follow_master
 from batchq.dispatch import Dispatcher
 from batchq.errors import BatchNotFound, OllamaError, PermanentOllamaError, TransientOllamaError
 from batchq.hosts import Host, HostPool
-from batchq.keys import Keys, parse_job_id
+from batchq.keys import ARQ_IN_PROGRESS_PREFIX, Keys, parse_job_id
 from batchq.limits import RateLimiter, backoff
 from batchq.models import Item, ItemError, ItemStatus
+from batchq.ollama import Reply
 from batchq.settings import Settings
 
 from .housekeeping import start_housekeeping
@@ -68,11 +69,16 @@ class WorkerState:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     # Set when a job ends: the dispatch loop refills the window without the job waiting for it.
     dispatch_wanted: asyncio.Event = field(default_factory=asyncio.Event)
+    # Requests to Ollama in flight: the concurrency, while arq may run a few more jobs.
+    ollama_slots: asyncio.Semaphore = field(init=False)
+    waiting: set[str] = field(default_factory=set)  # claimed jobs waiting for a slot
+    draining: bool = False  # set on SIGTERM: start no more requests
     # Jobs whose arq keys the finish script already removed (see BatchqWorker.finish_job).
     retired: set[str] = field(default_factory=set)
     finished: int = 0  # items this worker made final, for the periodic log line
 
     def __post_init__(self) -> None:
+        self.ollama_slots = asyncio.Semaphore(self.settings.concurrency)
         self.keys = Keys(self.settings.prefix)
         self.store = BatchStore(self.redis, self.keys)
         self.scripts = self.store.scripts
@@ -105,11 +111,50 @@ class _Job:
     attempt: int  # batchq's count: requests that reached (or may have reached) Ollama
     run: int  # arq's count: every time the job started, for the backoff exponent
     score: int  # the queue score arq claimed it at
+    slot: _Slot | None = None  # its Ollama slot, given up as soon as the reply is in
+
+
+class _Slot:
+    """One of the worker's Ollama slots, freed once: when the reply is in (so the next job
+    starts while this one's result is written), or when the job ends, whichever is first."""
+
+    __slots__ = ("_held", "_sem")
+
+    def __init__(self, sem: asyncio.Semaphore) -> None:
+        self._sem = sem
+        self._held = True
+
+    def free(self) -> None:
+        if self._held:
+            self._held = False
+            self._sem.release()
 
 
 async def run_item(ctx: WorkerContext, batch_id: str, index: int) -> str:
     st = ctx["batchq"]
     jid = ctx["job_id"]
+    # A worker claims a few jobs more than its concurrency (``prefetch``); they wait here,
+    # claimed but not started, so that when a request ends the next one needs only its start
+    # round trip before it goes out. Started only once it has a slot, an item's attempts stay
+    # the requests that reached (or may have reached) Ollama, whatever kills the worker.
+    st.waiting.add(jid)
+    try:
+        await st.ollama_slots.acquire()
+    finally:
+        st.waiting.discard(jid)
+    slot = _Slot(st.ollama_slots)
+    try:
+        if st.draining:
+            # SIGTERM: finish the requests in flight, start none. Back in the queue at once.
+            raise Retry(defer=0)
+        return await _run_started(ctx, st, batch_id, index, jid, slot)
+    finally:
+        slot.free()
+
+
+async def _run_started(
+    ctx: WorkerContext, st: WorkerState, batch_id: str, index: int, jid: str, slot: _Slot
+) -> str:
     now = clock.now_ms()
     outcome, attempt, raw = await st.scripts.begin(
         batch_id, index, jid, now_ms=now, lease_until_ms=now + st.lease_ms
@@ -121,7 +166,7 @@ async def run_item(ctx: WorkerContext, batch_id: str, index: int) -> str:
     if outcome != "ok":
         # Already final (a duplicate delivery), cancelled, or the batch is gone.
         return outcome
-    job = _Job(st, batch_id, index, jid, attempt, ctx["job_try"], ctx["score"])
+    job = _Job(st, batch_id, index, jid, attempt, ctx["job_try"], ctx["score"], slot)
     st.running.add(jid)
     try:
         return await _attempt(job, raw)
@@ -179,34 +224,12 @@ async def _attempt(job: _Job, raw: bytes | None) -> str:
         )
         return await _fail(job, error)
 
-    await st.limiter.wait()
-    host = st.hosts.choose()
-    if host.limited:
-        await _admit(job, host)
-    host.in_flight += 1
-    sent_at = clock.monotonic()
-    try:
-        async with asyncio.timeout(s.timeout):
-            reply = await host.client.send(item)
-    except TimeoutError:
-        err: OllamaError = TransientOllamaError(
-            f"no complete reply within {s.timeout:g} s", kind="timeout"
-        )
-        st.hosts.failed(host, err)
-        return await _retry_or_fail(job, err)
-    except TransientOllamaError as e:
-        st.hosts.failed(host, e)
-        return await _retry_or_fail(job, e)
-    except PermanentOllamaError as e:
-        return await _fail(job, _item_error(e))
-    finally:
-        st.stats.request_done(host.url, clock.monotonic() - sent_at)
-        host.in_flight -= 1
-        if job.jid in host.slots:
-            host.slots.discard(job.jid)
-            with contextlib.suppress(RedisError):
-                await asyncio.shield(host.admission.release(job.jid))
-    st.hosts.succeeded(host)
+    outcome = await _request(job, item)
+    if isinstance(outcome, PermanentOllamaError):
+        return await _fail(job, _item_error(outcome))
+    if isinstance(outcome, OllamaError):
+        return await _retry_or_fail(job, outcome)
+    reply, host = outcome
     if host.limited:
         tokens = int(reply.metrics.get("prompt_eval_count", 0)) + int(
             reply.metrics.get("eval_count", 0)
@@ -223,6 +246,42 @@ async def _attempt(job: _Job, raw: bytes | None) -> str:
     )
     await _finish(job, ItemStatus.SUCCEEDED, payload, tokens=st.stats.item_succeeded(reply.metrics))
     return "succeeded"
+
+
+async def _request(job: _Job, item: Item) -> tuple[Reply, Host] | OllamaError:
+    """One request to Ollama; the job's slot is freed as soon as the reply is in."""
+    st, s = job.st, job.st.settings
+    await st.limiter.wait()
+    host = st.hosts.choose()
+    if host.limited:
+        await _admit(job, host)
+    host.in_flight += 1
+    sent_at = clock.monotonic()
+    try:
+        async with asyncio.timeout(s.timeout):
+            reply = await host.client.send(item)
+    except TimeoutError:
+        err: OllamaError = TransientOllamaError(
+            f"no complete reply within {s.timeout:g} s", kind="timeout"
+        )
+        st.hosts.failed(host, err)
+        return err
+    except TransientOllamaError as e:
+        st.hosts.failed(host, e)
+        return e
+    except PermanentOllamaError as e:
+        return e
+    finally:
+        if job.slot is not None:
+            job.slot.free()
+        st.stats.request_done(host.url, clock.monotonic() - sent_at)
+        host.in_flight -= 1
+        if job.jid in host.slots:
+            host.slots.discard(job.jid)
+            with contextlib.suppress(RedisError):
+                await asyncio.shield(host.admission.release(job.jid))
+    st.hosts.succeeded(host)
+    return reply, host
 
 
 async def _admit(job: _Job, host: Host) -> None:
@@ -369,6 +428,12 @@ async def _heartbeat_once(st: WorkerState) -> None:
     async with st.redis.pipeline(transaction=False) as pipe:
         pipe.zadd(st.keys.workers, {st.worker_id: now + st.lease_ms})
         pipe.hset(st.keys.worker_slots, st.worker_id, str(st.settings.concurrency))
+        if st.waiting:
+            # Claimed jobs waiting for a slot have no lease yet: keep their claims fresh, or
+            # the reaper would take them for the claims of a dead worker.
+            claim_ms = int((st.settings.job_timeout + 10) * 1000)
+            for jid in st.waiting:
+                pipe.pexpire(ARQ_IN_PROGRESS_PREFIX + jid, claim_ms)
         st.stats.publish(pipe, st.keys.worker_info(st.worker_id), ttl_ms=st.lease_ms)
         if st.running:
             deadline = dict.fromkeys(st.running, now + st.lease_ms)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from signal import Signals
 from typing import Any, cast
 
 from arq import Retry, Worker
@@ -84,7 +85,7 @@ def worker_kwargs(settings: Settings, redis_url: str | None = None) -> dict[str,
         ],
         "redis_settings": arq_redis_settings(url),
         "queue_name": queue,
-        "max_jobs": settings.concurrency,
+        "max_jobs": settings.jobs_per_worker,
         "job_timeout": settings.job_timeout,
         # Results live in batchq's own hash; arq's copy would double Redis memory.
         "keep_result": 0,
@@ -135,6 +136,13 @@ class BatchqWorker(Worker):
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
         self._slot_freed.set()
+
+    def handle_sig_wait_for_completion(self, signum: Signals) -> None:
+        # Jobs claimed ahead (prefetch) must not start requests during the grace period.
+        st: WorkerState | None = self.ctx.get("batchq")
+        if st is not None:
+            st.draining = True
+        super().handle_sig_wait_for_completion(signum)
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """Not used: :meth:`_poll_iteration` polls and claims in one script."""

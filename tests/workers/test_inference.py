@@ -4,20 +4,26 @@ arq's own Worker loop (burst mode as the seam), so every hop but process boundar
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import redis as redis_sync
 from arq import Retry
 
 from batchq import clock
 from batchq.batches import BatchStore
 from batchq.collect import iter_results
+from batchq.keys import ARQ_IN_PROGRESS_PREFIX, Keys
 from batchq.models import BatchState, Endpoint, Item, ItemStatus
 from batchq.settings import Settings
 from batchq.sim import SimConfig, SimServer, expected_response, running_sim
 from workers.inference import WorkerContext, after_job_end, run_item, shutdown, startup_hook
 
 from ..conftest import run_burst
+from ..procs import Workers, batchq, env_for, sim_stats, simulator, wait_done
 
 
 @pytest.fixture
@@ -172,3 +178,36 @@ async def test_a_hung_request_is_cut_by_the_timeout_and_retried(
     assert all(
         r.response == expected_response("llama3.2", f"prompt {r.index}", seed=5) for r in results
     )
+
+
+@pytest.mark.e2e
+def test_prefetched_jobs_wait_for_a_slot_and_ollama_sees_only_the_concurrency(
+    valkey_url: str, prefix: str, tmp_path: Path
+) -> None:
+    # Concurrency 2: arq runs 3 jobs (a prefetch of 1), the third claimed and waiting for a
+    # slot, not started; Ollama never has more than 2 requests from the worker.
+    n = 12
+    with simulator(tmp_path, "--parallel", "8", "--latency", "0.3") as sim:
+        env = env_for(valkey_url, prefix, tmp_path / "home", sim)
+        src = tmp_path / "p.jsonl"
+        src.write_text("".join(json.dumps(f"prefetch {i}") + "\n" for i in range(n)))
+        bid = batchq(env, "submit", str(src), "--model", "llama3.2").stdout.strip()
+        keys = Keys(prefix)
+        meta = keys.batch(bid).meta
+        client = redis_sync.Redis.from_url(valkey_url)
+        most_running = most_claimed = 0
+        with Workers(env, tmp_path) as workers:
+            workers.start("--concurrency", "2")
+            deadline = time.monotonic() + 60
+            while client.hget(meta, "finished_at") is None:
+                most_running = max(most_running, int(client.hget(meta, "running") or 0))
+                jobs = client.zrange(keys.queue, 0, -1)
+                claims = [ARQ_IN_PROGRESS_PREFIX + j.decode() for j in jobs]
+                most_claimed = max(most_claimed, client.exists(*claims) if claims else 0)
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+        client.close()
+        stats = sim_stats(sim)
+    assert stats["max_concurrency"]["llama3.2"] == 2
+    assert (most_running, most_claimed) == (2, 3)
+    assert wait_done(env, bid)["succeeded"] == n
