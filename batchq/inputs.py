@@ -5,7 +5,8 @@ non-blank line is one of
 
 - a JSON string: a prompt for ``/api/generate``;
 - a native object: ``prompt`` (generate) or ``messages`` (chat), plus optional ``custom_id``,
-  ``model``, ``system``, ``options``, ``format``, ``keep_alive``, ``think``, ``images``, ``tools``;
+  ``model``, ``system``, ``options``, ``format``, ``keep_alive``, ``think``, ``images``, ``tools``,
+  ``suffix``;
 - an OpenAI batch request line (``custom_id``, ``method``, ``url``, ``body``) for
   ``/v1/chat/completions`` or ``/v1/completions``, translated to the native request.
 
@@ -34,9 +35,12 @@ _NATIVE_KEYS = frozenset({"custom_id", "model", "prompt", "messages", "system", 
 # "stream" is accepted and dropped: copied Ollama requests often say stream=false, and batchq
 # decides streaming itself.
 _NATIVE_KEYS |= {"tools", "options", "format", "keep_alive", "think", "stream"}
+# Ollama's fill-in-the-middle text; OpenAI completion lines carry it too, so that every Item
+# has a native line (what the Python API turns Items back into to validate them).
+_NATIVE_KEYS |= {"suffix"}
 _NATIVE_KEYS_HINT = (
     "unknown field (a line may have custom_id, model, prompt or messages, system, options, "
-    "format, keep_alive, think, images, tools)"
+    "format, keep_alive, think, images, suffix, tools)"
 )
 _ROLES = frozenset({"system", "user", "assistant", "tool"})
 _MESSAGE_KEYS = frozenset({"role", "content", "images", "tool_calls", "tool_name", "thinking"})
@@ -239,6 +243,8 @@ def _native_item(obj: dict[str, Any], index: int, default_model: str | None) -> 
             if has_prompt
             else "a line needs a prompt (generate) or messages (chat)"
         )
+    if "suffix" in obj and not has_prompt:
+        raise _Bad("suffix goes with a prompt (generate)", "suffix")
     model = _model(obj, default_model, "model")
     body: dict[str, Any] = {"model": model}
     if has_prompt:
@@ -250,6 +256,8 @@ def _native_item(obj: dict[str, Any], index: int, default_model: str | None) -> 
             body["system"] = _str(obj["system"], "system")
         if "images" in obj:
             body["images"] = _str_list(obj["images"], "images")
+        if "suffix" in obj:
+            body["suffix"] = _str(obj["suffix"], "suffix")
     else:
         if "images" in obj:
             raise _Bad("images go with a prompt; for chat, put them in a message", "images")
