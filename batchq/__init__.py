@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .batches import BatchStore
+from .client import BatchClient, SyncBatchClient
 from .collect import iter_results, wait_finished, write_results
 from .connection import connect, resolve_redis_url
 from .errors import (
@@ -33,6 +34,7 @@ from .settings import Settings
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchClient",
     "BatchNotFound",
     "BatchState",
     "BatchStatus",
@@ -52,6 +54,7 @@ __all__ = [
     "PermanentOllamaError",
     "RedisUnavailable",
     "Settings",
+    "SyncBatchClient",
     "TransientOllamaError",
     "__version__",
     "connect",

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import IO, Any
 
 from . import clock
 from .batches import BatchStore
 from .models import TERMINAL_BATCH_STATES, BatchStatus, Item, ItemError, ItemResult, ItemStatus
 
-__all__ = ["encode_result", "iter_results", "wait_finished", "write_results"]
+__all__ = ["decode_result", "encode_result", "iter_results", "wait_finished", "write_results"]
 
 
 def encode_result(
@@ -36,7 +36,8 @@ def encode_result(
     return json.dumps(d, separators=(",", ":"), ensure_ascii=False)
 
 
-def _decode(index: int, item: Item | None, raw: bytes | None) -> ItemResult:
+def decode_result(index: int, item: Item | None, raw: bytes | None) -> ItemResult:
+    """A stored result as an output line; no stored result means cancelled before dispatch."""
     d: dict[str, Any] = json.loads(raw) if raw else {"s": ItemStatus.CANCELLED.value}
     return ItemResult(
         index=index,
@@ -68,24 +69,39 @@ async def iter_results(
             index = start + offset
             item = Item.loads(raw_item) if raw_item else None
             if raw_result is not None:
-                yield _decode(index, item, raw_result)
+                yield decode_result(index, item, raw_result)
             elif 0 <= cancel_from <= index:
                 # Cancelled before dispatch: no result was written for these, by design (a
                 # cancel of a million-item batch stays O(window)).
-                yield _decode(index, item, None)
+                yield decode_result(index, item, None)
 
 
 async def wait_finished(
-    store: BatchStore, batch_id: str, *, interval: float = 0.5, max_wait: float | None = None
+    store: BatchStore,
+    batch_id: str,
+    *,
+    interval: float = 0.5,
+    max_wait: float | None = None,
+    on_progress: Callable[[BatchStatus], object] | None = None,
 ) -> BatchStatus:
+    """Poll the batch's counters until it is finished; ``on_progress`` sees the first status
+    and every one that differs from the last it saw (so the final one too)."""
     deadline = None if max_wait is None else clock.monotonic() + max_wait
+    seen: BatchStatus | None = None
     while True:
         status = await store.status(batch_id)
+        if on_progress is not None and status != seen:
+            seen = status
+            on_progress(status)
         if status.state in TERMINAL_BATCH_STATES and status.finished_at:
             return status
-        if deadline is not None and clock.monotonic() > deadline:
-            raise TimeoutError(f"batch {batch_id} did not finish within {max_wait} s")
-        await asyncio.sleep(interval)
+        delay = interval
+        if deadline is not None:
+            left = deadline - clock.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"batch {batch_id} did not finish within {max_wait} s")
+            delay = min(interval, left)
+        await asyncio.sleep(delay)
 
 
 async def write_results(store: BatchStore, batch_id: str, out: IO[str]) -> int:
