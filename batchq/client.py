@@ -300,7 +300,11 @@ class SyncBatchClient:
         self._thread.start()
 
     def __enter__(self) -> SyncBatchClient:
-        self.connect()
+        try:
+            self.connect()
+        except BaseException:
+            self.close()  # __exit__ will not run: stop the thread here
+            raise
         return self
 
     def __exit__(
