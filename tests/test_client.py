@@ -211,6 +211,9 @@ async def test_errors_are_the_commands_errors(redis_url: str, prefix: str, tmp_p
     with pytest.raises(RedisUnavailable, match=r"cannot reach Redis at redis://:\*\*\*@") as e:
         await down.status(batch.batch_id)
     assert "secret" not in str(e.value)
+    with pytest.raises(RedisUnavailable), SyncBatchClient(redis_url=down.settings.redis_url):
+        pass  # pragma: no cover
+    assert "batchq-client" not in {t.name for t in threading.enumerate()}
     # The blocking client raises the same, from its thread into the caller's.
     with SyncBatchClient(redis_url=redis_url, prefix=prefix) as sync:
         with pytest.raises(BatchNotFound):
