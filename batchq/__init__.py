@@ -9,23 +9,29 @@ from .connection import connect, resolve_redis_url
 from .errors import (
     BatchNotFound,
     BatchqError,
+    BatchStateError,
     ConfigError,
     EmbeddedServerError,
     InputError,
+    ItemNotFound,
     OllamaError,
     PermanentOllamaError,
     RedisUnavailable,
     TransientOllamaError,
 )
 from .inputs import iter_items
+from .items import find_indices, item_info
 from .keys import Keys
 from .models import (
+    AttemptError,
     BatchState,
     BatchStatus,
     Endpoint,
     Item,
     ItemError,
+    ItemInfo,
     ItemResult,
+    ItemState,
     ItemStatus,
 )
 from .ollama import OllamaClient
@@ -34,9 +40,11 @@ from .settings import Settings
 __version__ = "0.1.0"
 
 __all__ = [
+    "AttemptError",
     "BatchClient",
     "BatchNotFound",
     "BatchState",
+    "BatchStateError",
     "BatchStatus",
     "BatchStore",
     "BatchqError",
@@ -46,7 +54,10 @@ __all__ = [
     "InputError",
     "Item",
     "ItemError",
+    "ItemInfo",
+    "ItemNotFound",
     "ItemResult",
+    "ItemState",
     "ItemStatus",
     "Keys",
     "OllamaClient",
@@ -58,6 +69,8 @@ __all__ = [
     "TransientOllamaError",
     "__version__",
     "connect",
+    "find_indices",
+    "item_info",
     "iter_items",
     "iter_results",
     "resolve_redis_url",

@@ -7,18 +7,23 @@ dispatcher moves them there a small window at a time (see :mod:`batchq.dispatch`
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import secrets
-from collections.abc import Iterable
+import threading
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from . import clock
-from .errors import BatchNotFound, InputError
-from .keys import BATCH_ID_RE, Keys
-from .models import BatchState, BatchStatus, Item
+from .control_scripts import ControlScripts
+from .errors import BatchNotFound, BatchStateError, InputError
+from .keys import BATCH_ID_RE, BatchKeys, Keys
+from .models import BatchState, BatchStatus, Item, ItemStatus
+from .options import check_metadata, check_notify_url
 from .scripts import Scripts
 
 __all__ = ["STAGING_TTL_S", "BatchStore", "new_batch_id"]
@@ -43,6 +48,7 @@ class BatchStore:
         self.redis = redis
         self.keys = keys
         self.scripts = Scripts(redis, keys)
+        self.control = ControlScripts(redis, keys)
 
     # -- submission ---------------------------------------------------------------------------
 
@@ -51,6 +57,9 @@ class BatchStore:
         items: Iterable[Item],
         *,
         name: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        deadline_ms: int | None = None,
+        notify: str | None = None,
         chunk: int = 1000,
         durable: bool = True,
     ) -> tuple[str, int]:
@@ -58,20 +67,26 @@ class BatchStore:
 
         ``items`` is consumed lazily, so a parser that raises on line N aborts the submission
         with nothing enqueued: staged items are deleted (and would expire anyway).
+        ``metadata``: up to 16 string pairs shown with the batch (see :mod:`batchq.options`).
+        ``deadline_ms``: items not started by then (epoch ms) expire (see :mod:`batchq.deadlines`).
+        ``notify``: a URL that a worker POSTs the final status to (see :mod:`batchq.hooks`).
         """
+        extra: dict[str, str] = {}
+        if metadata:
+            extra["metadata"] = json.dumps(check_metadata(metadata), ensure_ascii=False)
+        if deadline_ms is not None:
+            extra["deadline"] = str(deadline_ms)
+        if notify:
+            extra["notify"] = check_notify_url(notify)
+            # The script that closes the batch announces it in this set.
+            extra["hooks"] = self.keys.hooks
         batch_id = new_batch_id()
         bk = self.keys.batch(batch_id)
         total = 0
         try:
-            buf: dict[str, str] = {}
-            for item in items:
-                buf[str(total)] = item.dumps()
-                total += 1
-                if len(buf) >= chunk:
-                    await self._stage(bk.items, buf, first=total == len(buf))
-                    buf = {}
-            if buf:
-                await self._stage(bk.items, buf, first=total == len(buf))
+            async for buf, ids in _chunks(items, chunk):
+                total += len(buf)
+                await self._stage(bk, buf, ids, first=total == len(buf))
             if total == 0:
                 raise InputError("the input has no items")
             now = clock.now_ms()
@@ -87,29 +102,39 @@ class BatchStore:
                         "succeeded": 0,
                         "failed": 0,
                         "cancelled": 0,
+                        "expired": 0,
                         "cancel_from": -1,
                         "created_at": now,
                         "active": 1,
+                        **extra,
                     },
                 )
                 tx.persist(bk.items)
+                tx.persist(bk.ids)
                 tx.zadd(self.keys.batches, {batch_id: now})
                 tx.zadd(self.keys.open, {batch_id: now})
+                if deadline_ms is not None:
+                    tx.zadd(self.keys.deadlines, {batch_id: deadline_ms})
                 tx.rpush(self.keys.active, batch_id)
                 await tx.execute()
         except BaseException:
             with contextlib.suppress(RedisError):  # else the staging TTL removes them
-                await self.redis.unlink(bk.items)
+                await self.redis.unlink(bk.items, bk.ids)
             raise
         if durable:
             await self.wait_durable()
         return batch_id, total
 
-    async def _stage(self, key: str, mapping: dict[str, str], *, first: bool) -> None:
+    async def _stage(
+        self, bk: BatchKeys, items: dict[str, str], ids: dict[str, int], *, first: bool
+    ) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(key, mapping=mapping)
+            pipe.hset(bk.items, mapping=items)
             if first:
-                pipe.expire(key, STAGING_TTL_S)
+                pipe.expire(bk.items, STAGING_TTL_S)
+            if ids:
+                pipe.hset(bk.ids, mapping=ids)
+                pipe.expire(bk.ids, STAGING_TTL_S)
             await pipe.execute()
 
     async def wait_durable(self, timeout_ms: int = 5000) -> bool:
@@ -127,8 +152,7 @@ class BatchStore:
     # -- reading ------------------------------------------------------------------------------
 
     async def meta(self, batch_id: str) -> dict[str, str]:
-        if not BATCH_ID_RE.match(batch_id):
-            raise BatchNotFound(batch_id)
+        _check_id(batch_id)
         raw: dict[bytes, bytes] = await self.redis.hgetall(self.keys.batch(batch_id).meta)  # type: ignore[misc]
         if not raw:
             raise BatchNotFound(batch_id)
@@ -171,12 +195,152 @@ class BatchStore:
         return [_s(b) or "" for b in raw]
 
     async def cancel(self, batch_id: str) -> BatchStatus:
-        if not BATCH_ID_RE.match(batch_id):
-            raise BatchNotFound(batch_id)
+        _check_id(batch_id)
         res = await self.scripts.cancel(batch_id, now_ms=clock.now_ms())
         if res is None:
             raise BatchNotFound(batch_id)
         return await self.status(batch_id)
+
+    async def pause(self, batch_id: str) -> BatchStatus:
+        """Dispatch nothing more of the batch until :meth:`resume`; requests already sent to
+        Ollama finish. Pausing a paused batch changes nothing."""
+        _check_id(batch_id)
+        res = await self.control.pause(batch_id, now_ms=clock.now_ms())
+        if res is None:
+            raise BatchNotFound(batch_id)
+        if res != BatchState.PAUSED.value:
+            raise BatchStateError(batch_id, res, "nothing left to pause")
+        return await self.status(batch_id)
+
+    async def retry(
+        self,
+        batch_id: str,
+        *,
+        statuses: Iterable[ItemStatus] = (),
+        indices: Iterable[int] = (),
+        chunk: int = 1000,
+    ) -> int:
+        """Run final items again under the same batch id: every item whose result has one of
+        ``statuses``, and the ``indices`` whatever their final status. Items that are not
+        final yet are left alone. Returns how many will run again.
+
+        Each one's result is replaced when its new run finishes; until then it counts as
+        queued. Its attempts add up across runs, each run with ``max_attempts`` of its own; the
+        error of its last run joins its error history. A finished batch runs and finishes
+        again; a paused one runs them on resume. A cancelled batch cannot be retried.
+        """
+        meta = await self.meta(batch_id)
+        if meta["state"] == BatchState.CANCELLED.value:
+            raise BatchStateError(batch_id, meta["state"], "a cancelled batch cannot be retried")
+        wanted = sorted({ItemStatus(s).value for s in statuses})
+        chosen = sorted(set(indices))
+        total = int(meta["total"])
+        # A scan ends early once it has met as many items as the counters held.
+        left = sum(int(meta.get(s, 0)) for s in wanted)
+        n = 0
+        try:
+            for start in range(0, total if wanted else 0, chunk):
+                if left <= 0:
+                    break
+                got = await self._retry_stage(
+                    batch_id, ",".join(wanted), span=(start, start + chunk)
+                )
+                n += got
+                left -= got
+            for start in range(0, len(chosen), chunk):
+                n += await self._retry_stage(batch_id, "*", indices=chosen[start : start + chunk])
+        finally:
+            # Even after an error, what was staged runs (or the repairer finds it).
+            if n:
+                await self.control.retry_commit(batch_id)
+        return n
+
+    async def _retry_stage(
+        self,
+        batch_id: str,
+        statuses: str,
+        *,
+        span: tuple[int, int] | None = None,
+        indices: list[int] | None = None,
+    ) -> int:
+        n = await self.control.retry_stage(
+            batch_id, statuses=statuses, now_ms=clock.now_ms(), span=span, indices=indices
+        )
+        if n == -1:
+            raise BatchNotFound(batch_id)
+        if n == -2:
+            raise BatchStateError(batch_id, "cancelled", "a cancelled batch cannot be retried")
+        return n
+
+    async def resume(self, batch_id: str) -> BatchStatus:
+        """Dispatch a paused batch again, from where it stopped. A batch that is not paused
+        is left as it is."""
+        _check_id(batch_id)
+        if await self.control.resume(batch_id, now_ms=clock.now_ms()) is None:
+            raise BatchNotFound(batch_id)
+        return await self.status(batch_id)
+
+
+def _check_id(batch_id: str) -> None:
+    # Also keeps a malformed id from reaching key names.
+    if not BATCH_ID_RE.match(batch_id):
+        raise BatchNotFound(batch_id)
+
+
+async def _chunks(
+    items: Iterable[Item], size: int
+) -> AsyncIterator[tuple[dict[str, str], dict[str, int]]]:
+    """``items`` as (index → stored form, custom id → index), ``size`` at a time, read and
+    encoded on a thread.
+
+    Parsing is most of a submission's CPU and the server's storing of each chunk most of the
+    rest; on a thread the parser goes on while the event loop writes, so the two overlap
+    instead of taking turns (the server works on another core). At most two chunks wait.
+    The custom-id index (``batchq item``, ``retry --ids``) holds only ids that are not the
+    item's own index: a file of bare prompts costs it nothing.
+    """
+    Chunk = tuple[dict[str, str], dict[str, int]]
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Chunk | BaseException | None] = asyncio.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def put(value: Chunk | BaseException | None) -> None:
+        asyncio.run_coroutine_threadsafe(queue.put(value), loop).result()
+
+    def produce() -> None:
+        try:
+            buf: dict[str, str] = {}
+            ids: dict[str, int] = {}
+            for n, item in enumerate(items):
+                if stop.is_set():
+                    return
+                key = str(n)
+                buf[key] = item.dumps()
+                if item.custom_id != key:
+                    ids[item.custom_id] = n
+                if len(buf) >= size:
+                    put((buf, ids))
+                    buf, ids = {}, {}
+            if buf:
+                put((buf, ids))
+            put(None)
+        except BaseException as e:  # the parser's InputError, mostly: raised in the caller
+            put(e)
+
+    producer = loop.run_in_executor(None, produce)
+    try:
+        while (got := await queue.get()) is not None:
+            if isinstance(got, BaseException):
+                raise got
+            yield got
+    finally:
+        stop.set()
+        # Unblock a producer waiting on a full queue, then wait for it to notice the stop.
+        while not producer.done():
+            while not queue.empty():
+                queue.get_nowait()
+            await asyncio.sleep(0.001)
+        await producer
 
 
 def _status(batch_id: str, m: dict[str, str]) -> BatchStatus:
@@ -185,17 +349,36 @@ def _status(batch_id: str, m: dict[str, str]) -> BatchStatus:
     succeeded = int(m.get("succeeded", 0))
     failed = int(m.get("failed", 0))
     cancelled = int(m.get("cancelled", 0))
+    expired = int(m.get("expired", 0))
     return BatchStatus(
         batch_id=batch_id,
         name=m.get("name") or None,
+        metadata=json.loads(m["metadata"]) if m.get("metadata") else {},
         state=BatchState(m["state"]),
         total=total,
-        queued=total - running - succeeded - failed - cancelled,
+        queued=total - running - succeeded - failed - cancelled - expired,
         running=running,
         succeeded=succeeded,
         failed=failed,
         cancelled=cancelled,
+        expired=expired,
         created_at=clock.iso(m.get("created_at")),
         started_at=clock.iso(m.get("started_at")),
         finished_at=clock.iso(m.get("finished_at")),
+        retried=int(m.get("retried", 0)),
+        tokens_in=int(m.get("tokens_in", 0)),
+        tokens_out=int(m.get("tokens_out", 0)),
+        deadline=clock.iso(m.get("deadline")),
+        notify=_hook_state(m),
     )
+
+
+def _hook_state(m: dict[str, str]) -> str | None:
+    if not m.get("notify"):
+        return None
+    finished = m.get("finished_at")
+    if not finished:
+        return "waiting"
+    if m.get("hook_for") != finished:
+        return "pending"  # this completion has not been claimed yet
+    return m.get("hook_state") or "pending"

@@ -10,17 +10,19 @@ import dataclasses
 import json
 import logging
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from rich.console import Console
 
+from . import clock
 from .batches import BatchStore
 from .client import BatchClient
 from .connection import redact, redis_errors, resolve_redis_url
 from .errors import BatchqError, ConfigError, OllamaError
 from .inputs import detect_format
 from .models import BatchStatus
+from .options import check_notify_url, parse_deadline, parse_meta_pairs
 from .settings import Settings, build_settings
 from .sources import open_input, submit_source
 
@@ -42,6 +44,8 @@ def _settings(args: argparse.Namespace) -> Settings:
             "global_rate",
             "global_concurrency",
             "global_tpm",
+            "metrics_port",
+            "metrics_host",
         )
     }
     return build_settings(**overrides)
@@ -62,14 +66,24 @@ def _print(args: argparse.Namespace, data: Any, human: Callable[[], None]) -> No
         human()
 
 
+def _meta_text(s: BatchStatus) -> str:
+    return " ".join(f"{k}={v}" for k, v in s.metadata.items())
+
+
 def _human_status(s: BatchStatus) -> None:
     print(f"batch     {s.batch_id}" + (f"  ({s.name})" if s.name else ""))
     print(f"state     {s.state.value}")
+    if s.metadata:
+        print(f"meta      {_meta_text(s)}")
+    expired = f", {s.expired} expired" if s.deadline or s.expired else ""
     print(
         f"items     {s.total} total: {s.queued} queued, {s.running} running, "
-        f"{s.succeeded} succeeded, {s.failed} failed, {s.cancelled} cancelled"
+        f"{s.succeeded} succeeded, {s.failed} failed, {s.cancelled} cancelled{expired}"
     )
+    if s.notify:
+        print(f"notify    {s.notify}")
     for label, value in (
+        ("deadline", s.deadline),
         ("created", s.created_at),
         ("started", s.started_at),
         ("finished", s.finished_at),
@@ -79,9 +93,21 @@ def _human_status(s: BatchStatus) -> None:
 
 
 async def _submit(args: argparse.Namespace, settings: Settings, store: BatchStore) -> Any:
+    # Checked before the file is read: a typo in an option must not cost a long upload.
+    metadata = parse_meta_pairs(args.meta or ())
+    deadline = parse_deadline(args.deadline, now_ms=clock.now_ms()) if args.deadline else None
+    notify = check_notify_url(args.notify) if args.notify else None
     source = sys.stdin.buffer if args.file == "-" else args.file
     return await submit_source(
-        store, source, settings=settings, model=args.model, name=args.name, fmt=args.format
+        store,
+        source,
+        settings=settings,
+        model=args.model,
+        name=args.name,
+        fmt=args.format,
+        metadata=metadata,
+        deadline_ms=deadline,
+        notify=notify,
     )
 
 
@@ -95,44 +121,126 @@ async def cmd_submit(args: argparse.Namespace) -> int:
 
 async def cmd_status(args: argparse.Namespace) -> int:
     if not args.batch_id:
+        if args.watch:
+            raise ConfigError("--watch needs a batch id")
         return await cmd_list(args)
+    if args.watch:
+        return await _watch(args)
     async with _store(_settings(args)) as (store, _):
         s = await store.status(args.batch_id)
     _print(args, s.model_dump(mode="json"), lambda: _human_status(s))
     return 0
 
 
-async def cmd_list(args: argparse.Namespace) -> int:
+async def _watch(args: argparse.Namespace) -> int:
+    from .watch import watch
+
+    console = Console()
+    mode = "json" if args.json else "live" if console.is_terminal else "plain"
+    if args.interval is not None and args.interval <= 0:
+        raise ConfigError("--interval must be a positive number of seconds")
+    interval = args.interval or (1.0 if mode == "live" else 10.0)
     async with _store(_settings(args)) as (store, _):
-        batches = await store.recent(limit=getattr(args, "limit", 50))
+        await store.meta(args.batch_id)  # unknown id: one clear error before watching
+        await watch(store, args.batch_id, console=console, mode=mode, interval=interval)
+    return 0
+
+
+async def cmd_top(args: argparse.Namespace) -> int:
+    from .top import render, snapshot, top
+
+    if args.interval <= 0:
+        raise ConfigError("--interval must be a positive number of seconds")
+    console = Console()
+    async with _store(_settings(args)) as (store, _):
+        if args.json or args.once or not console.is_terminal:
+            snap = await snapshot(store)
+            _print(args, snap.to_json(), lambda: _console().print(render(snap, None)))
+        else:
+            await top(store, console=console, interval=args.interval)
+    return 0
+
+
+async def cmd_metrics(args: argparse.Namespace) -> int:
+    from .metrics import app
+    from .web import run_server
+
+    async with _store(_settings(args)) as (store, _):
+        application = app(store.redis, store.keys, recent=args.batches)
+        await run_server(application, args.host, args.port, "Prometheus metrics")
+    return 0
+
+
+async def cmd_serve(args: argparse.Namespace) -> int:
+    from .web import app, run_server
+
+    async with _store(_settings(args)) as (store, _):
+        await run_server(app(store, limit=args.limit), args.host, args.port, "batchq status page")
+    return 0
+
+
+async def cmd_list(args: argparse.Namespace) -> int:
+    from .tables import batch_rows, batches_table
+
+    async with _store(_settings(args)) as (store, _):
+        batches = await store.recent(limit=args.limit)
+    rows = batch_rows(batches, clock.now_ms())
 
     def human() -> None:
-        if not batches:
+        if not rows:
             print("no batches")
-        for s in batches:
-            done = s.succeeded + s.failed + s.cancelled
-            print(
-                f"{s.batch_id}  {s.state.value:<9}  {done}/{s.total} done  "
-                f"{s.failed} failed  {s.created_at}  {s.name or ''}"
-            )
+        else:
+            _console().print(batches_table(rows))
 
-    _print(args, [s.model_dump(mode="json") for s in batches], human)
+    _print(args, rows, human)
     return 0
+
+
+def _console() -> Console:
+    console = Console()
+    # Piped output keeps whole lines rather than rich's 80-column default.
+    return console if console.is_terminal else Console(width=max(console.width, 160))
 
 
 async def cmd_results(args: argparse.Namespace) -> int:
     async with BatchClient(_settings(args)) as client:
-        n = await client.write_results(args.batch_id, args.output, wait=args.wait)
-    if args.output != "-":
-        print(f"wrote {n} results to {args.output}", file=sys.stderr)
+        ok, failed = await client.export_results(
+            args.batch_id,
+            args.output,
+            wait=args.wait,
+            fmt=args.output_format,
+            errors=args.errors,
+        )
+    _report_written(args, ok, failed)
     return 0
 
 
-async def cmd_cancel(args: argparse.Namespace) -> int:
-    async with _store(_settings(args)) as (store, _):
-        s = await store.cancel(args.batch_id)
-    _print(args, s.model_dump(mode="json"), lambda: _human_status(s))
-    return 0
+def _report_written(args: argparse.Namespace, ok: int, failed: int) -> None:
+    if args.errors is not None:
+        where = "stdout" if args.output == "-" else args.output
+        print(
+            f"wrote {ok} results to {where} and {failed} failed or cancelled to {args.errors}",
+            file=sys.stderr,
+        )
+    elif args.output != "-":
+        print(f"wrote {ok + failed} results to {args.output}", file=sys.stderr)
+
+
+def _control(op: Callable[[BatchStore, str], Awaitable[BatchStatus]]) -> Any:
+    """A command that changes a batch and prints its status afterwards."""
+
+    async def command(args: argparse.Namespace) -> int:
+        async with _store(_settings(args)) as (store, _):
+            s = await op(store, args.batch_id)
+        _print(args, s.model_dump(mode="json"), lambda: _human_status(s))
+        return 0
+
+    return command
+
+
+cmd_cancel = _control(BatchStore.cancel)
+cmd_pause = _control(BatchStore.pause)
+cmd_resume = _control(BatchStore.resume)
 
 
 async def cmd_repair(args: argparse.Namespace) -> int:
@@ -209,11 +317,14 @@ async def cmd_run(args: argparse.Namespace) -> int:
             status = await watch_progress(
                 store, batch_id, console=console, show=not args.json, workers=procs
             )
-        n = await write_output(store, batch_id, args.output)
-    if not args.json:
-        console.print(
-            f"{status.succeeded} succeeded, {status.failed} failed; {n} results in {args.output}"
+        ok, failed = await write_output(
+            store, batch_id, args.output, fmt=args.output_format, errors=args.errors
         )
+    if not args.json:
+        where = f"{ok + failed} results in {args.output}"
+        if args.errors is not None:
+            where = f"{ok} results in {args.output}, {failed} in {args.errors}"
+        console.print(f"{status.succeeded} succeeded, {status.failed} failed; {where}")
     else:
         print(json.dumps(status.model_dump(mode="json")))
     return 1 if args.strict and status.failed else 0
@@ -320,6 +431,25 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--model", help="model for lines that name none")
         sp.add_argument("--name", help="a label for the batch")
         sp.add_argument("--format", choices=["jsonl", "txt"], help="override the file extension")
+        sp.add_argument(
+            "--notify",
+            metavar="URL",
+            help="when the batch is final, one worker POSTs its status JSON here (retried on "
+            "failure, never delivered twice)",
+        )
+        sp.add_argument(
+            "--deadline",
+            metavar="WHEN",
+            help="items not started by then expire: a duration (90m, 1h30m, 2d) or an ISO 8601 "
+            "time (local unless it names its zone); running items finish",
+        )
+        sp.add_argument(
+            "--meta",
+            action="append",
+            metavar="KEY=VALUE",
+            help="metadata stored with the batch, shown by status and list (repeatable, at most "
+            "16; keys up to 64 characters, values up to 512)",
+        )
 
     def worker_args(sp: Any) -> None:
         sp.add_argument("--ollama", dest="ollama_host", metavar="URL", help="(OLLAMA_HOST)")
@@ -344,6 +474,20 @@ def _parser() -> argparse.ArgumentParser:
             help="most tokens per minute (prompt + reply), all workers together (0: none)",
         )
 
+    def output_args(sp: Any, format_flag: str) -> None:
+        sp.add_argument(
+            format_flag,
+            dest="output_format",
+            choices=["native", "openai"],
+            default="native",
+            help="batchq's result lines (default) or OpenAI Batch API output lines",
+        )
+        sp.add_argument(
+            "--errors",
+            metavar="FILE",
+            help="write failed and cancelled items to FILE; the output then holds successes",
+        )
+
     sp = cmd("submit", "validate a file and queue it as a batch; prints the batch id")
     input_args(sp)
     sp.set_defaults(handler=cmd_submit)
@@ -351,26 +495,78 @@ def _parser() -> argparse.ArgumentParser:
     sp = cmd("worker", "run a worker that sends queued items to Ollama", json_out=False)
     worker_args(sp)
     sp.add_argument("--burst", action="store_true", help="exit when no work is left")
+    sp.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve this worker's Prometheus metrics on this port (BATCHQ_METRICS_PORT)",
+    )
+    sp.add_argument("--metrics-host", help="address the metrics port listens on (default 0.0.0.0)")
     sp.add_argument("-v", "--verbose", action="store_true")
     sp.set_defaults(handler=cmd_worker, sync=True)
 
     sp = cmd("status", "a batch's progress (all recent batches without an id)")
     sp.add_argument("batch_id", nargs="?")
+    sp.add_argument("--limit", type=int, default=50, help="batches listed without an id")
+    sp.add_argument(
+        "--watch",
+        action="store_true",
+        help="follow the batch until it is final: live on a terminal, else a line per refresh",
+    )
+    sp.add_argument(
+        "--interval",
+        type=float,
+        help="seconds between refreshes (default 1 on a terminal, 10 otherwise)",
+    )
     sp.set_defaults(handler=cmd_status)
+
+    sp = cmd("top", "live workers: host, Ollama endpoints, items in flight, last error")
+    sp.add_argument("--once", action="store_true", help="print once (always, when piped)")
+    sp.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    sp.set_defaults(handler=cmd_top)
+
+    sp = cmd("metrics", "serve queue-level Prometheus metrics read from Redis", json_out=False)
+    sp.add_argument("--port", type=int, default=9464, help="default 9464")
+    sp.add_argument("--host", default="0.0.0.0", help="listen address (default 0.0.0.0)")
+    sp.add_argument(
+        "--batches",
+        type=int,
+        default=20,
+        help="recent batches given per-batch series, besides the unfinished ones (default 20)",
+    )
+    sp.set_defaults(handler=cmd_metrics)
+
+    sp = cmd("serve", "a web page of batches and workers, refreshed live", json_out=False)
+    sp.add_argument("--port", type=int, default=8470, help="default 8470")
+    sp.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    sp.add_argument("--limit", type=int, default=50, help="most recent batches shown")
+    sp.set_defaults(handler=cmd_serve)
 
     sp = cmd("results", "write a batch's results in input order, as JSONL", json_out=False)
     sp.add_argument("batch_id")
     sp.add_argument("-o", "--output", default="-", help="file to write (default stdout)")
     sp.add_argument("--wait", action="store_true", help="wait until every item is final")
+    output_args(sp, "--format")
     sp.set_defaults(handler=cmd_results)
 
     sp = cmd("cancel", "cancel a batch: items not yet sent are not sent")
     sp.add_argument("batch_id")
     sp.set_defaults(handler=cmd_cancel)
 
+    sp = cmd("pause", "pause a batch: nothing more is sent; requests already sent finish")
+    sp.add_argument("batch_id")
+    sp.set_defaults(handler=cmd_pause)
+
+    sp = cmd("resume", "resume a paused batch where it stopped")
+    sp.add_argument("batch_id")
+    sp.set_defaults(handler=cmd_resume)
+
     sp = cmd("repair", "find items that are neither final, queued nor running; queue them again")
     sp.add_argument("batch_id")
     sp.set_defaults(handler=cmd_repair)
+
+    from .cli_control import add_commands
+
+    add_commands(cmd)
 
     sp = cmd("limits", "show or change the global limits of an Ollama endpoint")
     sp.add_argument("--ollama", dest="ollama_host", metavar="URL", help="(OLLAMA_HOST)")
@@ -396,6 +592,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("-o", "--output", required=True, help="results file (- for stdout)")
     sp.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     sp.add_argument("--strict", action="store_true", help="exit 1 if any item failed")
+    output_args(sp, "--output-format")
     sp.set_defaults(handler=cmd_run)
 
     sp = cmd("bench", "run the same prompts on several models through the queue; compare them")

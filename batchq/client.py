@@ -43,8 +43,8 @@ from typing import IO, Any, TypeVar
 from redis.exceptions import RedisError
 
 from .batches import BatchStore
-from .collect import iter_results, wait_finished
-from .collect import write_results as write_stream
+from .collect import OutputFormat, iter_results, wait_finished
+from .collect import export_results as export_stream
 from .completed import completed_pages
 from .connection import connect, redis_errors, redis_unavailable, resolve_redis_url
 from .errors import ConfigError
@@ -237,10 +237,34 @@ class BatchClient:
         with self._errors():
             return await store.repair(batch_id)
 
-    async def write_results(self, batch_id: str, path: Output, *, wait: bool = False) -> int:
+    async def write_results(
+        self,
+        batch_id: str,
+        path: Output,
+        *,
+        wait: bool = False,
+        fmt: OutputFormat = "native",
+        errors: Output | None = None,
+    ) -> int:
         """Write the results so far in input order as JSONL (``batchq results -o``), to a path
         (written aside, then renamed: a reader never sees half a file) or a text stream; with
-        ``wait``, once the batch is finished. Returns the lines written."""
+        ``wait``, once the batch is finished. ``fmt="openai"`` writes OpenAI Batch API output
+        lines; ``errors`` takes the failed, cancelled and expired items instead (OpenAI's error
+        file). Returns the lines written, both files together."""
+        ok, failed = await self.export_results(batch_id, path, wait=wait, fmt=fmt, errors=errors)
+        return ok + failed
+
+    async def export_results(
+        self,
+        batch_id: str,
+        path: Output,
+        *,
+        wait: bool = False,
+        fmt: OutputFormat = "native",
+        errors: Output | None = None,
+    ) -> tuple[int, int]:
+        """:meth:`write_results`, counted apart: (lines of succeeded items, lines of the
+        others)."""
         from .runner import write_output
 
         store = await self.connect()
@@ -249,9 +273,19 @@ class BatchClient:
             if wait:
                 await wait_finished(store, batch_id)
             if not isinstance(path, str | os.PathLike):
-                return await write_stream(store, batch_id, path)
+                if isinstance(errors, str | os.PathLike):
+                    raise TypeError("errors is a stream when the output is one")
+                return await export_stream(store, batch_id, path, fmt=fmt, errors=errors)
+            if errors is not None and not isinstance(errors, str | os.PathLike):
+                raise TypeError("errors is a path when the output is one")
             try:
-                return await write_output(store, batch_id, os.fspath(path))
+                return await write_output(
+                    store,
+                    batch_id,
+                    os.fspath(path),
+                    fmt=fmt,
+                    errors=None if errors is None else os.fspath(errors),
+                )
             except OSError as e:
                 if e.filename is None:  # not the file: the connection
                     raise
@@ -424,8 +458,31 @@ class SyncBatchClient:
     def repair(self, batch_id: str) -> int:
         return self._run(self._client.repair(batch_id))
 
-    def write_results(self, batch_id: str, path: Output, *, wait: bool = False) -> int:
-        return self._run(self._client.write_results(batch_id, path, wait=wait))
+    def write_results(
+        self,
+        batch_id: str,
+        path: Output,
+        *,
+        wait: bool = False,
+        fmt: OutputFormat = "native",
+        errors: Output | None = None,
+    ) -> int:
+        return self._run(
+            self._client.write_results(batch_id, path, wait=wait, fmt=fmt, errors=errors)
+        )
+
+    def export_results(
+        self,
+        batch_id: str,
+        path: Output,
+        *,
+        wait: bool = False,
+        fmt: OutputFormat = "native",
+        errors: Output | None = None,
+    ) -> tuple[int, int]:
+        return self._run(
+            self._client.export_results(batch_id, path, wait=wait, fmt=fmt, errors=errors)
+        )
 
 
 async def _close(items: AsyncIterator[Any]) -> None:

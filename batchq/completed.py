@@ -28,7 +28,16 @@ from .models import Item, ItemResult
 
 __all__ = ["completed_pages"]
 
-_COUNTERS = ("total", "next", "cancel_from", "succeeded", "failed", "cancelled", "finished_at")
+_COUNTERS = (
+    "total",
+    "next",
+    "cancel_from",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "expired",
+    "finished_at",
+)
 
 
 class _Reader:
@@ -90,16 +99,16 @@ async def completed_pages(
         raw = await store.redis.hmget(reader.keys.meta, list(_COUNTERS))  # type: ignore[misc]
         if raw[0] is None:
             raise BatchNotFound(batch_id)
-        total, nxt, ok, failed, cancelled = (int(raw[i]) for i in (0, 1, 3, 4, 5))
+        total, nxt, ok, failed, cancelled, expired = (int(raw[i] or 0) for i in (0, 1, 3, 4, 5, 6))
         cancel_from = int(raw[2] or -1)
-        finished = raw[6] is not None
+        finished = raw[7] is not None
         # After a cancel, [cancel_from, total) is counted as cancelled without stored results.
         bound, unstored = (cancel_from, total - cancel_from) if cancel_from >= 0 else (nxt, 0)
         if finished and cancel_from < 0:
             # Only a safety net: results past the cursor would break the invariant above, and
             # the scan stops at the last result the counters announce.
             bound = total
-        stored = ok + failed + cancelled - unstored
+        stored = ok + failed + cancelled + expired - unstored
         if cancel_from >= 0 and not tail_done:
             tail_done = True
             async for page in reader.cancelled(cancel_from, total):

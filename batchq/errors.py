@@ -5,6 +5,8 @@ BatchqError
 ├── ConfigError            bad settings or command-line values
 ├── InputError             a bad line in a submitted file (carries line number and field)
 ├── BatchNotFound          an unknown or malformed batch id (carries the batch id)
+├── BatchStateError        the batch's state rules the operation out (carries id and state)
+├── ItemNotFound           no item of the batch has this custom id (carries both ids)
 ├── RedisUnavailable       Redis cannot be reached
 ├── EmbeddedServerError    the embedded Valkey server could not be started
 └── OllamaError            one failed request to Ollama (carries status code and kind)
@@ -17,10 +19,12 @@ from __future__ import annotations
 
 __all__ = [
     "BatchNotFound",
+    "BatchStateError",
     "BatchqError",
     "ConfigError",
     "EmbeddedServerError",
     "InputError",
+    "ItemNotFound",
     "OllamaError",
     "PermanentOllamaError",
     "RedisUnavailable",
@@ -61,6 +65,24 @@ class BatchNotFound(BatchqError):
     def __init__(self, batch_id: str):
         self.batch_id = batch_id
         super().__init__(f"no batch with id {batch_id!r}")
+
+
+class BatchStateError(BatchqError):
+    """The batch is in a state that rules the operation out, e.g. pausing a finished batch."""
+
+    def __init__(self, batch_id: str, state: str, message: str):
+        self.batch_id = batch_id
+        self.state = state
+        super().__init__(f"batch {batch_id} is {state}: {message}")
+
+
+class ItemNotFound(BatchqError):
+    """No item of the batch has this custom id."""
+
+    def __init__(self, batch_id: str, custom_id: str):
+        self.batch_id = batch_id
+        self.custom_id = custom_id
+        super().__init__(f"batch {batch_id} has no item with custom_id {custom_id!r:.200}")
 
 
 class RedisUnavailable(BatchqError):

@@ -4,11 +4,12 @@ Two formats. ``txt``: every non-blank line is a prompt for ``/api/generate``. ``
 non-blank line is one of
 
 - a JSON string: a prompt for ``/api/generate``;
-- a native object: ``prompt`` (generate) or ``messages`` (chat), plus optional ``custom_id``,
-  ``model``, ``system``, ``options``, ``format``, ``keep_alive``, ``think``, ``images``, ``tools``,
-  ``suffix``;
+- a native object: ``prompt`` (generate), ``messages`` (chat) or ``input`` (embed, see
+  :mod:`batchq.embed_inputs`), plus optional ``custom_id``, ``model``, ``system``, ``options``,
+  ``format``, ``keep_alive``, ``think``, ``images``, ``tools``, ``suffix``;
 - an OpenAI batch request line (``custom_id``, ``method``, ``url``, ``body``) for
-  ``/v1/chat/completions`` or ``/v1/completions``, translated to the native request.
+  ``/v1/chat/completions``, ``/v1/completions`` or ``/v1/embeddings``, translated to the
+  native request.
 
 The file is read one bounded line at a time, so neither a huge file nor one huge line can exhaust
 memory; the first bad line stops the parse with an :class:`InputError` naming line and field.
@@ -22,26 +23,40 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, Literal
 
+from batchq.embed_inputs import EMBEDDINGS_URL, native_embed_body, openai_embed_body
 from batchq.errors import InputError
+from batchq.fields import (
+    NO_MODEL,
+    Bad,
+    check_int,
+    check_list,
+    check_model,
+    check_obj,
+    check_obj_list,
+    check_str,
+    check_str_list,
+    is_number,
+    type_name,
+)
 from batchq.models import Endpoint, Item
 
 __all__ = ["InputFormat", "detect_format", "iter_items"]
 
 InputFormat = Literal["jsonl", "txt"]
 
-_NO_MODEL = "no model: give the line a model or pass --model"
-
 _NATIVE_KEYS = frozenset({"custom_id", "model", "prompt", "messages", "system", "images"})
 # "stream" is accepted and dropped: copied Ollama requests often say stream=false, and batchq
 # decides streaming itself.
 _NATIVE_KEYS |= {"tools", "options", "format", "keep_alive", "think", "stream"}
+_NATIVE_KEYS |= {"input", "truncate", "dimensions"}
 # Ollama's fill-in-the-middle text; OpenAI completion lines carry it too, so that every Item
 # has a native line (what the Python API turns Items back into to validate them).
 _NATIVE_KEYS |= {"suffix"}
 _NATIVE_KEYS_HINT = (
-    "unknown field (a line may have custom_id, model, prompt or messages, system, options, "
-    "format, keep_alive, think, images, suffix, tools)"
+    "unknown field (a line may have custom_id, model, prompt or messages or input, system, "
+    "options, format, keep_alive, think, images, suffix, tools, truncate, dimensions)"
 )
+
 _ROLES = frozenset({"system", "user", "assistant", "tool"})
 _MESSAGE_KEYS = frozenset({"role", "content", "images", "tool_calls", "tool_name", "thinking"})
 _THINK_LEVELS = frozenset({"low", "medium", "high"})
@@ -49,6 +64,7 @@ _THINK_LEVELS = frozenset({"low", "medium", "high"})
 _OPENAI_KEYS = frozenset({"custom_id", "method", "url", "body"})
 _CHAT_URL = "/v1/chat/completions"
 _COMPLETIONS_URL = "/v1/completions"
+_OPENAI_URLS = (_CHAT_URL, _COMPLETIONS_URL, EMBEDDINGS_URL)
 _OPENAI_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 _OPENAI_MESSAGE_KEYS = frozenset({"role", "content", "name", "refusal", "tool_calls"})
 _OPENAI_MESSAGE_KEYS |= {"tool_call_id"}
@@ -61,15 +77,6 @@ _OPENAI_COMMON = frozenset(
 ) | frozenset(_OPENAI_SAMPLING)
 _OPENAI_CHAT_KEYS = _OPENAI_COMMON | {"messages", "tools"}
 _OPENAI_COMPLETIONS_KEYS = _OPENAI_COMMON | {"prompt", "suffix"}
-
-
-class _Bad(Exception):
-    """A rule broken inside a line; :func:`iter_items` adds the line number."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
 
 
 class _NumberError(ValueError):
@@ -161,7 +168,7 @@ def _items(
         try:
             if fmt == "txt":
                 if model is None:
-                    raise _Bad(_NO_MODEL, "model")
+                    raise Bad(NO_MODEL, "model")
                 if text.endswith("\n"):
                     text = text[:-1]
                 if text.endswith("\r"):
@@ -172,8 +179,8 @@ def _items(
                 first = seen.setdefault(hash(item.custom_id), lineno)
                 if first != lineno:
                     message = f"duplicate custom_id {item.custom_id!r:.80} (first on line {first})"
-                    raise _Bad(message, "custom_id")
-        except _Bad as e:
+                    raise Bad(message, "custom_id")
+        except Bad as e:
             raise InputError(e.message, line=lineno, field=e.field) from None
         index += 1
         yield item
@@ -197,17 +204,17 @@ def _json_item(text: str, index: int, default_model: str | None) -> Item:
     try:
         value = _parse(text)
     except json.JSONDecodeError as e:
-        raise _Bad(f"invalid JSON: {e.msg} (column {e.colno})") from None
+        raise Bad(f"invalid JSON: {e.msg} (column {e.colno})") from None
     except RecursionError:
-        raise _Bad("invalid JSON: nested too deeply") from None
+        raise Bad("invalid JSON: nested too deeply") from None
     except ValueError as e:  # _NumberError, or an integer too long to convert
-        raise _Bad(f"invalid JSON: {e}") from None
+        raise Bad(f"invalid JSON: {e}") from None
     if isinstance(value, str):
         if default_model is None:
-            raise _Bad(_NO_MODEL, "model")
+            raise Bad(NO_MODEL, "model")
         item = Item(str(index), Endpoint.GENERATE, {"model": default_model, "prompt": value})
     elif not isinstance(value, dict):
-        raise _Bad(f"expected a JSON object or string, got {_type_name(value)}")
+        raise Bad(f"expected a JSON object or string, got {type_name(value)}")
     elif "url" in value or "body" in value or "method" in value:
         item = _openai_item(value, default_model)
     else:
@@ -218,7 +225,7 @@ def _json_item(text: str, index: int, default_model: str | None) -> Item:
         try:
             json.dumps([item.custom_id, item.body], ensure_ascii=False).encode()
         except (UnicodeEncodeError, RecursionError):
-            raise _Bad("contains a lone surrogate escape (\\ud800-\\udfff): not Unicode") from None
+            raise Bad("contains a lone surrogate escape (\\ud800-\\udfff): not Unicode") from None
     return item
 
 
@@ -228,95 +235,104 @@ def _json_item(text: str, index: int, default_model: str | None) -> Item:
 def _native_item(obj: dict[str, Any], index: int, default_model: str | None) -> Item:
     for key in obj:
         if key not in _NATIVE_KEYS:
-            raise _Bad(_NATIVE_KEYS_HINT, key)
+            raise Bad(_NATIVE_KEYS_HINT, key)
     custom_id = str(index)
     if "custom_id" in obj:
         raw_id = obj["custom_id"]
         if isinstance(raw_id, int) and not isinstance(raw_id, bool):
             custom_id = str(raw_id)
         else:
-            custom_id = _str(raw_id, "custom_id", non_empty=True)
-    has_prompt, has_messages = "prompt" in obj, "messages" in obj
-    if has_prompt == has_messages:
-        raise _Bad(
-            "a line has either a prompt or messages, not both"
-            if has_prompt
-            else "a line needs a prompt (generate) or messages (chat)"
+            custom_id = check_str(raw_id, "custom_id", non_empty=True)
+    has_prompt = "prompt" in obj
+    kinds = [key for key in ("prompt", "messages", "input") if key in obj]
+    if len(kinds) != 1:
+        raise Bad(
+            f"a line has one of prompt, messages and input, not both {kinds[0]} and {kinds[1]}"
+            if kinds
+            else "a line needs a prompt (generate), messages (chat) or input (embeddings)"
         )
     if "suffix" in obj and not has_prompt:
-        raise _Bad("suffix goes with a prompt (generate)", "suffix")
-    model = _model(obj, default_model, "model")
+        raise Bad("suffix goes with a prompt (generate)", "suffix")
+    model = check_model(obj, default_model, "model")
     body: dict[str, Any] = {"model": model}
+    if "input" in obj:
+        native_embed_body(obj, body)
+        _native_options(obj, body)
+        return Item(custom_id, Endpoint.EMBED, body)
     if has_prompt:
         if "tools" in obj:
-            raise _Bad("tools need messages (chat), not a prompt", "tools")
+            raise Bad("tools need messages (chat), not a prompt", "tools")
         endpoint = Endpoint.GENERATE
-        body["prompt"] = _str(obj["prompt"], "prompt")
+        body["prompt"] = check_str(obj["prompt"], "prompt")
         if "system" in obj:
-            body["system"] = _str(obj["system"], "system")
+            body["system"] = check_str(obj["system"], "system")
         if "images" in obj:
-            body["images"] = _str_list(obj["images"], "images")
+            body["images"] = check_str_list(obj["images"], "images")
         if "suffix" in obj:
-            body["suffix"] = _str(obj["suffix"], "suffix")
+            body["suffix"] = check_str(obj["suffix"], "suffix")
     else:
         if "images" in obj:
-            raise _Bad("images go with a prompt; for chat, put them in a message", "images")
+            raise Bad("images go with a prompt; for chat, put them in a message", "images")
         endpoint = Endpoint.CHAT
         messages = _native_messages(obj["messages"], "messages")
         # /api/chat has no system field: the system prompt is the conversation's first message.
         if "system" in obj:
-            messages.insert(0, {"role": "system", "content": _str(obj["system"], "system")})
+            messages.insert(0, {"role": "system", "content": check_str(obj["system"], "system")})
         body["messages"] = messages
         if "tools" in obj:
-            body["tools"] = _obj_list(obj["tools"], "tools")
+            body["tools"] = check_obj_list(obj["tools"], "tools")
     if "format" in obj:
         fmt = obj["format"]
         if fmt != "json" and not isinstance(fmt, dict):
-            raise _Bad('must be "json" or a JSON schema object', "format")
+            raise Bad('must be "json" or a JSON schema object', "format")
         body["format"] = fmt
-    if "options" in obj:
-        options = _obj(obj["options"], "options")
-        if options:
-            body["options"] = options
-    if "keep_alive" in obj:
-        keep_alive = obj["keep_alive"]
-        if not isinstance(keep_alive, str) and not _is_number(keep_alive):
-            raise _Bad('must be a duration string ("5m") or a number of seconds', "keep_alive")
-        body["keep_alive"] = keep_alive
+    _native_options(obj, body)
     if "think" in obj:
         think = obj["think"]
         if not isinstance(think, bool) and not (isinstance(think, str) and think in _THINK_LEVELS):
-            raise _Bad('must be true, false, "low", "medium" or "high"', "think")
+            raise Bad('must be true, false, "low", "medium" or "high"', "think")
         body["think"] = think
     return Item(custom_id, endpoint, body)
 
 
+def _native_options(obj: dict[str, Any], body: dict[str, Any]) -> None:
+    if "options" in obj:
+        options = check_obj(obj["options"], "options")
+        if options:
+            body["options"] = options
+    if "keep_alive" in obj:
+        keep_alive = obj["keep_alive"]
+        if not isinstance(keep_alive, str) and not is_number(keep_alive):
+            raise Bad('must be a duration string ("5m") or a number of seconds', "keep_alive")
+        body["keep_alive"] = keep_alive
+
+
 def _native_messages(value: object, field: str) -> list[dict[str, Any]]:
-    messages = _list(value, field)
+    messages = check_list(value, field)
     if not messages:
-        raise _Bad("must not be empty", field)
+        raise Bad("must not be empty", field)
     for i, message in enumerate(messages):
         where = f"{field}[{i}]"
-        msg = _obj(message, where)
+        msg = check_obj(message, where)
         for key in msg:
             if key not in _MESSAGE_KEYS:
-                raise _Bad("unknown field", f"{where}.{key}")
+                raise Bad("unknown field", f"{where}.{key}")
         role = msg.get("role")
         if not isinstance(role, str) or role not in _ROLES:
-            raise _Bad("must be one of system, user, assistant, tool", f"{where}.role")
+            raise Bad("must be one of system, user, assistant, tool", f"{where}.role")
         tool_calls: list[dict[str, Any]] = []
         if "tool_calls" in msg:
-            tool_calls = _obj_list(msg["tool_calls"], f"{where}.tool_calls")
+            tool_calls = check_obj_list(msg["tool_calls"], f"{where}.tool_calls")
         content = msg.get("content")
         if content is None and role == "assistant" and tool_calls:
             msg["content"] = ""
         elif not isinstance(content, str):
-            raise _Bad(f"must be a string, got {_type_name(content)}", f"{where}.content")
+            raise Bad(f"must be a string, got {type_name(content)}", f"{where}.content")
         if "images" in msg:
-            _str_list(msg["images"], f"{where}.images")
+            check_str_list(msg["images"], f"{where}.images")
         for key in ("tool_name", "thinking"):
             if key in msg:
-                _str(msg[key], f"{where}.{key}")
+                check_str(msg[key], f"{where}.{key}")
     return messages
 
 
@@ -326,39 +342,41 @@ def _native_messages(value: object, field: str) -> list[dict[str, Any]]:
 def _openai_item(obj: dict[str, Any], default_model: str | None) -> Item:
     for key in obj:
         if key not in _OPENAI_KEYS:
-            raise _Bad("unknown field (an OpenAI batch line has custom_id, method, url, body)", key)
+            raise Bad("unknown field (an OpenAI batch line has custom_id, method, url, body)", key)
     if "custom_id" not in obj:
-        raise _Bad("required in an OpenAI batch line", "custom_id")
-    custom_id = _str(obj["custom_id"], "custom_id", non_empty=True)
+        raise Bad("required in an OpenAI batch line", "custom_id")
+    custom_id = check_str(obj["custom_id"], "custom_id", non_empty=True)
     if obj.get("method", "POST") != "POST":
-        raise _Bad('must be "POST"', "method")
+        raise Bad('must be "POST"', "method")
     url = obj.get("url")
-    if url != _CHAT_URL and url != _COMPLETIONS_URL:
-        raise _Bad(f"unsupported url {url!r:.80}: use {_CHAT_URL} or {_COMPLETIONS_URL}", "url")
+    if url not in _OPENAI_URLS:
+        raise Bad(f"unsupported url {url!r:.80}: use {', '.join(_OPENAI_URLS)}", "url")
     if "body" not in obj:
-        raise _Bad("required in an OpenAI batch line", "body")
-    src = _obj(obj["body"], "body")
+        raise Bad("required in an OpenAI batch line", "body")
+    src = check_obj(obj["body"], "body")
+    if url == EMBEDDINGS_URL:
+        return Item(custom_id, Endpoint.EMBED, openai_embed_body(src, default_model))
     chat = url == _CHAT_URL
     allowed = _OPENAI_CHAT_KEYS if chat else _OPENAI_COMPLETIONS_KEYS
     for key in src:
         if key not in allowed and key not in _OPENAI_IGNORED:
-            raise _Bad(f"not supported for {url}", f"body.{key}")
+            raise Bad(f"not supported for {url}", f"body.{key}")
     n = src.get("n")
     if n is not None and (isinstance(n, bool) or n != 1):
-        raise _Bad("only n=1 is supported", "body.n")
-    body: dict[str, Any] = {"model": _model(src, default_model, "body.model")}
+        raise Bad("only n=1 is supported", "body.n")
+    body: dict[str, Any] = {"model": check_model(src, default_model, "body.model")}
     if chat:
         if "messages" not in src:
-            raise _Bad("required for /v1/chat/completions", "body.messages")
+            raise Bad("required for /v1/chat/completions", "body.messages")
         body["messages"] = _openai_messages(src["messages"], "body.messages")
         if src.get("tools") is not None:
-            body["tools"] = _obj_list(src["tools"], "body.tools")
+            body["tools"] = check_obj_list(src["tools"], "body.tools")
     else:
         if "prompt" not in src:
-            raise _Bad("required for /v1/completions", "body.prompt")
-        body["prompt"] = _str(src["prompt"], "body.prompt")
+            raise Bad("required for /v1/completions", "body.prompt")
+        body["prompt"] = check_str(src["prompt"], "body.prompt")
         if src.get("suffix") is not None:
-            body["suffix"] = _str(src["suffix"], "body.suffix")
+            body["suffix"] = check_str(src["suffix"], "body.suffix")
     fmt = _openai_format(src.get("response_format"))
     if fmt is not None:
         body["format"] = fmt
@@ -373,27 +391,27 @@ def _openai_options(src: dict[str, Any]) -> dict[str, Any]:
     # OpenAI deprecated max_tokens for max_completion_tokens, so the newer one wins.
     for name in ("max_tokens", "max_completion_tokens"):
         if src.get(name) is not None:
-            options["num_predict"] = _int(src[name], f"body.{name}")
+            options["num_predict"] = check_int(src[name], f"body.{name}")
     for name in _OPENAI_SAMPLING:
         value = src.get(name)
         if value is not None:
-            if not _is_number(value):
-                raise _Bad(f"must be a number, got {_type_name(value)}", f"body.{name}")
+            if not is_number(value):
+                raise Bad(f"must be a number, got {type_name(value)}", f"body.{name}")
             options[name] = value
     if src.get("seed") is not None:
-        options["seed"] = _int(src["seed"], "body.seed")
+        options["seed"] = check_int(src["seed"], "body.seed")
     stop = src.get("stop")
     if isinstance(stop, str):
         options["stop"] = [stop]
     elif stop is not None:
-        options["stop"] = _str_list(stop, "body.stop")
+        options["stop"] = check_str_list(stop, "body.stop")
     return options
 
 
 def _openai_format(value: object) -> str | dict[str, Any] | None:
     if value is None:
         return None
-    spec = _obj(value, "body.response_format")
+    spec = check_obj(value, "body.response_format")
     kind = spec.get("type")
     if kind == "text":
         return None
@@ -401,31 +419,31 @@ def _openai_format(value: object) -> str | dict[str, Any] | None:
         return "json"
     if kind == "json_schema":
         where = "body.response_format.json_schema"
-        return _obj(_obj(spec.get("json_schema"), where).get("schema"), f"{where}.schema")
-    raise _Bad('must be "text", "json_object" or "json_schema"', "body.response_format.type")
+        return check_obj(check_obj(spec.get("json_schema"), where).get("schema"), f"{where}.schema")
+    raise Bad('must be "text", "json_object" or "json_schema"', "body.response_format.type")
 
 
 def _openai_messages(value: object, field: str) -> list[dict[str, Any]]:
-    messages = _list(value, field)
+    messages = check_list(value, field)
     if not messages:
-        raise _Bad("must not be empty", field)
+        raise Bad("must not be empty", field)
     out: list[dict[str, Any]] = []
     # OpenAI tool results point at a call id; Ollama's name the tool, so remember id -> name.
     tool_names: dict[str, str] = {}
     for i, message in enumerate(messages):
         where = f"{field}[{i}]"
-        src = _obj(message, where)
+        src = check_obj(message, where)
         for key in src:
             if key not in _OPENAI_MESSAGE_KEYS:
-                raise _Bad("unknown field", f"{where}.{key}")
+                raise Bad("unknown field", f"{where}.{key}")
         role = src.get("role")
         if not isinstance(role, str) or role not in _OPENAI_ROLES:
-            raise _Bad("must be one of system, developer, user, assistant, tool", f"{where}.role")
+            raise Bad("must be one of system, developer, user, assistant, tool", f"{where}.role")
         msg: dict[str, Any] = {"role": "system" if role == "developer" else role}
         tool_calls: list[dict[str, Any]] = []
         if src.get("tool_calls") is not None:
             if role != "assistant":
-                raise _Bad("only assistant messages have tool_calls", f"{where}.tool_calls")
+                raise Bad("only assistant messages have tool_calls", f"{where}.tool_calls")
             tool_calls = _openai_tool_calls(src["tool_calls"], f"{where}.tool_calls", tool_names)
         content = src.get("content")
         images: list[str] = []
@@ -436,8 +454,8 @@ def _openai_messages(value: object, field: str) -> list[dict[str, Any]]:
         elif content is None and tool_calls:
             text = ""
         else:
-            raise _Bad(
-                f"must be a string or a list of parts, got {_type_name(content)}",
+            raise Bad(
+                f"must be a string or a list of parts, got {type_name(content)}",
                 f"{where}.content",
             )
         msg["content"] = text
@@ -457,97 +475,43 @@ def _openai_parts(parts: list[Any], field: str) -> tuple[str, list[str]]:
     images: list[str] = []
     for j, part in enumerate(parts):
         where = f"{field}[{j}]"
-        spec = _obj(part, where)
+        spec = check_obj(part, where)
         kind = spec.get("type")
         if kind == "text":
-            texts.append(_str(spec.get("text"), f"{where}.text"))
+            texts.append(check_str(spec.get("text"), f"{where}.text"))
         elif kind == "image_url":
             image = spec.get("image_url")
             if isinstance(image, dict):
                 url, url_field = image.get("url"), f"{where}.image_url.url"
             else:
                 url, url_field = image, f"{where}.image_url"
-            header, _, payload = _str(url, url_field).partition(",")
+            header, _, payload = check_str(url, url_field).partition(",")
             # Ollama takes image bytes, not addresses: only inline base64 data URLs carry them.
             if not (header.startswith("data:") and header.endswith(";base64") and payload):
-                raise _Bad("only data: URLs with base64 content are supported", url_field)
+                raise Bad("only data: URLs with base64 content are supported", url_field)
             images.append(payload)
         else:
-            raise _Bad('unsupported content part type (use "text" or "image_url")', f"{where}.type")
+            raise Bad('unsupported content part type (use "text" or "image_url")', f"{where}.type")
     return "\n".join(texts), images
 
 
 def _openai_tool_calls(value: object, field: str, names: dict[str, str]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    for j, call in enumerate(_obj_list(value, field)):
+    for j, call in enumerate(check_obj_list(value, field)):
         where = f"{field}[{j}].function"
-        function = _obj(call.get("function"), where)
-        name = _str(function.get("name"), f"{where}.name", non_empty=True)
+        function = check_obj(call.get("function"), where)
+        name = check_str(function.get("name"), f"{where}.name", non_empty=True)
         arguments = function.get("arguments", {})
         # OpenAI sends arguments as a JSON-encoded string, Ollama as an object.
         if isinstance(arguments, str):
             try:
                 arguments = _DECODER.decode(arguments) if arguments.strip() else {}
             except (ValueError, RecursionError):
-                raise _Bad("must be a JSON object", f"{where}.arguments") from None
-        out.append({"function": {"name": name, "arguments": _obj(arguments, f"{where}.arguments")}})
+                raise Bad("must be a JSON object", f"{where}.arguments") from None
+        out.append(
+            {"function": {"name": name, "arguments": check_obj(arguments, f"{where}.arguments")}}
+        )
         call_id = call.get("id")
         if isinstance(call_id, str):
             names[call_id] = name
     return out
-
-
-# --- shared checks ----------------------------------------------------------------------------
-
-
-def _model(obj: dict[str, Any], default_model: str | None, field: str) -> str:
-    if "model" in obj:
-        return _str(obj["model"], field, non_empty=True)
-    if default_model is None:
-        raise _Bad(_NO_MODEL, field)
-    return default_model
-
-
-_TYPE_NAMES = {type(None): "null", bool: "boolean", int: "number", float: "number", str: "string"}
-
-
-def _type_name(value: object) -> str:
-    return _TYPE_NAMES.get(type(value)) or ("array" if isinstance(value, list) else "object")
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _str(value: object, field: str, *, non_empty: bool = False) -> str:
-    if not isinstance(value, str):
-        raise _Bad(f"must be a string, got {_type_name(value)}", field)
-    if non_empty and not value:
-        raise _Bad("must not be empty", field)
-    return value
-
-
-def _int(value: object, field: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise _Bad(f"must be an integer, got {_type_name(value)}", field)
-    return value
-
-
-def _obj(value: object, field: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _Bad(f"must be an object, got {_type_name(value)}", field)
-    return value
-
-
-def _list(value: object, field: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise _Bad(f"must be an array, got {_type_name(value)}", field)
-    return value
-
-
-def _str_list(value: object, field: str) -> list[str]:
-    return [_str(item, f"{field}[{i}]") for i, item in enumerate(_list(value, field))]
-
-
-def _obj_list(value: object, field: str) -> list[dict[str, Any]]:
-    return [_obj(item, f"{field}[{i}]") for i, item in enumerate(_list(value, field))]

@@ -9,8 +9,11 @@ name can — but every job id embeds an unguessable batch id, so they cannot col
 | ``{p}:batches`` | ZSET | batch id → creation time (ms); the index behind ``batchq list`` |
 | ``{p}:active`` | LIST | batches that still have items to dispatch, rotated for round-robin |
 | ``{p}:open`` | ZSET | unfinished batches → time of their last progress (ms), for repair |
+| ``{p}:deadlines`` | ZSET | batches with a deadline not yet acted on → the deadline (ms) |
+| ``{p}:hooks`` | ZSET | finished batches whose completion hook is due → when (ms) |
 | ``{p}:workers`` | ZSET | worker id → heartbeat deadline (ms) |
 | ``{p}:worker-slots`` | HASH | worker id → its concurrency, summed to size the dispatch window |
+| ``{p}:worker:{id}`` | HASH | a worker's own account, rewritten each heartbeat (batchq.presence) |
 | ``{p}:leases`` | ZSET | job id → lease deadline (ms) of each running item |
 | ``{p}:repair-lock`` | STRING | held by the worker repairing idle batches |
 | ``{p}:ep:{e}:limits`` | HASH | global limits of an Ollama endpoint: rate, concurrency |
@@ -22,6 +25,10 @@ name can — but every job id embeds an unguessable batch id, so they cannot col
 | ``{p}:b:{id}:results`` | HASH | index → result (JSON); written once (HSETNX) |
 | ``{p}:b:{id}:redo`` | LIST | indices to dispatch again before the cursor moves on |
 | ``{p}:b:{id}:tries`` | HASH | index → attempts so far, while the item is not final |
+| ``{p}:b:{id}:ids`` | HASH | custom id → index, for the ids that are not the index itself |
+| ``{p}:b:{id}:errors`` | HASH | index → the item's last failed attempts (JSON), oldest first |
+| ``{p}:b:{id}:prior`` | HASH | index → attempts of the item's earlier runs (``batchq retry``) |
+| ``{p}:b:{id}:retrying`` | LIST | indices taken out of the results by a retry in progress |
 """
 
 from __future__ import annotations
@@ -66,6 +73,10 @@ class BatchKeys:
     results: str
     redo: str
     tries: str
+    ids: str
+    errors: str
+    prior: str
+    retrying: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +96,14 @@ class Keys:
         return f"{self.prefix}:open"
 
     @property
+    def hooks(self) -> str:
+        return f"{self.prefix}:hooks"
+
+    @property
+    def deadlines(self) -> str:
+        return f"{self.prefix}:deadlines"
+
+    @property
     def repair_lock(self) -> str:
         return f"{self.prefix}:repair-lock"
 
@@ -95,6 +114,9 @@ class Keys:
     @property
     def worker_slots(self) -> str:
         return f"{self.prefix}:worker-slots"
+
+    def worker_info(self, worker_id: str) -> str:
+        return f"{self.prefix}:worker:{worker_id}"
 
     @property
     def leases(self) -> str:
@@ -129,4 +151,8 @@ class Keys:
             redo=f"{base}:redo",
             # The scripts reach these as meta .. ':results' etc. for batches named at run time.
             tries=f"{base}:tries",
+            ids=f"{base}:ids",
+            errors=f"{base}:errors",
+            prior=f"{base}:prior",
+            retrying=f"{base}:retrying",
         )

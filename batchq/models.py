@@ -1,4 +1,4 @@
-"""Typed records: input items, per-item results and batch status."""
+"""Typed records: input items, per-item results, one item's progress and batch status."""
 
 from __future__ import annotations
 
@@ -7,16 +7,19 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 __all__ = [
     "TERMINAL_BATCH_STATES",
+    "AttemptError",
     "BatchState",
     "BatchStatus",
     "Endpoint",
     "Item",
     "ItemError",
+    "ItemInfo",
     "ItemResult",
+    "ItemState",
     "ItemStatus",
 ]
 
@@ -26,6 +29,7 @@ class Endpoint(enum.StrEnum):
 
     GENERATE = "generate"
     CHAT = "chat"
+    EMBED = "embed"
 
     @property
     def path(self) -> str:
@@ -36,16 +40,31 @@ class ItemStatus(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+class ItemState(enum.StrEnum):
+    """Where one item is: waiting, at a worker, or one of the final :class:`ItemStatus`."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
 
 
 class BatchState(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
+    PAUSED = "paused"
     COMPLETED = "completed"
     CANCELLED = "cancelled"
+    # Finished after its deadline left some items unstarted.
+    EXPIRED = "expired"
 
 
-TERMINAL_BATCH_STATES = frozenset({BatchState.COMPLETED, BatchState.CANCELLED})
+TERMINAL_BATCH_STATES = frozenset({BatchState.COMPLETED, BatchState.CANCELLED, BatchState.EXPIRED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,15 +114,57 @@ class ItemResult(BaseModel):
     attempts: int = 0
     model: str | None = None
     metrics: dict[str, Any] | None = None
+    # Embedding items only: one vector per input string. Left out of the line otherwise.
+    embeddings: list[list[float]] | None = None
+
+    @model_serializer(mode="wrap")
+    def _leave_out_no_embeddings(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("embeddings", ...) is None:
+            del data["embeddings"]
+        return data
+
+
+class AttemptError(BaseModel):
+    """One failed attempt of an item, as kept in its error history."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    attempt: int
+    type: str
+    message: str
+    status_code: int | None = None
+    at: str | None = None
+
+
+class ItemInfo(BaseModel):
+    """What ``batchq item --json`` prints: one item's progress, while the batch runs too.
+
+    ``errors`` lists its failed attempts, oldest first (the last few; the final error of a
+    failed item is the last one), and ``result`` is the line ``batchq results`` writes for it
+    once it is final.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_id: str
+    index: int
+    custom_id: str
+    status: ItemState
+    attempts: int
+    errors: list[AttemptError]
+    result: ItemResult | None
 
 
 class BatchStatus(BaseModel):
-    """What ``batchq status --json`` prints. The five counts always add up to ``total``."""
+    """What ``batchq status --json`` prints. The six counts always add up to ``total``;
+    ``retried`` (attempts sent again) and the tokens of succeeded items are running totals."""
 
     model_config = ConfigDict(extra="forbid")
 
     batch_id: str
     name: str | None
+    metadata: dict[str, str] = Field(default_factory=dict)
     state: BatchState
     total: int
     queued: int
@@ -111,6 +172,19 @@ class BatchStatus(BaseModel):
     succeeded: int
     failed: int
     cancelled: int
+    expired: int = 0
     created_at: str | None
     started_at: str | None
     finished_at: str | None
+    retried: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    deadline: str | None = None
+    # The completion hook (submit --notify), None without one: waiting (for the batch to
+    # finish), pending, sending, delivered, failed, or unknown (its sender died mid-POST).
+    notify: str | None = None
+
+    @property
+    def done(self) -> int:
+        """Items that are final: the four final counts."""
+        return self.succeeded + self.failed + self.cancelled + self.expired

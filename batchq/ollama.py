@@ -18,6 +18,7 @@ import aiohttp
 from . import clock
 from .errors import OllamaError, PermanentOllamaError, TransientOllamaError
 from .models import Endpoint, Item
+from .vectors import pack
 
 __all__ = ["FIRST_TOKEN_FIELD", "METRIC_FIELDS", "OllamaClient", "Reply", "classify_status"]
 
@@ -40,6 +41,8 @@ class Reply:
     text: str
     metrics: dict[str, Any] = field(default_factory=dict)
     thinking: str | None = None
+    # An embed reply's vectors, one per input, packed for storage (batchq.vectors.pack).
+    embeddings: list[str] | None = None
 
 
 def classify_status(status: int, message: str) -> OllamaError:
@@ -165,19 +168,24 @@ class OllamaClient:
 
     async def send(self, item: Item) -> Reply:
         body = dict(item.body)
-        body["stream"] = self.stream
+        embed = item.endpoint is Endpoint.EMBED
+        stream = self.stream and not embed
+        if not embed:  # /api/embed answers in one piece and takes no stream field
+            body["stream"] = stream
         first_token: float | None = None
         try:
             sent = clock.monotonic()
             async with self.session.post(item.endpoint.path, json=body) as r:
                 if r.status != 200:
                     raise classify_status(r.status, _error_text(await r.read()))
-                if self.stream:
+                if stream:
                     chunks, first_token = await _read_stream(item.endpoint, r.content)
                 else:
                     chunks = [await _read_plain(r)]
         except (aiohttp.ClientError, TimeoutError) as e:
             raise _transport_error(e, self.base_url) from e
+        if embed:
+            return _embed_reply(chunks[0], len(body["input"]))
         reply = _reply_from_chunks(item.endpoint, chunks)
         if first_token is not None:
             reply.metrics[FIRST_TOKEN_FIELD] = round((first_token - sent) * 1e9)
@@ -246,3 +254,18 @@ def _reply_from_chunks(endpoint: Endpoint, chunks: list[dict[str, Any]]) -> Repl
     metrics = {k: final[k] for k in METRIC_FIELDS if k in final}
     joined_thinking = "".join(thinking)
     return Reply(text="".join(text), metrics=metrics, thinking=joined_thinking or None)
+
+
+def _embed_reply(d: dict[str, Any], inputs: int) -> Reply:
+    vectors = d.get("embeddings")
+    if not isinstance(vectors, list) or len(vectors) != inputs:
+        got = len(vectors) if isinstance(vectors, list) else "no"
+        raise TransientOllamaError(
+            f"embed reply has {got} embeddings for {inputs} inputs", kind="invalid_response"
+        )
+    try:
+        packed = [pack(v) for v in vectors]
+    except ValueError as e:
+        raise TransientOllamaError(f"embed reply: {e}", kind="invalid_response") from None
+    metrics = {k: d[k] for k in METRIC_FIELDS if k in d}
+    return Reply(text="", metrics=metrics, embeddings=packed)

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -17,20 +17,21 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .batches import BatchStore
-from .collect import write_results
+from .collect import OutputFormat, export_results
 from .errors import OllamaError
 from .models import BatchStatus
 from .ollama import OllamaClient
 from .settings import Settings
 
-__all__ = ["check_ollama", "settings_env", "start_workers", "watch_progress"]
+__all__ = ["check_ollama", "settings_env", "start_workers", "watch_progress", "write_output"]
 
 
 def settings_env(settings: Settings, redis_url: str) -> dict[str, str]:
     """The environment that gives a child process exactly these settings."""
     env = dict(os.environ)
     for name, value in settings.model_dump().items():
-        if value is None:
+        # One port cannot serve several local workers' metrics.
+        if value is None or name == "metrics_port":
             env.pop(f"BATCHQ_{name.upper()}", None)
             continue
         env[f"BATCHQ_{name.upper()}"] = (
@@ -109,7 +110,7 @@ async def watch_progress(
         task = bar.add_task(batch_id, total=status.total, ok=0, failed=0, run=0)
         while True:
             status = await store.status(batch_id)
-            done = status.succeeded + status.failed + status.cancelled
+            done = status.done
             bar.update(
                 task, completed=done, ok=status.succeeded, failed=status.failed, run=status.running
             )
@@ -124,13 +125,27 @@ async def watch_progress(
             await asyncio.sleep(interval)
 
 
-async def write_output(store: BatchStore, batch_id: str, output: str) -> int:
-    if output == "-":
-        return await write_results(store, batch_id, sys.stdout)
-    tmp = Path(output + ".part")
+async def write_output(
+    store: BatchStore,
+    batch_id: str,
+    output: str,
+    *,
+    fmt: OutputFormat = "native",
+    errors: str | None = None,
+) -> tuple[int, int]:
+    """Write the results to ``output`` (``-``: stdout), and failed and cancelled items to
+    ``errors`` if given; returns (lines of succeeded items, lines of the others)."""
+    # A reader never sees a half-written file: each is written aside, then renamed.
     # Plain blocking writes: this is the CLI's only task, nothing else waits on the loop.
-    with open(tmp, "w", encoding="utf-8") as f:  # noqa: ASYNC230
-        n = await write_results(store, batch_id, f)
-    # A reader never sees a half-written results file.
-    tmp.replace(output)  # noqa: ASYNC240
-    return n
+    with ExitStack() as files:
+        out: IO[str] = sys.stdout
+        err: IO[str] | None = None
+        if output != "-":
+            out = files.enter_context(open(output + ".part", "w", encoding="utf-8"))  # noqa: ASYNC230
+        if errors is not None:
+            err = files.enter_context(open(errors + ".part", "w", encoding="utf-8"))  # noqa: ASYNC230
+        counts = await export_results(store, batch_id, out, fmt=fmt, errors=err)
+    for path in (output, errors):
+        if path is not None and path != "-":
+            Path(path + ".part").replace(path)  # noqa: ASYNC240
+    return counts

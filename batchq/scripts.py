@@ -38,14 +38,20 @@ local function release(meta, leases, jid)
 end
 
 local function close_if_done(meta, active, bid, now)
-  local m = redis.call('HMGET', meta, 'total', 'succeeded', 'failed', 'cancelled', 'state')
-  local done = tonumber(m[2]) + tonumber(m[3]) + tonumber(m[4])
+  local m = redis.call('HMGET', meta, 'total', 'succeeded', 'failed', 'cancelled', 'state',
+                       'expired', 'hooks')
+  local expired = tonumber(m[6] or '0')
+  local done = tonumber(m[2]) + tonumber(m[3]) + tonumber(m[4]) + expired
   if done >= tonumber(m[1]) and not redis.call('HGET', meta, 'finished_at') then
     redis.call('HSET', meta, 'finished_at', now)
-    if m[5] ~= 'cancelled' then redis.call('HSET', meta, 'state', 'completed') end
+    if m[5] ~= 'cancelled' then
+      redis.call('HSET', meta, 'state', expired > 0 and 'expired' or 'completed')
+    end
     redis.call('HSET', meta, 'active', 0)
     redis.call('LREM', active, 0, bid)
     redis.call('ZREM', OPEN, bid)
+    -- A completion hook to send (submit --notify): the key travels in the batch's metadata.
+    if m[7] then redis.call('ZADD', m[7], now, bid) end
   end
 end
 
@@ -144,6 +150,8 @@ if state == 'cancelled' then
     + """', ARGV[4])
   return 'cancelled'
 end
+-- Not begun and no attempt counted: the worker parks the job until the batch resumes.
+if state == 'paused' then return 'paused' end
 if redis.call('ZADD', KEYS[3], ARGV[5], ARGV[3]) == 1 then
   redis.call('HINCRBY', KEYS[1], 'running', 1)
 end
@@ -163,7 +171,7 @@ return {'ok', redis.call('HINCRBY', KEYS[1] .. ':tries', ARGV[2], 1),
 )
 
 # KEYS: meta, results, leases, active, queue, open
-# ARGV: batch id, index, job id, status, payload, now_ms
+# ARGV: batch id, index, job id, status, payload, now_ms, prompt tokens, output tokens
 _FINISH = (
     _FINALIZE
     + """
@@ -177,33 +185,39 @@ redis.call('DEL', '"""
     + ARQ_JOB_PREFIX
     + """' .. ARGV[3])
 redis.call('ZREM', KEYS[5], ARGV[3])
-return finalize(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
-                ARGV[6])
+local n = finalize(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
+                   ARGV[6])
+-- Counted with the result, so once per item: the token rates of `batchq status --watch`.
+if n == 1 and (ARGV[7] ~= '0' or ARGV[8] ~= '0') then
+  redis.call('HINCRBY', KEYS[1], 'tokens_in', ARGV[7])
+  redis.call('HINCRBY', KEYS[1], 'tokens_out', ARGV[8])
+end
+return n
 """
 )
 
-# arq's claim of queued jobs, for many at once: arq's own takes 4 round trips per job (WATCH,
-# EXISTS, ZSCORE, MULTI/EXEC). Same rules: skip a job already claimed or not yet due.
+# arq's poll and claim of queued jobs in one round trip for all of them: arq's own is a
+# ZRANGEBYSCORE, then WATCH, EXISTS, ZSCORE and MULTI/EXEC per job. Same rules: skip a job
+# already claimed or not yet due. Running jobs are scored at their lease deadline (see the
+# start script), so the due range holds little more than the jobs waiting to be taken.
 # KEYS: queue
-# ARGV: now_ms, claim TTL ms, most jobs to claim, job ids...
+# ARGV: now_ms, claim TTL ms, most jobs to claim, most candidates to look at
 _CLAIM = (
     """
 local now = tonumber(ARGV[1])
 local limit = tonumber(ARGV[3])
 local out = {}
-for i = 4, #ARGV do
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, ARGV[4])
+for i = 1, #due, 2 do
   if #out >= 2 * limit then break end
-  local jid = ARGV[i]
+  local jid = due[i]
   local claim = '"""
     + ARQ_IN_PROGRESS_PREFIX
     + """' .. jid
   if redis.call('EXISTS', claim) == 0 then
-    local score = redis.call('ZSCORE', KEYS[1], jid)
-    if score and tonumber(score) <= now then
-      redis.call('SET', claim, '1', 'PX', ARGV[2])
-      out[#out + 1] = jid
-      out[#out + 1] = score
-    end
+    redis.call('SET', claim, '1', 'PX', ARGV[2])
+    out[#out + 1] = jid
+    out[#out + 1] = due[i + 1]
   end
 end
 return out
@@ -280,12 +294,14 @@ return n
 _REPAIR = (
     _FINALIZE
     + """
-local m = redis.call('HMGET', KEYS[1], 'state', 'next', 'cancel_from')
+local m = redis.call('HMGET', KEYS[1], 'state', 'next', 'cancel_from', 'expire_from')
 if not m[1] then return -1 end
 local bid = ARGV[1]
--- Only dispatched items can be lost; after a cancel, the rest have no result by design.
+-- Only dispatched items can be lost; after a cancel, the rest have no result by design, and
+-- past a deadline the expiry is still writing theirs.
 local limit = tonumber(m[2])
 if tonumber(m[3] or '-1') >= 0 then limit = tonumber(m[3]) end
+if tonumber(m[4] or '-1') >= 0 then limit = math.min(limit, tonumber(m[4])) end
 local last = math.min(tonumber(ARGV[3]), limit) - 1
 local waiting = {}
 for _, idx in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do waiting[idx] = true end
@@ -344,7 +360,7 @@ _CANCEL = (
     + """
 local m = redis.call('HMGET', KEYS[1], 'state', 'next', 'total')
 if not m[1] then return false end
-if m[1] == 'completed' or m[1] == 'cancelled' then return m[1] end
+if m[1] == 'completed' or m[1] == 'cancelled' or m[1] == 'expired' then return m[1] end
 local bid = ARGV[1]
 local n = tonumber(m[3]) - tonumber(m[2])
 for _, idx in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
@@ -389,7 +405,7 @@ class DispatchOutcome:
     active_batches: int
 
 
-StartOutcome = str  # 'ok' | 'final' | 'cancelled' | 'missing'
+StartOutcome = str  # 'ok' | 'final' | 'cancelled' | 'paused' | 'missing'
 
 
 class Scripts:
@@ -451,18 +467,27 @@ class Scripts:
         return outcome, attempt
 
     async def claim(
-        self, job_ids: list[bytes], *, now_ms: int, ttl_ms: int, limit: int
+        self, *, now_ms: int, ttl_ms: int, limit: int, scan: int = 1000
     ) -> list[tuple[str, int]]:
-        """Claim up to ``limit`` of the due jobs among ``job_ids`` for this worker, as arq
-        does (its in-progress key with ``ttl_ms``); returns (job id, queue score) pairs."""
-        if limit <= 0 or not job_ids:
+        """Claim up to ``limit`` due jobs for this worker, as arq does (its in-progress key,
+        with ``ttl_ms``), looking at most at ``scan`` of them; returns (job id, score) pairs."""
+        if limit <= 0:
             return []
-        res = await _call(self._claim, [self.keys.queue], [now_ms, ttl_ms, limit, *job_ids])
+        res = await _call(self._claim, [self.keys.queue], [now_ms, ttl_ms, limit, scan])
         return [(_str(res[i]), int(float(res[i + 1]))) for i in range(0, len(res), 2)]
 
     async def finish(
-        self, batch_id: str, index: int, jid: str, status: str, payload: str, *, now_ms: int
+        self,
+        batch_id: str,
+        index: int,
+        jid: str,
+        status: str,
+        payload: str,
+        *,
+        now_ms: int,
+        tokens: tuple[int, int] = (0, 0),
     ) -> bool:
+        """Record the item's result once; ``tokens`` (prompt, output) add to the batch's."""
         bk = self.keys.batch(batch_id)
         res = await _call(
             self._finish,
@@ -474,7 +499,7 @@ class Scripts:
                 self.keys.queue,
                 self.keys.open,
             ],
-            [batch_id, index, jid, status, payload, now_ms],
+            [batch_id, index, jid, status, payload, now_ms, *tokens],
         )
         return bool(int(res))
 

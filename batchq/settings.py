@@ -89,6 +89,14 @@ class Settings(BaseSettings):
     heartbeat: float = Field(default=5.0, gt=0)
     shutdown_grace: int = Field(default=30, ge=0)
     repair_after: float = Field(default=300.0, gt=0)
+    # A worker's own Prometheus endpoint (batchq worker --metrics-port); none by default.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "0.0.0.0"
+
+    # Completion hooks (submit --notify).
+    notify_attempts: int = Field(default=5, ge=1, le=100)
+    notify_timeout: float = Field(default=10.0, gt=0)
+    notify_retry_delay: float = Field(default=2.0, ge=0)
 
     # Submission.
     max_line_bytes: int = Field(default=8 << 20, ge=1024)

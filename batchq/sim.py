@@ -21,6 +21,7 @@ import re
 import signal
 import threading
 import time
+from array import array
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from .errors import ConfigError
 __all__ = [
     "SimConfig",
     "SimServer",
+    "expected_embedding",
     "expected_response",
     "parse_model_speeds",
     "parse_models",
@@ -119,6 +121,7 @@ class SimConfig:
     fail_midstream: float = 0.0
     slow_rate: float = 0.0
     slow_seconds: float = 30.0
+    embed_dim: int = 768  # nomic-embed-text's
 
 
 def _words(seed: int, model: str, prompt: str, n: int) -> list[str]:
@@ -137,14 +140,16 @@ def expected_response(model: str, prompt: str, *, seed: int = 0, tokens: int = 8
     return " ".join(_words(seed, model, prompt, tokens))
 
 
-def _embedding(seed: int, model: str, text: str, dim: int) -> list[float]:
+def expected_embedding(model: str, text: str, *, seed: int = 0, dim: int = 768) -> list[float]:
+    """The vector the simulator gives `model` (the name as sent) for `text`: L2-normalised, of
+    float32 values like Ollama's. A shorter `dim` is what the request's ``dimensions`` gives."""
     raw: list[int] = []
     block = hashlib.sha256(f"{seed}\0{model}\0{text}".encode()).digest()
     while len(raw) < dim:
         raw.extend(int.from_bytes(block[i : i + 4], "big", signed=True) for i in range(0, 32, 4))
         block = hashlib.sha256(block).digest()
     norm = math.sqrt(sum(v * v for v in raw[:dim])) or 1.0
-    return [v / norm for v in raw[:dim]]
+    return array("f", [v / norm for v in raw[:dim]]).tolist()
 
 
 def _count_tokens(text: str) -> int:
@@ -617,6 +622,10 @@ class SimServer:
         texts = [texts] if isinstance(texts, str) else texts
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             raise _Fail(400, "invalid input type")
+        dim = self.config.embed_dim
+        dimensions = _field(body, "dimensions", int, "EmbedRequest")
+        if dimensions:  # like Ollama: a shorter vector, normalised again; a longer one is ignored
+            dim = min(dim, dimensions)
         for t in texts:
             self._prompts[t] = self._prompts.get(t, 0) + 1
         _, slow = self._admit(name)
@@ -627,7 +636,8 @@ class SimServer:
                 loaded = time.perf_counter_ns()
                 if (stall := self._stall(n_prompt, slow)) > 0:
                     await asyncio.sleep(stall)
-                vectors = [_embedding(self.config.seed, model, t, 8) for t in texts]
+                seed = self.config.seed
+                vectors = [expected_embedding(model, t, seed=seed, dim=dim) for t in texts]
                 return _json(
                     {
                         "model": model,
@@ -663,6 +673,7 @@ _KINDS: dict[type, str] = {
     list: "array",
 }
 _GO_TYPES = {str: "string", bool: "bool", list: "[]api.Message", dict: "map[string]interface {}"}
+_GO_TYPES[int] = "int"
 
 
 def _field(body: dict[str, Any], key: str, kind: type, go_type: str) -> Any:

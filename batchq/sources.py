@@ -164,13 +164,23 @@ async def submit_source(
     model: str | None = None,
     name: str | None = None,
     fmt: InputFormat | None = None,
+    metadata: Mapping[str, str] | None = None,
+    deadline_ms: int | None = None,
+    notify: str | None = None,
 ) -> tuple[str, int]:
     """Validate ``source`` while storing it as a batch; returns (batch id, items). A file's
     batch is named after the file unless ``name`` is given. Nothing is enqueued if any item is
-    bad."""
+    bad. ``metadata``, ``deadline_ms`` and ``notify`` are :meth:`BatchStore.submit`'s."""
     if name is None and isinstance(source, str | os.PathLike) and os.fspath(source) != "-":
         name = Path(source).name
     with source_items(
         source, model=model, fmt=fmt, max_line_bytes=settings.max_line_bytes
     ) as items:
-        return await store.submit(items, name=name, chunk=settings.submit_chunk)
+        return await store.submit(
+            items,
+            name=name,
+            metadata=metadata,
+            deadline_ms=deadline_ms,
+            notify=notify,
+            chunk=settings.submit_chunk,
+        )

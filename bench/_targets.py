@@ -1,4 +1,4 @@
-"""The eight targets of the benchmark. Each appends its rows to the context; each figure is
+"""The targets of the benchmark. Each appends its rows to the context; each figure is
 measured in this run, and so is the baseline it is compared with."""
 
 from __future__ import annotations
@@ -423,6 +423,66 @@ def t_dispatch(ctx: Ctx) -> None:
     )
 
 
+async def _dispatch_cost(url: str, prefix: str, batches: int, per_batch: int) -> tuple[float, int]:
+    """Seconds spent in dispatch calls to send every item of ``batches`` active batches through
+    a 32-job window, and the items sent. Between calls the queued jobs are taken out as if
+    workers had run them (not timed): what is timed is the dispatcher alone."""
+    from batchq.dispatch import Dispatcher
+    from batchq.keys import ARQ_JOB_PREFIX
+    from batchq.settings import Settings
+
+    redis = await connect(url)
+    try:
+        keys = Keys(prefix)
+        store = BatchStore(redis, keys)
+        for b in range(batches):
+            items = [
+                Item(str(i), Endpoint.GENERATE, {"model": MODEL, "prompt": f"b{b} p{i}"})
+                for i in range(per_batch)
+            ]
+            await store.submit(items, durable=False)
+        await redis.zadd(keys.workers, {"bench": 2**53})
+        await redis.hset(keys.worker_slots, "bench", "16")  # type: ignore[misc]
+        dispatcher = Dispatcher(store.scripts, Settings(prefix=prefix))
+        spent, sent = 0.0, 0
+        while True:
+            t0 = time.perf_counter()
+            out = await dispatcher.run()
+            spent += time.perf_counter() - t0
+            sent += out.sent
+            if out.sent == 0 and out.active_batches == 0:
+                return spent, sent
+            jobs = await redis.zrange(keys.queue, 0, -1)
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.zrem(keys.queue, *jobs)
+                pipe.delete(*(ARQ_JOB_PREFIX + j.decode() for j in jobs))
+                await pipe.execute()
+    finally:
+        await redis.aclose()
+
+
+def t_dispatch_cost(ctx: Ctx) -> None:
+    batches, per = ctx.n(10_000), 3
+    ctx.log(f"dispatch cost: {batches:,} active batches of {per} items")
+    many_s, many_n = asyncio.run(_dispatch_cost(ctx.lab.url, "dmany", batches, per))
+    ctx.log(f"dispatch cost: 1 batch of {batches * per:,} items (baseline)")
+    one_s, one_n = asyncio.run(_dispatch_cost(ctx.lab.url, "done", 1, batches * per))
+    many_ms, one_ms = 1000 * many_s / many_n, 1000 * one_s / one_n
+    ctx.add(
+        Row(
+            8,
+            f"dispatch: cost per item, {batches:,} active batches",
+            "≤ 1 ms",
+            f"{many_ms:.3f} ms ({many_n:,} items)",
+            f"1 active batch {one_ms:.3f} ms",
+            f"{many_ms / one_ms:.2f}x",
+            verdict(many_ms <= 1.0),
+            {"ms_per_item": many_ms, "one_batch_ms_per_item": one_ms, "batches": batches},
+            "client-side time of the dispatch calls (round trips included), window 32",
+        )
+    )
+
+
 # Execution order: the status and dispatch targets need the big batch as submitted; export then
 # overwrites its results (a fixture), and the worker targets use prefixes of their own.
 TARGETS: dict[str, Callable[[Ctx], None]] = {
@@ -430,6 +490,7 @@ TARGETS: dict[str, Callable[[Ctx], None]] = {
     "memory": t_memory,
     "status": t_status,
     "dispatch": t_dispatch,
+    "dispatch-cost": t_dispatch_cost,
     "export": t_export,
     "queue": t_queue,
     "saturation": t_saturation,
@@ -445,6 +506,7 @@ NUMBERS = {
     "saturation": 6,
     "scaling": 7,
     "dispatch": 8,
+    "dispatch-cost": 8,
 }
 
 __all__ = ["NUMBERS", "TARGETS"]

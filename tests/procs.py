@@ -51,7 +51,7 @@ def batchq(env: dict[str, str], *args: str, check: bool = True, **kw: Any) -> An
 
 def status(env: dict[str, str], batch_id: str) -> dict[str, Any]:
     s: dict[str, Any] = json.loads(batchq(env, "status", batch_id, "--json").stdout)
-    counts = [s[k] for k in ("queued", "running", "succeeded", "failed", "cancelled")]
+    counts = [s[k] for k in ("queued", "running", "succeeded", "failed", "cancelled", "expired")]
     assert sum(counts) == s["total"], s
     return s
 

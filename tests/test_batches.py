@@ -53,9 +53,10 @@ async def test_staged_items_expire_if_the_submitter_dies(store: BatchStore) -> N
     gen = iter(items(1500))
     # Stage one chunk by hand the way submit does, then check the TTL guards it.
     bk = store.keys.batch("b_" + "0" * 16)
-    await store._stage(bk.items, {"0": next(gen).dumps()}, first=True)
+    await store._stage(bk, {"0": next(gen).dumps()}, {"x": 0}, first=True)
     assert 0 < await store.redis.ttl(bk.items) <= STAGING_TTL_S
-    await store.redis.delete(bk.items)
+    assert 0 < await store.redis.ttl(bk.ids) <= STAGING_TTL_S
+    await store.redis.delete(bk.items, bk.ids)
 
 
 async def test_empty_submission_is_an_error(store: BatchStore) -> None:
@@ -87,3 +88,20 @@ async def test_prefixes_isolate_deployments(store: BatchStore) -> None:
     with pytest.raises(BatchNotFound):
         await other.status(bid)
     assert isinstance(store.redis, Redis)
+
+
+async def test_metadata_is_stored_and_shown(store: BatchStore) -> None:
+    meta = {"team": "nlp", "ticket": "ÅB-12", "empty": ""}
+    bid, _ = await store.submit(items(2), metadata=meta)
+    plain, _ = await store.submit(items(1))
+    s = await store.status(bid)
+    assert s.metadata == meta and list(s.metadata) == list(meta)
+    assert s.model_dump(mode="json")["metadata"] == meta
+    assert {b.batch_id: b.metadata for b in await store.recent()} == {bid: meta, plain: {}}
+
+
+async def test_bad_metadata_stores_nothing(store: BatchStore) -> None:
+    with pytest.raises(InputError, match="at most 16 pairs"):
+        await store.submit(items(3), metadata={str(i): "v" for i in range(17)})
+    assert await store.recent() == []
+    assert [k async for k in store.redis.scan_iter(match=f"{store.keys.prefix}:*")] == []

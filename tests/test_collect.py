@@ -1,8 +1,16 @@
 from __future__ import annotations
 
+import asyncio
+import io
+import json
+from array import array
+
+import pytest
+
 from batchq.batches import BatchStore
-from batchq.collect import encode_result, iter_results
-from batchq.models import Endpoint, Item, ItemError, ItemStatus
+from batchq.collect import encode_result, iter_results, wait_finished, write_results
+from batchq.models import BatchState, BatchStatus, Endpoint, Item, ItemError, ItemStatus
+from batchq.vectors import pack
 
 
 def items(n: int) -> list[Item]:
@@ -47,3 +55,57 @@ async def test_cancelled_items_appear_without_stored_results(store: BatchStore) 
         (i, ItemStatus.CANCELLED, f"id-{i}") for i in range(10)
     ]
     assert await store.redis.hlen(store.keys.batch(bid).results) == 0  # type: ignore[misc]
+
+
+async def test_embeddings_are_stored_packed_and_written_as_float32_digits(
+    store: BatchStore,
+) -> None:
+    vectors = [[0.1, -0.5, 3e-8], [1.0, 0.0, -1.0]]
+    embed = Item("e", Endpoint.EMBED, {"model": "nomic-embed-text", "input": ["a", "b"]})
+    bid, _ = await store.submit([embed, *items(1)])
+    packed = [pack(v) for v in vectors]
+    metrics = {"prompt_eval_count": 2, "total_duration": 7}
+    payload = encode_result(
+        ItemStatus.SUCCEEDED, response="", attempts=1, metrics=metrics, embeddings=packed
+    )
+    assert json.loads(payload) == {"s": "succeeded", "a": 1, "v": packed, "m": metrics}
+    bk = store.keys.batch(bid)
+    await store.redis.hset(bk.results, "0", payload)  # type: ignore[misc]
+    await store.redis.hset(bk.results, "1", encode_result(ItemStatus.SUCCEEDED, response="t"))  # type: ignore[misc]
+
+    result, plain = [r async for r in iter_results(store, bid)]
+    as_float32 = [array("f", v).tolist() for v in vectors]
+    assert result.embeddings == as_float32 and result.response is None
+    assert plain.embeddings is None
+
+    out = io.StringIO()
+    assert await write_results(store, bid, out) == 2
+    first, second = (json.loads(line) for line in out.getvalue().splitlines())
+    assert [array("f", v).tolist() for v in first.pop("embeddings")] == as_float32
+    assert first == result.model_dump(mode="json", exclude={"embeddings"})
+    assert "embeddings" not in second and second["response"] == "t"
+    assert '"embeddings":[[0.100000001,-0.5,2.99999989e-08],[1,0,-1]]}' in out.getvalue()
+
+
+async def test_wait_finished_calls_back_once_with_the_final_status(store: BatchStore) -> None:
+    bid, _ = await store.submit(items(2))
+    seen: list[tuple[str, BatchStatus]] = []
+
+    async def later(s: BatchStatus) -> None:
+        seen.append(("async", s))
+
+    waiters = [
+        asyncio.create_task(wait_finished(store, bid, interval=0.01, on_done=later)),
+        asyncio.create_task(
+            wait_finished(store, bid, interval=0.01, on_done=lambda s: seen.append(("sync", s)))
+        ),
+    ]
+    await asyncio.sleep(0.05)
+    assert seen == []  # not final yet
+    with pytest.raises(TimeoutError):
+        await wait_finished(store, bid, interval=0.01, max_wait=0.02, on_done=later)
+    await store.cancel(bid)
+    done = await asyncio.gather(*waiters)
+    assert sorted(kind for kind, _ in seen) == ["async", "sync"]
+    assert all(s.state is BatchState.CANCELLED and s.finished_at for _, s in seen)
+    assert [s for _, s in seen] == done

@@ -270,14 +270,17 @@ async def test_claim_takes_due_unclaimed_jobs_up_to_the_limit(
     # One claimed elsewhere already, one not due yet (a retry's backoff), one gone.
     await r.set(ARQ_IN_PROGRESS_PREFIX + jobs[0], b"1", px=60_000)
     await r.zadd(store.keys.queue, {jobs[1]: now + 60_000})
-    ids = [j.encode() for j in [*jobs, "b_0000000000000000:9"]]
-    claimed = await store.scripts.claim(ids, now_ms=now, ttl_ms=30_000, limit=3)
+    claimed = await store.scripts.claim(now_ms=now, ttl_ms=30_000, limit=3)
     assert [jid for jid, _ in claimed] == jobs[2:5]
     for jid, score in claimed:
         assert score == int(float(await r.zscore(store.keys.queue, jid) or 0))
         assert 29_000 < await r.pttl(ARQ_IN_PROGRESS_PREFIX + jid) <= 30_000
-    again = await store.scripts.claim(ids, now_ms=now, ttl_ms=30_000, limit=10)
+    again = await store.scripts.claim(now_ms=now, ttl_ms=30_000, limit=10)
     assert [jid for jid, _ in again] == jobs[5:]
+    assert await store.scripts.claim(now_ms=now, ttl_ms=30_000, limit=10) == []
+    # The job that was not due is taken once it is.
+    late = await store.scripts.claim(now_ms=now + 60_000, ttl_ms=30_000, limit=10)
+    assert [jid for jid, _ in late] == [jobs[1]]
 
 
 async def test_begin_returns_the_item_and_finish_retires_arqs_keys(
@@ -291,7 +294,7 @@ async def test_begin_returns_the_item_and_finish_retires_arqs_keys(
     r = store.redis
     now = clock.now_ms()
     await r.set(ARQ_RETRY_PREFIX + jid, b"1")
-    await store.scripts.claim([jid.encode()], now_ms=now, ttl_ms=30_000, limit=1)
+    await store.scripts.claim(now_ms=now, ttl_ms=30_000, limit=1)
     outcome, attempt, raw = await store.scripts.begin(
         bid, idx, jid, now_ms=now, lease_until_ms=now + 5000
     )

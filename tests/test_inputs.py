@@ -598,7 +598,7 @@ B = "body"
         ({**chat_line({}), "custom_id": 3}, "custom_id", "must be a string"),
         ({k: v for k, v in chat_line({}).items() if k != "custom_id"}, "custom_id", "required"),
         ({**chat_line({}), "method": "GET"}, "method", "POST"),
-        ({**chat_line({}), "url": "/v1/embeddings"}, "url", "/v1/chat/completions or /v1/comp"),
+        ({**chat_line({}), "url": "/v1/files"}, "url", "/v1/completions, /v1/embeddings"),
         ({**chat_line({}), "url": "/api/chat"}, "url", "unsupported url"),
         ({"custom_id": "a", "method": "POST"}, "url", "unsupported url None"),
         ({"custom_id": "a", "url": "/v1/completions"}, "body", "required"),
@@ -611,6 +611,7 @@ B = "body"
         (completion_line({"tools": []}), "body.tools", "not supported"),
         (completion_line({"messages": []}), "body.messages", "not supported"),
         (completion_line({"prompt": ["a", "b"]}), "body.prompt", "must be a string"),
+        ({**completion_line({}), "url": "/v1/embeddings"}, "body.prompt", "not supported"),
         (completion_line({"suffix": 1}), "body.suffix", "string"),
         ({**completion_line({}), B: {"model": "m"}}, "body.prompt", "required"),
         ({**chat_line({}), B: {"model": "m"}}, "body.messages", "required"),
@@ -751,6 +752,9 @@ KEYS = [
     "stop",
     "response_format",
     "n",
+    "input",
+    "dimensions",
+    "truncate",
     "x",
 ]
 VALUES = [
@@ -761,6 +765,7 @@ VALUES = [
     "POST",
     "/v1/chat/completions",
     "/v1/completions",
+    "/v1/embeddings",
     "text",
     "image_url",
     "data:image/png;base64,AA",
@@ -848,6 +853,8 @@ line_objects = st.one_of(
         optional={
             "prompt": mostly(text),
             "messages": messages,
+            "input": mostly(text | st.lists(text, max_size=3)),
+            "dimensions": mostly(st.integers(1, 9)),
             "model": mostly(st.just("m2")),
             "system": mostly(text),
             "options": mostly(st.just({"temperature": 0})),
@@ -858,12 +865,15 @@ line_objects = st.one_of(
     st.fixed_dictionaries(
         {
             "custom_id": custom_ids,
-            "url": mostly(st.sampled_from(["/v1/chat/completions", "/v1/completions"])),
+            "url": mostly(
+                st.sampled_from(["/v1/chat/completions", "/v1/completions", "/v1/embeddings"])
+            ),
             "body": st.fixed_dictionaries(
                 {},
                 optional={
                     "messages": messages,
                     "prompt": mostly(text),
+                    "input": mostly(text | st.lists(text, max_size=3)),
                     "model": mostly(st.just("m2")),
                     "max_tokens": mostly(st.integers(1, 9)),
                     "temperature": mostly(st.floats(0, 2)),
@@ -902,7 +912,11 @@ def _check(data: bytes, **kwargs: Any) -> None:
     assert len(set(ids)) == len(ids)
     for item in items:
         assert isinstance(item.custom_id, str) and item.custom_id
-        assert item.endpoint in (GEN, CHAT)
+        assert item.endpoint in (GEN, CHAT, Endpoint.EMBED)
+        if item.endpoint is Endpoint.EMBED:
+            texts = item.body["input"]
+            assert isinstance(texts, list) and texts and all(isinstance(t, str) for t in texts)
+            assert all(texts)
         assert isinstance(item.body["model"], str) and item.body["model"]
         assert "stream" not in item.body
         assert item.body.get("options", True)

@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestServer
 from batchq.errors import PermanentOllamaError, TransientOllamaError
 from batchq.models import Endpoint, Item
 from batchq.ollama import OllamaClient, Reply, classify_status
+from batchq.vectors import unpack
 
 GEN = Item("a", Endpoint.GENERATE, {"model": "m", "prompt": "hi"})
 CHAT = Item("b", Endpoint.CHAT, {"model": "m", "messages": [{"role": "user", "content": "hi"}]})
@@ -270,3 +271,48 @@ async def test_openai_shaped_error_body_is_read(server: tuple[Scripted, str]) ->
     with pytest.raises(PermanentOllamaError, match=r"^no such model$"):
         await send(url, GEN, stream=False)
     assert isinstance(classify_status(418, "teapot"), PermanentOllamaError)
+
+
+EMBED = Item("e", Endpoint.EMBED, {"model": "nomic-embed-text", "input": ["a", "b"]})
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_embed_is_one_plain_request_and_its_vectors_are_packed(
+    server: tuple[Scripted, str], stream: bool
+) -> None:
+    scripted, url = server
+    scripted.handler = reply(
+        200,
+        {
+            "model": "nomic-embed-text",
+            "embeddings": [[0.5, -0.25], [1, 0]],
+            "total_duration": 900,
+            "load_duration": 10,
+            "prompt_eval_count": 2,
+        },
+    )
+    r = await send(url, EMBED, stream=stream)
+    # No "stream" field: /api/embed takes none.
+    assert scripted.seen == [("/api/embed", {"model": "nomic-embed-text", "input": ["a", "b"]})]
+    assert r.embeddings and [unpack(v) for v in r.embeddings] == [[0.5, -0.25], [1.0, 0.0]]
+    assert r.metrics == {"total_duration": 900, "load_duration": 10, "prompt_eval_count": 2}
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        ({"embeddings": [[0.5]]}, "1 embeddings for 2 inputs"),
+        ({"model": "m"}, "no embeddings for 2 inputs"),
+        ({"embeddings": [[0.5], ["x"]]}, "only numbers"),
+        ({"embeddings": [[0.5], []]}, "non-empty"),
+        ({"embeddings": [[0.5], [1e39]]}, "finite float32"),
+    ],
+)
+async def test_a_malformed_embed_reply_is_transient(
+    server: tuple[Scripted, str], body: object, match: str
+) -> None:
+    scripted, url = server
+    scripted.handler = reply(200, body)
+    with pytest.raises(TransientOllamaError, match=match) as e:
+        await send(url, EMBED)
+    assert e.value.kind == "invalid_response"

@@ -7,6 +7,7 @@ import contextlib
 import json
 import math
 import time
+from array import array
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
@@ -18,6 +19,7 @@ from batchq.errors import ConfigError
 from batchq.sim import (
     SimConfig,
     SimServer,
+    expected_embedding,
     expected_response,
     parse_model_speeds,
     parse_models,
@@ -163,10 +165,35 @@ def test_embed_is_deterministic_and_normalised() -> None:
             assert list(many.embeddings[1]) == list(one.embeddings[0])
             assert many.embeddings[0] != many.embeddings[1]
             for vector in many.embeddings:
-                assert len(vector) == 8
-                assert math.isclose(math.sqrt(sum(v * v for v in vector)), 1.0, rel_tol=1e-9)
+                assert len(vector) == 768
+                # float32 values, like Ollama's: normalised to float32's precision
+                assert all(array("f", [v])[0] == v for v in vector)
+                assert math.isclose(math.sqrt(sum(v * v for v in vector)), 1.0, rel_tol=1e-6)
+            assert list(one.embeddings[0]) == expected_embedding("nomic-embed-text", "hello world")
             assert many.prompt_eval_count == 3
             assert isinstance(one.total_duration, int)
+
+    run(body)
+
+
+def test_embed_dimensions_shorten_and_renormalise_like_ollama() -> None:
+    async def body() -> None:
+        async with sim(fast(seed=4, embed_dim=16)) as (_, client):
+            full = await client.embed(model="nomic-embed-text", input="x")
+            short = await client.embed(model="nomic-embed-text", input="x", dimensions=4)
+            longer = await client.embed(model="nomic-embed-text", input="x", dimensions=99)
+        assert list(full.embeddings[0]) == expected_embedding(
+            "nomic-embed-text", "x", seed=4, dim=16
+        )
+        assert list(short.embeddings[0]) == expected_embedding(
+            "nomic-embed-text", "x", seed=4, dim=4
+        )
+        assert longer.embeddings == full.embeddings
+        ratio = short.embeddings[0][0] / full.embeddings[0][0]
+        assert all(
+            math.isclose(s, f * ratio, rel_tol=1e-5)
+            for s, f in zip(short.embeddings[0], full.embeddings[0][:4], strict=True)
+        )
 
     run(body)
 

@@ -32,7 +32,11 @@ from batchq.limits import RateLimiter, backoff
 from batchq.models import Item, ItemError, ItemStatus
 from batchq.settings import Settings
 
+from .housekeeping import start_housekeeping
+from .stats import WorkerStats
+
 __all__ = [
+    "PAUSED_PARK_S",
     "REJECT_FUNCTION",
     "WorkerContext",
     "WorkerState",
@@ -47,6 +51,9 @@ __all__ = [
 log = logging.getLogger("batchq.worker")
 
 REJECT_FUNCTION = "reject_job"
+
+# How long a job of a paused batch waits before it looks again; resume does not wait for it.
+PAUSED_PARK_S = 600.0
 
 
 @dataclass
@@ -71,6 +78,7 @@ class WorkerState:
         self.dispatcher = Dispatcher(self.scripts, self.settings)
         self.limiter = RateLimiter(self.settings.rate)
         self.hosts = HostPool(self.settings, self.redis, self.keys)
+        self.stats = WorkerStats(self.worker_id, self.settings, self.running)
 
     @property
     def lease_ms(self) -> int:
@@ -105,6 +113,10 @@ async def run_item(ctx: WorkerContext, batch_id: str, index: int) -> str:
     outcome, attempt, raw = await st.scripts.begin(
         batch_id, index, jid, now_ms=now, lease_until_ms=now + st.lease_ms
     )
+    if outcome == "paused":
+        # Claimed as its batch was paused: wait in arq's queue, out of the polls' range,
+        # until resume makes it due (see batchq.control_scripts).
+        raise Retry(defer=PAUSED_PARK_S)
     if outcome != "ok":
         # Already final (a duplicate delivery), cancelled, or the batch is gone.
         return outcome
@@ -171,6 +183,7 @@ async def _attempt(job: _Job, raw: bytes | None) -> str:
     if host.limited:
         await _admit(job, host)
     host.in_flight += 1
+    sent_at = clock.monotonic()
     try:
         async with asyncio.timeout(s.timeout):
             reply = await host.client.send(item)
@@ -186,6 +199,7 @@ async def _attempt(job: _Job, raw: bytes | None) -> str:
     except PermanentOllamaError as e:
         return await _fail(job, _item_error(e))
     finally:
+        st.stats.request_done(host.url, clock.monotonic() - sent_at)
         host.in_flight -= 1
         if job.jid in host.slots:
             host.slots.discard(job.jid)
@@ -200,9 +214,13 @@ async def _attempt(job: _Job, raw: bytes | None) -> str:
             await host.admission.spend_tokens(tokens, now_ms=clock.now_ms())
 
     payload = encode_result(
-        ItemStatus.SUCCEEDED, response=reply.text, attempts=job.attempt, metrics=reply.metrics
+        ItemStatus.SUCCEEDED,
+        response=reply.text,
+        attempts=job.attempt,
+        metrics=reply.metrics,
+        embeddings=reply.embeddings,
     )
-    await _finish(job, ItemStatus.SUCCEEDED, payload)
+    await _finish(job, ItemStatus.SUCCEEDED, payload, tokens=st.stats.item_succeeded(reply.metrics))
     return "succeeded"
 
 
@@ -224,15 +242,24 @@ def _item_error(e: OllamaError) -> ItemError:
 
 
 async def _fail(job: _Job, error: ItemError) -> str:
+    job.st.stats.item_failed(error.type, error.message)
     payload = encode_result(ItemStatus.FAILED, error=error, attempts=job.attempt)
     await _finish(job, ItemStatus.FAILED, payload)
     return "failed"
 
 
-async def _finish(job: _Job, status: ItemStatus, payload: str) -> None:
+async def _finish(
+    job: _Job, status: ItemStatus, payload: str, *, tokens: tuple[int, int] = (0, 0)
+) -> None:
     st = job.st
     await st.scripts.finish(
-        job.batch_id, job.index, job.jid, status.value, payload, now_ms=clock.now_ms()
+        job.batch_id,
+        job.index,
+        job.jid,
+        status.value,
+        payload,
+        now_ms=clock.now_ms(),
+        tokens=tokens,
     )
     # The script also retired arq's keys for the job: arq's own clean-up can be skipped.
     st.retired.add(job.jid)
@@ -255,8 +282,23 @@ async def _retry_or_fail(job: _Job, err: OllamaError) -> str:
     else:
         delay = backoff(job.attempt, s.retry_delay, s.retry_max_delay)
     log.info("job %s attempt %d: %s; retrying in %.1f s", job.jid, job.attempt, err, delay)
+    job.st.stats.retrying(err.kind, err.message)
+    # Off the hot path (retries only): the batch's count for `batchq status --watch`.
+    await job.st.redis.hincrby(job.st.keys.batch(job.batch_id).meta, "retried", 1)  # type: ignore[misc]
     # While it waits out the backoff the item is queued, not running.
-    await job.st.scripts.release(job.batch_id, job.jid, score=job.score, refund=unreachable)
+    if unreachable:
+        await job.st.scripts.release(job.batch_id, job.jid, score=job.score, refund=True)
+    else:
+        # The same round trip keeps the attempt's error in the item's history.
+        await job.st.store.control.release_failed(
+            job.batch_id,
+            job.index,
+            job.jid,
+            score=job.score,
+            attempt=job.attempt,
+            error=_item_error(err),
+            now_ms=clock.now_ms(),
+        )
     raise Retry(defer=delay)
 
 
@@ -267,6 +309,9 @@ def startup_hook(settings: Settings) -> Any:
     async def startup(ctx: dict[str, Any]) -> None:
         st = WorkerState(settings=settings, redis=ctx["redis"])
         ctx["batchq"] = st
+        port = st.stats.serve()
+        if port is not None:
+            log.info("worker %s: metrics on port %d", st.worker_id, port)
         for host in st.hosts.hosts:
             limits = (settings.global_rate, settings.global_concurrency, settings.global_tpm)
             if any(x is not None for x in limits):
@@ -278,6 +323,7 @@ def startup_hook(settings: Settings) -> Any:
         await _heartbeat_once(st)
         st.tasks.append(asyncio.create_task(_heartbeat_loop(st)))
         st.tasks.append(asyncio.create_task(_dispatch_loop(st)))
+        st.tasks.extend(start_housekeeping(st))
         for host in st.hosts.hosts:
             try:
                 version = await host.client.version()
@@ -302,8 +348,10 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         async with st.redis.pipeline(transaction=True) as tx:
             tx.zrem(st.keys.workers, st.worker_id)
             tx.hdel(st.keys.worker_slots, st.worker_id)
+            tx.delete(st.keys.worker_info(st.worker_id))
             await tx.execute()
     await st.hosts.aclose()
+    st.stats.close()
 
 
 async def after_job_end(ctx: dict[str, Any]) -> None:
@@ -320,6 +368,7 @@ async def _heartbeat_once(st: WorkerState) -> None:
     async with st.redis.pipeline(transaction=False) as pipe:
         pipe.zadd(st.keys.workers, {st.worker_id: now + st.lease_ms})
         pipe.hset(st.keys.worker_slots, st.worker_id, str(st.settings.concurrency))
+        st.stats.publish(pipe, st.keys.worker_info(st.worker_id), ttl_ms=st.lease_ms)
         if st.running:
             deadline = dict.fromkeys(st.running, now + st.lease_ms)
             pipe.zadd(st.keys.leases, deadline, xx=True)

@@ -35,6 +35,9 @@ __all__ = ["BatchqWorker", "json_dumps", "json_loads", "settings_class", "worker
 log = logging.getLogger("batchq.worker")
 
 _ARQ_MAX_TRIES = 1_000_000
+# Next to a request to Ollama (tens of ms at the very least) this is nothing; at hundreds of
+# jobs a second it turns a poll per finished job into one per few.
+_COALESCE_S = 0.002
 
 
 def json_dumps(value: Any) -> bytes:
@@ -135,18 +138,17 @@ class BatchqWorker(Worker):
                 await sentinel.aclose()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
-        """arq's claim, in one script for all the jobs a poll found (arq's own takes four
-        round trips per job), surviving a Redis disconnect."""
+        """Not used: :meth:`_poll_iteration` polls and claims in one script."""
+        await self._claim_and_start()
+
+    async def _claim_and_start(self) -> None:
         st: WorkerState | None = self.ctx.get("batchq")
         free = self.max_jobs - self.job_counter
-        if st is None or free <= 0 or not job_ids:
+        if st is None or free <= 0:
             return
         try:
             claimed = await st.scripts.claim(
-                job_ids,
-                now_ms=clock.now_ms(),
-                ttl_ms=int(self.in_progress_timeout_s * 1000),
-                limit=free,
+                now_ms=clock.now_ms(), ttl_ms=int(self.in_progress_timeout_s * 1000), limit=free
             )
         except (RedisConnectionError, RedisTimeoutError, OSError) as e:
             log.warning("lost Redis while claiming jobs (%s); will retry", type(e).__name__)
@@ -169,15 +171,26 @@ class BatchqWorker(Worker):
         await super().finish_job(job_id, finish, *args, **kwargs)
 
     async def _poll_iteration(self) -> None:
+        # arq's, with its poll and claims in one script (see _claim_and_start).
         # Cleared before polling, so a job finishing during the poll is not missed.
         self._slot_freed.clear()
-        await super()._poll_iteration()
+        if self.allow_pick_jobs:
+            await self._claim_and_start()
+        if self.allow_abort_jobs:
+            await self._cancel_aborted_jobs()
+        for job_id, t in list(self.tasks.items()):
+            if t.done():
+                del self.tasks[job_id]
+                t.result()  # as arq does: an error in run_job must surface
+        await self.heart_beat()
         if self._batchq_burst and not self.tasks:
             await self._check_burst_done()
         if not self.burst:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._idle_poll):  # not wait_for: see inference.py
                     await self._slot_freed.wait()
+            # Jobs often end in bursts: a moment's wait lets one poll refill several slots.
+            await asyncio.sleep(_COALESCE_S)
 
     async def _check_burst_done(self) -> None:
         st = self.ctx.get("batchq")

@@ -1,0 +1,80 @@
+"""The CLI commands that look at or act on single items of a batch: ``item`` and ``retry``.
+
+Registered by :func:`batchq.cli.main`'s parser; they share its options, output conventions
+(human text, or ``--json``) and error handling.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .cli import _print, _settings, _store
+from .errors import ConfigError
+from .items import find_indices, item_info
+from .models import ItemInfo, ItemStatus
+
+__all__ = ["add_commands"]
+
+# A response is shown whole by --json; on a terminal its start is enough.
+_RESPONSE_CHARS = 400
+
+
+def _human_item(info: ItemInfo) -> None:
+    print(f"batch     {info.batch_id}")
+    print(f"item      {info.custom_id}  (index {info.index})")
+    print(f"status    {info.status.value}")
+    print(f"attempts  {info.attempts}")
+    for e in info.errors:
+        code = f" {e.status_code}" if e.status_code is not None else ""
+        when = f"  ({e.at})" if e.at else ""
+        print(f"error     #{e.attempt} {e.type}{code}: {e.message}{when}")
+    r = info.result
+    if r is not None and r.response is not None:
+        text = r.response.replace("\n", " ")
+        if len(text) > _RESPONSE_CHARS:
+            text = text[:_RESPONSE_CHARS] + "…"
+        print(f"response  {text}")
+
+
+async def cmd_item(args: argparse.Namespace) -> int:
+    async with _store(_settings(args)) as (store, _):
+        info = await item_info(store, args.batch_id, args.custom_id)
+    _print(args, info.model_dump(mode="json"), lambda: _human_item(info))
+    return 0
+
+
+async def cmd_retry(args: argparse.Namespace) -> int:
+    statuses = [ItemStatus.FAILED] if args.failed else []
+    statuses += [ItemStatus.EXPIRED] if args.expired else []
+    if not statuses and not args.ids:
+        raise ConfigError(
+            "say which items to run again: --failed, --expired and/or --ids CUSTOM_ID ..."
+        )
+    async with _store(_settings(args)) as (store, _):
+        # Every id is checked before anything changes: one unknown id, nothing retried.
+        found = await find_indices(store, args.batch_id, args.ids or [])
+        n = await store.retry(args.batch_id, statuses=statuses, indices=found.values())
+    _print(
+        args,
+        {"batch_id": args.batch_id, "requeued": n},
+        lambda: print(f"{n} item(s) of {args.batch_id} queued again"),
+    )
+    return 0
+
+
+def add_commands(cmd: Any) -> None:
+    """``cmd(name, help)`` makes a subcommand parser with the common options."""
+    sp = cmd("item", "one item's status, attempts, error history and result, by its custom id")
+    sp.add_argument("batch_id")
+    sp.add_argument("custom_id", help="the item's custom_id (its 0-based index if it set none)")
+    sp.set_defaults(handler=cmd_item)
+
+    sp = cmd("retry", "run final items of a batch again, under the same batch id")
+    sp.add_argument("batch_id")
+    sp.add_argument("--failed", action="store_true", help="every failed item")
+    sp.add_argument("--expired", action="store_true", help="every expired item")
+    sp.add_argument(
+        "--ids", nargs="+", metavar="CUSTOM_ID", help="these items, whatever their final status"
+    )
+    sp.set_defaults(handler=cmd_retry)

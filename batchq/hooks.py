@@ -1,0 +1,217 @@
+"""Completion hooks: when a batch submitted with ``--notify URL`` reaches a final state, one
+worker POSTs its final status JSON to the URL.
+
+The script that closes a batch puts it in the ``hooks`` set (the key name travels in the
+batch's metadata, so that script needs no extra key). Workers claim due hooks one at a time
+with a Lua script; the claim marks the hook ``sending`` before the POST. So:
+
+- **one sender**: a claim is atomic, and a claimed hook is out of the others' reach while its
+  lease runs;
+- **never two successful deliveries**: a worker that dies mid-POST leaves ``sending`` behind;
+  whether that POST arrived cannot be known, so the next claimer records ``unknown`` and does
+  not send again. A worker asked to stop lets its POST finish and records the outcome first;
+- **failures are retried**: a refused or failed POST is tried again with backoff, by any
+  worker, up to ``notify_attempts`` times, then recorded as ``failed``.
+
+The state of a batch's hook shows in its status (``notify``). Each completion is announced
+once: a batch that ``batchq retry`` reopens is announced again when it finishes again, with a
+new ``Idempotency-Key`` header (``<batch id>:<finished at ms>``).
+
+For scripts, :func:`batchq.collect.wait_finished` takes an ``on_done`` callback instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from dataclasses import dataclass
+
+import httpx
+from redis.asyncio import Redis
+
+from . import clock
+from .batches import BatchStore
+from .errors import BatchNotFound
+from .limits import backoff
+from .scripts import _call, _str
+from .settings import Settings
+
+__all__ = ["HookClaim", "Hooks", "deliver_due"]
+
+log = logging.getLogger("batchq.hooks")
+
+# Up to a minute between attempts: long enough for a receiver to restart.
+_MAX_DELAY = 60.0
+
+# KEYS: hooks.  ARGV: now_ms, batch key prefix, lease ms, claim token
+_CLAIM = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 1)
+if #due == 0 then return false end
+local bid = due[1]
+local meta = ARGV[2] .. bid
+local m = redis.call('HMGET', meta, 'finished_at', 'notify', 'hook_state', 'hook_for')
+if not m[1] or not m[2] then
+  -- Reopened by a retry before its hook went out (its next completion brings it back), or
+  -- the batch is gone.
+  redis.call('ZREM', KEYS[1], bid)
+  return {bid, 'skip'}
+end
+local state = m[3]
+if m[4] ~= m[1] then
+  -- A completion not announced yet.
+  redis.call('HSET', meta, 'hook_for', m[1], 'hook_attempts', 0, 'hook_state', 'pending')
+  redis.call('HDEL', meta, 'hook_error')
+  state = 'pending'
+end
+if state == 'sending' then
+  -- Its sender died mid-POST: it may have arrived. Never risk a second delivery.
+  redis.call('HSET', meta, 'hook_state', 'unknown')
+  redis.call('ZREM', KEYS[1], bid)
+  return {bid, 'unknown'}
+end
+if state ~= 'pending' then
+  redis.call('ZREM', KEYS[1], bid)
+  return {bid, 'skip'}
+end
+local attempt = redis.call('HINCRBY', meta, 'hook_attempts', 1)
+redis.call('HSET', meta, 'hook_state', 'sending', 'hook_token', ARGV[4])
+redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[3]), bid)
+return {bid, 'send', m[2], tostring(attempt), m[1]}
+"""
+
+# KEYS: hooks.  ARGV: batch id, batch key prefix, claim token, outcome, due ms, error, now_ms
+# outcome: 'delivered' | 'retry' (due again at ARGV[5]) | 'failed'
+_SETTLE = """
+local meta = ARGV[2] .. ARGV[1]
+if redis.call('HGET', meta, 'hook_token') ~= ARGV[3] then return 0 end
+if ARGV[4] == 'retry' then
+  redis.call('HSET', meta, 'hook_state', 'pending', 'hook_error', ARGV[6])
+  redis.call('ZADD', KEYS[1], ARGV[5], ARGV[1])
+  return 1
+end
+if ARGV[4] == 'delivered' then
+  redis.call('HSET', meta, 'hook_state', 'delivered', 'hook_at', ARGV[7])
+  redis.call('HDEL', meta, 'hook_error')
+else
+  redis.call('HSET', meta, 'hook_state', 'failed', 'hook_error', ARGV[6])
+end
+-- Unless a new completion is already due again.
+if redis.call('HGET', meta, 'hook_for') == redis.call('HGET', meta, 'finished_at') then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class HookClaim:
+    batch_id: str
+    action: str  # 'send', or what became of it: 'unknown' | 'skip'
+    url: str = ""
+    attempt: int = 0
+    finished_ms: str = ""
+    token: str = ""
+
+
+class Hooks:
+    def __init__(self, redis: Redis, store: BatchStore) -> None:
+        self.store = store
+        self.keys = store.keys
+        self._claim = redis.register_script(_CLAIM)
+        self._settle = redis.register_script(_SETTLE)
+
+    async def claim(self, *, now_ms: int, lease_ms: int) -> HookClaim | None:
+        token = secrets.token_hex(8)
+        res = await _call(
+            self._claim, [self.keys.hooks], [now_ms, self.keys.batch_prefix(), lease_ms, token]
+        )
+        if res is None:
+            return None
+        batch_id, action = _str(res[0]), _str(res[1])
+        if action != "send":
+            return HookClaim(batch_id, action)
+        return HookClaim(batch_id, action, _str(res[2]), int(res[3]), _str(res[4]), token)
+
+    async def settle(
+        self, claim: HookClaim, outcome: str, *, due_ms: int = 0, error: str = ""
+    ) -> bool:
+        res = await _call(
+            self._settle,
+            [self.keys.hooks],
+            [
+                claim.batch_id,
+                self.keys.batch_prefix(),
+                claim.token,
+                outcome,
+                due_ms,
+                error[:300],
+                clock.now_ms(),
+            ],
+        )
+        return bool(int(res))
+
+
+async def deliver_due(hooks: Hooks, client: httpx.AsyncClient, settings: Settings) -> int:
+    """Claim and send due hooks until none is due; how many were claimed."""
+    n = 0
+    lease_ms = int((settings.notify_timeout + 30) * 1000)
+    while (claim := await hooks.claim(now_ms=clock.now_ms(), lease_ms=lease_ms)) is not None:
+        n += 1
+        if claim.action == "unknown":
+            log.warning("batch %s: its hook's sender died mid-POST; not sent again", claim.batch_id)
+        if claim.action != "send":
+            continue
+        # Shielded: on shutdown the POST in flight ends and its outcome is recorded first, so
+        # a restart neither loses nor repeats the delivery.
+        task = asyncio.ensure_future(_send(hooks, client, settings, claim))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await task
+            raise
+    return n
+
+
+async def _send(
+    hooks: Hooks, client: httpx.AsyncClient, settings: Settings, claim: HookClaim
+) -> None:
+    try:
+        status = await hooks.store.status(claim.batch_id)
+    except BatchNotFound:
+        await hooks.settle(claim, "failed", error="the batch is gone")
+        return
+    headers = {
+        "User-Agent": "batchq",
+        "Idempotency-Key": f"{claim.batch_id}:{claim.finished_ms}",
+    }
+    try:
+        resp = await client.post(
+            claim.url,
+            json=status.model_dump(mode="json"),
+            headers=headers,
+            timeout=settings.notify_timeout,
+        )
+        error = "" if resp.is_success else f"HTTP {resp.status_code}"
+    except httpx.HTTPError as e:
+        error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+    if not error:
+        await hooks.settle(claim, "delivered")
+        log.info("batch %s: hook delivered (attempt %d)", claim.batch_id, claim.attempt)
+    elif claim.attempt >= settings.notify_attempts:
+        await hooks.settle(claim, "failed", error=error)
+        log.warning(
+            "batch %s: hook failed after %d attempts: %s", claim.batch_id, claim.attempt, error
+        )
+    else:
+        delay = backoff(claim.attempt, settings.notify_retry_delay, _MAX_DELAY)
+        await hooks.settle(claim, "retry", due_ms=clock.now_ms() + int(delay * 1000), error=error)
+        log.info(
+            "batch %s: hook attempt %d: %s; again in %.1f s",
+            claim.batch_id,
+            claim.attempt,
+            error,
+            delay,
+        )

@@ -1,0 +1,76 @@
+"""Submit options: metadata pairs and deadlines."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from batchq.errors import InputError
+from batchq.options import check_metadata, parse_deadline, parse_meta_pairs
+
+
+def test_meta_pairs_parse_in_order() -> None:
+    got = parse_meta_pairs(["team=nlp", "run=7", "note=a=b", "empty="])
+    assert got == {"team": "nlp", "run": "7", "note": "a=b", "empty": ""}
+    assert list(got) == ["team", "run", "note", "empty"]
+
+
+@pytest.mark.parametrize(
+    ("pairs", "message"),
+    [
+        (["novalue"], "'novalue' is not KEY=VALUE"),
+        (["=x"], "a key is empty"),
+        (["a=1", "a=2"], "key 'a' is given twice"),
+        ([f"k{i}=v" for i in range(17)], "at most 16 pairs, got 17"),
+        (["k" * 65 + "=v"], "longer than 64 characters (65)"),
+        (["k=" + "v" * 513], "value of 'k' is longer than 512 characters (513)"),
+    ],
+)
+def test_bad_meta_is_a_clear_error(pairs: list[str], message: str) -> None:
+    with pytest.raises(InputError, match="field 'metadata'") as e:
+        parse_meta_pairs(pairs)
+    assert message in str(e.value)
+    assert e.value.field == "metadata"
+
+
+def test_limits_are_inclusive() -> None:
+    full = {f"k{i:02}" + "x" * 60: "v" * 512 for i in range(16)}
+    assert check_metadata(full) == full
+    with pytest.raises(InputError, match="strings"):
+        check_metadata({"k": 5})  # type: ignore[dict-item]
+
+
+NOW = 1_700_000_000_000  # 2023-11-14T22:13:20Z
+
+
+@pytest.mark.parametrize(
+    ("text", "after_s"),
+    [("90s", 90), ("30m", 1800), ("1h30m", 5400), ("2d", 172800), ("0.5h", 1800), (" 1m1s ", 61)],
+)
+def test_deadline_durations(text: str, after_s: int) -> None:
+    assert parse_deadline(text, now_ms=NOW) == NOW + after_s * 1000
+
+
+def test_deadline_moments() -> None:
+    assert parse_deadline("2023-11-15T00:00:00+00:00", now_ms=NOW) == 1_700_006_400_000
+    assert parse_deadline("2023-11-15T00:00Z", now_ms=NOW) == 1_700_006_400_000
+    naive = datetime(2030, 1, 2, 3, 4, 5)  # the wall clock of this machine
+    assert parse_deadline("2030-01-02T03:04:05", now_ms=NOW) == int(naive.timestamp() * 1000)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("0s", "'0s' is not after now"),
+        ("2023-11-14T22:13:19Z", "is in the past"),
+        ("tomorrow", "'tomorrow' is neither a duration (30m, 1h30m, 2d) nor an ISO 8601 time"),
+        ("5", "neither a duration"),
+        ("1h 30m", "neither a duration"),
+        ("-1h", "neither a duration"),
+    ],
+)
+def test_bad_deadlines(text: str, message: str) -> None:
+    with pytest.raises(InputError, match="field 'deadline'") as e:
+        parse_deadline(text, now_ms=NOW)
+    assert message in str(e.value)

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from batchq import clock
+from batchq.batches import BatchStore
+from batchq.tables import batch_rows, batches_table, format_age, format_duration
+
+from .procs import batchq, env_for
+from .test_batches import items
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (None, "-"),
+        (-1, "-"),
+        (0, "0s"),
+        (59.9, "59s"),
+        (60, "1m00s"),
+        (425, "7m05s"),
+        (3600 * 3 + 12 * 60 + 9, "3h12m"),
+        (86400 * 2 + 3600 * 4 + 5, "2d04h"),
+    ],
+)
+def test_format_duration(seconds: float | None, text: str) -> None:
+    assert format_duration(seconds) == text
+
+
+def test_format_age() -> None:
+    assert format_age(None) == "-"
+    assert format_age(90) == "1m30s ago"
+
+
+def render(rows: list[dict[str, object]]) -> str:
+    console = Console(width=200, record=True, color_system=None)
+    console.print(batches_table(rows))
+    return console.export_text()
+
+
+async def test_rows_and_table_show_progress_failures_and_age(store: BatchStore) -> None:
+    old, _ = await store.submit(items(3), name="old [not markup]")
+    new, _ = await store.submit(items(1000))
+    # Two items of the old batch are final: one succeeded, one failed.
+    await store.redis.hset(store.keys.batch(old).meta, mapping={"succeeded": 1, "failed": 1})  # type: ignore[misc]
+    created_ms = int(await store.redis.hget(store.keys.batch(old).meta, "created_at"))  # type: ignore[misc]
+
+    rows = batch_rows(await store.recent(), now_ms=created_ms + 125_000)
+    assert [r["batch_id"] for r in rows] == [new, old]
+    r = rows[1]
+    assert (r["done"], r["total"], r["failed"], r["state"]) == (2, 3, 1, "queued")
+    assert r["age_s"] == pytest.approx(125.0, abs=0.01)
+    json.dumps(rows)  # what --json prints
+
+    text = render(rows)
+    lines = {line.split()[0]: line for line in text.splitlines() if line.startswith("b_")}
+    assert "2/3" in lines[old] and "66.6" in lines[old] and "2m05s ago" in lines[old]
+    assert "old [not markup]" in lines[old]
+    assert "0/1000" in lines[new] and " 0.0 " in lines[new]
+
+
+async def test_almost_done_is_not_shown_as_100_percent(store: BatchStore) -> None:
+    bid, _ = await store.submit(items(2000))
+    await store.redis.hset(store.keys.batch(bid).meta, "succeeded", 1999)  # type: ignore[misc]
+    text = render(batch_rows(await store.recent(), clock.now_ms()))
+    assert "99.9" in text and "100.0" not in text
+
+
+def test_status_without_id_lists_batches(valkey_url: str, prefix: str, tmp_path: Path) -> None:
+    env = env_for(valkey_url, prefix, tmp_path, "http://127.0.0.1:9")
+    assert batchq(env, "status").stdout.strip() == "no batches"
+    src = tmp_path / "in.txt"
+    src.write_text("a\nb\nc\n")
+    ids = [batchq(env, "submit", str(src), "--model", "m").stdout.strip() for _ in range(2)]
+
+    table = batchq(env, "status").stdout
+    header, *rest = table.splitlines()
+    assert header.split()[:3] == ["batch", "state", "done/total"]
+    body = [line for line in rest if line.startswith("b_")]
+    # Newest first, each on one whole line even though stdout is a pipe.
+    assert [line.split()[0] for line in body] == ids[::-1]
+    assert all("queued" in line and "0/3" in line and "in.txt" in line for line in body)
+
+    rows = json.loads(batchq(env, "status", "--json", "--limit", "1").stdout)
+    assert [r["batch_id"] for r in rows] == [ids[1]]
+    assert rows[0]["done"] == 0 and rows[0]["age_s"] >= 0

@@ -1,0 +1,52 @@
+"""Background duties every worker shares with the others, beside running items: expiring
+batches past their deadline, and sending completion hooks. Each step is an atomic script, so
+any number of workers may do it at once and a worker that dies half-way leaves nothing to undo
+(see :mod:`batchq.deadlines` and :mod:`batchq.hooks`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+import httpx
+from redis.exceptions import RedisError
+
+from batchq.deadlines import expire_due
+from batchq.hooks import Hooks, deliver_due
+
+if TYPE_CHECKING:
+    from .inference import WorkerState
+
+__all__ = ["expiry_loop", "hooks_loop", "start_housekeeping"]
+
+log = logging.getLogger("batchq.worker")
+
+
+def start_housekeeping(st: WorkerState) -> list[asyncio.Task[None]]:
+    return [asyncio.create_task(expiry_loop(st)), asyncio.create_task(hooks_loop(st))]
+
+
+async def expiry_loop(st: WorkerState) -> None:
+    while True:
+        await asyncio.sleep(st.settings.heartbeat)
+        try:
+            for batch_id in await expire_due(st.store):
+                log.info("batch %s: deadline passed; items not started are expired", batch_id)
+        except RedisError as e:
+            log.warning("expiring batches failed: %s", e)
+
+
+# A finished batch is announced within about this long.
+_HOOK_POLL_S = 1.0
+
+
+async def hooks_loop(st: WorkerState) -> None:
+    hooks = Hooks(st.redis, st.store)
+    async with httpx.AsyncClient() as client:
+        while True:
+            try:
+                await deliver_due(hooks, client, st.settings)
+            except RedisError as e:
+                log.warning("sending completion hooks failed: %s", e)
+            await asyncio.sleep(min(st.settings.heartbeat, _HOOK_POLL_S))
