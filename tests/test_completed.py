@@ -8,6 +8,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from redis.asyncio.client import Pipeline
 
 from batchq import clock
 from batchq.batches import BatchStore
@@ -15,7 +16,7 @@ from batchq.collect import encode_result, iter_results
 from batchq.completed import completed_pages
 from batchq.errors import BatchNotFound
 from batchq.keys import job_id
-from batchq.models import Endpoint, Item, ItemResult, ItemStatus
+from batchq.models import Endpoint, Item, ItemError, ItemResult, ItemStatus
 
 N = 5000
 
@@ -36,12 +37,18 @@ async def dispatch(store: BatchStore, window: int) -> None:
     )
 
 
-async def finish(store: BatchStore, bid: str, *indices: int) -> None:
-    """What a worker records for a finished item."""
+async def finish(
+    store: BatchStore, bid: str, *indices: int, status: ItemStatus = ItemStatus.SUCCEEDED
+) -> None:
+    """What a worker records for a finished item (``status``: succeeded or failed)."""
     for i in indices:
-        payload = encode_result(ItemStatus.SUCCEEDED, response=f"r{i}", attempts=1)
+        if status is ItemStatus.FAILED:
+            error = ItemError(type="http", message=f"e{i}", status_code=500)
+            payload = encode_result(status, error=error, attempts=1)
+        else:
+            payload = encode_result(status, response=f"r{i}", attempts=1)
         await store.scripts.finish(
-            bid, i, job_id(bid, i), ItemStatus.SUCCEEDED.value, payload, now_ms=clock.now_ms()
+            bid, i, job_id(bid, i), status.value, payload, now_ms=clock.now_ms()
         )
 
 
@@ -58,7 +65,15 @@ class Reads:
                 self.fields += len(keys)
             return await real(key, keys, *args)
 
+        def spy_pipe(pipe: Pipeline, key: Any, keys: Any, *args: Any) -> Any:
+            if key == results_key:
+                self.fields += len(keys)
+            return real_pipe(pipe, key, keys, *args)
+
+        real_pipe = Pipeline.hmget
         monkeypatch.setattr(store.redis, "hmget", spy)
+        # The reader reads results in a transaction with the reruns log.
+        monkeypatch.setattr(Pipeline, "hmget", spy_pipe)
 
 
 async def test_each_result_once_as_it_finishes_reading_only_what_is_in_flight(
@@ -140,3 +155,47 @@ async def test_an_unknown_batch(store: BatchStore) -> None:
     with pytest.raises(BatchNotFound):
         async for _ in completed_pages(store, "b_0000000000000000"):
             pass
+
+
+def summary(page: list[ItemResult]) -> list[tuple[int, str, int]]:
+    return [(r.index, r.status.value, r.attempts) for r in page]
+
+
+async def test_a_retried_item_is_yielded_again_when_its_new_result_lands(
+    store: BatchStore,
+) -> None:
+    bid, _ = await store.submit(items(4))
+    await dispatch(store, 4)
+    await finish(store, bid, 0)
+    await finish(store, bid, 1, status=ItemStatus.FAILED)
+    pages = completed_pages(store, bid, poll=0.01)
+    # The generator waits at its yield while the caller acts: the order below is exact.
+    assert summary(await anext(pages)) == [(0, "succeeded", 1), (1, "failed", 1)]
+    # 1 was yielded, 2 fails and is taken out again before the reader saw it.
+    await finish(store, bid, 2, status=ItemStatus.FAILED)
+    assert await store.retry(bid, statuses=[ItemStatus.FAILED]) == 2
+    await dispatch(store, 4)  # the re-runs go out again, under the same job ids
+    await finish(store, bid, 3, 2, 1)
+    rest = [r async for page in pages for r in page]
+    # Their new results, once each; 2's failed run is never seen; attempts add up.
+    assert summary(rest) == [(1, "succeeded", 2), (2, "succeeded", 2), (3, "succeeded", 1)]
+    assert (await store.status(bid)).state == "completed"
+
+
+async def test_a_retry_made_on_the_last_result_is_followed(store: BatchStore) -> None:
+    """The batch is finished when its last result is yielded; retrying it there, in the
+    consumer's loop, runs the batch again, and the reader waits for the new result."""
+    bid, _ = await store.submit(items(2))
+    await dispatch(store, 2)
+    await finish(store, bid, 0)
+    await finish(store, bid, 1, status=ItemStatus.FAILED)
+    assert (await store.status(bid)).finished_at
+    seen: list[tuple[int, str, int]] = []
+    async with asyncio.timeout(10):
+        async for page in completed_pages(store, bid, poll=0.01):
+            seen += summary(page)
+            if any(r.status is ItemStatus.FAILED for r in page):
+                assert await store.retry(bid, statuses=[ItemStatus.FAILED]) == 1
+                await dispatch(store, 2)
+                await finish(store, bid, 1)
+    assert seen == [(0, "succeeded", 1), (1, "failed", 1), (1, "succeeded", 2)]
