@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .batches import BatchStore
-from .client import BatchClient, SyncBatchClient
+from .client import BatchClient
 from .collect import iter_results, wait_finished, write_results
 from .connection import connect, resolve_redis_url
 from .errors import (
@@ -36,6 +36,7 @@ from .models import (
 )
 from .ollama import OllamaClient
 from .settings import Settings
+from .sync_client import SyncBatchClient
 
 __version__ = "0.1.0"
 

@@ -1,7 +1,7 @@
 """The Python API: what the ``batchq`` commands do, as typed methods.
 
-:class:`BatchClient` is asynchronous; :class:`SyncBatchClient` is its blocking twin, method for
-method, for scripts and notebooks::
+:class:`BatchClient` is asynchronous; :class:`~batchq.sync_client.SyncBatchClient` is its
+blocking twin, method for method, for scripts and notebooks::
 
     async with BatchClient() as client:
         batch = await client.submit(["Why is the sky blue?"], model="llama3.2")
@@ -13,18 +13,8 @@ reach Redis the same way: the configured URL, else the embedded server. Errors a
 commands' too: :class:`InputError` naming the line and field, :class:`BatchNotFound`,
 :class:`RedisUnavailable`, :class:`ConfigError`.
 
-Why :class:`SyncBatchClient` runs its own event loop on a thread, rather than ``asyncio.run``
-per call: ``asyncio.run`` refuses to run where a loop is already running (Jupyter, or any code
-called from ``async def``), and a Redis connection belongs to the loop that opened it, so a loop
-per call would also mean a connection per call. One private loop on a daemon thread serves
-every call and keeps one connection pool; the calling thread just waits for each call's
-result, whether or not it has a loop of its own. Iterators move results across in pages (one
-hop per Redis chunk, not per result), and ``wait``'s ``on_progress`` runs in the caller's
-thread.
-
-New operations on a batch (pause, resume, retry, ...) are one more method on each class: the
-async one calls :class:`BatchStore` inside ``self._errors()``, the sync one wraps it in
-``self._run``.
+New operations on a batch are one more method on each class: the async one calls
+:class:`BatchStore` inside ``self._errors()``, the sync one wraps it in ``self._run``.
 """
 
 from __future__ import annotations
@@ -33,35 +23,33 @@ import asyncio
 import builtins
 import contextlib
 import os
-import queue
-import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator
-from concurrent.futures import Future
-from types import TracebackType
-from typing import IO, Any, TypeVar
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from typing import IO
 
 from redis.exceptions import RedisError
 
+from . import clock
 from .batches import BatchStore
-from .collect import OutputFormat, iter_results, wait_finished
+from .collect import OnDone, OutputFormat, iter_results, wait_finished
 from .collect import export_results as export_stream
 from .completed import completed_pages
 from .connection import connect, redis_errors, redis_unavailable, resolve_redis_url
 from .errors import ConfigError
 from .inputs import InputFormat
+from .items import item_info, retry_items
 from .keys import Keys
-from .models import BatchStatus, ItemResult
+from .models import BatchStatus, ItemInfo, ItemResult, ItemStatus
+from .options import Deadline, check_metadata, check_notify_url, resolve_deadline
 from .settings import Settings, build_settings
 from .sources import Source, submit_source
 
-__all__ = ["BatchClient", "SyncBatchClient"]
-
-T = TypeVar("T")
+__all__ = ["PAGE_SIZE", "BatchClient", "Output", "ProgressCallback"]
 
 ProgressCallback = Callable[[BatchStatus], object]
 Output = str | os.PathLike[str] | IO[str]
 
-_PAGE = 1000
+# Results per page of an iterator, as read from Redis in one chunk.
+PAGE_SIZE = 1000
 
 
 class BatchClient:
@@ -154,6 +142,9 @@ class BatchClient:
         model: str | None = None,
         name: str | None = None,
         format: InputFormat | None = None,
+        metadata: Mapping[str, str] | None = None,
+        deadline: Deadline | None = None,
+        notify: str | None = None,
     ) -> BatchStatus:
         """Validate and queue a batch, as ``batchq submit`` does; nothing is queued if any item
         is bad (:class:`InputError` naming the line, counting from 1, and the field).
@@ -163,11 +154,30 @@ class BatchClient:
         line may have) and :class:`Item`\\ s, consumed lazily. ``model`` fills in items without
         one; ``name`` labels the batch (a file's name by default); ``format`` (``"jsonl"`` or
         ``"txt"``) overrides what a file's extension implies.
+
+        ``metadata`` (``--meta``): up to 16 string pairs shown with the batch. ``deadline``
+        (``--deadline``): items not started by then expire; ``"90m"``, an ISO 8601 time, a
+        ``timedelta`` or a ``datetime`` (local time if naive). ``notify`` (``--notify``): an
+        http(s) URL the final status is POSTed to. All three are checked before any item is
+        read, as the command checks them (:class:`InputError` naming the field).
         """
+        meta = check_metadata(metadata) if metadata is not None else None
+        deadline_ms = (
+            None if deadline is None else resolve_deadline(deadline, now_ms=clock.now_ms())
+        )
+        hook = check_notify_url(notify) if notify is not None else None
         store = await self.connect()
         with self._errors():
             batch_id, _ = await submit_source(
-                store, items, settings=self.settings, model=model, name=name, fmt=format
+                store,
+                items,
+                settings=self.settings,
+                model=model,
+                name=name,
+                fmt=format,
+                metadata=meta,
+                deadline_ms=deadline_ms,
+                notify=hook,
             )
             return await store.status(batch_id)
 
@@ -204,7 +214,7 @@ class BatchClient:
     ) -> AsyncIterator[builtins.list[ItemResult]]:
         store = await self.connect()
         with self._errors():
-            async for page in completed_pages(store, batch_id, poll=poll, chunk=_PAGE):
+            async for page in completed_pages(store, batch_id, poll=poll, chunk=PAGE_SIZE):
                 yield page
 
     async def wait(
@@ -215,14 +225,21 @@ class BatchClient:
         timeout: float | None = None,  # noqa: ASYNC109
         on_progress: ProgressCallback | None = None,
         poll: float = 0.5,
+        on_done: OnDone | None = None,
     ) -> BatchStatus:
         """Wait until every item is final and return the final status; ``TimeoutError`` after
         ``timeout`` seconds. ``on_progress`` is called with the first status and each one that
-        differs from the last (the final one included)."""
+        differs from the last (the final one included); ``on_done`` (a function or coroutine
+        function) with the final status, before it is returned, and not on a timeout."""
         store = await self.connect()
         with self._errors():
             return await wait_finished(
-                store, batch_id, interval=poll, max_wait=timeout, on_progress=on_progress
+                store,
+                batch_id,
+                interval=poll,
+                max_wait=timeout,
+                on_progress=on_progress,
+                on_done=on_done,
             )
 
     async def cancel(self, batch_id: str) -> BatchStatus:
@@ -236,6 +253,52 @@ class BatchClient:
         store = await self.connect()
         with self._errors():
             return await store.repair(batch_id)
+
+    async def pause(self, batch_id: str) -> BatchStatus:
+        """Send nothing more of the batch until :meth:`resume` (``batchq pause``); requests
+        already at Ollama finish. :class:`BatchStateError` if it is already final."""
+        store = await self.connect()
+        with self._errors():
+            return await store.pause(batch_id)
+
+    async def resume(self, batch_id: str) -> BatchStatus:
+        """Dispatch a paused batch again, from where it stopped (``batchq resume``)."""
+        store = await self.connect()
+        with self._errors():
+            return await store.resume(batch_id)
+
+    async def retry(
+        self,
+        batch_id: str,
+        *,
+        failed: bool | None = None,
+        expired: bool = False,
+        ids: Sequence[str] | None = None,
+    ) -> int:
+        """Run final items again under the same batch id (``batchq retry``): the failed ones
+        (``failed``; the default unless ``ids`` are given), the expired ones (``expired``),
+        and the items with these custom ``ids`` whatever their status. Returns how many run
+        again. Each one's new result replaces its old one; :meth:`as_completed` yields it
+        again. Every id is checked first: an unknown one (:class:`ItemNotFound`), nothing
+        retried. :class:`BatchStateError` for a cancelled batch."""
+        if isinstance(ids, str):
+            raise TypeError("ids is a list of custom ids, not one string")
+        if failed is None:
+            failed = not ids
+        statuses = [ItemStatus.FAILED] if failed else []
+        statuses += [ItemStatus.EXPIRED] if expired else []
+        if not statuses and not ids:
+            raise ConfigError("say which items to run again: failed, expired and/or ids")
+        store = await self.connect()
+        with self._errors():
+            return await retry_items(store, batch_id, statuses=statuses, custom_ids=ids or ())
+
+    async def item(self, batch_id: str, custom_id: str) -> ItemInfo:
+        """One item's state, attempts, error history and result, by its custom id (its index
+        as a string if it set none), while the batch runs too (``batchq item``)."""
+        store = await self.connect()
+        with self._errors():
+            return await item_info(store, batch_id, custom_id)
 
     async def write_results(
         self,
@@ -290,204 +353,3 @@ class BatchClient:
                 if e.filename is None:  # not the file: the connection
                     raise
                 raise ConfigError(f"cannot write {e.filename}: {e.strerror}") from None
-
-
-async def _pages(items: AsyncIterator[T], size: int) -> AsyncIterator[list[T]]:
-    try:
-        page: list[T] = []
-        async for item in items:
-            page.append(item)
-            if len(page) == size:
-                yield page
-                page = []
-        if page:
-            yield page
-    finally:
-        await _close(items)
-
-
-async def _next(pages: AsyncIterator[list[T]]) -> list[T] | None:
-    return await anext(pages, None)
-
-
-class SyncBatchClient:
-    """:class:`BatchClient`, blocking: the same methods, the same arguments, plain iterators.
-
-    Runs a private event loop on a daemon thread (see the module's docstring for why), so it
-    works the same from a script, a thread, or a notebook whose loop is running. Use it as a
-    context manager, or call :meth:`close`.
-    """
-
-    def __init__(
-        self,
-        settings: Settings | None = None,
-        *,
-        redis_url: str | None = None,
-        prefix: str | None = None,
-    ) -> None:
-        self._client = BatchClient(settings, redis_url=redis_url, prefix=prefix)
-        self._closed = False
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="batchq-client", daemon=True
-        )
-        self._thread.start()
-
-    def __enter__(self) -> SyncBatchClient:
-        try:
-            self.connect()
-        except BaseException:
-            self.close()  # __exit__ will not run: stop the thread here
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    @property
-    def settings(self) -> Settings:
-        return self._client.settings
-
-    @property
-    def redis_url(self) -> str | None:
-        return self._client.redis_url
-
-    def _start(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
-        if self._closed or threading.current_thread() is self._thread:
-            coro.close()
-            raise RuntimeError(
-                "this SyncBatchClient is closed"
-                if self._closed
-                else "a SyncBatchClient cannot be called from its own loop's thread"
-            )
-        return asyncio.run_coroutine_threadsafe(coro, self._loop)
-
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        future = self._start(coro)
-        try:
-            return future.result()
-        except BaseException:
-            future.cancel()  # Ctrl-C in the caller stops the call on the loop too
-            raise
-
-    def _iterate(self, pages: AsyncIterator[list[T]]) -> Iterator[T]:
-        try:
-            while (page := self._run(_next(pages))) is not None:
-                yield from page
-        finally:
-            if not self._closed and threading.current_thread() is not self._thread:
-                self._run(_close(pages))
-
-    def close(self) -> None:
-        """Close the connection and stop the loop's thread."""
-        if self._closed:
-            return
-        try:
-            self._run(self._shutdown())
-        finally:
-            self._closed = True
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join()
-            self._loop.close()
-
-    async def _shutdown(self) -> None:
-        await self._client.close()
-        await self._loop.shutdown_asyncgens()
-        await self._loop.shutdown_default_executor()
-
-    # -- the commands, blocking -------------------------------------------------------------------
-
-    def connect(self) -> None:
-        self._run(self._client.connect())
-
-    def submit(
-        self,
-        items: Source,
-        *,
-        model: str | None = None,
-        name: str | None = None,
-        format: InputFormat | None = None,
-    ) -> BatchStatus:
-        return self._run(self._client.submit(items, model=model, name=name, format=format))
-
-    def status(self, batch_id: str) -> BatchStatus:
-        return self._run(self._client.status(batch_id))
-
-    def list(self, limit: int = 50) -> builtins.list[BatchStatus]:
-        return self._run(self._client.list(limit))
-
-    def results(self, batch_id: str) -> Iterator[ItemResult]:
-        return self._iterate(_pages(self._client.results(batch_id), _PAGE))
-
-    def as_completed(self, batch_id: str, *, poll: float = 0.5) -> Iterator[ItemResult]:
-        return self._iterate(self._client._completed_pages(batch_id, poll))
-
-    def wait(
-        self,
-        batch_id: str,
-        *,
-        timeout: float | None = None,
-        on_progress: ProgressCallback | None = None,
-        poll: float = 0.5,
-    ) -> BatchStatus:
-        if on_progress is None:
-            return self._run(self._client.wait(batch_id, timeout=timeout, poll=poll))
-        # The callback runs here, in the caller's thread: it may print, update a widget, or
-        # call this client, none of which it could do on the loop's thread.
-        updates: queue.SimpleQueue[BatchStatus | None] = queue.SimpleQueue()
-        future = self._start(
-            self._client.wait(batch_id, timeout=timeout, poll=poll, on_progress=updates.put)
-        )
-        future.add_done_callback(lambda _: updates.put(None))
-        try:
-            while (status := updates.get()) is not None:
-                on_progress(status)
-            return future.result()
-        except BaseException:
-            future.cancel()
-            raise
-
-    def cancel(self, batch_id: str) -> BatchStatus:
-        return self._run(self._client.cancel(batch_id))
-
-    def repair(self, batch_id: str) -> int:
-        return self._run(self._client.repair(batch_id))
-
-    def write_results(
-        self,
-        batch_id: str,
-        path: Output,
-        *,
-        wait: bool = False,
-        fmt: OutputFormat = "native",
-        errors: Output | None = None,
-    ) -> int:
-        return self._run(
-            self._client.write_results(batch_id, path, wait=wait, fmt=fmt, errors=errors)
-        )
-
-    def export_results(
-        self,
-        batch_id: str,
-        path: Output,
-        *,
-        wait: bool = False,
-        fmt: OutputFormat = "native",
-        errors: Output | None = None,
-    ) -> tuple[int, int]:
-        return self._run(
-            self._client.export_results(batch_id, path, wait=wait, fmt=fmt, errors=errors)
-        )
-
-
-async def _close(items: AsyncIterator[Any]) -> None:
-    if isinstance(items, AsyncGenerator):
-        # Already running: the call that was iterating it is being cancelled (Ctrl-C), and
-        # shutdown_asyncgens closes it with the client.
-        with contextlib.suppress(RuntimeError):
-            await items.aclose()

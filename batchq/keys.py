@@ -29,7 +29,7 @@ name can — but every job id embeds an unguessable batch id, so they cannot col
 | ``{p}:b:{id}:errors`` | HASH | index → the item's last failed attempts (JSON), oldest first |
 | ``{p}:b:{id}:prior`` | HASH | index → attempts of the item's earlier runs (``batchq retry``) |
 | ``{p}:b:{id}:retrying`` | LIST | indices taken out of the results by a retry in progress |
-| ``{p}:b:{id}:reruns`` | LIST | every index a retry took out of the results, in order, for readers |
+| ``{p}:b:{id}:reruns`` | LIST | indices retry took out of the results, in order, for as_completed |
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,13 @@ from batchq import (
     BatchClient,
     BatchNotFound,
     BatchState,
+    BatchStateError,
     BatchStatus,
     ConfigError,
     Endpoint,
     InputError,
     Item,
+    ItemNotFound,
     ItemResult,
     ItemStatus,
     RedisUnavailable,
@@ -114,6 +117,93 @@ async def test_async_client_from_submit_to_results(
         stream = io.StringIO()
         assert await client.write_results(batch.batch_id, stream) == 8
         assert stream.getvalue() == out.read_text()
+
+
+async def test_control_pause_resume_retry_item_and_on_done(
+    redis_url: str, prefix: str, workers: Workers
+) -> None:
+    values = ["a", "b", {"custom_id": "bad", "prompt": "c", "model": "missing:1b"}]
+    async with BatchClient(redis_url=redis_url, prefix=prefix) as client:
+        batch = await client.submit(
+            values, model="llama3.2", metadata={"team": "nlp"}, deadline=timedelta(hours=1)
+        )
+        assert batch.metadata == {"team": "nlp"} and batch.deadline
+        bid = batch.batch_id
+        assert (await client.pause(bid)).state == BatchState.PAUSED
+        workers.start()
+        await asyncio.sleep(1.0)  # a worker is up: a paused batch sends nothing
+        held = await client.status(bid)
+        assert (held.state, held.queued) == (BatchState.PAUSED, 3)
+        assert (await client.resume(bid)).state == BatchState.QUEUED
+
+        # The unknown model fails (404, one attempt); retried from the loop, it comes again.
+        seen: list[tuple[str, ItemStatus, int]] = []
+        async with asyncio.timeout(30):
+            async for r in client.as_completed(bid, poll=0.05):
+                seen.append((r.custom_id, r.status, r.attempts))
+                if r.custom_id == "bad" and r.attempts == 1:
+                    assert await client.retry(bid, ids=["bad"]) == 1
+        assert sorted(seen) == [
+            ("0", ItemStatus.SUCCEEDED, 1),
+            ("1", ItemStatus.SUCCEEDED, 1),
+            ("bad", ItemStatus.FAILED, 1),
+            ("bad", ItemStatus.FAILED, 2),
+        ]
+        info = await client.item(bid, "bad")
+        assert (info.status, info.attempts, len(info.errors)) == ("failed", 2, 2)
+        assert info.result is not None and info.result.attempts == 2
+        done: list[BatchStatus] = []
+
+        async def record(s: BatchStatus) -> None:
+            done.append(s)
+
+        final = await client.wait(bid, timeout=5, on_done=record)
+        assert done == [final] and (final.succeeded, final.failed) == (2, 1)
+
+        with pytest.raises(ConfigError, match="say which items"):
+            await client.retry(bid, failed=False)
+        with pytest.raises(ItemNotFound):
+            await client.retry(bid, ids=["bad", "nope"])
+        with pytest.raises(BatchStateError):
+            await client.pause(bid)  # final: nothing to pause
+
+    # The blocking twins; on_done runs in the caller's thread.
+    with SyncBatchClient(redis_url=redis_url, prefix=prefix) as sync:
+        assert sync.retry(bid) == 1  # the failed ones, by default
+        threads: list[threading.Thread] = []
+        final = sync.wait(
+            bid, timeout=30, poll=0.05, on_done=lambda s: threads.append(threading.current_thread())
+        )
+        assert threads == [threading.current_thread()] and final.failed == 1
+        assert sync.item(bid, "bad").attempts == 3
+        assert sync.pause(sync.submit(["x"], model="llama3.2").batch_id).state == "paused"
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("metadata", {"k": 1}, "keys and values must be strings"),
+        ("metadata", [("k", "v")], "a mapping of strings to strings, not list"),
+        ("metadata", {f"k{i}": "v" for i in range(17)}, "at most 16 pairs"),
+        ("deadline", "yesterday", "neither a duration"),
+        ("deadline", timedelta(0), "is not after now"),
+        ("deadline", datetime(2000, 1, 1), "is in the past"),
+        ("deadline", 90, "not int"),
+        ("notify", "ftp://host/x", "is not an http:// or https:// URL"),
+    ],
+)
+async def test_submit_options_are_checked_before_any_item_is_read(
+    redis_url: str, prefix: str, option: str, value: Any, message: str
+) -> None:
+    def never() -> Iterator[str]:
+        raise AssertionError("items read before the options were checked")
+        yield  # pragma: no cover
+
+    async with BatchClient(redis_url=redis_url, prefix=prefix) as client:
+        with pytest.raises(InputError, match=message) as info:
+            await client.submit(never(), model="m", **{option: value})
+        assert info.value.field == option
+        assert await client.list() == []
 
 
 async def _stored_items(client: BatchClient, batch_id: str) -> Any:
