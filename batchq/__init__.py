@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .batches import BatchStore
+from .client import BatchClient
 from .collect import iter_results, wait_finished, write_results
 from .connection import connect, resolve_redis_url
 from .errors import (
@@ -35,11 +36,13 @@ from .models import (
 )
 from .ollama import OllamaClient
 from .settings import Settings
+from .sync_client import SyncBatchClient
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AttemptError",
+    "BatchClient",
     "BatchNotFound",
     "BatchState",
     "BatchStateError",
@@ -63,6 +66,7 @@ __all__ = [
     "PermanentOllamaError",
     "RedisUnavailable",
     "Settings",
+    "SyncBatchClient",
     "TransientOllamaError",
     "__version__",
     "connect",

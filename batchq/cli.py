@@ -10,24 +10,21 @@ import dataclasses
 import json
 import logging
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
-from pathlib import Path
-from typing import Any, BinaryIO, cast
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from typing import Any
 
-from pydantic import ValidationError
-from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 from rich.console import Console
 
 from . import clock
 from .batches import BatchStore
-from .collect import wait_finished
-from .connection import connect, redact, resolve_redis_url
-from .errors import BatchqError, ConfigError, OllamaError, RedisUnavailable
-from .inputs import detect_format, iter_items
-from .keys import Keys
+from .client import BatchClient
+from .connection import redact, redis_errors, resolve_redis_url
+from .errors import BatchqError, ConfigError, OllamaError
+from .inputs import detect_format
 from .models import BatchStatus
 from .options import check_notify_url, parse_deadline, parse_meta_pairs
-from .settings import Settings
+from .settings import Settings, build_settings
+from .sources import open_input, submit_source
 
 __all__ = ["main"]
 
@@ -51,41 +48,15 @@ def _settings(args: argparse.Namespace) -> Settings:
             "metrics_host",
         )
     }
-    try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as e:
-        first = e.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"invalid setting {field}: {first['msg']}") from None
+    return build_settings(**overrides)
 
 
 @contextlib.asynccontextmanager
 async def _store(settings: Settings) -> AsyncIterator[tuple[BatchStore, str]]:
-    url = resolve_redis_url(settings)
-    redis = connect(url, retries=2)
-    try:
-        await redis.ping()
-    except (RedisError, OSError) as e:
-        await redis.aclose()
-        raise _redis_down(url, e) from None
-    try:
-        yield BatchStore(redis, Keys(settings.prefix)), url
-    except (RedisError, OSError) as e:
-        raise _redis_down(url, e) from None
-    finally:
-        await redis.aclose()
-
-
-def _redis_down(url: str, e: BaseException) -> BatchqError:
-    if isinstance(e, OutOfMemoryError):
-        return RedisUnavailable(
-            f"Redis at {redact(url)} is out of memory and refuses writes (maxmemory reached; "
-            "batchq runs it with noeviction so that nothing is silently dropped)"
-        )
-    if isinstance(e, ResponseError):
-        # Reached, but it said no: a read-only replica, ACLs, a wrong password.
-        return RedisUnavailable(f"Redis at {redact(url)} refused the command: {str(e)[:300]}")
-    return RedisUnavailable(f"cannot reach Redis at {redact(url)}: {e}")
+    async with BatchClient(settings) as client:
+        url = client.redis_url or ""
+        with redis_errors(url):
+            yield client.store, url
 
 
 def _print(args: argparse.Namespace, data: Any, human: Callable[[], None]) -> None:
@@ -121,38 +92,23 @@ def _human_status(s: BatchStatus) -> None:
             print(f"{label:<9} {value}")
 
 
-@contextlib.contextmanager
-def _open_input(path: str) -> Iterator[BinaryIO]:
-    if path == "-":
-        yield sys.stdin.buffer
-        return
-    try:
-        f = cast(BinaryIO, open(path, "rb"))  # noqa: SIM115 - closed below
-    except OSError as e:
-        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
-    with f:
-        yield f
-
-
 async def _submit(args: argparse.Namespace, settings: Settings, store: BatchStore) -> Any:
     # Checked before the file is read: a typo in an option must not cost a long upload.
     metadata = parse_meta_pairs(args.meta or ())
     deadline = parse_deadline(args.deadline, now_ms=clock.now_ms()) if args.deadline else None
     notify = check_notify_url(args.notify) if args.notify else None
-    fmt = args.format or detect_format(args.file)
-    with _open_input(args.file) as stream:
-        items = iter_items(
-            stream, fmt=fmt, default_model=args.model, max_line_bytes=settings.max_line_bytes
-        )
-        name = args.name or (Path(args.file).name if args.file != "-" else None)
-        return await store.submit(
-            items,
-            name=name,
-            metadata=metadata,
-            deadline_ms=deadline,
-            notify=notify,
-            chunk=settings.submit_chunk,
-        )
+    source = sys.stdin.buffer if args.file == "-" else args.file
+    return await submit_source(
+        store,
+        source,
+        settings=settings,
+        model=args.model,
+        name=args.name,
+        fmt=args.format,
+        metadata=metadata,
+        deadline_ms=deadline,
+        notify=notify,
+    )
 
 
 async def cmd_submit(args: argparse.Namespace) -> int:
@@ -247,14 +203,13 @@ def _console() -> Console:
 
 
 async def cmd_results(args: argparse.Namespace) -> int:
-    from .runner import write_output
-
-    async with _store(_settings(args)) as (store, _):
-        await store.meta(args.batch_id)  # unknown id: one clear error before waiting
-        if args.wait:
-            await wait_finished(store, args.batch_id)
-        ok, failed = await write_output(
-            store, args.batch_id, args.output, fmt=args.output_format, errors=args.errors
+    async with BatchClient(_settings(args)) as client:
+        ok, failed = await client.export_results(
+            args.batch_id,
+            args.output,
+            wait=args.wait,
+            fmt=args.output_format,
+            errors=args.errors,
         )
     _report_written(args, ok, failed)
     return 0
@@ -383,7 +338,7 @@ async def cmd_bench(args: argparse.Namespace) -> int:
     if args.runs < 1 or args.workers < 1:
         raise ConfigError("--runs and --workers must be at least 1")
     with contextlib.ExitStack() as files:
-        stream = files.enter_context(_open_input(args.prompt_file)) if args.prompt_file else None
+        stream = files.enter_context(open_input(args.prompt_file)) if args.prompt_file else None
         prompts = bench_prompts(
             args.prompt or [],
             stream,

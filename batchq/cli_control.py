@@ -11,7 +11,7 @@ from typing import Any
 
 from .cli import _print, _settings, _store
 from .errors import ConfigError
-from .items import find_indices, item_info
+from .items import item_info, retry_items
 from .models import ItemInfo, ItemStatus
 
 __all__ = ["add_commands"]
@@ -52,9 +52,7 @@ async def cmd_retry(args: argparse.Namespace) -> int:
             "say which items to run again: --failed, --expired and/or --ids CUSTOM_ID ..."
         )
     async with _store(_settings(args)) as (store, _):
-        # Every id is checked before anything changes: one unknown id, nothing retried.
-        found = await find_indices(store, args.batch_id, args.ids or [])
-        n = await store.retry(args.batch_id, statuses=statuses, indices=found.values())
+        n = await retry_items(store, args.batch_id, statuses=statuses, custom_ids=args.ids or [])
     _print(
         args,
         {"batch_id": args.batch_id, "requeued": n},

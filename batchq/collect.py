@@ -125,26 +125,37 @@ async def wait_finished(
     *,
     interval: float = 0.5,
     max_wait: float | None = None,
+    on_progress: Callable[[BatchStatus], object] | None = None,
     on_done: OnDone | None = None,
 ) -> BatchStatus:
     """Wait until the batch is final and return its status, after calling ``on_done`` with
     it (a function or a coroutine function), if given: a completion callback for scripts.
+    ``on_progress`` sees the first status and every one that differs from the last it saw
+    (so the final one too).
 
     ``TimeoutError`` after ``max_wait`` seconds (the callback is not called then). To follow
     several batches, run one ``wait_finished`` task per batch.
     """
     deadline = None if max_wait is None else clock.monotonic() + max_wait
+    seen: BatchStatus | None = None
     while True:
         status = await store.status(batch_id)
+        if on_progress is not None and status != seen:
+            seen = status
+            on_progress(status)
         if status.state in TERMINAL_BATCH_STATES and status.finished_at:
             if on_done is not None:
                 res = on_done(status)
                 if inspect.isawaitable(res):
                     await res
             return status
-        if deadline is not None and clock.monotonic() > deadline:
-            raise TimeoutError(f"batch {batch_id} did not finish within {max_wait} s")
-        await asyncio.sleep(interval)
+        delay = interval
+        if deadline is not None:
+            left = deadline - clock.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"batch {batch_id} did not finish within {max_wait} s")
+            delay = min(interval, left)
+        await asyncio.sleep(delay)
 
 
 async def write_results(store: BatchStore, batch_id: str, out: IO[str]) -> int:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -15,9 +17,11 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .embedded import ensure_embedded
+from .errors import RedisUnavailable
 from .settings import Settings
 
 __all__ = [
@@ -27,6 +31,8 @@ __all__ = [
     "connect",
     "follow_master",
     "redact",
+    "redis_errors",
+    "redis_unavailable",
     "resolve_redis_url",
 ]
 
@@ -43,6 +49,31 @@ def resolve_redis_url(settings: Settings) -> str:
 def redact(url: str) -> str:
     """The URL without its password, for messages and logs."""
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def redis_unavailable(url: str, e: BaseException) -> RedisUnavailable:
+    """What went wrong talking to the Redis at ``url``, in words, without its password."""
+    if isinstance(e, OutOfMemoryError):
+        return RedisUnavailable(
+            f"Redis at {redact(url)} is out of memory and refuses writes (maxmemory reached; "
+            "batchq runs it with noeviction so that nothing is silently dropped)"
+        )
+    if isinstance(e, ResponseError):
+        # Reached, but it said no: a read-only replica, ACLs, a wrong password.
+        return RedisUnavailable(f"Redis at {redact(url)} refused the command: {str(e)[:300]}")
+    return RedisUnavailable(f"cannot reach Redis at {redact(url)}: {e}")
+
+
+@contextlib.contextmanager
+def redis_errors(url: str) -> Iterator[None]:
+    """Turn redis-py's errors (and raw socket errors) inside the block into
+    :class:`RedisUnavailable`."""
+    try:
+        yield
+    except TimeoutError:
+        raise  # an OSError too, but one of batchq's own deadlines (wait's timeout)
+    except (RedisError, OSError) as e:
+        raise redis_unavailable(url, e) from None
 
 
 def _retry(retries: int = 20, cap: float = 5.0) -> Retry:

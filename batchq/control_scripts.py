@@ -145,7 +145,9 @@ return 1
 #
 # A retry that dies between the two leaves items that are neither final nor queued: the idle
 # repairer finds them like any lost item (the batch is open again), so nothing is stranded.
-# KEYS: meta, results, retrying, errors, prior, tries, open
+# Each index taken out is also appended to the reruns log, which a reader of results as they
+# land (batchq.completed) follows to learn that a result it yielded is gone and another is due.
+# KEYS: meta, results, retrying, errors, prior, tries, open, reruns
 # ARGV: batch id, now_ms, statuses ('failed,expired'; '*': any), history cap,
 #       'range', first, end (exclusive) | 'list', index...
 _RETRY_STAGE = (
@@ -188,6 +190,7 @@ for _, idx in ipairs(picked) do
       redis.call('HDEL', KEYS[6], idx)
       redis.call('HINCRBY', KEYS[1], st, -1)
       redis.call('RPUSH', KEYS[3], idx)
+      redis.call('RPUSH', KEYS[8], idx)
       n = n + 1
     end
   end
@@ -378,7 +381,7 @@ class ControlScripts:
         select: list[int | str] = ["range", *span] if span else ["list", *(indices or [])]
         res = await _call(
             self._retry_stage,
-            [bk.meta, bk.results, bk.retrying, bk.errors, bk.prior, bk.tries, k.open],
+            [bk.meta, bk.results, bk.retrying, bk.errors, bk.prior, bk.tries, k.open, bk.reruns],
             [batch_id, now_ms, statuses, ERROR_HISTORY, *select],
         )
         return int(res)

@@ -6,7 +6,7 @@ non-blank line is one of
 - a JSON string: a prompt for ``/api/generate``;
 - a native object: ``prompt`` (generate), ``messages`` (chat) or ``input`` (embed, see
   :mod:`batchq.embed_inputs`), plus optional ``custom_id``, ``model``, ``system``, ``options``,
-  ``format``, ``keep_alive``, ``think``, ``images``, ``tools``;
+  ``format``, ``keep_alive``, ``think``, ``images``, ``tools``, ``suffix``;
 - an OpenAI batch request line (``custom_id``, ``method``, ``url``, ``body``) for
   ``/v1/chat/completions``, ``/v1/completions`` or ``/v1/embeddings``, translated to the
   native request.
@@ -49,9 +49,12 @@ _NATIVE_KEYS = frozenset({"custom_id", "model", "prompt", "messages", "system", 
 # decides streaming itself.
 _NATIVE_KEYS |= {"tools", "options", "format", "keep_alive", "think", "stream"}
 _NATIVE_KEYS |= {"input", "truncate", "dimensions"}
+# Ollama's fill-in-the-middle text; OpenAI completion lines carry it too, so that every Item
+# has a native line (what the Python API turns Items back into to validate them).
+_NATIVE_KEYS |= {"suffix"}
 _NATIVE_KEYS_HINT = (
     "unknown field (a line may have custom_id, model, prompt or messages or input, system, "
-    "options, format, keep_alive, think, images, tools, truncate, dimensions)"
+    "options, format, keep_alive, think, images, suffix, tools, truncate, dimensions)"
 )
 
 _ROLES = frozenset({"system", "user", "assistant", "tool"})
@@ -248,6 +251,8 @@ def _native_item(obj: dict[str, Any], index: int, default_model: str | None) -> 
             if kinds
             else "a line needs a prompt (generate), messages (chat) or input (embeddings)"
         )
+    if "suffix" in obj and not has_prompt:
+        raise Bad("suffix goes with a prompt (generate)", "suffix")
     model = check_model(obj, default_model, "model")
     body: dict[str, Any] = {"model": model}
     if "input" in obj:
@@ -263,6 +268,8 @@ def _native_item(obj: dict[str, Any], index: int, default_model: str | None) -> 
             body["system"] = check_str(obj["system"], "system")
         if "images" in obj:
             body["images"] = check_str_list(obj["images"], "images")
+        if "suffix" in obj:
+            body["suffix"] = check_str(obj["suffix"], "suffix")
     else:
         if "images" in obj:
             raise Bad("images go with a prompt; for chat, put them in a message", "images")

@@ -19,7 +19,7 @@ from .errors import ItemNotFound
 from .keys import job_id
 from .models import AttemptError, Item, ItemInfo, ItemState, ItemStatus
 
-__all__ = ["find_indices", "item_info"]
+__all__ = ["find_indices", "item_info", "retry_items"]
 
 
 async def find_indices(
@@ -50,6 +50,20 @@ async def find_indices(
                     raise ItemNotFound(batch_id, cid)
                 out[cid] = index
     return out
+
+
+async def retry_items(
+    store: BatchStore,
+    batch_id: str,
+    *,
+    statuses: Sequence[ItemStatus],
+    custom_ids: Sequence[str] = (),
+) -> int:
+    """``batchq retry``: run again every final item with one of ``statuses`` and the items
+    named by ``custom_ids``; how many. Every id is checked before anything changes: one
+    unknown id (:class:`ItemNotFound`), nothing retried."""
+    found = await find_indices(store, batch_id, custom_ids)
+    return await store.retry(batch_id, statuses=statuses, indices=found.values())
 
 
 async def item_info(store: BatchStore, batch_id: str, custom_id: str) -> ItemInfo:

@@ -29,6 +29,7 @@ name can — but every job id embeds an unguessable batch id, so they cannot col
 | ``{p}:b:{id}:errors`` | HASH | index → the item's last failed attempts (JSON), oldest first |
 | ``{p}:b:{id}:prior`` | HASH | index → attempts of the item's earlier runs (``batchq retry``) |
 | ``{p}:b:{id}:retrying`` | LIST | indices taken out of the results by a retry in progress |
+| ``{p}:b:{id}:reruns`` | LIST | indices retry took out of the results, in order, for as_completed |
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class BatchKeys:
     errors: str
     prior: str
     retrying: str
+    reruns: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,4 +157,5 @@ class Keys:
             errors=f"{base}:errors",
             prior=f"{base}:prior",
             retrying=f"{base}:retrying",
+            reruns=f"{base}:reruns",
         )

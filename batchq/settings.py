@@ -8,10 +8,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["DEFAULT_OLLAMA_HOST", "Settings", "default_home", "normalize_ollama_host"]
+from .errors import ConfigError
+
+__all__ = [
+    "DEFAULT_OLLAMA_HOST",
+    "Settings",
+    "build_settings",
+    "default_home",
+    "normalize_ollama_host",
+]
 
 DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
 
@@ -150,3 +158,16 @@ class Settings(BaseSettings):
         data = self.model_dump()
         data.update({k: v for k, v in kwargs.items() if v is not None})
         return Settings(**data)
+
+
+def build_settings(base: Settings | None = None, **overrides: Any) -> Settings:
+    """``base`` (else the environment's settings) with the non-None ``overrides``; an invalid
+    value is a :class:`ConfigError` naming the setting, not pydantic's multi-line report."""
+    try:
+        if base is None:
+            return Settings(**{k: v for k, v in overrides.items() if v is not None})
+        return base.with_overrides(**overrides)
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"invalid setting {field}: {first['msg']}") from None

@@ -197,6 +197,7 @@ def test_native_generate_with_every_field() -> None:
         "keep_alive": "10m",
         "think": "high",
         "stream": False,
+        "suffix": "Yours truly",
     }
     assert one(line) == Item(
         "a-1",
@@ -206,6 +207,7 @@ def test_native_generate_with_every_field() -> None:
             "prompt": "Why is the sky blue?",
             "system": "be brief",
             "images": ["aGVsbG8="],
+            "suffix": "Yours truly",
             "format": "json",
             "options": {"temperature": 0.1, "num_ctx": 4096},
             "keep_alive": "10m",
@@ -367,6 +369,8 @@ def test_json_error_column_ignores_the_line_terminator() -> None:
         ({"messages": [{"role": "user", "content": "a"}], "images": []}, "images", "in a message"),
         ({"messages": [{"role": "user", "content": "a"}], "tools": {}}, "tools", "array"),
         ({"messages": [{"role": "user", "content": "a"}], "tools": [1]}, "tools[0]", "object"),
+        ({"messages": [{"role": "user", "content": "a"}], "suffix": "s"}, "suffix", "a prompt"),
+        ({"prompt": "a", "suffix": 1}, "suffix", "must be a string"),
     ],
 )
 def test_native_rejections(line: dict[str, Any], field: str | None, match: str) -> None:
