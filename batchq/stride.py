@@ -21,6 +21,7 @@ The meaning of the ``active`` flag in a batch's hash is unchanged: 1 while it is
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from .errors import InputError
 from .keys import ARQ_JOB_PREFIX, ARQ_RESULT_PREFIX
@@ -36,6 +37,7 @@ __all__ = [
     "STRIDE_LUA",
     "check_priority",
     "check_weight",
+    "jain_index",
 ]
 
 DEFAULT_PRIORITY = 0
@@ -70,6 +72,14 @@ def check_weight(value: object) -> float:
             field="weight",
         )
     return w
+
+
+def jain_index(shares: Sequence[float]) -> float:
+    """Jain's fairness index of ``shares``: 1 when all are equal, 1/n when one has it all.
+    Divide each share by its batch's weight first to judge weighted fairness."""
+    if not shares or not any(shares):
+        raise ValueError("no shares to judge")
+    return sum(shares) ** 2 / (len(shares) * sum(x * x for x in shares))
 
 
 # Included by every script that adds a batch to the ready sets or takes it out. ``levels`` is
