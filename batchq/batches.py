@@ -25,6 +25,7 @@ from .keys import BATCH_ID_RE, BatchKeys, Keys
 from .models import BatchState, BatchStatus, Item, ItemStatus
 from .options import check_metadata, check_notify_url
 from .scripts import Scripts
+from .stride import DEFAULT_PRIORITY, DEFAULT_WEIGHT, check_priority, check_weight
 
 __all__ = ["STAGING_TTL_S", "BatchStore", "new_batch_id"]
 
@@ -60,6 +61,8 @@ class BatchStore:
         metadata: Mapping[str, str] | None = None,
         deadline_ms: int | None = None,
         notify: str | None = None,
+        priority: int = DEFAULT_PRIORITY,
+        weight: float = DEFAULT_WEIGHT,
         chunk: int = 1000,
         durable: bool = True,
     ) -> tuple[str, int]:
@@ -70,7 +73,11 @@ class BatchStore:
         ``metadata``: up to 16 string pairs shown with the batch (see :mod:`batchq.options`).
         ``deadline_ms``: items not started by then (epoch ms) expire (see :mod:`batchq.deadlines`).
         ``notify``: a URL that a worker POSTs the final status to (see :mod:`batchq.hooks`).
+        ``priority``, ``weight``: the batch's place in the dispatch order (see
+        :mod:`batchq.stride`).
         """
+        priority = check_priority(priority)
+        weight = check_weight(weight)
         extra: dict[str, str] = {}
         if metadata:
             extra["metadata"] = json.dumps(check_metadata(metadata), ensure_ascii=False)
@@ -108,7 +115,9 @@ class BatchStore:
                             "expired": 0,
                             "cancel_from": -1,
                             "created_at": now,
-                            "active": 1,
+                            "priority": priority,
+                            "weight": repr(weight),
+                            "active": 0,
                             **extra,
                         },
                     )
@@ -118,7 +127,8 @@ class BatchStore:
                     tx.zadd(self.keys.open, {batch_id: now})
                     if deadline_ms is not None:
                         tx.zadd(self.keys.deadlines, {batch_id: deadline_ms})
-                    tx.rpush(self.keys.active, batch_id)
+                    # Ready at its level's smallest pass, atomically with the rest.
+                    await self.scripts.join(batch_id, client=tx)
                     await tx.execute()
             except BaseException:
                 with contextlib.suppress(RedisError):  # else the staging TTL removes them
@@ -383,6 +393,8 @@ def _status(batch_id: str, m: dict[str, str]) -> BatchStatus:
         tokens_out=int(m.get("tokens_out", 0)),
         deadline=clock.iso(m.get("deadline")),
         notify=_hook_state(m),
+        priority=int(m.get("priority", DEFAULT_PRIORITY)),
+        weight=float(m.get("weight", DEFAULT_WEIGHT)),
     )
 
 

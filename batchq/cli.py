@@ -25,6 +25,7 @@ from .models import BatchStatus
 from .options import check_notify_url, parse_deadline, parse_meta_pairs
 from .settings import Settings, build_settings
 from .sources import open_input, submit_source
+from .stride import DEFAULT_PRIORITY, DEFAULT_WEIGHT, check_priority, check_weight
 
 __all__ = ["main"]
 
@@ -80,6 +81,7 @@ def _human_status(s: BatchStatus) -> None:
         f"items     {s.total} total: {s.queued} queued, {s.running} running, "
         f"{s.succeeded} succeeded, {s.failed} failed, {s.cancelled} cancelled{expired}"
     )
+    print(f"dispatch  priority {s.priority}, weight {s.weight:g}")
     if s.notify:
         print(f"notify    {s.notify}")
     for label, value in (
@@ -108,6 +110,8 @@ async def _submit(args: argparse.Namespace, settings: Settings, store: BatchStor
         metadata=metadata,
         deadline_ms=deadline,
         notify=notify,
+        priority=check_priority(args.priority),
+        weight=check_weight(args.weight),
     )
 
 
@@ -442,6 +446,20 @@ def _parser() -> argparse.ArgumentParser:
             metavar="WHEN",
             help="items not started by then expire: a duration (90m, 1h30m, 2d) or an ISO 8601 "
             "time (local unless it names its zone); running items finish",
+        )
+        sp.add_argument(
+            "--priority",
+            type=int,
+            default=DEFAULT_PRIORITY,
+            help="dispatch order between batches: a higher priority gets every item to dispatch "
+            f"before a lower one gets any (integer, default {DEFAULT_PRIORITY})",
+        )
+        sp.add_argument(
+            "--weight",
+            type=float,
+            default=DEFAULT_WEIGHT,
+            help="share of the dispatch among batches of the same priority, proportional to the "
+            f"weight (positive, default {DEFAULT_WEIGHT:g})",
         )
         sp.add_argument(
             "--meta",

@@ -42,6 +42,7 @@ from .models import BatchStatus, ItemInfo, ItemResult, ItemStatus
 from .options import Deadline, check_metadata, check_notify_url, resolve_deadline
 from .settings import Settings, build_settings
 from .sources import Source, submit_source
+from .stride import DEFAULT_PRIORITY, DEFAULT_WEIGHT, check_priority, check_weight
 
 __all__ = ["PAGE_SIZE", "BatchClient", "Output", "ProgressCallback"]
 
@@ -145,6 +146,8 @@ class BatchClient:
         metadata: Mapping[str, str] | None = None,
         deadline: Deadline | None = None,
         notify: str | None = None,
+        priority: int = DEFAULT_PRIORITY,
+        weight: float = DEFAULT_WEIGHT,
     ) -> BatchStatus:
         """Validate and queue a batch, as ``batchq submit`` does; nothing is queued if any item
         is bad (:class:`InputError` naming the line, counting from 1, and the field).
@@ -158,9 +161,13 @@ class BatchClient:
         ``metadata`` (``--meta``): up to 16 string pairs shown with the batch. ``deadline``
         (``--deadline``): items not started by then expire; ``"90m"``, an ISO 8601 time, a
         ``timedelta`` or a ``datetime`` (local time if naive). ``notify`` (``--notify``): an
-        http(s) URL the final status is POSTed to. All three are checked before any item is
+        http(s) URL the final status is POSTed to. ``priority`` (``--priority``, an integer):
+        batches of a higher priority are dispatched first; ``weight`` (``--weight``, positive):
+        the batch's share among batches of its priority. All are checked before any item is
         read, as the command checks them (:class:`InputError` naming the field).
         """
+        priority = check_priority(priority)
+        weight = check_weight(weight)
         meta = check_metadata(metadata) if metadata is not None else None
         deadline_ms = (
             None if deadline is None else resolve_deadline(deadline, now_ms=clock.now_ms())
@@ -178,6 +185,8 @@ class BatchClient:
                 metadata=meta,
                 deadline_ms=deadline_ms,
                 notify=hook,
+                priority=priority,
+                weight=weight,
             )
             return await store.status(batch_id)
 

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from .keys import ARQ_IN_PROGRESS_PREFIX, ARQ_JOB_PREFIX, Keys
 from .models import ItemError
 from .scripts import _FINALIZE, _call, _str
+from .stride import STRIDE_LUA
 
 __all__ = ["ERROR_HISTORY", "ControlScripts"]
 
@@ -50,16 +51,17 @@ local function push_error(errors, prior, idx, attempt, etype, message, code, at,
 end
 """
 
-# KEYS: meta, results, redo, queue, active, open
+# KEYS: meta, results, redo, queue, ready, open
 # ARGV: batch id, now_ms
 _PAUSE = (
-    """
+    STRIDE_LUA
+    + """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return false end
 if state ~= 'queued' and state ~= 'running' then return state end
 local bid = ARGV[1]
-redis.call('HSET', KEYS[1], 'state', 'paused', 'paused_at', ARGV[2], 'active', 0)
-redis.call('LREM', KEYS[5], 0, bid)
+redis.call('HSET', KEYS[1], 'state', 'paused', 'paused_at', ARGV[2])
+leave(KEYS[5], KEYS[1], bid)
 -- A paused batch makes no progress on purpose: not a candidate for idle repair.
 redis.call('ZREM', KEYS[6], bid)
 -- Items waiting in arq's window go back to the batch, to be dispatched first on resume. Ones
@@ -86,11 +88,12 @@ return 'paused'
 """
 )
 
-# KEYS: meta, queue, leases, active, open
+# KEYS: meta, queue, leases, ready, open
 # ARGV: batch id, now_ms
 _RESUME = (
-    """
-local m = redis.call('HMGET', KEYS[1], 'state', 'started_at', 'finished_at', 'active')
+    STRIDE_LUA
+    + """
+local m = redis.call('HMGET', KEYS[1], 'state', 'started_at', 'finished_at')
 if not m[1] then return false end
 if m[1] ~= 'paused' then return m[1] end
 local bid = ARGV[1]
@@ -98,10 +101,8 @@ local state = 'queued'
 if m[2] then state = 'running' end
 redis.call('HSET', KEYS[1], 'state', state)
 if not m[3] then redis.call('ZADD', KEYS[5], ARGV[2], bid) end
-if m[4] ~= '1' then
-  redis.call('HSET', KEYS[1], 'active', 1)
-  redis.call('RPUSH', KEYS[4], bid)
-end
+-- At the smallest pass of its level: the pause earned it no credit.
+join(KEYS[4], KEYS[1], bid, false)
 -- Jobs the start script parked while paused wait far in the future: due now.
 local plen = string.len(bid) + 1
 for _, jid in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
@@ -210,9 +211,11 @@ return n
 """
 )
 
-# KEYS: meta, retrying, redo, active.  ARGV: batch id
-_RETRY_COMMIT = """
-local m = redis.call('HMGET', KEYS[1], 'state', 'active')
+# KEYS: meta, retrying, redo, ready.  ARGV: batch id
+_RETRY_COMMIT = (
+    STRIDE_LUA
+    + """
+local m = redis.call('HMGET', KEYS[1], 'state')
 if not m[1] then return -1 end
 -- Cancelled since: the repairer records the staged items as cancelled, like any lost item.
 if m[1] == 'cancelled' then
@@ -222,12 +225,10 @@ end
 local n = 0
 while redis.call('LMOVE', KEYS[2], KEYS[3], 'LEFT', 'RIGHT') do n = n + 1 end
 -- A paused batch takes them up on resume.
-if n > 0 and m[1] ~= 'paused' and m[2] ~= '1' then
-  redis.call('HSET', KEYS[1], 'active', 1)
-  redis.call('RPUSH', KEYS[4], ARGV[1])
-end
+if n > 0 and m[1] ~= 'paused' then join(KEYS[4], KEYS[1], ARGV[1], false) end
 return n
 """
+)
 
 
 # The deadline passed: items never attempted become final as expired; attempted ones (running,
@@ -235,7 +236,7 @@ return n
 # nothing more is dispatched, and expires what waits in the redo list and arq's window; every
 # call then writes the results of one chunk of the never-dispatched items (a million at once
 # would block the server). Returns how many are still to write; -1: no such batch; -2: not due.
-# KEYS: meta, results, redo, tries, queue, active, open
+# KEYS: meta, results, redo, tries, queue, ready, open
 # ARGV: batch id, now_ms, chunk, payload
 _EXPIRE = (
     _FINALIZE
@@ -318,7 +319,7 @@ class ControlScripts:
         bk = k.batch(batch_id)
         res = await _call(
             self._pause,
-            [bk.meta, bk.results, bk.redo, k.queue, k.active, k.open],
+            [bk.meta, bk.results, bk.redo, k.queue, k.ready, k.open],
             [batch_id, now_ms],
         )
         return None if res is None else _str(res)
@@ -327,7 +328,7 @@ class ControlScripts:
         k = self.keys
         res = await _call(
             self._resume,
-            [k.batch(batch_id).meta, k.queue, k.leases, k.active, k.open],
+            [k.batch(batch_id).meta, k.queue, k.leases, k.ready, k.open],
             [batch_id, now_ms],
         )
         return None if res is None else _str(res)
@@ -390,7 +391,7 @@ class ControlScripts:
         """Dispatch the staged items again; how many."""
         bk = self.keys.batch(batch_id)
         res = await _call(
-            self._retry_commit, [bk.meta, bk.retrying, bk.redo, self.keys.active], [batch_id]
+            self._retry_commit, [bk.meta, bk.retrying, bk.redo, self.keys.ready], [batch_id]
         )
         return int(res)
 
@@ -401,7 +402,7 @@ class ControlScripts:
         bk = k.batch(batch_id)
         res = await _call(
             self._expire,
-            [bk.meta, bk.results, bk.redo, bk.tries, k.queue, k.active, k.open],
+            [bk.meta, bk.results, bk.redo, bk.tries, k.queue, k.ready, k.open],
             [batch_id, now_ms, chunk, payload],
         )
         return int(res)

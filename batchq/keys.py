@@ -7,7 +7,9 @@ name can — but every job id embeds an unguessable batch id, so they cannot col
 | key | type | content |
 |---|---|---|
 | ``{p}:batches`` | ZSET | batch id → creation time (ms); the index behind ``batchq list`` |
-| ``{p}:active`` | LIST | batches that still have items to dispatch, rotated for round-robin |
+| ``{p}:ready`` | ZSET | priority levels that have ready batches → the priority (batchq.stride) |
+| ``{p}:ready:{prio}`` | ZSET | ready batches of one priority → pass (stride scheduling) |
+| ``{p}:active`` | LIST | before priorities: the round-robin list; the dispatcher empties it |
 | ``{p}:open`` | ZSET | unfinished batches → time of their last progress (ms), for repair |
 | ``{p}:deadlines`` | ZSET | batches with a deadline not yet acted on → the deadline (ms) |
 | ``{p}:hooks`` | ZSET | finished batches whose completion hook is due → when (ms) |
@@ -90,7 +92,15 @@ class Keys:
         return f"{self.prefix}:batches"
 
     @property
-    def active(self) -> str:
+    def ready(self) -> str:
+        """The ready levels; the scripts reach a level's batches as ``ready .. ':' .. prio``."""
+        return f"{self.prefix}:ready"
+
+    def ready_level(self, priority: int) -> str:
+        return f"{self.ready}:{priority}"
+
+    @property
+    def legacy_active(self) -> str:
         return f"{self.prefix}:active"
 
     @property

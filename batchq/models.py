@@ -183,6 +183,10 @@ class BatchStatus(BaseModel):
     # The completion hook (submit --notify), None without one: waiting (for the batch to
     # finish), pending, sending, delivered, failed, or unknown (its sender died mid-POST).
     notify: str | None = None
+    # The dispatch order (batchq.stride): higher priorities first; within one, shares of the
+    # dispatch proportional to the weights.
+    priority: int = 0
+    weight: float = 1.0
 
     @property
     def done(self) -> int:

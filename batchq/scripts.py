@@ -12,22 +12,20 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
-from .keys import (
-    ARQ_IN_PROGRESS_PREFIX,
-    ARQ_JOB_PREFIX,
-    ARQ_RESULT_PREFIX,
-    ARQ_RETRY_PREFIX,
-    Keys,
-)
+from .keys import ARQ_IN_PROGRESS_PREFIX, ARQ_JOB_PREFIX, ARQ_RETRY_PREFIX, Keys
+from .stride import DISPATCH_LUA, JOIN_LUA, STRIDE_LUA
 
 __all__ = ["Claim", "DispatchOutcome", "Scripts", "StartOutcome"]
 
 # Shared by every script that can make an item final. A result is written once (HSETNX): the
 # first writer wins and only that write moves a counter, so a job that arq runs twice is
 # counted once. The running counter follows the lease set, which is likewise idempotent.
-_FINALIZE = """
+_FINALIZE = (
+    STRIDE_LUA
+    + """
 -- Convention: every script that includes these functions passes the open-batches key last.
 local OPEN = KEYS[#KEYS]
 
@@ -37,7 +35,7 @@ local function release(meta, leases, jid)
   end
 end
 
-local function close_if_done(meta, active, bid, now)
+local function close_if_done(meta, ready, bid, now)
   local m = redis.call('HMGET', meta, 'total', 'succeeded', 'failed', 'cancelled', 'state',
                        'expired', 'hooks')
   local expired = tonumber(m[6] or '0')
@@ -47,96 +45,29 @@ local function close_if_done(meta, active, bid, now)
     if m[5] ~= 'cancelled' then
       redis.call('HSET', meta, 'state', expired > 0 and 'expired' or 'completed')
     end
-    redis.call('HSET', meta, 'active', 0)
-    redis.call('LREM', active, 0, bid)
+    leave(ready, meta, bid)
     redis.call('ZREM', OPEN, bid)
     -- A completion hook to send (submit --notify): the key travels in the batch's metadata.
     if m[7] then redis.call('ZADD', m[7], now, bid) end
   end
 end
 
-local function finalize(meta, results, leases, active, bid, idx, jid, status, payload, now)
+local function finalize(meta, results, leases, ready, bid, idx, jid, status, payload, now)
   release(meta, leases, jid)
   if redis.call('HSETNX', results, idx, payload) == 0 then return 0 end
   redis.call('HDEL', meta .. ':tries', idx)
   redis.call('HINCRBY', meta, status, 1)
   -- Progress: what the idle-batch check of the repairer looks at.
   redis.call('ZADD', OPEN, 'XX', now, bid)
-  close_if_done(meta, active, bid, now)
+  close_if_done(meta, ready, bid, now)
   return 1
 end
 """
+)
 
 _CANCELLED_PAYLOAD = '{"s":"cancelled"}'
 
-# KEYS: active, queue, workers, worker-slots
-# ARGV: now_ms, batch key prefix, job ttl ms, function name, max items, window factor,
-#       minimum window
-_DISPATCH = (
-    """
-local now = tonumber(ARGV[1])
-local bprefix = ARGV[2]
-local ttl = ARGV[3]
-local fn = ARGV[4]
-local max_items = tonumber(ARGV[5])
-local factor = tonumber(ARGV[6])
-local min_window = tonumber(ARGV[7])
-
-local slots = 0
-for _, w in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], now, '+inf')) do
-  slots = slots + tonumber(redis.call('HGET', KEYS[4], w) or '0')
-end
-local window = math.max(math.ceil(slots * factor), min_window)
-local queued = redis.call('ZCARD', KEYS[2])
-local room = math.min(window - queued, max_items)
-local sent = 0
-local batches = redis.call('LLEN', KEYS[1])
-while sent < room and batches > 0 do
-  -- Rotating the list one batch per item is the round-robin: each active batch gets one
-  -- slot in turn, so a small batch never waits behind a big one.
-  local bid = redis.call('LMOVE', KEYS[1], KEYS[1], 'LEFT', 'RIGHT')
-  local meta = bprefix .. bid
-  local m = redis.call('HMGET', meta, 'state', 'next', 'total')
-  local idx = false
-  if m[1] == 'queued' or m[1] == 'running' then
-    idx = redis.call('LPOP', meta .. ':redo')
-    if not idx then
-      local nxt = tonumber(m[2])
-      if nxt < tonumber(m[3]) then
-        redis.call('HSET', meta, 'next', nxt + 1)
-        idx = tostring(nxt)
-      end
-    end
-  end
-  if idx then
-    local jid = bid .. ':' .. idx
-    if redis.call('HEXISTS', meta .. ':results', idx) == 0
-       and redis.call('EXISTS', '"""
-    + ARQ_JOB_PREFIX
-    + """' .. jid, '"""
-    + ARQ_RESULT_PREFIX
-    + """' .. jid) == 0 then
-      -- arq's invariants: the job key is written with (before) its queue entry, carries the
-      -- worker's serializer (JSON), and an existing id is never overwritten.
-      local payload = '{"t":1,"f":"' .. fn .. '","a":["' .. bid .. '",' .. idx .. '],"k":{},"et":'
-        .. ARGV[1] .. '}'
-      redis.call('SET', '"""
-    + ARQ_JOB_PREFIX
-    + """' .. jid, payload, 'PX', ttl)
-      redis.call('ZADD', KEYS[2], now, jid)
-      sent = sent + 1
-    end
-  else
-    redis.call('LREM', KEYS[1], 0, bid)
-    if m[1] then redis.call('HSET', meta, 'active', 0) end
-    batches = batches - 1
-  end
-end
-return {sent, queued + sent, window, redis.call('LLEN', KEYS[1])}
-"""
-)
-
-# KEYS: meta, results, leases, active, queue, items, open
+# KEYS: meta, results, leases, ready, queue, items, open
 # ARGV: batch id, index, job id, now_ms, lease deadline ms
 _START = (
     _FINALIZE
@@ -170,7 +101,7 @@ return {'ok', redis.call('HINCRBY', KEYS[1] .. ':tries', ARGV[2], 1),
 """
 )
 
-# KEYS: meta, results, leases, active, queue, open
+# KEYS: meta, results, leases, ready, queue, open
 # ARGV: batch id, index, job id, status, payload, now_ms, prompt tokens, output tokens
 _FINISH = (
     _FINALIZE
@@ -235,7 +166,7 @@ return out
 """
 )
 
-# KEYS: leases, queue, active, workers, worker-slots, open
+# KEYS: leases, queue, ready, workers, worker-slots, open
 # ARGV: now_ms, batch key prefix, most leases to reap, arq's claim TTL ms, grace ms
 _REAP = (
     _FINALIZE
@@ -288,10 +219,7 @@ for _, jid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMI
       redis.call('ZADD', KEYS[2], ARGV[1], jid)
     else
       redis.call('RPUSH', meta .. ':redo', idx)
-      if redis.call('HGET', meta, 'active') ~= '1' then
-        redis.call('HSET', meta, 'active', 1)
-        redis.call('RPUSH', KEYS[3], bid)
-      end
+      join(KEYS[3], meta, bid, false)
     end
   end
   n = n + 1
@@ -300,7 +228,7 @@ return n
 """
 )
 
-# KEYS: meta, results, redo, queue, leases, active, open
+# KEYS: meta, results, redo, queue, leases, ready, open
 # ARGV: batch id, first index, end index (exclusive), now_ms
 _REPAIR = (
     _FINALIZE
@@ -339,10 +267,7 @@ for i = tonumber(ARGV[2]), last do
     n = n + 1
   end
 end
-if n > 0 and m[1] ~= 'cancelled' and redis.call('HGET', KEYS[1], 'active') ~= '1' then
-  redis.call('HSET', KEYS[1], 'active', 1)
-  redis.call('RPUSH', KEYS[6], bid)
-end
+if n > 0 and m[1] ~= 'cancelled' then join(KEYS[6], KEYS[1], bid, false) end
 return n
 """
 )
@@ -364,7 +289,7 @@ return 1
 """
 )
 
-# KEYS: meta, results, redo, active, queue, open
+# KEYS: meta, results, redo, ready, queue, open
 # ARGV: batch id, now_ms
 _CANCEL = (
     _FINALIZE
@@ -400,8 +325,7 @@ end
 redis.call('HSET', KEYS[1], 'state', 'cancelled', 'cancel_from', m[2], 'next', m[3],
            'cancelled_at', ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'cancelled', n)
-redis.call('LREM', KEYS[4], 0, bid)
-redis.call('HSET', KEYS[1], 'active', 0)
+leave(KEYS[4], KEYS[1], bid)
 close_if_done(KEYS[1], KEYS[4], bid, ARGV[2])
 return 'cancelled'
 """
@@ -434,7 +358,8 @@ class Scripts:
 
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self.keys = keys
-        self._dispatch = redis.register_script(_DISPATCH)
+        self._dispatch = redis.register_script(DISPATCH_LUA)
+        self._join = redis.register_script(JOIN_LUA)
         self._start = redis.register_script(_START)
         self._finish = redis.register_script(_FINISH)
         self._release = redis.register_script(_RELEASE)
@@ -456,11 +381,19 @@ class Scripts:
         k = self.keys
         res = await _call(
             self._dispatch,
-            [k.active, k.queue, k.workers, k.worker_slots],
+            [k.ready, k.queue, k.workers, k.worker_slots, k.legacy_active],
             [now_ms, k.batch_prefix(), job_ttl_ms, function, max_items, window_factor, min_window],
         )
         sent, in_queue, window, active = (int(x) for x in res)
         return DispatchOutcome(sent, in_queue, window, active)
+
+    async def join(self, batch_id: str, *, client: Redis | Pipeline | None = None) -> None:
+        """Ready the batch for dispatch at its level's smallest pass (:mod:`batchq.stride`);
+        ``client``: e.g. a transaction to do it in."""
+        k = self.keys
+        await cast(Any, self._join)(
+            keys=[k.ready, k.batch(batch_id).meta], args=[batch_id], client=client
+        )
 
     async def begin(
         self, batch_id: str, index: int, jid: str, *, now_ms: int, lease_until_ms: int
@@ -471,7 +404,7 @@ class Scripts:
         bk = k.batch(batch_id)
         res = await _call(
             self._start,
-            [bk.meta, bk.results, k.leases, k.active, k.queue, bk.items, k.open],
+            [bk.meta, bk.results, k.leases, k.ready, k.queue, bk.items, k.open],
             [batch_id, index, jid, now_ms, lease_until_ms],
         )
         if isinstance(res, list):
@@ -517,7 +450,7 @@ class Scripts:
                 bk.meta,
                 bk.results,
                 self.keys.leases,
-                self.keys.active,
+                self.keys.ready,
                 self.keys.queue,
                 self.keys.open,
             ],
@@ -544,7 +477,7 @@ class Scripts:
         k = self.keys
         res = await _call(
             self._reap,
-            [k.leases, k.queue, k.active, k.workers, k.worker_slots, k.open],
+            [k.leases, k.queue, k.ready, k.workers, k.worker_slots, k.open],
             [now_ms, k.batch_prefix(), limit, claim_ttl_ms, grace_ms],
         )
         return int(res)
@@ -555,7 +488,7 @@ class Scripts:
         bk = k.batch(batch_id)
         res = await _call(
             self._repair,
-            [bk.meta, bk.results, bk.redo, k.queue, k.leases, k.active, k.open],
+            [bk.meta, bk.results, bk.redo, k.queue, k.leases, k.ready, k.open],
             [batch_id, start, end, now_ms],
         )
         return int(res)
@@ -564,7 +497,7 @@ class Scripts:
         bk = self.keys.batch(batch_id)
         res = await _call(
             self._cancel,
-            [bk.meta, bk.results, bk.redo, self.keys.active, self.keys.queue, self.keys.open],
+            [bk.meta, bk.results, bk.redo, self.keys.ready, self.keys.queue, self.keys.open],
             [batch_id, now_ms],
         )
         if res is None:

@@ -264,6 +264,9 @@ class SimServer:
         self._prompts: dict[str, int] = {}
         # Arrival times (epoch s) of inference requests, for tests of global rate limits.
         self._arrivals: list[float] = []
+        # The prompt of each arrival, by position: which batch a request came from, when a
+        # test tags its prompts (the dispatch-fairness tests).
+        self._arrival_prompts: list[str] = []
         for st in self._states.values():
             st.peak = st.busy
 
@@ -343,6 +346,7 @@ class SimServer:
             "in_flight": self._in_flight,
             "prompts": dict(self._prompts),
             "arrivals": list(self._arrivals),
+            "arrival_prompts": list(self._arrival_prompts),
         }
 
     @web.middleware
@@ -551,6 +555,7 @@ class SimServer:
         self._prompts[job.prompt] = self._prompts.get(job.prompt, 0) + 1
         if len(self._arrivals) < _MAX_ARRIVALS:
             self._arrivals.append(time.time())
+            self._arrival_prompts.append(job.prompt)
         midstream, slow = self._admit(job.name)
         self._in_flight += 1
         try:

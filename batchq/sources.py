@@ -26,6 +26,7 @@ from .errors import ConfigError, InputError
 from .inputs import InputFormat, detect_format, iter_items
 from .models import Endpoint, Item
 from .settings import Settings
+from .stride import DEFAULT_PRIORITY, DEFAULT_WEIGHT
 
 __all__ = ["Source", "ValueLines", "open_input", "source_items", "submit_source"]
 
@@ -167,10 +168,13 @@ async def submit_source(
     metadata: Mapping[str, str] | None = None,
     deadline_ms: int | None = None,
     notify: str | None = None,
+    priority: int = DEFAULT_PRIORITY,
+    weight: float = DEFAULT_WEIGHT,
 ) -> tuple[str, int]:
     """Validate ``source`` while storing it as a batch; returns (batch id, items). A file's
     batch is named after the file unless ``name`` is given. Nothing is enqueued if any item is
-    bad. ``metadata``, ``deadline_ms`` and ``notify`` are :meth:`BatchStore.submit`'s."""
+    bad. ``metadata``, ``deadline_ms``, ``notify``, ``priority`` and ``weight`` are
+    :meth:`BatchStore.submit`'s."""
     if name is None and isinstance(source, str | os.PathLike) and os.fspath(source) != "-":
         name = Path(source).name
     with source_items(
@@ -182,5 +186,7 @@ async def submit_source(
             metadata=metadata,
             deadline_ms=deadline_ms,
             notify=notify,
+            priority=priority,
+            weight=weight,
             chunk=settings.submit_chunk,
         )

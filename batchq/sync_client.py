@@ -38,6 +38,7 @@ from .models import BatchStatus, ItemInfo, ItemResult
 from .options import Deadline
 from .settings import Settings
 from .sources import Source
+from .stride import DEFAULT_PRIORITY, DEFAULT_WEIGHT
 
 __all__ = ["SyncBatchClient"]
 
@@ -167,6 +168,8 @@ class SyncBatchClient:
         metadata: Mapping[str, str] | None = None,
         deadline: Deadline | None = None,
         notify: str | None = None,
+        priority: int = DEFAULT_PRIORITY,
+        weight: float = DEFAULT_WEIGHT,
     ) -> BatchStatus:
         return self._run(
             self._client.submit(
@@ -177,6 +180,8 @@ class SyncBatchClient:
                 metadata=metadata,
                 deadline=deadline,
                 notify=notify,
+                priority=priority,
+                weight=weight,
             )
         )
 

@@ -268,7 +268,7 @@ def fill_results(lab: Lab, big: BigBatch) -> None:
                 "finished_at": now,
             },
         )
-        tx.lrem(Keys(big.prefix).active, 0, big.batch_id)
+        tx.zrem(Keys(big.prefix).ready_level(0), big.batch_id)
         tx.zrem(Keys(big.prefix).open, big.batch_id)
         tx.delete(bk.redo, bk.tries)
         tx.execute()

@@ -8,6 +8,7 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable
 
+from _fairness import t_fairness
 from _fixtures import BigBatch, Ctx, Row, fill_results, raw_export, verdict
 from _harness import (
     MODEL,
@@ -495,6 +496,7 @@ TARGETS: dict[str, Callable[[Ctx], None]] = {
     "queue": t_queue,
     "saturation": t_saturation,
     "scaling": t_scaling,
+    "fairness": t_fairness,
 }
 
 NUMBERS = {
@@ -507,6 +509,7 @@ NUMBERS = {
     "scaling": 7,
     "dispatch": 8,
     "dispatch-cost": 8,
+    "fairness": 9,
 }
 
 __all__ = ["NUMBERS", "TARGETS"]

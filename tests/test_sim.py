@@ -512,6 +512,7 @@ def test_stats_over_http_and_reset() -> None:
             assert stats["max_concurrency"] == {"llama3.2": 1}
             assert len(stats["arrivals"]) == 3  # inference requests for a known model
             assert stats["arrivals"] == sorted(stats["arrivals"])
+            assert sorted(stats["arrival_prompts"]) == ["a", "a", "b"]
             assert (await http.post("/_sim/reset")).status_code == 200
             assert server.stats() == {
                 "requests": 0,
@@ -520,6 +521,7 @@ def test_stats_over_http_and_reset() -> None:
                 "in_flight": 0,
                 "prompts": {},
                 "arrivals": [],
+                "arrival_prompts": [],
             }
 
     run(body)
