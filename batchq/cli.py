@@ -8,24 +8,19 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import logging
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-
-from . import clock
-from .batches import BatchStore
 from .client import BatchClient
-from .connection import redact, redis_errors, resolve_redis_url
-from .errors import BatchqError, ConfigError, OllamaError
-from .inputs import detect_format
-from .models import BatchStatus
-from .options import check_notify_url, parse_deadline, parse_meta_pairs
+from .connection import redis_errors
+from .errors import BatchqError, ConfigError
 from .settings import Settings, build_settings
-from .sources import open_input, submit_source
-from .stride import DEFAULT_PRIORITY, DEFAULT_WEIGHT, check_priority, check_weight
+from .stride import DEFAULT_PRIORITY, DEFAULT_WEIGHT
+
+if TYPE_CHECKING:
+    from .batches import BatchStore
+    from .models import BatchStatus
 
 __all__ = ["main"]
 
@@ -94,330 +89,14 @@ def _human_status(s: BatchStatus) -> None:
             print(f"{label:<9} {value}")
 
 
-async def _submit(args: argparse.Namespace, settings: Settings, store: BatchStore) -> Any:
-    # Checked before the file is read: a typo in an option must not cost a long upload.
-    metadata = parse_meta_pairs(args.meta or ())
-    deadline = parse_deadline(args.deadline, now_ms=clock.now_ms()) if args.deadline else None
-    notify = check_notify_url(args.notify) if args.notify else None
-    source = sys.stdin.buffer if args.file == "-" else args.file
-    return await submit_source(
-        store,
-        source,
-        settings=settings,
-        model=args.model,
-        name=args.name,
-        fmt=args.format,
-        metadata=metadata,
-        deadline_ms=deadline,
-        notify=notify,
-        priority=check_priority(args.priority),
-        weight=check_weight(args.weight),
-    )
-
-
-async def cmd_submit(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    async with _store(settings) as (store, _):
-        batch_id, total = await _submit(args, settings, store)
-    _print(args, {"batch_id": batch_id, "total": total}, lambda: print(batch_id))
-    return 0
-
-
-async def cmd_status(args: argparse.Namespace) -> int:
-    if not args.batch_id:
-        if args.watch:
-            raise ConfigError("--watch needs a batch id")
-        return await cmd_list(args)
-    if args.watch:
-        return await _watch(args)
-    async with _store(_settings(args)) as (store, _):
-        s = await store.status(args.batch_id)
-    _print(args, s.model_dump(mode="json"), lambda: _human_status(s))
-    return 0
-
-
-async def _watch(args: argparse.Namespace) -> int:
-    from .watch import watch
-
-    console = Console()
-    mode = "json" if args.json else "live" if console.is_terminal else "plain"
-    if args.interval is not None and args.interval <= 0:
-        raise ConfigError("--interval must be a positive number of seconds")
-    interval = args.interval or (1.0 if mode == "live" else 10.0)
-    async with _store(_settings(args)) as (store, _):
-        await store.meta(args.batch_id)  # unknown id: one clear error before watching
-        await watch(store, args.batch_id, console=console, mode=mode, interval=interval)
-    return 0
-
-
-async def cmd_top(args: argparse.Namespace) -> int:
-    from .top import render, snapshot, top
-
-    if args.interval <= 0:
-        raise ConfigError("--interval must be a positive number of seconds")
-    console = Console()
-    async with _store(_settings(args)) as (store, _):
-        if args.json or args.once or not console.is_terminal:
-            snap = await snapshot(store)
-            _print(args, snap.to_json(), lambda: _console().print(render(snap, None)))
-        else:
-            await top(store, console=console, interval=args.interval)
-    return 0
-
-
-async def cmd_metrics(args: argparse.Namespace) -> int:
-    from .metrics import app
-    from .web import run_server
-
-    async with _store(_settings(args)) as (store, _):
-        application = app(store.redis, store.keys, recent=args.batches)
-        await run_server(application, args.host, args.port, "Prometheus metrics")
-    return 0
-
-
-async def cmd_serve(args: argparse.Namespace) -> int:
-    from .web import app, run_server
-
-    async with _store(_settings(args)) as (store, _):
-        await run_server(app(store, limit=args.limit), args.host, args.port, "batchq status page")
-    return 0
-
-
-async def cmd_list(args: argparse.Namespace) -> int:
-    from .tables import batch_rows, batches_table
-
-    async with _store(_settings(args)) as (store, _):
-        batches = await store.recent(limit=args.limit)
-    rows = batch_rows(batches, clock.now_ms())
-
-    def human() -> None:
-        if not rows:
-            print("no batches")
-        else:
-            _console().print(batches_table(rows))
-
-    _print(args, rows, human)
-    return 0
-
-
-def _console() -> Console:
-    console = Console()
-    # Piped output keeps whole lines rather than rich's 80-column default.
-    return console if console.is_terminal else Console(width=max(console.width, 160))
-
-
-async def cmd_results(args: argparse.Namespace) -> int:
-    async with BatchClient(_settings(args)) as client:
-        ok, failed = await client.export_results(
-            args.batch_id,
-            args.output,
-            wait=args.wait,
-            fmt=args.output_format,
-            errors=args.errors,
-        )
-    _report_written(args, ok, failed)
-    return 0
-
-
-def _report_written(args: argparse.Namespace, ok: int, failed: int) -> None:
-    if args.errors is not None:
-        where = "stdout" if args.output == "-" else args.output
-        print(
-            f"wrote {ok} results to {where} and {failed} failed or cancelled to {args.errors}",
-            file=sys.stderr,
-        )
-    elif args.output != "-":
-        print(f"wrote {ok + failed} results to {args.output}", file=sys.stderr)
-
-
-def _control(op: Callable[[BatchStore, str], Awaitable[BatchStatus]]) -> Any:
-    """A command that changes a batch and prints its status afterwards."""
-
-    async def command(args: argparse.Namespace) -> int:
-        async with _store(_settings(args)) as (store, _):
-            s = await op(store, args.batch_id)
-        _print(args, s.model_dump(mode="json"), lambda: _human_status(s))
-        return 0
-
-    return command
-
-
-cmd_cancel = _control(BatchStore.cancel)
-cmd_pause = _control(BatchStore.pause)
-cmd_resume = _control(BatchStore.resume)
-
-
-async def cmd_repair(args: argparse.Namespace) -> int:
-    async with _store(_settings(args)) as (store, _):
-        n = await store.repair(args.batch_id)
-    _print(
-        args,
-        {"batch_id": args.batch_id, "requeued": n},
-        lambda: print(f"{n} lost item(s) of {args.batch_id} queued again"),
-    )
-    return 0
-
-
-async def cmd_limits(args: argparse.Namespace) -> int:
-    from .admission import Admission
-
-    settings = _settings(args)
-    async with _store(settings) as (store, _):
-        adm = Admission(store.redis, store.keys, settings.ollama_hosts[0])
-        rate, conc, tpm = args.limit_rate, args.limit_concurrency, args.limit_tpm
-        if args.clear or rate is not None or conc is not None or tpm is not None:
-            await adm.configure(
-                rate=rate, concurrency=conc, tokens_per_minute=tpm, clear=args.clear
-            )
-        lim = await adm.limits()
-    data = {
-        "endpoint": lim.endpoint,
-        "rate": lim.rate,
-        "concurrency": lim.concurrency,
-        "tokens_per_minute": lim.tokens_per_minute,
-        "in_flight": lim.in_flight,
-    }
-
-    def human() -> None:
-        rate = f"{lim.rate:g}/s" if lim.rate else "none"
-        conc = str(lim.concurrency) if lim.concurrency else "none"
-        tpm = f"{lim.tokens_per_minute}/min" if lim.tokens_per_minute else "none"
-        print(
-            f"{lim.endpoint}: rate {rate}, concurrency {conc}, tokens {tpm},"
-            f" in flight {lim.in_flight}"
-        )
-
-    _print(args, data, human)
-    return 0
-
-
-async def _ollama_version(settings: Settings) -> str:
-    """Ollama's version, or a ConfigError that says how to get one to answer."""
-    from .runner import check_ollama
-
-    try:
-        return await check_ollama(settings)
-    except OllamaError as e:
-        raise ConfigError(
-            f"{e}. Start Ollama, point OLLAMA_HOST (or --ollama) at it, or try batchq "
-            "against the simulator: `batchq sim` in another terminal (simulated answers)."
-        ) from None
-
-
-async def cmd_run(args: argparse.Namespace) -> int:
-    from .runner import start_workers, watch_progress, write_output
-
-    settings = _settings(args)
-    version = await _ollama_version(settings)
-    console = Console(stderr=True)
-    async with _store(settings) as (store, url):
-        batch_id, total = await _submit(args, settings, store)
-        console.print(
-            f"batch {batch_id}: {total} items → Ollama {version} at {settings.ollama_host}, "
-            f"{args.workers} worker(s) x {settings.concurrency}"
-        )
-        log_dir = settings.home / "logs" / batch_id
-        with start_workers(settings, url, args.workers, log_dir) as procs:
-            status = await watch_progress(
-                store, batch_id, console=console, show=not args.json, workers=procs
-            )
-        ok, failed = await write_output(
-            store, batch_id, args.output, fmt=args.output_format, errors=args.errors
-        )
-    if not args.json:
-        where = f"{ok + failed} results in {args.output}"
-        if args.errors is not None:
-            where = f"{ok} results in {args.output}, {failed} in {args.errors}"
-        console.print(f"{status.succeeded} succeeded, {status.failed} failed; {where}")
-    else:
-        print(json.dumps(status.model_dump(mode="json")))
-    return 1 if args.strict and status.failed else 0
-
-
-async def cmd_bench(args: argparse.Namespace) -> int:
-    from .modelbench import bench_json, bench_prompts, parse_models, render_table, run_bench
-
-    settings = _settings(args)
-    models = parse_models(args.models)
-    if args.runs < 1 or args.workers < 1:
-        raise ConfigError("--runs and --workers must be at least 1")
-    with contextlib.ExitStack() as files:
-        stream = files.enter_context(open_input(args.prompt_file)) if args.prompt_file else None
-        prompts = bench_prompts(
-            args.prompt or [],
-            stream,
-            fmt=detect_format(args.prompt_file or ""),
-            max_line_bytes=settings.max_line_bytes,
-        )
-    version = await _ollama_version(settings)
-    async with _store(settings) as (store, url):
-        reports = await run_bench(
-            store,
-            models,
-            prompts,
-            args.runs,
-            settings=settings,
-            redis_url=url,
-            workers=args.workers,
-            console=Console(stderr=True),
-            show_progress=not args.json,
-        )
-    data = bench_json(
-        reports,
-        settings,
-        version=version,
-        runs=args.runs,
-        prompts=len(prompts),
-        workers=args.workers,
-    )
-    _print(args, data, lambda: print(render_table(reports)))
-    return 0
-
-
-def cmd_worker(args: argparse.Namespace) -> int:
-    from workers.settings import BatchqWorker, worker_kwargs
-
-    settings = _settings(args)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # arq logs two lines per job; the worker logs a progress summary instead (-v: both).
-    logging.getLogger("arq.worker").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
-    url = resolve_redis_url(settings)
-    logging.getLogger("batchq.worker").info(
-        "worker: redis %s, ollama %s, concurrency %d",
-        redact(url),
-        settings.ollama_host,
-        settings.concurrency,
-    )
-    worker = BatchqWorker(**worker_kwargs(settings, url), batchq_burst=args.burst)
-    worker.run()
-    return 0
-
-
-def cmd_sim(args: argparse.Namespace) -> int:
-    from .sim import SimConfig, serve
-
-    values: dict[str, Any] = {}
-    for f in dataclasses.fields(SimConfig):
-        v = getattr(args, f"sim_{f.name}")
-        if v is None:
-            continue
-        parse = f.metadata.get("parse")
-        try:
-            values[f.name] = parse(v) if parse else v
-        except ValueError as e:
-            raise ConfigError(f"--{f.name.replace('_', '-')}: {e}") from None
-    serve(SimConfig(**values), args.host, args.port)
-    return 0
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="batchq", description="A persistent batch-inference queue for Ollama."
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # The commands live in modules by theme; they import this one's helpers, so they are
+    # imported here rather than at the top.
+    from . import cli_control, cli_run, cli_watch
 
     def cmd(name: str, help: str, *, redis: bool = True, json_out: bool = True) -> Any:
         sp = sub.add_parser(name, help=help, description=help)
@@ -508,7 +187,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sp = cmd("submit", "validate a file and queue it as a batch; prints the batch id")
     input_args(sp)
-    sp.set_defaults(handler=cmd_submit)
+    sp.set_defaults(handler=cli_run.cmd_submit)
 
     sp = cmd("worker", "run a worker that sends queued items to Ollama", json_out=False)
     worker_args(sp)
@@ -520,7 +199,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--metrics-host", help="address the metrics port listens on (default 0.0.0.0)")
     sp.add_argument("-v", "--verbose", action="store_true")
-    sp.set_defaults(handler=cmd_worker, sync=True)
+    sp.set_defaults(handler=cli_run.cmd_worker, sync=True)
 
     sp = cmd("status", "a batch's progress (all recent batches without an id)")
     sp.add_argument("batch_id", nargs="?")
@@ -535,12 +214,12 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         help="seconds between refreshes (default 1 on a terminal, 10 otherwise)",
     )
-    sp.set_defaults(handler=cmd_status)
+    sp.set_defaults(handler=cli_watch.cmd_status)
 
     sp = cmd("top", "live workers: host, Ollama endpoints, items in flight, last error")
     sp.add_argument("--once", action="store_true", help="print once (always, when piped)")
     sp.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
-    sp.set_defaults(handler=cmd_top)
+    sp.set_defaults(handler=cli_watch.cmd_top)
 
     sp = cmd("metrics", "serve queue-level Prometheus metrics read from Redis", json_out=False)
     sp.add_argument("--port", type=int, default=9464, help="default 9464")
@@ -551,40 +230,38 @@ def _parser() -> argparse.ArgumentParser:
         default=20,
         help="recent batches given per-batch series, besides the unfinished ones (default 20)",
     )
-    sp.set_defaults(handler=cmd_metrics)
+    sp.set_defaults(handler=cli_watch.cmd_metrics)
 
     sp = cmd("serve", "a web page of batches and workers, refreshed live", json_out=False)
     sp.add_argument("--port", type=int, default=8470, help="default 8470")
     sp.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     sp.add_argument("--limit", type=int, default=50, help="most recent batches shown")
-    sp.set_defaults(handler=cmd_serve)
+    sp.set_defaults(handler=cli_watch.cmd_serve)
 
     sp = cmd("results", "write a batch's results in input order, as JSONL", json_out=False)
     sp.add_argument("batch_id")
     sp.add_argument("-o", "--output", default="-", help="file to write (default stdout)")
     sp.add_argument("--wait", action="store_true", help="wait until every item is final")
     output_args(sp, "--format")
-    sp.set_defaults(handler=cmd_results)
+    sp.set_defaults(handler=cli_run.cmd_results)
 
     sp = cmd("cancel", "cancel a batch: items not yet sent are not sent")
     sp.add_argument("batch_id")
-    sp.set_defaults(handler=cmd_cancel)
+    sp.set_defaults(handler=cli_control.cmd_cancel)
 
     sp = cmd("pause", "pause a batch: nothing more is sent; requests already sent finish")
     sp.add_argument("batch_id")
-    sp.set_defaults(handler=cmd_pause)
+    sp.set_defaults(handler=cli_control.cmd_pause)
 
     sp = cmd("resume", "resume a paused batch where it stopped")
     sp.add_argument("batch_id")
-    sp.set_defaults(handler=cmd_resume)
+    sp.set_defaults(handler=cli_control.cmd_resume)
 
     sp = cmd("repair", "find items that are neither final, queued nor running; queue them again")
     sp.add_argument("batch_id")
-    sp.set_defaults(handler=cmd_repair)
+    sp.set_defaults(handler=cli_control.cmd_repair)
 
-    from .cli_control import add_commands
-
-    add_commands(cmd)
+    cli_control.add_commands(cmd)
 
     sp = cmd("limits", "show or change the global limits of an Ollama endpoint")
     sp.add_argument("--ollama", dest="ollama_host", metavar="URL", help="(OLLAMA_HOST)")
@@ -598,11 +275,11 @@ def _parser() -> argparse.ArgumentParser:
         "--tpm", dest="limit_tpm", type=int, help="tokens per minute, all workers (0: none)"
     )
     sp.add_argument("--clear", action="store_true", help="remove all limits")
-    sp.set_defaults(handler=cmd_limits)
+    sp.set_defaults(handler=cli_control.cmd_limits)
 
     sp = cmd("list", "recent batches, newest first")
     sp.add_argument("--limit", type=int, default=50)
-    sp.set_defaults(handler=cmd_list)
+    sp.set_defaults(handler=cli_watch.cmd_list)
 
     sp = cmd("run", "submit, process with local workers, and write results, all in one")
     input_args(sp)
@@ -611,7 +288,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     sp.add_argument("--strict", action="store_true", help="exit 1 if any item failed")
     output_args(sp, "--output-format")
-    sp.set_defaults(handler=cmd_run)
+    sp.set_defaults(handler=cli_run.cmd_run)
 
     sp = cmd("bench", "run the same prompts on several models through the queue; compare them")
     sp.add_argument("--models", required=True, help="comma-separated, e.g. qwen3:8b,gemma3:4b")
@@ -624,7 +301,7 @@ def _parser() -> argparse.ArgumentParser:
     # One request at a time by default: the figures are then each model's own speed.
     sp.set_defaults(concurrency=1)
     sp.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    sp.set_defaults(handler=cmd_bench)
+    sp.set_defaults(handler=cli_run.cmd_bench)
 
     sp = cmd(
         "sim",
@@ -634,7 +311,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=11434)
-    from .sim import SimConfig
+    from .sim_config import SimConfig
 
     for f in dataclasses.fields(SimConfig):
         about = f.metadata.get("help")
@@ -645,7 +322,7 @@ def _parser() -> argparse.ArgumentParser:
             metavar=f.name.upper(),
             help=(f"{about}; " if about else "") + f"default {_default_text(f)}",
         )
-    sp.set_defaults(handler=cmd_sim, sync=True)
+    sp.set_defaults(handler=cli_run.cmd_sim, sync=True)
     return p
 
 

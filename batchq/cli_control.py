@@ -1,4 +1,5 @@
-"""The CLI commands that look at or act on single items of a batch: ``item`` and ``retry``.
+"""The CLI commands that change a batch or look at its items: ``cancel``, ``pause``,
+``resume``, ``repair``, ``item`` and ``retry``, and ``limits`` for an Ollama endpoint.
 
 Registered by :func:`batchq.cli.main`'s parser; they share its options, output conventions
 (human text, or ``--json``) and error handling.
@@ -7,17 +8,87 @@ Registered by :func:`batchq.cli.main`'s parser; they share its options, output c
 from __future__ import annotations
 
 import argparse
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .cli import _print, _settings, _store
+from .batches import BatchStore
+from .cli import _human_status, _print, _settings, _store
 from .errors import ConfigError
 from .items import item_info, retry_items
-from .models import ItemInfo, ItemStatus
+from .models import BatchStatus, ItemInfo, ItemStatus
 
-__all__ = ["add_commands"]
+__all__ = [
+    "add_commands",
+    "cmd_cancel",
+    "cmd_limits",
+    "cmd_pause",
+    "cmd_repair",
+    "cmd_resume",
+]
 
 # A response is shown whole by --json; on a terminal its start is enough.
 _RESPONSE_CHARS = 400
+
+
+def _control(op: Callable[[BatchStore, str], Awaitable[BatchStatus]]) -> Any:
+    """A command that changes a batch and prints its status afterwards."""
+
+    async def command(args: argparse.Namespace) -> int:
+        async with _store(_settings(args)) as (store, _):
+            s = await op(store, args.batch_id)
+        _print(args, s.model_dump(mode="json"), lambda: _human_status(s))
+        return 0
+
+    return command
+
+
+cmd_cancel = _control(BatchStore.cancel)
+cmd_pause = _control(BatchStore.pause)
+cmd_resume = _control(BatchStore.resume)
+
+
+async def cmd_repair(args: argparse.Namespace) -> int:
+    async with _store(_settings(args)) as (store, _):
+        n = await store.repair(args.batch_id)
+    _print(
+        args,
+        {"batch_id": args.batch_id, "requeued": n},
+        lambda: print(f"{n} lost item(s) of {args.batch_id} queued again"),
+    )
+    return 0
+
+
+async def cmd_limits(args: argparse.Namespace) -> int:
+    from .admission import Admission
+
+    settings = _settings(args)
+    async with _store(settings) as (store, _):
+        adm = Admission(store.redis, store.keys, settings.ollama_hosts[0])
+        rate, conc, tpm = args.limit_rate, args.limit_concurrency, args.limit_tpm
+        if args.clear or rate is not None or conc is not None or tpm is not None:
+            await adm.configure(
+                rate=rate, concurrency=conc, tokens_per_minute=tpm, clear=args.clear
+            )
+        lim = await adm.limits()
+    data = {
+        "endpoint": lim.endpoint,
+        "rate": lim.rate,
+        "concurrency": lim.concurrency,
+        "tokens_per_minute": lim.tokens_per_minute,
+        "in_flight": lim.in_flight,
+    }
+
+    def human() -> None:
+        rate = f"{lim.rate:g}/s" if lim.rate else "none"
+        conc = str(lim.concurrency) if lim.concurrency else "none"
+        tpm = f"{lim.tokens_per_minute}/min" if lim.tokens_per_minute else "none"
+        print(
+            f"{lim.endpoint}: rate {rate}, concurrency {conc}, tokens {tpm},"
+            f" in flight {lim.in_flight}"
+        )
+
+    _print(args, data, human)
+    return 0
 
 
 def _human_item(info: ItemInfo) -> None:
