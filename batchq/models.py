@@ -21,6 +21,7 @@ __all__ = [
     "ItemResult",
     "ItemState",
     "ItemStatus",
+    "tokens_of",
 ]
 
 
@@ -91,6 +92,11 @@ class Item:
     @property
     def model(self) -> str:
         return str(self.body["model"])
+
+
+def tokens_of(metrics: dict[str, Any]) -> tuple[int, int]:
+    """(prompt, output) tokens of one reply, from the metrics of Ollama's final chunk."""
+    return int(metrics.get("prompt_eval_count") or 0), int(metrics.get("eval_count") or 0)
 
 
 class ItemError(BaseModel):

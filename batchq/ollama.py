@@ -20,7 +20,13 @@ from .errors import OllamaError, PermanentOllamaError, TransientOllamaError
 from .models import Endpoint, Item
 from .vectors import pack
 
-__all__ = ["FIRST_TOKEN_FIELD", "METRIC_FIELDS", "OllamaClient", "Reply", "classify_status"]
+__all__ = [
+    "FIRST_TOKEN_FIELD",
+    "METRIC_FIELDS",
+    "OllamaClient",
+    "Reply",
+    "classify_status",
+]
 
 METRIC_FIELDS = (
     "total_duration",

@@ -30,7 +30,7 @@ import json
 from typing import Any
 
 from . import vectors
-from .models import Endpoint, Item, ItemResult, ItemStatus
+from .models import Endpoint, Item, ItemResult, ItemStatus, tokens_of
 
 __all__ = ["CANCELLED_MESSAGE", "OpenAILines"]
 
@@ -38,8 +38,7 @@ CANCELLED_MESSAGE = "This request could not be executed before the batch was can
 
 
 def _usage(metrics: dict[str, Any]) -> dict[str, int]:
-    prompt = int(metrics.get("prompt_eval_count") or 0)
-    completion = int(metrics.get("eval_count") or 0)
+    prompt, completion = tokens_of(metrics)
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -105,7 +104,7 @@ class OpenAILines:
         metrics = result.metrics or {}
         model = result.model or ""
         if endpoint is Endpoint.EMBED:
-            prompt = int(metrics.get("prompt_eval_count") or 0)
+            prompt, _ = tokens_of(metrics)
             data = [
                 {"object": "embedding", "index": i, "embedding": vectors.vector_json(vector)}
                 for i, vector in enumerate(result.embeddings or [])

@@ -75,7 +75,6 @@ class WorkerState:
     draining: bool = False  # set on SIGTERM: start no more requests
     # Jobs whose arq keys the finish script already removed (see BatchqWorker.finish_job).
     retired: set[str] = field(default_factory=set)
-    finished: int = 0  # items this worker made final, for the periodic log line
 
     def __post_init__(self) -> None:
         self.ollama_slots = asyncio.Semaphore(self.settings.concurrency)
@@ -90,6 +89,11 @@ class WorkerState:
     @property
     def lease_ms(self) -> int:
         return int(self.settings.heartbeat * 3 * 1000)
+
+    @property
+    def claim_ttl_ms(self) -> int:
+        """The TTL arq gives a claim (its in-progress key): the longest job timeout + 10 s."""
+        return int((self.settings.job_timeout + 10) * 1000)
 
 
 class WorkerContext(TypedDict, total=False):
@@ -230,12 +234,10 @@ async def _attempt(job: _Job, raw: bytes | None) -> str:
     if isinstance(outcome, OllamaError):
         return await _retry_or_fail(job, outcome)
     reply, host = outcome
+    tokens = st.stats.item_succeeded(reply.metrics)
     if host.limited:
-        tokens = int(reply.metrics.get("prompt_eval_count", 0)) + int(
-            reply.metrics.get("eval_count", 0)
-        )
         with contextlib.suppress(RedisError):
-            await host.admission.spend_tokens(tokens, now_ms=clock.now_ms())
+            await host.admission.spend_tokens(sum(tokens), now_ms=clock.now_ms())
 
     payload = encode_result(
         ItemStatus.SUCCEEDED,
@@ -244,7 +246,7 @@ async def _attempt(job: _Job, raw: bytes | None) -> str:
         metrics=reply.metrics,
         embeddings=reply.embeddings,
     )
-    await _finish(job, ItemStatus.SUCCEEDED, payload, tokens=st.stats.item_succeeded(reply.metrics))
+    await _finish(job, ItemStatus.SUCCEEDED, payload, tokens=tokens)
     return "succeeded"
 
 
@@ -323,7 +325,6 @@ async def _finish(
     )
     # The script also retired arq's keys for the job: arq's own clean-up can be skipped.
     st.retired.add(job.jid)
-    st.finished += 1
 
 
 # While Ollama is unreachable items keep waiting, never failing, but no faster than this.
@@ -431,9 +432,8 @@ async def _heartbeat_once(st: WorkerState) -> None:
         if st.waiting:
             # Claimed jobs waiting for a slot have no lease yet: keep their claims fresh, or
             # the reaper would take them for the claims of a dead worker.
-            claim_ms = int((st.settings.job_timeout + 10) * 1000)
             for jid in st.waiting:
-                pipe.pexpire(ARQ_IN_PROGRESS_PREFIX + jid, claim_ms)
+                pipe.pexpire(ARQ_IN_PROGRESS_PREFIX + jid, st.claim_ttl_ms)
         st.stats.publish(pipe, st.keys.worker_info(st.worker_id), ttl_ms=st.lease_ms)
         if st.running:
             deadline = dict.fromkeys(st.running, now + st.lease_ms)
@@ -453,12 +453,13 @@ async def _heartbeat_loop(st: WorkerState) -> None:
     while True:
         await asyncio.sleep(st.settings.heartbeat)
         now = clock.monotonic()
-        if now - logged_at >= _PROGRESS_LOG_S and st.finished != logged_n:
-            n = st.finished - logged_n
+        done = st.stats.succeeded + st.stats.failed  # items this worker made final
+        if now - logged_at >= _PROGRESS_LOG_S and done != logged_n:
+            n = done - logged_n
             log.info(
                 "finished %d item(s) in %.0f s (%.1f/s)", n, now - logged_at, n / (now - logged_at)
             )
-            logged_at, logged_n = now, st.finished
+            logged_at, logged_n = now, done
         try:
             if await follow_master(st.redis):
                 log.warning("the sentinels name another Redis master; moving to it")
@@ -466,7 +467,7 @@ async def _heartbeat_loop(st: WorkerState) -> None:
             # Every worker reaps: there is no single reaper whose death would stop recovery.
             reaped = await st.scripts.reap(
                 now_ms=clock.now_ms(),
-                claim_ttl_ms=int((st.settings.job_timeout + 10) * 1000),  # arq's claim TTL
+                claim_ttl_ms=st.claim_ttl_ms,
                 grace_ms=st.lease_ms,
             )
             if reaped:

@@ -144,10 +144,6 @@ class BatchqWorker(Worker):
             st.draining = True
         super().handle_sig_wait_for_completion(signum)
 
-    async def start_jobs(self, job_ids: list[bytes]) -> None:
-        """Not used: :meth:`_poll_iteration` polls and claims in one script."""
-        await self._claim_and_start()
-
     async def _claim_and_start(self) -> None:
         st: WorkerState | None = self.ctx.get("batchq")
         free = self.max_jobs - self.job_counter

@@ -30,21 +30,17 @@ from redis.asyncio.client import Pipeline
 from batchq import clock
 from batchq.errors import ConfigError
 from batchq.keys import parse_job_id
+from batchq.models import tokens_of
 from batchq.presence import WorkerInfo
 from batchq.settings import Settings
 
-__all__ = ["LATENCY_BUCKETS", "WorkerStats", "tokens_of"]
+__all__ = ["LATENCY_BUCKETS", "WorkerStats"]
 
 # A long Ollama message (a stack trace, an HTML error page) is cut to this in the worker hash.
 _MAX_ERROR_CHARS = 300
 
 # LLM requests run from tens of milliseconds (a cached short answer) to minutes.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
-
-
-def tokens_of(metrics: dict[str, Any]) -> tuple[int, int]:
-    """(prompt, output) tokens of one reply, from Ollama's final chunk."""
-    return int(metrics.get("prompt_eval_count") or 0), int(metrics.get("eval_count") or 0)
 
 
 class WorkerStats:

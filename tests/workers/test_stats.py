@@ -7,11 +7,12 @@ import pytest
 from arq import Retry
 
 from batchq.batches import BatchStore
+from batchq.models import tokens_of
 from batchq.presence import live_workers
 from batchq.settings import Settings
 from batchq.sim import SimConfig, running_sim
 from workers.inference import WorkerContext, WorkerState, run_item, shutdown, startup_hook
-from workers.stats import WorkerStats, tokens_of
+from workers.stats import WorkerStats
 
 from .test_inference import gen
 
