@@ -131,6 +131,8 @@ release(KEYS[1], KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[3], 'XX', ARGV[2], ARGV[1])
 push_error(KEYS[4], KEYS[5], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8],
            tonumber(ARGV[9]))
+-- The batch's count of attempts sent again (`batchq status --watch`).
+redis.call('HINCRBY', KEYS[1], 'retried', 1)
 return 1
 """
 )
@@ -345,7 +347,8 @@ class ControlScripts:
         now_ms: int,
     ) -> None:
         """Give up the lease of a failed attempt that will be retried (making the job due at
-        ``score`` again, as :meth:`Scripts.release` does), and keep its error."""
+        ``score`` again, as :meth:`Scripts.release` does), keep its error, and count the
+        retry in the batch's ``retried``."""
         k = self.keys
         bk = k.batch(batch_id)
         code = "" if error.status_code is None else error.status_code

@@ -285,6 +285,8 @@ if ARGV[3] == '1' then
     redis.call('HINCRBY', KEYS[1] .. ':tries', idx, -1)
   end
 end
+-- The batch's count of attempts sent again (`batchq status --watch`), in the same round trip.
+if ARGV[4] == '1' then redis.call('HINCRBY', KEYS[1], 'retried', 1) end
 return 1
 """
 )
@@ -459,14 +461,21 @@ class Scripts:
         return bool(int(res))
 
     async def release(
-        self, batch_id: str, jid: str, *, score: int | None = None, refund: bool = False
+        self,
+        batch_id: str,
+        jid: str,
+        *,
+        score: int | None = None,
+        refund: bool = False,
+        retried: bool = False,
     ) -> None:
         """Give up the lease; with ``score``, make the job due again at that queue score; with
-        ``refund``, the attempt it started does not count."""
+        ``refund``, the attempt it started does not count; with ``retried``, count the job in
+        the batch's retries."""
         await _call(
             self._release,
             [self.keys.batch(batch_id).meta, self.keys.leases, self.keys.queue, self.keys.open],
-            [jid, "" if score is None else score, "1" if refund else "0"],
+            [jid, "" if score is None else score, "1" if refund else "0", "1" if retried else "0"],
         )
 
     async def reap(

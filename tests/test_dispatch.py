@@ -134,6 +134,9 @@ async def test_release_returns_a_running_item_to_queued(
     assert (s.running, s.queued) == (0, 1)
     again = await store.scripts.start(bid, 0, jid, now_ms=now, lease_until_ms=now + 1000)
     assert again == ("ok", 1)  # the refunded attempt did not count
+    assert s.retried == 0  # a shutdown's release is no retry...
+    await store.scripts.release(bid, jid, refund=True, retried=True)
+    assert (await store.status(bid)).retried == 1  # ...a retry's is counted, once
 
 
 async def test_cancel(store: BatchStore, settings: Settings) -> None:

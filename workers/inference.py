@@ -344,11 +344,12 @@ async def _retry_or_fail(job: _Job, err: OllamaError) -> str:
         delay = backoff(job.attempt, s.retry_delay, s.retry_max_delay)
     log.info("job %s attempt %d: %s; retrying in %.1f s", job.jid, job.attempt, err, delay)
     job.st.stats.retrying(err.kind, err.message)
-    # Off the hot path (retries only): the batch's count for `batchq status --watch`.
-    await job.st.redis.hincrby(job.st.keys.batch(job.batch_id).meta, "retried", 1)  # type: ignore[misc]
-    # While it waits out the backoff the item is queued, not running.
+    # While it waits out the backoff the item is queued, not running. Either script also
+    # counts the retry in the batch's `retried`.
     if unreachable:
-        await job.st.scripts.release(job.batch_id, job.jid, score=job.score, refund=True)
+        await job.st.scripts.release(
+            job.batch_id, job.jid, score=job.score, refund=True, retried=True
+        )
     else:
         # The same round trip keeps the attempt's error in the item's history.
         await job.st.store.control.release_failed(
