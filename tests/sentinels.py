@@ -39,7 +39,9 @@ class SentinelGroup:
     master_port: int
     replica_ports: list[int]
     sentinel_ports: list[int]
+    log_dir: Path
     procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    commands: dict[int, list[str]] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -74,6 +76,34 @@ class SentinelGroup:
         self.procs[port].send_signal(signal.SIGKILL)
         self.procs[port].wait(10)
 
+    def restart(self, port: int) -> None:
+        """Start a killed server again as it was first started: same port, same data (AOF)."""
+        assert self.procs[port].poll() is not None, f"{port} is still running"
+        self.spawn(port)
+
+    def spawn(self, port: int) -> None:
+        with (self.log_dir / f"valkey-{port}.log").open("ab") as log:
+            self.procs[port] = subprocess.Popen(
+                self.commands[port], stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def wait_for_replica(self, port: int, of: int, timeout: float = 30) -> None:
+        """Until ``port`` replicates ``of`` with the link up and every byte of it applied."""
+
+        def ready() -> bool:
+            with redis_sync.Redis(port=port, socket_timeout=1) as c:
+                info = c.info("replication")
+            with redis_sync.Redis(port=of, socket_timeout=1) as m:
+                offset = m.info("replication")["master_repl_offset"]
+            return bool(
+                info["role"] == "slave"
+                and int(info["master_port"]) == of
+                and info["master_link_status"] == "up"
+                and int(info["slave_repl_offset"]) >= offset
+            )
+
+        _wait(f"{port} a replica of {of}", ready, timeout)
+
     def wait_for_master(self, port: int, timeout: float = 30) -> None:
         """Until every sentinel names ``port`` as the master and it says it is one."""
 
@@ -97,15 +127,12 @@ def sentinel_group(
 ) -> Iterator[SentinelGroup]:
     """Start the group and yield it once every sentinel knows every server and sentinel."""
     binary = str(get_binary_path())
-    group = SentinelGroup(free_port(), [free_port() for _ in range(replicas)], [])
+    group = SentinelGroup(free_port(), [free_port() for _ in range(replicas)], [], tmp)
     group.sentinel_ports = [free_port() for _ in range(sentinels)]
 
     def start(port: int, args: list[str]) -> None:
-        log = (tmp / f"valkey-{port}.log").open("wb")
-        with log:
-            group.procs[port] = subprocess.Popen(
-                [binary, *args], stdout=log, stderr=subprocess.STDOUT
-            )
+        group.commands[port] = [binary, *args]
+        group.spawn(port)
 
     def server(port: int, *extra: str) -> None:
         data = tmp / f"data-{port}"

@@ -69,10 +69,38 @@ def test_dockerfile_installs_both_packages() -> None:
     assert "COPY batchq" in text and "COPY workers" in text and "pip install" in text
 
 
-@pytest.mark.skipif(
-    shutil.which("docker") is None
-    or subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0,
-    reason="docker compose is not installed",
-)
-def test_docker_compose_config_parses() -> None:
-    subprocess.run(["docker", "compose", "config", "-q"], cwd=ROOT, check=True)
+def _compose_command() -> list[str] | None:
+    """Docker's compose plugin, else the standalone docker-compose (Debian's package)."""
+    if shutil.which("docker") and (
+        subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+    ):
+        return ["docker", "compose"]
+    return ["docker-compose"] if shutil.which("docker-compose") else None
+
+
+COMPOSE = _compose_command()
+
+
+@pytest.mark.skipif(COMPOSE is None, reason="neither docker compose nor docker-compose is here")
+def test_docker_compose_config_parses(tmp_path: Path) -> None:
+    assert COMPOSE is not None
+    # Empty environment: every ${VAR:-default} must resolve to its default.
+    out = subprocess.run(
+        [*COMPOSE, "config"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin:/usr/local/bin"},
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    resolved = yaml.safe_load(out.stdout)["services"]
+    env = resolved["worker"]["environment"]
+    assert env["BATCHQ_REDIS_URL"] == "redis://redis:6379/0"
+    assert env["OLLAMA_HOST"] == "http://ollama:11434"
+    assert resolved["cli"]["environment"] == env
+    # The check can fail: the same file with a misspelt key is refused.
+    (tmp_path / "compose.yaml").write_text(
+        (ROOT / "compose.yaml").read_text().replace("stop_grace_period:", "stop_grace_periods:")
+    )
+    bad = subprocess.run([*COMPOSE, "config", "-q"], cwd=tmp_path, capture_output=True)
+    assert bad.returncode != 0
