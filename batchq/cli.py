@@ -33,6 +33,7 @@ def _settings(args: argparse.Namespace) -> Settings:
             "ollama_host",
             "prefix",
             "concurrency",
+            "ollama_queue",
             "rate",
             "timeout",
             "max_attempts",
@@ -151,6 +152,12 @@ def _parser() -> argparse.ArgumentParser:
     def worker_args(sp: Any) -> None:
         sp.add_argument("--ollama", dest="ollama_host", metavar="URL", help="(OLLAMA_HOST)")
         sp.add_argument("--concurrency", type=int, help="requests in flight per worker")
+        sp.add_argument(
+            "--ollama-queue",
+            type=int,
+            metavar="N",
+            help="requests beyond the concurrency, waiting in Ollama's queue (default: a quarter)",
+        )
         sp.add_argument("--rate", type=float, help="most requests started per second")
         sp.add_argument("--timeout", type=float, help="seconds per request (default 600)")
         sp.add_argument("--max-attempts", type=int, help="attempts per item (default 5)")
@@ -298,8 +305,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--runs", type=int, default=3, help="times each prompt runs (default 3)")
     worker_args(sp)
-    # One request at a time by default: the figures are then each model's own speed.
-    sp.set_defaults(concurrency=1)
+    # One request at a time by default, none waiting in Ollama's queue: the figures are then
+    # each model's own speed and latency.
+    sp.set_defaults(concurrency=1, ollama_queue=0)
     sp.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     sp.set_defaults(handler=cli_run.cmd_bench)
 

@@ -180,10 +180,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     logging.getLogger("arq.worker").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     url = resolve_redis_url(settings)
     logging.getLogger("batchq.worker").info(
-        "worker: redis %s, ollama %s, concurrency %d",
+        "worker: redis %s, ollama %s, concurrency %d, ollama queue %d",
         redact(url),
         settings.ollama_host,
         settings.concurrency,
+        settings.ollama_queue_size,
     )
     worker = BatchqWorker(**worker_kwargs(settings, url), batchq_burst=args.burst)
     worker.run()

@@ -267,6 +267,7 @@ def bench_json(
         "prompts": prompts,
         "workers": workers,
         "concurrency": settings.concurrency,
+        "ollama_queue": settings.ollama_queue_size,
         "stream": settings.stream,
         "models": [r.to_json() for r in reports],
     }

@@ -73,6 +73,10 @@ class Settings(BaseSettings):
 
     # Worker behaviour.
     concurrency: int = Field(default=4, ge=1, le=10_000)
+    # Requests a worker sends beyond its concurrency, to wait in Ollama's own queue: when a
+    # slot frees, Ollama starts the next one at once instead of after the worker's round trip.
+    # None: a quarter of the concurrency, rounded up.
+    ollama_queue: int | None = Field(default=None, ge=0, le=10_000)
     # Jobs a worker claims beyond its concurrency, ready to go the moment a request ends;
     # None: a quarter of the concurrency, rounded up.
     prefetch: int | None = Field(default=None, ge=0, le=10_000)
@@ -115,10 +119,20 @@ class Settings(BaseSettings):
         )
 
     @property
+    def max_in_flight(self) -> int:
+        """Requests a worker may have at Ollama at once: its concurrency, plus the ones
+        waiting in Ollama's queue."""
+        return self.concurrency + self.ollama_queue_size
+
+    @property
+    def ollama_queue_size(self) -> int:
+        return self.ollama_queue if self.ollama_queue is not None else -(-self.concurrency // 4)
+
+    @property
     def jobs_per_worker(self) -> int:
         """What arq may run at once: the requests in flight plus the jobs waiting for one."""
         prefetch = self.prefetch if self.prefetch is not None else -(-self.concurrency // 4)
-        return self.concurrency + prefetch
+        return self.max_in_flight + prefetch
 
     @property
     def ollama_hosts(self) -> list[str]:

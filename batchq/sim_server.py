@@ -108,6 +108,8 @@ class SimServer:
         self._arrival_prompts: list[str] = []
         for st in self._states.values():
             st.peak = st.busy
+        # Requests admitted at once, the ones waiting in the queue for a slot included.
+        self._peak_in_flight = self._in_flight
 
     @property
     def url(self) -> str:
@@ -183,6 +185,7 @@ class SimServer:
             "by_status": dict(self._by_status),
             "max_concurrency": {m: s.peak for m, s in self._states.items() if s.peak},
             "in_flight": self._in_flight,
+            "max_in_flight": self._peak_in_flight,
             "prompts": dict(self._prompts),
             "arrivals": list(self._arrivals),
             "arrival_prompts": list(self._arrival_prompts),
@@ -345,6 +348,7 @@ class SimServer:
             self._arrival_prompts.append(job.prompt)
         midstream, slow = self._admit(job.name)
         self._in_flight += 1
+        self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
         try:
             async with self._slot(job.name) as st:
                 loaded = time.perf_counter_ns()
@@ -363,6 +367,10 @@ class SimServer:
                 if midstream:
                     words = words[: max(1, len(words) // 2)]
                 resp = None
+                # Tokens of an infinitely fast model are all ready at once, so they leave in
+                # one chunk with the final line: a write per token would make the simulator's
+                # own CPU, not the queue under test, the limit on how soon slots refill.
+                ready: list[dict[str, Any]] = []
                 if not job.stream:
                     if per_token and words:
                         await asyncio.sleep(per_token * len(words))
@@ -372,15 +380,16 @@ class SimServer:
                     resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
                     t_eval = time.monotonic()
                     for i, word in enumerate(words):
-                        if per_token:
-                            due = t_eval + per_token * (i + 1)  # a deadline, so sleeps don't drift
-                            await asyncio.sleep(max(0.0, due - time.monotonic()))
                         piece = reply_text(chat, word if i == 0 else f" {word}")
-                        await write_line(
-                            request, resp, {**head, "created_at": stamp(), **piece, "done": False}
-                        )
+                        line = {**head, "created_at": stamp(), **piece, "done": False}
+                        if not per_token:
+                            ready.append(line)
+                            continue
+                        due = t_eval + per_token * (i + 1)  # a deadline, so sleeps don't drift
+                        await asyncio.sleep(max(0.0, due - time.monotonic()))
+                        await write_line(request, resp, line)
                     if midstream:
-                        await write_line(request, resp, {"error": MIDSTREAM})
+                        await write_line(request, resp, *ready, {"error": MIDSTREAM})
                         await resp.write_eof()
                         return resp
                 end = time.perf_counter_ns()
@@ -401,7 +410,7 @@ class SimServer:
                     final["context"] = [digest[i % 32] * 128 + i for i in range(job.n_prompt)]
                 if resp is None:
                     return json_reply(final)
-                await write_line(request, resp, final)
+                await write_line(request, resp, *ready, final)
                 await resp.write_eof()
                 return resp
         finally:
@@ -425,6 +434,7 @@ class SimServer:
         _, slow = self._admit(name)
         n_prompt = sum(count_tokens(t) for t in texts)
         self._in_flight += 1
+        self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
         try:
             async with self._slot(name):
                 loaded = time.perf_counter_ns()

@@ -85,8 +85,9 @@ def body_field(body: dict[str, Any], key: str, kind: type, go_type: str) -> Any:
     )
 
 
-async def write_line(request: web.Request, resp: web.StreamResponse, obj: Any) -> None:
+async def write_line(request: web.Request, resp: web.StreamResponse, *objs: Any) -> None:
+    """Write each object as one NDJSON line, all of them in one chunk."""
     # Headers go out with the first chunk, so errors before it keep their real status.
     if not resp.prepared:
         await resp.prepare(request)
-    await resp.write(dumps(obj).encode() + b"\n")
+    await resp.write("".join(dumps(obj) + "\n" for obj in objs).encode())

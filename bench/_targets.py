@@ -26,6 +26,7 @@ from batchq.batches import BatchStore
 from batchq.connection import connect
 from batchq.keys import Keys
 from batchq.models import Endpoint, Item
+from batchq.settings import Settings
 
 KB = 1024
 MAX_CLIENT_RSS_MB = 300.0
@@ -296,6 +297,9 @@ def t_saturation(ctx: Ctx) -> None:
         prefix = f"sat{p}"
         path = lab.root / f"{prefix}.jsonl"
         write_prompts(path, n)
+        # Concurrency P, as a user matches OLLAMA_NUM_PARALLEL; the worker's default Ollama
+        # queue (P/4, rounded up) has the next requests waiting in the simulator's queue.
+        queue = Settings(concurrency=p).ollama_queue_size
         with Sim(lab.logs / f"sim-{prefix}.log", parallel=p, latency=latency) as sim:
             with lab.workers(prefix, 1, ollama=sim.url, concurrency=p) as workers:
                 ctx.log(f"saturation: P={p}, {n} items")
@@ -324,8 +328,10 @@ def t_saturation(ctx: Ctx) -> None:
                     "ideal_s": ideal,
                     "seed_s": seed,
                     "bare_s": bare,
+                    "ollama_queue": queue,
                 },
-                f"{(span - ideal) / (n / p) * 1000:.0f} ms lost per round of P={p} requests;"
+                f"worker concurrency {p} with an Ollama queue of {queue};"
+                f" {(span - ideal) / (n / p) * 1000:.0f} ms lost per round of P={p} requests;"
                 f" worker CPU {cpu * 1000 / n:.1f} ms/item; a bare loop of the same calls, P at"
                 f" a time, took {bare:.2f} s ({bare / ideal - 1:+.1%})",
             )
@@ -349,8 +355,11 @@ def t_scaling(ctx: Ctx) -> None:
                 meta = lab.wait_done(prefix, bid, timeout=1200)
                 cpu[k] = (workers.cpu_s() - cpu0) / (time.perf_counter() - t0)
             rates[k] = n / makespan_s(meta)
+    # Each worker has its concurrency in flight plus its default Ollama queue, until the
+    # simulator's slots are all busy.
+    per_worker = Settings(concurrency=conc).max_in_flight
     for k, rate in rates.items():
-        ideal = min(k * conc / latency, slots / latency)
+        ideal = min(k * per_worker, slots) / latency
         ctx.add(
             Row(
                 7,
@@ -358,10 +367,11 @@ def t_scaling(ctx: Ctx) -> None:
                 f"≥ 95% of {ideal:.0f}/s",
                 f"{rate:.0f} items/s ({rate / ideal:.0%} of ideal)",
                 f"1 worker {rates[1]:.0f}/s",
-                f"{rate / rates[1]:.2f}x (ideal {ideal / (conc / latency):.0f}x)",
+                f"{rate / rates[1]:.2f}x (ideal {ideal / (per_worker / latency):.2f}x)",
                 verdict(rate >= 0.95 * ideal),
                 {"workers": k, "items_per_s": rate, "ideal_items_per_s": ideal, "cores": cpu[k]},
-                f"workers used {cpu[k]:.2f} of the 2 cores while the batch ran",
+                f"{k * per_worker} requests in flight for {slots} slots; workers used"
+                f" {cpu[k]:.2f} of the 2 cores while the batch ran",
             )
         )
 
@@ -440,7 +450,6 @@ async def _dispatch_cost(url: str, prefix: str, batches: int, per_batch: int) ->
     workers had run them (not timed): what is timed is the dispatcher alone."""
     from batchq.dispatch import Dispatcher
     from batchq.keys import ARQ_JOB_PREFIX
-    from batchq.settings import Settings
 
     redis = await connect(url)
     try:

@@ -146,7 +146,7 @@ def test_metrics_during_a_real_batch(
     assert get(q, "batchq_batch_info", batch=bid, state="completed", name="in.jsonl") == 1
     assert get(q, "batchq_items", status="succeeded") == n - 1
     assert get(q, "batchq_batches", state="completed") == 1
-    assert get(q, "batchq_workers_alive") == 2 and get(q, "batchq_worker_slots") == 6
+    assert get(q, "batchq_workers_alive") == 2 and get(q, "batchq_worker_slots") == 8  # 2 x (3 + 1)
     assert get(q, "batchq_batch_retries_total", batch=bid) == sim_503 > 0
     results = [json.loads(x) for x in batchq(env, "results", bid).stdout.splitlines()]
     tokens_out = sum(r["metrics"]["eval_count"] for r in results if r["metrics"])
@@ -168,7 +168,8 @@ def test_metrics_during_a_real_batch(
     assert both("batchq_worker_errors_total", kind="model_not_found") == 1
     assert both("batchq_worker_tokens_out_total") == tokens_out
     assert both("batchq_worker_tokens_in_total") == tokens_in
-    assert all(get(w, "batchq_worker_concurrency") == 3 for w in ws)
+    # Concurrency 3 and one request in Ollama's queue each.
+    assert all(get(w, "batchq_worker_concurrency") == 4 for w in ws)
     assert all(get(w, "process_resident_memory_bytes") > 0 for w in ws)
     endpoints = {dict(ls).get("endpoint") for w in ws for (name, ls) in w if "request" in name}
     assert endpoints == {sim.url}

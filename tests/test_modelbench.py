@@ -22,7 +22,7 @@ from batchq.modelbench import (
 )
 from batchq.models import Endpoint, Item, ItemError, ItemResult, ItemStatus
 
-from .procs import batchq, env_for, simulator
+from .procs import batchq, env_for, sim_stats, simulator
 
 MS = 1_000_000  # nanoseconds
 
@@ -199,8 +199,11 @@ def test_bench_compares_models_through_real_workers(
             str(RUNS),
             "--json",
         )
+        # One request at Ollama at a time: none waited in its queue.
+        assert sim_stats(url)["max_in_flight"] == 1
     out = json.loads(proc.stdout)
     assert (out["runs"], out["prompts"], out["workers"], out["concurrency"]) == (RUNS, 1, 1, 1)
+    assert out["ollama_queue"] == 0  # latencies are the model's own, not time in its queue
     assert out["stream"] is True and out["ollama_version"] == "0.12.0"
     slow, fast, unknown = out["models"]
     assert [m["model"] for m in out["models"]] == ["qwen3:8b", "gemma3:4b", "no-such-model:1b"]

@@ -41,6 +41,7 @@ def test_environment_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         {"redis_url": "http://nope"},
         {"concurrency": 0},
+        {"ollama_queue": -1},
         {"prefix": "a b"},
         {"retry_delay": 10, "retry_max_delay": 1},
         {"timeout": 0},
@@ -55,3 +56,18 @@ def test_invalid_settings(kwargs: dict[str, object]) -> None:
 def test_arq_never_times_out_before_batchq() -> None:
     s = Settings(timeout=120, connect_timeout=5)
     assert s.job_timeout > s.timeout + s.connect_timeout
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "queue", "in_flight", "jobs"),
+    [(1, None, 2, 3), (4, None, 5, 6), (16, None, 20, 24), (16, 0, 16, 20), (2, 5, 7, 8)],
+)
+def test_requests_in_flight_are_the_concurrency_plus_ollamas_queue(
+    monkeypatch: pytest.MonkeyPatch, concurrency: int, queue: int | None, in_flight: int, jobs: int
+) -> None:
+    # By default a quarter more, rounded up, wait in Ollama's own queue; arq runs the prefetch
+    # (also a quarter of the concurrency) on top.
+    s = Settings(concurrency=concurrency, ollama_queue=queue)
+    assert (s.max_in_flight, s.jobs_per_worker) == (in_flight, jobs)
+    monkeypatch.setenv("BATCHQ_OLLAMA_QUEUE", "0")
+    assert Settings(concurrency=concurrency).max_in_flight == concurrency

@@ -363,6 +363,7 @@ def test_parallel_slots_bound_concurrency() -> None:
                 assert reply.response == expected_response("llama3.2", f"p{i}")
             stats = server.stats()
             assert stats["max_concurrency"] == {"llama3.2": 2}
+            assert stats["max_in_flight"] == 4  # two of them waited in the queue
             assert stats["in_flight"] == 0
 
     run(body)
@@ -519,6 +520,7 @@ def test_stats_over_http_and_reset() -> None:
                 "by_status": {},
                 "max_concurrency": {},
                 "in_flight": 0,
+                "max_in_flight": 0,
                 "prompts": {},
                 "arrivals": [],
                 "arrival_prompts": [],

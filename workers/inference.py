@@ -69,7 +69,8 @@ class WorkerState:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     # Set when a job ends: the dispatch loop refills the window without the job waiting for it.
     dispatch_wanted: asyncio.Event = field(default_factory=asyncio.Event)
-    # Requests to Ollama in flight: the concurrency, while arq may run a few more jobs.
+    # Requests to Ollama in flight (the concurrency plus Ollama's queue), while arq may run
+    # a few more jobs.
     ollama_slots: asyncio.Semaphore = field(init=False)
     waiting: set[str] = field(default_factory=set)  # claimed jobs waiting for a slot
     draining: bool = False  # set on SIGTERM: start no more requests
@@ -77,7 +78,7 @@ class WorkerState:
     retired: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self.ollama_slots = asyncio.Semaphore(self.settings.concurrency)
+        self.ollama_slots = asyncio.Semaphore(self.settings.max_in_flight)
         self.keys = Keys(self.settings.prefix)
         self.store = BatchStore(self.redis, self.keys)
         self.scripts = self.store.scripts
@@ -429,7 +430,7 @@ async def _heartbeat_once(st: WorkerState) -> None:
     now = clock.now_ms()
     async with st.redis.pipeline(transaction=False) as pipe:
         pipe.zadd(st.keys.workers, {st.worker_id: now + st.lease_ms})
-        pipe.hset(st.keys.worker_slots, st.worker_id, str(st.settings.concurrency))
+        pipe.hset(st.keys.worker_slots, st.worker_id, str(st.settings.max_in_flight))
         if st.waiting:
             # Claimed jobs waiting for a slot have no lease yet: keep their claims fresh, or
             # the reaper would take them for the claims of a dead worker.

@@ -95,9 +95,11 @@ class WorkerStats:
         Gauge(
             "batchq_worker_in_flight", "Items this worker is running now", registry=r
         ).set_function(lambda: len(running))
-        Gauge("batchq_worker_concurrency", "Items this worker may run at once", registry=r).set(
-            settings.concurrency
-        )
+        Gauge(
+            "batchq_worker_concurrency",
+            "Requests this worker may have at Ollama at once (concurrency + Ollama queue)",
+            registry=r,
+        ).set(settings.max_in_flight)
 
     def request_done(self, endpoint: str, seconds: float) -> None:
         self._latency.labels(endpoint).observe(seconds)
@@ -158,7 +160,7 @@ class WorkerStats:
             host=self.host,
             pid=self.pid,
             endpoints=self.settings.ollama_hosts,
-            concurrency=self.settings.concurrency,
+            concurrency=self.settings.max_in_flight,
             running=dict(running),
             succeeded=self.succeeded,
             failed=self.failed,

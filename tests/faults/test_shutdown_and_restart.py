@@ -32,12 +32,13 @@ def test_sigterm_finishes_in_flight_requests_and_wastes_no_attempt(
             env, "submit", str(prompts(tmp_path / "p.jsonl", 8, "term")), "--model", "llama3.2"
         ).stdout.strip()
         with Workers(env, tmp_path) as workers:
+            # Concurrency 4 and, by default, one more request for Ollama's queue: 5 in flight.
             first = workers.start("--concurrency", "4")
-            wait_count(env, bid, "running", 4, timeout=30)
+            wait_count(env, bid, "running", 5, timeout=30)
             first.send_signal(signal.SIGTERM)
             assert first.wait(30) == 0  # exits by itself, cleanly, after its requests finish
             s = status(env, bid)
-            assert (s["succeeded"], s["running"], s["queued"], s["failed"]) == (4, 0, 4, 0)
+            assert (s["succeeded"], s["running"], s["queued"], s["failed"]) == (5, 0, 3, 0)
             workers.start("--concurrency", "4")
             wait_done(env, bid, timeout=60)
         stats = sim_stats(sim)

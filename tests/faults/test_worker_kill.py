@@ -47,7 +47,8 @@ def test_sigkilled_worker_items_rerun_within_seconds(
     resent = {p for p, c in stats["prompts"].items() if c > 1}
     assert all(c <= 2 for c in stats["prompts"].values())
     # Re-sent exactly when the worker died mid-request: those items needed a second attempt.
-    assert 1 <= len(resent) <= 4
+    # At most the victim's requests in flight: its concurrency of 4 and one in Ollama's queue.
+    assert 1 <= len(resent) <= 5
     assert {f"kill {r['index']}" for r in rows if r["attempts"] == 2} == resent
     # 60 one-second requests over 8 slots take ~8 s; a lost item waiting for arq's lock
     # would take over ten minutes. The bound is about liveness, not speed.

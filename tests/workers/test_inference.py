@@ -157,7 +157,8 @@ async def test_worker_registers_and_leaves(store: BatchStore, settings: Settings
     await startup_hook(settings.with_overrides(concurrency=7))(ctx)
     wid = ctx["batchq"].worker_id  # type: ignore[attr-defined]
     assert await store.redis.zscore(store.keys.workers, wid) > clock.now_ms()
-    assert await store.redis.hget(store.keys.worker_slots, wid) == b"7"  # type: ignore[misc]
+    # Its slots for the dispatch window: 7, and 2 more (a quarter) in Ollama's queue.
+    assert await store.redis.hget(store.keys.worker_slots, wid) == b"9"  # type: ignore[misc]
     await shutdown(ctx)
     assert await store.redis.zscore(store.keys.workers, wid) is None
 
@@ -181,13 +182,20 @@ async def test_a_hung_request_is_cut_by_the_timeout_and_retried(
 
 
 @pytest.mark.e2e
-def test_prefetched_jobs_wait_for_a_slot_and_ollama_sees_only_the_concurrency(
-    valkey_url: str, prefix: str, tmp_path: Path
+@pytest.mark.parametrize(
+    ("queue_args", "in_flight"),
+    [(["--ollama-queue", "0"], 2), ([], 3)],
+    ids=["no-ollama-queue", "default-ollama-queue"],
+)
+def test_prefetched_jobs_wait_for_a_slot_and_ollama_sees_the_concurrency_plus_its_queue(
+    valkey_url: str, prefix: str, tmp_path: Path, queue_args: list[str], in_flight: int
 ) -> None:
-    # Concurrency 2: arq runs 3 jobs (a prefetch of 1), the third claimed and waiting for a
-    # slot, not started; Ollama never has more than 2 requests from the worker.
+    # Ollama with 2 slots and a worker of concurrency 2. By default the worker sends a quarter
+    # more (rounded up: 1), which waits in Ollama's queue for the first slot to free; with
+    # --ollama-queue 0 Ollama never has more than 2. Either way arq runs one job more (the
+    # prefetch), claimed and waiting for a request to end, not started.
     n = 12
-    with simulator(tmp_path, "--parallel", "8", "--latency", "0.3") as sim:
+    with simulator(tmp_path, "--parallel", "2", "--latency", "0.3") as sim:
         env = env_for(valkey_url, prefix, tmp_path / "home", sim)
         src = tmp_path / "p.jsonl"
         src.write_text("".join(json.dumps(f"prefetch {i}") + "\n" for i in range(n)))
@@ -197,7 +205,7 @@ def test_prefetched_jobs_wait_for_a_slot_and_ollama_sees_only_the_concurrency(
         client = redis_sync.Redis.from_url(valkey_url)
         most_running = most_claimed = 0
         with Workers(env, tmp_path) as workers:
-            workers.start("--concurrency", "2")
+            workers.start("--concurrency", "2", *queue_args)
             deadline = time.monotonic() + 60
             while client.hget(meta, "finished_at") is None:
                 most_running = max(most_running, int(client.hget(meta, "running") or 0))
@@ -208,6 +216,7 @@ def test_prefetched_jobs_wait_for_a_slot_and_ollama_sees_only_the_concurrency(
                 time.sleep(0.02)
         client.close()
         stats = sim_stats(sim)
-    assert stats["max_concurrency"]["llama3.2"] == 2
-    assert (most_running, most_claimed) == (2, 3)
+    assert stats["max_concurrency"]["llama3.2"] == 2  # the slots
+    assert stats["max_in_flight"] == in_flight  # the slots and Ollama's queue
+    assert (most_running, most_claimed) == (in_flight, in_flight + 1)
     assert wait_done(env, bid)["succeeded"] == n
