@@ -2,7 +2,9 @@
 
 A stored result is compact (``{"s", "r", "e", "a", "m", "v"}``, see :func:`encode_result`);
 the custom id and model come from the item itself, so they are not stored twice, and embedding
-vectors are base64 float32 (see :mod:`batchq.vectors`).
+vectors are base64 float32 (see :mod:`batchq.vectors`). A long response is stored compressed:
+a JSON head with the status and attempts, a newline, then the rest of the JSON, zlib-deflated
+(a compact JSON text never holds a raw newline, so the first one ends the head).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import IO, Any, Literal
 
@@ -33,6 +36,10 @@ __all__ = [
 
 OutputFormat = Literal["native", "openai"]
 
+# Responses longer than this (characters) are stored deflated: model output shrinks to about
+# half or less, and even random text (no model writes it) to three quarters.
+COMPRESS_OVER = 512
+
 
 def encode_result(
     status: ItemStatus,
@@ -42,20 +49,36 @@ def encode_result(
     attempts: int = 0,
     metrics: dict[str, Any] | None = None,
     embeddings: list[str] | None = None,
-) -> str:
+) -> str | bytes:
     """The stored form of a result. ``embeddings`` are vectors already packed by
     :func:`batchq.vectors.pack`; an embeddings result has no text, so ``response`` is then
-    not stored."""
-    d: dict[str, Any] = {"s": status.value, "a": attempts}
+    not stored. Long responses come back deflated, as bytes (see the module's docstring)."""
+    head: dict[str, Any] = {"s": status.value, "a": attempts}
+    rest: dict[str, Any] = {}
     if embeddings is not None:
-        d["v"] = embeddings
+        rest["v"] = embeddings
     elif response is not None:
-        d["r"] = response
+        rest["r"] = response
     if error is not None:
-        d["e"] = error.model_dump()
+        rest["e"] = error.model_dump()
     if metrics:
-        d["m"] = metrics
+        rest["m"] = metrics
+    if response is not None and embeddings is None and len(response) > COMPRESS_OVER:
+        # Level 6 (zlib's default) deflates a few KB in well under a millisecond.
+        return _dumps(head).encode() + b"\n" + zlib.compress(_dumps(rest).encode(), 6)
+    return _dumps(head | rest)
+
+
+def _dumps(d: dict[str, Any]) -> str:
     return json.dumps(d, separators=(",", ":"), ensure_ascii=False)
+
+
+def _loads_result(raw: bytes) -> dict[str, Any]:
+    cut = raw.find(b"\n")
+    if cut < 0:
+        d: dict[str, Any] = json.loads(raw)
+        return d
+    return {**json.loads(raw[:cut]), **json.loads(zlib.decompress(raw[cut + 1 :]))}
 
 
 def decode_result(
@@ -63,7 +86,7 @@ def decode_result(
 ) -> ItemResult:
     """A stored result as an output line; no stored result means cancelled before dispatch.
     ``prior``: attempts of the item's earlier runs, which the stored result does not count."""
-    d: dict[str, Any] = json.loads(raw) if raw else {"s": ItemStatus.CANCELLED.value}
+    d: dict[str, Any] = _loads_result(raw) if raw else {"s": ItemStatus.CANCELLED.value}
     return ItemResult(
         index=index,
         custom_id=item.custom_id if item else str(index),

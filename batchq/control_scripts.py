@@ -173,15 +173,16 @@ local n = 0
 for _, idx in ipairs(picked) do
   local raw = redis.call('HGET', KEYS[2], idx)
   if raw then
-    -- Results are written with the status first; decode only the ones to move.
+    -- Results are written with the status first; decode only the ones to move, and of a
+    -- deflated one only its head (up to the first newline), which has the status and attempts.
     local st = string.match(raw, '^{"s":"(%a+)"')
     local d = nil
     if not st then
-      d = cjson.decode(raw)
+      d = cjson.decode(string.match(raw, '^[^\\n]*'))
       st = d.s
     end
     if want['*'] or want[st] then
-      if not d then d = cjson.decode(raw) end
+      if not d then d = cjson.decode(string.match(raw, '^[^\\n]*')) end
       local a = tonumber(d.a) or 0
       -- Expiry is no attempt: only failures join the history.
       if st == 'failed' and type(d.e) == 'table' then
@@ -398,7 +399,7 @@ class ControlScripts:
         )
         return int(res)
 
-    async def expire(self, batch_id: str, *, now_ms: int, chunk: int, payload: str) -> int:
+    async def expire(self, batch_id: str, *, now_ms: int, chunk: int, payload: str | bytes) -> int:
         """One step of expiring a batch past its deadline; how many results are left to
         write (0: done), -1 if there is no such batch, -2 if the deadline is not due."""
         k = self.keys

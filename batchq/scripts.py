@@ -439,7 +439,7 @@ class Scripts:
         index: int,
         jid: str,
         status: str,
-        payload: str,
+        payload: str | bytes,
         *,
         now_ms: int,
         tokens: tuple[int, int] = (0, 0),

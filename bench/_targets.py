@@ -4,9 +4,12 @@ measured in this run, and so is the baseline it is compared with."""
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import cast
 
 from _fairness import t_fairness
 from _fixtures import BigBatch, Ctx, Row, fill_results, raw_export, verdict
@@ -23,9 +26,10 @@ from _harness import (
 )
 
 from batchq.batches import BatchStore
+from batchq.collect import decode_result, encode_result
 from batchq.connection import connect
 from batchq.keys import Keys
-from batchq.models import Endpoint, Item
+from batchq.models import Endpoint, Item, ItemStatus
 from batchq.settings import Settings
 
 KB = 1024
@@ -79,6 +83,46 @@ def _rss_note(rss: float, rss10: float, n: int, n10: int, base: float) -> str:
     )
 
 
+def _stored_prose(ctx: Ctx, n: int, size: int = 2000) -> dict[str, float]:
+    """Bytes per stored result and encoding CPU, for ``n`` succeeded results whose responses
+    are ``size``-character windows of this repository's README (prose, lists and code, as
+    model output is), stored deflated by batchq and, as the baseline, as plain JSON."""
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    text = text * (size // len(text) + 2)
+    metrics = {"eval_count": 500, "prompt_eval_count": 40, "total_duration": 9_876_543_210}
+    responses = [text[(i * 997) % (len(text) - size) :][:size] for i in range(n)]
+    t0 = time.process_time()
+    stored = [
+        encode_result(ItemStatus.SUCCEEDED, response=r, attempts=1, metrics=metrics)
+        for r in responses
+    ]
+    t1 = time.process_time()
+    plain = [
+        json.dumps({"s": "succeeded", "a": 1, "r": r, "m": metrics}, ensure_ascii=False)
+        for r in responses
+    ]
+    t2 = time.process_time()
+    t3 = time.process_time()
+    for r in stored:
+        decode_result(0, None, r if isinstance(r, bytes) else r.encode())
+    t4 = time.process_time()
+    out: dict[str, float] = {}
+    for name, values in (("deflated", stored), ("plain", plain)):
+        key = f"membench:{name}"
+        ctx.lab.r.delete(key)
+        for start in range(0, n, 1000):
+            ctx.lab.r.hset(
+                key, mapping={str(i): values[i] for i in range(start, min(n, start + 1000))}
+            )
+        out[name] = int(cast(int, ctx.lab.r.memory_usage(key, samples=0))) / n
+        ctx.lab.r.delete(key)
+    out["encode_us"] = (t1 - t0) / n * 1e6
+    out["json_us"] = (t2 - t1) / n * 1e6
+    out["decode_us"] = (t4 - t3) / n * 1e6
+    out["response_bytes"] = sum(len(r.encode()) for r in responses) / n
+    return out
+
+
 def t_memory(ctx: Ctx) -> None:
     big, arq = ctx.big_batch(ctx.n(1_000_000)), ctx.arq_base()
     queued = (big.mem_delta - big.prompt_bytes) / big.n
@@ -110,6 +154,23 @@ def t_memory(ctx: Ctx) -> None:
             "MEMORY USAGE of the done batch's hashes: "
             + ", ".join(f"{k} {v / q.n:,.0f} B/item" for k, v in kb.items())
             + " (prompts included)",
+        )
+    )
+    n = ctx.n(20_000)
+    z = _stored_prose(ctx, n)
+    ctx.add(
+        Row(
+            2,
+            "redis: bytes/result, ~2 KB prose responses",
+            "(compression welcome)",
+            f"{z['deflated']:,.0f} B ({n:,} results)",
+            f"plain JSON {z['plain']:,.0f} B",
+            f"{z['deflated'] / z['plain']:.2f}x",
+            "report",
+            z,
+            f"responses average {z['response_bytes']:,.0f} B of UTF-8; encoding costs"
+            f" {z['encode_us']:.0f} µs/result against json.dumps {z['json_us']:.0f} µs; reading"
+            f" one back {z['decode_us']:.0f} µs",
         )
     )
 

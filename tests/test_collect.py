@@ -8,7 +8,14 @@ from array import array
 import pytest
 
 from batchq.batches import BatchStore
-from batchq.collect import encode_result, iter_results, wait_finished, write_results
+from batchq.collect import (
+    COMPRESS_OVER,
+    decode_result,
+    encode_result,
+    iter_results,
+    wait_finished,
+    write_results,
+)
 from batchq.models import BatchState, BatchStatus, Endpoint, Item, ItemError, ItemStatus
 from batchq.vectors import pack
 
@@ -109,3 +116,35 @@ async def test_wait_finished_calls_back_once_with_the_final_status(store: BatchS
     assert sorted(kind for kind, _ in seen) == ["async", "sync"]
     assert all(s.state is BatchState.CANCELLED and s.finished_at for _, s in seen)
     assert [s for _, s in seen] == done
+
+
+# Model output as it comes: prose with line breaks, markup and non-ASCII text.
+ANSWER = "\n".join(
+    f"{i}. **Step {i}:** the café's oven (≈{180 + i} °C) needs {i % 7 + 2} minutes; "
+    "check the crust, then rotate the tray and note the colour."
+    for i in range(40)
+)
+
+
+def test_a_long_response_is_stored_deflated_and_read_back_whole() -> None:
+    metrics = {"eval_count": 812, "total_duration": 9_876_543_210}
+    payload = encode_result(ItemStatus.SUCCEEDED, response=ANSWER, attempts=2, metrics=metrics)
+    plain = json.dumps({"s": "succeeded", "a": 2, "r": ANSWER, "m": metrics}, ensure_ascii=False)
+    assert isinstance(payload, bytes) and payload.startswith(b'{"s":"succeeded","a":2}\n')
+    assert len(payload) < 0.5 * len(plain.encode())
+    item = items(1)[0]
+    got = decode_result(0, item, payload)
+    assert (got.response, got.attempts, got.metrics) == (ANSWER, 2, metrics)
+    assert got == decode_result(0, item, plain.encode())
+
+
+def test_short_embedding_and_failed_results_stay_plain_json() -> None:
+    short = encode_result(ItemStatus.SUCCEEDED, response="x" * COMPRESS_OVER)
+    vectors = [pack([0.5] * 768)]  # base64 of float32: deflate would gain little
+    for payload in (
+        short,
+        encode_result(ItemStatus.SUCCEEDED, embeddings=vectors),
+        encode_result(ItemStatus.FAILED, error=ItemError(type="x", message="y" * 2000)),
+    ):
+        assert isinstance(payload, str)
+        json.loads(payload)

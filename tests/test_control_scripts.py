@@ -320,3 +320,21 @@ async def test_retry_reads_any_result_layout_and_clips_long_messages(
     (entry,) = (await item_info(store, bid, "0")).errors
     assert (entry.attempt, entry.type, entry.status_code) == (7, "server_error", None)
     assert entry.message == "é" * 600  # 1200 bytes, cut between characters
+
+
+async def test_retry_of_any_status_reads_the_head_of_a_deflated_result(
+    store: BatchStore, settings: Settings
+) -> None:
+    bid, _ = await store.submit(items(1))
+    await register_worker(store, "w", 1)
+    await finish_all(store, settings, bid, {})
+    long = " ".join(f"sentence {i} of a long answer." for i in range(200))
+    payload = encode_result(ItemStatus.SUCCEEDED, response=long, attempts=3)
+    assert isinstance(payload, bytes)  # deflated: Lua cannot decode all of it
+    await store.redis.hset(store.keys.batch(bid).results, "0", payload)  # type: ignore[misc]
+    assert await store.retry(bid, indices=[0]) == 1
+    s = await store.status(bid)
+    assert (s.succeeded, s.queued) == (0, 1)
+    await finish_all(store, settings, bid, {})
+    [result] = [r async for r in iter_results(store, bid)]
+    assert result.attempts == 3 + 1  # the deflated result's attempts were carried over

@@ -312,7 +312,7 @@ async def _fail(job: _Job, error: ItemError) -> str:
 
 
 async def _finish(
-    job: _Job, status: ItemStatus, payload: str, *, tokens: tuple[int, int] = (0, 0)
+    job: _Job, status: ItemStatus, payload: str | bytes, *, tokens: tuple[int, int] = (0, 0)
 ) -> None:
     st = job.st
     await st.scripts.finish(

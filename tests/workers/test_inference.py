@@ -4,6 +4,7 @@ arq's own Worker loop (burst mode as the seam), so every hop but process boundar
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from arq import Retry
 
 from batchq import clock
 from batchq.batches import BatchStore
-from batchq.collect import iter_results
+from batchq.collect import iter_results, write_results
 from batchq.keys import ARQ_IN_PROGRESS_PREFIX, Keys
 from batchq.models import BatchState, Endpoint, Item, ItemStatus
 from batchq.settings import Settings
@@ -63,6 +64,25 @@ async def test_burst_worker_drains_a_batch_in_order(
     assert (bad.error.type, bad.error.status_code) == ("model_not_found", 404)
     assert bad.error.message == "model 'no-such-model' not found"
     assert bad.attempts == 1  # permanent: no retry
+
+
+async def test_long_replies_are_stored_deflated_and_exported_whole(
+    store: BatchStore, settings: Settings
+) -> None:
+    config = SimConfig(parallel=4, eval_tokens_per_s=0, prompt_tokens_per_s=0, response_tokens=300)
+    with running_sim(config) as sim:
+        bid, _ = await store.submit([gen(i) for i in range(6)])
+        await run_burst(settings.with_overrides(ollama_host=sim.url, concurrency=4))
+    raw = await store.redis.hgetall(store.keys.batch(bid).results)  # type: ignore[misc]
+    assert len(raw) == 6 and all(v.startswith(b'{"s":"succeeded","a":1}\n') for v in raw.values())
+    out = io.StringIO()
+    assert await write_results(store, bid, out) == 6
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    for i, line in enumerate(lines):
+        reply = expected_response("llama3.2", f"prompt {i}", tokens=300)
+        assert (line["response"], line["metrics"]["eval_count"]) == (reply, 300)
+        # Stored in well under the reply's own size, metrics and all.
+        assert len(raw[str(i).encode()]) < 0.8 * len(reply)
 
 
 async def test_transient_failures_are_retried_until_they_pass(
