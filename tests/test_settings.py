@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -71,3 +73,11 @@ def test_requests_in_flight_are_the_concurrency_plus_ollamas_queue(
     assert (s.max_in_flight, s.jobs_per_worker) == (in_flight, jobs)
     monkeypatch.setenv("BATCHQ_OLLAMA_QUEUE", "0")
     assert Settings(concurrency=concurrency).max_in_flight == concurrency
+
+
+def test_every_setting_is_in_the_readmes_configuration_table() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = "\n".join(line for line in section.splitlines() if line.startswith("| `"))
+    missing = [name for name in Settings.model_fields if f"`BATCHQ_{name.upper()}`" not in rows]
+    assert not missing, missing
