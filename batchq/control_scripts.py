@@ -156,6 +156,12 @@ return 1
 _RETRY_STAGE = (
     _HISTORY
     + """
+-- A stored result's status and attempts: all of it, or of a deflated one the JSON head
+-- before the first newline (see batchq.collect).
+local function result_head(raw)
+  return cjson.decode(string.match(raw, '^[^\\n]*'))
+end
+
 local m = redis.call('HMGET', KEYS[1], 'state', 'total', 'started_at')
 if not m[1] then return -1 end
 if m[1] == 'cancelled' then return -2 end
@@ -173,16 +179,15 @@ local n = 0
 for _, idx in ipairs(picked) do
   local raw = redis.call('HGET', KEYS[2], idx)
   if raw then
-    -- Results are written with the status first; decode only the ones to move, and of a
-    -- deflated one only its head (up to the first newline), which has the status and attempts.
+    -- Results are written with the status first; decode only the ones to move.
     local st = string.match(raw, '^{"s":"(%a+)"')
     local d = nil
     if not st then
-      d = cjson.decode(string.match(raw, '^[^\\n]*'))
+      d = result_head(raw)
       st = d.s
     end
     if want['*'] or want[st] then
-      if not d then d = cjson.decode(string.match(raw, '^[^\\n]*')) end
+      if not d then d = result_head(raw) end
       local a = tonumber(d.a) or 0
       -- Expiry is no attempt: only failures join the history.
       if st == 'failed' and type(d.e) == 'table' then

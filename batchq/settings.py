@@ -126,13 +126,18 @@ class Settings(BaseSettings):
 
     @property
     def ollama_queue_size(self) -> int:
-        return self.ollama_queue if self.ollama_queue is not None else -(-self.concurrency // 4)
+        return self.ollama_queue if self.ollama_queue is not None else self._quarter
 
     @property
     def jobs_per_worker(self) -> int:
         """What arq may run at once: the requests in flight plus the jobs waiting for one."""
-        prefetch = self.prefetch if self.prefetch is not None else -(-self.concurrency // 4)
+        prefetch = self.prefetch if self.prefetch is not None else self._quarter
         return self.max_in_flight + prefetch
+
+    @property
+    def _quarter(self) -> int:
+        """A quarter of the concurrency, rounded up: the default queue and prefetch."""
+        return -(-self.concurrency // 4)
 
     @property
     def ollama_hosts(self) -> list[str]:

@@ -11,7 +11,7 @@ import math
 import random
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -309,6 +309,16 @@ class SimServer:
 
     # -- inference -----------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _counted(self) -> Iterator[None]:
+        """An admitted request, waiting for a slot or holding one."""
+        self._in_flight += 1
+        self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+
     async def _parse(self, request: web.Request, chat: bool) -> _Job:
         go_type = "ChatRequest" if chat else "GenerateRequest"
         body = await read_body(request, go_type)
@@ -347,9 +357,7 @@ class SimServer:
             self._arrivals.append(time.time())
             self._arrival_prompts.append(job.prompt)
         midstream, slow = self._admit(job.name)
-        self._in_flight += 1
-        self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
-        try:
+        with self._counted():
             async with self._slot(job.name) as st:
                 loaded = time.perf_counter_ns()
                 head = {"model": job.model, "created_at": stamp()}
@@ -413,8 +421,6 @@ class SimServer:
                 await write_line(request, resp, *ready, final)
                 await resp.write_eof()
                 return resp
-        finally:
-            self._in_flight -= 1
 
     async def _embed(self, request: web.Request) -> web.Response:
         start = time.perf_counter_ns()
@@ -433,9 +439,7 @@ class SimServer:
             self._prompts[t] = self._prompts.get(t, 0) + 1
         _, slow = self._admit(name)
         n_prompt = sum(count_tokens(t) for t in texts)
-        self._in_flight += 1
-        self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
-        try:
+        with self._counted():
             async with self._slot(name):
                 loaded = time.perf_counter_ns()
                 if (stall := self._stall(n_prompt, slow)) > 0:
@@ -451,8 +455,6 @@ class SimServer:
                         "prompt_eval_count": n_prompt,
                     }
                 )
-        finally:
-            self._in_flight -= 1
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
