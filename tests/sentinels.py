@@ -22,7 +22,12 @@ __all__ = ["SERVICE", "SentinelGroup", "sentinel_group"]
 SERVICE = "mymaster"
 
 
-def _wait(what: str, ready: Callable[[], bool], timeout: float = 20) -> None:
+def _wait(
+    what: str,
+    ready: Callable[[], bool],
+    timeout: float = 20,
+    explain: Callable[[], str] = lambda: "",
+) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -30,7 +35,7 @@ def _wait(what: str, ready: Callable[[], bool], timeout: float = 20) -> None:
                 return
         except (redis_sync.ConnectionError, redis_sync.ResponseError):
             pass
-        assert time.monotonic() < deadline, f"{what}: not ready within {timeout:g} s"
+        assert time.monotonic() < deadline, f"{what}: not ready within {timeout:g} s{explain()}"
         time.sleep(0.02)
 
 
@@ -72,6 +77,14 @@ class SentinelGroup:
                 lambda: r.info("replication")["master_link_status"] == "down",
             )
 
+    def sentinel_log(self) -> str:
+        """What the sentinels decided (state changes, tilt), for a failed wait's message."""
+        lines = []
+        for port in self.sentinel_ports:
+            text = (self.log_dir / f"valkey-{port}.log").read_text(errors="replace")
+            lines += [f"{port}: {x}" for x in text.splitlines() if " # " in x or " * +" in x]
+        return "\n" + "\n".join(lines[-60:])
+
     def kill(self, port: int) -> None:
         self.procs[port].send_signal(signal.SIGKILL)
         self.procs[port].wait(10)
@@ -102,7 +115,7 @@ class SentinelGroup:
                 and int(info["slave_repl_offset"]) >= offset
             )
 
-        _wait(f"{port} a replica of {of}", ready, timeout)
+        _wait(f"{port} a replica of {of}", ready, timeout, self.sentinel_log)
 
     def wait_for_master(self, port: int, timeout: float = 30) -> None:
         """Until every sentinel names ``port`` as the master and it says it is one."""
@@ -112,7 +125,7 @@ class SentinelGroup:
                 role = c.info("replication")["role"]
             return self.reported_masters() == {port} and role == "master"
 
-        _wait(f"failover to {port}", ready, timeout)
+        _wait(f"failover to {port}", ready, timeout, self.sentinel_log)
 
 
 @contextlib.contextmanager
@@ -182,6 +195,11 @@ def sentinel_group(
             start(port, [str(conf), "--sentinel"])
         for port in group.sentinel_ports:
             with redis_sync.Redis(port=port) as c:
+                # A server that comes back as a master after a failover is turned into a
+                # replica after two INFO periods plus four publish periods: 10 s + 8 s by
+                # default, which on a loaded 2-core machine ran past a 30 s wait.
+                _wait(f"sentinel {port} up", lambda c=c: bool(c.ping()))
+                c.execute_command("SENTINEL", "DEBUG", "info-period", 1000, "publish-period", 500)
 
                 def known(c: redis_sync.Redis = c) -> bool:
                     m = c.sentinel_master(SERVICE)
