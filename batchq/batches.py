@@ -219,7 +219,7 @@ class BatchStore:
 
     async def cancel(self, batch_id: str) -> BatchStatus:
         _check_id(batch_id)
-        res = await self.scripts.cancel(batch_id, now_ms=clock.now_ms())
+        res = await self.control.cancel(batch_id, now_ms=clock.now_ms())
         if res is None:
             raise BatchNotFound(batch_id)
         return await self.status(batch_id)

@@ -1,5 +1,5 @@
-"""The Lua scripts behind controlling a batch while it runs: pause and resume, re-running
-items, deadlines, and each item's error history.
+"""The Lua scripts behind controlling a batch while it runs: cancel, pause and resume,
+re-running items, deadlines, and each item's error history.
 
 They sit beside :mod:`batchq.scripts` and keep its invariants: one result per item, counters
 that always add up, and no item lost between batchq's cursor, its redo list and arq's queue.
@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from .keys import ARQ_IN_PROGRESS_PREFIX, ARQ_JOB_PREFIX, Keys
 from .models import ItemError
-from .scripts import _FINALIZE, _call, _str
+from .scripts import _CANCELLED_PAYLOAD, _FINALIZE, _call, _str
 from .stride import STRIDE_LUA
 
 __all__ = ["ERROR_HISTORY", "ControlScripts"]
@@ -50,6 +50,49 @@ local function push_error(errors, prior, idx, attempt, etype, message, code, at,
   redis.call('HSET', errors, idx, cjson.encode(list))
 end
 """
+
+# KEYS: meta, results, redo, ready, queue, open
+# ARGV: batch id, now_ms
+_CANCEL = (
+    _FINALIZE
+    + """
+local m = redis.call('HMGET', KEYS[1], 'state', 'next', 'total')
+if not m[1] then return false end
+if m[1] == 'completed' or m[1] == 'cancelled' or m[1] == 'expired' then return m[1] end
+local bid = ARGV[1]
+local n = tonumber(m[3]) - tonumber(m[2])
+for _, idx in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
+  n = n + redis.call('HSETNX', KEYS[2], idx, '"""
+    + _CANCELLED_PAYLOAD
+    + """')
+end
+redis.call('DEL', KEYS[3])
+-- Items waiting in arq's small window are dropped here too; ones a worker already claimed
+-- (in-progress key) run to the end or see the cancel at start.
+local plen = string.len(bid) + 1
+for _, jid in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
+  if string.sub(jid, 1, plen) == bid .. ':'
+     and redis.call('EXISTS', '"""
+    + ARQ_IN_PROGRESS_PREFIX
+    + """' .. jid) == 0 then
+    redis.call('ZREM', KEYS[5], jid)
+    redis.call('DEL', '"""
+    + ARQ_JOB_PREFIX
+    + """' .. jid)
+    n = n + redis.call('HSETNX', KEYS[2], string.sub(jid, plen + 1), '"""
+    + _CANCELLED_PAYLOAD
+    + """')
+  end
+end
+redis.call('HSET', KEYS[1], 'state', 'cancelled', 'cancel_from', m[2], 'next', m[3],
+           'cancelled_at', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'cancelled', n)
+leave(KEYS[4], KEYS[1], bid)
+close_if_done(KEYS[1], KEYS[4], bid, ARGV[2])
+return 'cancelled'
+"""
+)
+
 
 # KEYS: meta, results, redo, queue, ready, open
 # ARGV: batch id, now_ms
@@ -313,12 +356,26 @@ class ControlScripts:
 
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self.keys = keys
+        self._cancel = redis.register_script(_CANCEL)
         self._pause = redis.register_script(_PAUSE)
         self._resume = redis.register_script(_RESUME)
         self._release_failed = redis.register_script(_RELEASE_FAILED)
         self._retry_stage = redis.register_script(_RETRY_STAGE)
         self._retry_commit = redis.register_script(_RETRY_COMMIT)
         self._expire = redis.register_script(_EXPIRE)
+
+    async def cancel(self, batch_id: str, *, now_ms: int) -> str | None:
+        """The batch's state afterwards ('cancelled' unless it was already final); None if
+        there is no such batch."""
+        bk = self.keys.batch(batch_id)
+        res = await _call(
+            self._cancel,
+            [bk.meta, bk.results, bk.redo, self.keys.ready, self.keys.queue, self.keys.open],
+            [batch_id, now_ms],
+        )
+        if res is None:
+            return None
+        return _str(res)
 
     async def pause(self, batch_id: str, *, now_ms: int) -> str | None:
         """The batch's state afterwards ('paused' unless it was already final); None if there

@@ -7,11 +7,14 @@ A broken rule raises :class:`Bad` with the field's dotted path (``body.messages[
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Any
 
 from .errors import BatchqError
 
 __all__ = [
+    "DECODER",
     "NO_MODEL",
     "Bad",
     "check_int",
@@ -26,6 +29,27 @@ __all__ = [
 ]
 
 NO_MODEL = "no model: give the line a model or pass --model"
+
+
+class _NumberError(ValueError):
+    pass
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    # 1e999 parses to inf, which json.dumps would later write as the non-JSON token Infinity.
+    if math.isinf(value):
+        raise _NumberError(f"number {text} is out of range")
+    return value
+
+
+def _reject_constant(text: str) -> float:
+    raise _NumberError(f"{text} is not valid JSON")
+
+
+# Strict JSON for every line and every JSON string inside one (OpenAI's tool-call arguments).
+# One decoder for all: json.loads with keyword arguments would build a new one per call.
+DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_reject_constant)
 
 
 class Bad(BatchqError):

@@ -291,48 +291,6 @@ return 1
 """
 )
 
-# KEYS: meta, results, redo, ready, queue, open
-# ARGV: batch id, now_ms
-_CANCEL = (
-    _FINALIZE
-    + """
-local m = redis.call('HMGET', KEYS[1], 'state', 'next', 'total')
-if not m[1] then return false end
-if m[1] == 'completed' or m[1] == 'cancelled' or m[1] == 'expired' then return m[1] end
-local bid = ARGV[1]
-local n = tonumber(m[3]) - tonumber(m[2])
-for _, idx in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
-  n = n + redis.call('HSETNX', KEYS[2], idx, '"""
-    + _CANCELLED_PAYLOAD
-    + """')
-end
-redis.call('DEL', KEYS[3])
--- Items waiting in arq's small window are dropped here too; ones a worker already claimed
--- (in-progress key) run to the end or see the cancel at start.
-local plen = string.len(bid) + 1
-for _, jid in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
-  if string.sub(jid, 1, plen) == bid .. ':'
-     and redis.call('EXISTS', '"""
-    + ARQ_IN_PROGRESS_PREFIX
-    + """' .. jid) == 0 then
-    redis.call('ZREM', KEYS[5], jid)
-    redis.call('DEL', '"""
-    + ARQ_JOB_PREFIX
-    + """' .. jid)
-    n = n + redis.call('HSETNX', KEYS[2], string.sub(jid, plen + 1), '"""
-    + _CANCELLED_PAYLOAD
-    + """')
-  end
-end
-redis.call('HSET', KEYS[1], 'state', 'cancelled', 'cancel_from', m[2], 'next', m[3],
-           'cancelled_at', ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'cancelled', n)
-leave(KEYS[4], KEYS[1], bid)
-close_if_done(KEYS[1], KEYS[4], bid, ARGV[2])
-return 'cancelled'
-"""
-)
-
 
 @dataclass(frozen=True, slots=True)
 class DispatchOutcome:
@@ -365,7 +323,6 @@ class Scripts:
         self._start = redis.register_script(_START)
         self._finish = redis.register_script(_FINISH)
         self._release = redis.register_script(_RELEASE)
-        self._cancel = redis.register_script(_CANCEL)
         self._reap = redis.register_script(_REAP)
         self._repair = redis.register_script(_REPAIR)
         self._claim = redis.register_script(_CLAIM)
@@ -501,17 +458,6 @@ class Scripts:
             [batch_id, start, end, now_ms],
         )
         return int(res)
-
-    async def cancel(self, batch_id: str, *, now_ms: int) -> str | None:
-        bk = self.keys.batch(batch_id)
-        res = await _call(
-            self._cancel,
-            [bk.meta, bk.results, bk.redo, self.keys.ready, self.keys.queue, self.keys.open],
-            [batch_id, now_ms],
-        )
-        if res is None:
-            return None
-        return res.decode() if isinstance(res, bytes) else str(res)
 
 
 def _str(v: Any) -> str:

@@ -15,7 +15,8 @@ from batchq.dispatch import Dispatcher
 from batchq.keys import ARQ_JOB_PREFIX, parse_job_id
 from batchq.models import BatchState, Endpoint, Item, ItemStatus
 from batchq.settings import Settings
-from workers.inference import WorkerState, repair_idle_batches, shutdown, startup_hook
+from workers.housekeeping import repair_idle_batches
+from workers.inference import WorkerState, shutdown, startup_hook
 
 from .test_dispatch import queued_jobs, register_worker
 

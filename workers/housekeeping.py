@@ -1,7 +1,8 @@
-"""Background duties every worker shares with the others, beside running items: expiring
-batches past their deadline, and sending completion hooks. Each step is an atomic script, so
-any number of workers may do it at once and a worker that dies half-way leaves nothing to undo
-(see :mod:`batchq.deadlines` and :mod:`batchq.hooks`)."""
+"""Background duties every worker shares with the others, beside running items: repairing
+batches that stopped making progress, expiring batches past their deadline, and sending
+completion hooks. Each step is an atomic script, so any number of workers may do it at once
+and a worker that dies half-way leaves nothing to undo (see :mod:`batchq.deadlines` and
+:mod:`batchq.hooks`)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,42 @@ from typing import TYPE_CHECKING
 import httpx
 from redis.exceptions import RedisError
 
+from batchq import clock
 from batchq.deadlines import expire_due
+from batchq.errors import BatchNotFound
 from batchq.hooks import Hooks, deliver_due
 
 if TYPE_CHECKING:
     from .inference import WorkerState
 
-__all__ = ["expiry_loop", "hooks_loop", "start_housekeeping"]
+__all__ = ["expiry_loop", "hooks_loop", "repair_idle_batches", "start_housekeeping"]
 
 log = logging.getLogger("batchq.worker")
+
+
+async def repair_idle_batches(st: WorkerState) -> int:
+    """Repair batches that made no progress for ``repair_after`` seconds, so that no batch can
+    hang at 99.9 % because some job was lost. One worker at a time does it (a lock key)."""
+    idle_ms = int(st.settings.repair_after * 1000)
+    store = st.store
+    batches = await store.idle_batches(idle_ms)
+    if not batches:
+        return 0
+    if not await st.redis.set(st.keys.repair_lock, st.worker_id, nx=True, px=idle_ms):
+        return 0
+    found = 0
+    for batch_id in batches:
+        # Marked as progress, so the same batch is looked at again only after another idle spell.
+        await st.redis.zadd(st.keys.open, {batch_id: clock.now_ms()}, xx=True)
+        try:
+            n = await store.repair(batch_id)
+        except BatchNotFound:
+            await st.redis.zrem(st.keys.open, batch_id)
+            continue
+        if n:
+            log.warning("batch %s was idle; re-queued %d lost item(s)", batch_id, n)
+        found += n
+    return found
 
 
 def start_housekeeping(st: WorkerState) -> list[asyncio.Task[None]]:

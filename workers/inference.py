@@ -26,7 +26,7 @@ from batchq.batches import BatchStore
 from batchq.collect import encode_result
 from batchq.connection import follow_master
 from batchq.dispatch import Dispatcher
-from batchq.errors import BatchNotFound, OllamaError, PermanentOllamaError, TransientOllamaError
+from batchq.errors import OllamaError, PermanentOllamaError, TransientOllamaError
 from batchq.hosts import Host, HostPool
 from batchq.keys import ARQ_IN_PROGRESS_PREFIX, Keys, parse_job_id
 from batchq.limits import RateLimiter, backoff
@@ -34,7 +34,7 @@ from batchq.models import Item, ItemError, ItemStatus
 from batchq.ollama import Reply
 from batchq.settings import Settings
 
-from .housekeeping import start_housekeeping
+from .housekeeping import repair_idle_batches, start_housekeeping
 from .stats import WorkerStats
 
 __all__ = [
@@ -44,7 +44,6 @@ __all__ = [
     "WorkerState",
     "after_job_end",
     "reject_job",
-    "repair_idle_batches",
     "run_item",
     "shutdown",
     "startup_hook",
@@ -477,31 +476,6 @@ async def _heartbeat_loop(st: WorkerState) -> None:
             await repair_idle_batches(st)
         except RedisError as e:
             log.warning("heartbeat failed: %s", e)
-
-
-async def repair_idle_batches(st: WorkerState) -> int:
-    """Repair batches that made no progress for ``repair_after`` seconds, so that no batch can
-    hang at 99.9 % because some job was lost. One worker at a time does it (a lock key)."""
-    idle_ms = int(st.settings.repair_after * 1000)
-    store = st.store
-    batches = await store.idle_batches(idle_ms)
-    if not batches:
-        return 0
-    if not await st.redis.set(st.keys.repair_lock, st.worker_id, nx=True, px=idle_ms):
-        return 0
-    found = 0
-    for batch_id in batches:
-        # Marked as progress, so the same batch is looked at again only after another idle spell.
-        await st.redis.zadd(st.keys.open, {batch_id: clock.now_ms()}, xx=True)
-        try:
-            n = await store.repair(batch_id)
-        except BatchNotFound:
-            await st.redis.zrem(st.keys.open, batch_id)
-            continue
-        if n:
-            log.warning("batch %s was idle; re-queued %d lost item(s)", batch_id, n)
-        found += n
-    return found
 
 
 async def _dispatch_loop(st: WorkerState) -> None:
