@@ -522,7 +522,7 @@ async def _dispatch_cost(url: str, prefix: str, batches: int, per_batch: int) ->
             ]
             await store.submit(items, durable=False)
         await redis.zadd(keys.workers, {"bench": 2**53})
-        await redis.hset(keys.worker_slots, "bench", "16")  # type: ignore[misc]
+        await redis.hset(keys.worker_slots, "bench", "16")
         dispatcher = Dispatcher(store.scripts, Settings(prefix=prefix))
         spent, sent = 0.0, 0
         while True:

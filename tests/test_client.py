@@ -122,7 +122,8 @@ async def test_async_client_from_submit_to_results(
 async def test_control_pause_resume_retry_item_and_on_done(
     redis_url: str, prefix: str, workers: Workers
 ) -> None:
-    values = ["a", "b", {"custom_id": "bad", "prompt": "c", "model": "missing:1b"}]
+    values: list[str | dict[str, str]] = ["a", "b"]
+    values.append({"custom_id": "bad", "prompt": "c", "model": "missing:1b"})
     async with BatchClient(redis_url=redis_url, prefix=prefix) as client:
         batch = await client.submit(
             values, model="llama3.2", metadata={"team": "nlp"}, deadline=timedelta(hours=1)

@@ -42,7 +42,7 @@ async def test_results_come_in_input_order_as_they_finish(store: BatchStore) -> 
             attempts=2,
             metrics={"eval_count": i},
         )
-        await store.redis.hset(bk.results, str(i), payload)  # type: ignore[misc]
+        await store.redis.hset(bk.results, mapping={str(i): payload})  # type: ignore[misc]
     got = [r async for r in iter_results(store, bid, chunk=1000)]
     assert [r.index for r in got] == list(range(0, 2500, 3))
     for r in got:
@@ -77,8 +77,10 @@ async def test_embeddings_are_stored_packed_and_written_as_float32_digits(
     )
     assert json.loads(payload) == {"s": "succeeded", "a": 1, "v": packed, "m": metrics}
     bk = store.keys.batch(bid)
-    await store.redis.hset(bk.results, "0", payload)  # type: ignore[misc]
-    await store.redis.hset(bk.results, "1", encode_result(ItemStatus.SUCCEEDED, response="t"))  # type: ignore[misc]
+    await store.redis.hset(bk.results, mapping={"0": payload})  # type: ignore[misc]
+    await store.redis.hset(
+        bk.results, mapping={"1": encode_result(ItemStatus.SUCCEEDED, response="t")}
+    )  # type: ignore[misc]
 
     result, plain = [r async for r in iter_results(store, bid)]
     as_float32 = [array("f", v).tolist() for v in vectors]

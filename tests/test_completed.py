@@ -63,7 +63,7 @@ class Reads:
         async def spy(key: Any, keys: Any, *args: Any) -> Any:
             if key == results_key:
                 self.fields += len(keys)
-            return await real(key, keys, *args)
+            return await real(key, keys, *args)  # type: ignore[misc]
 
         def spy_pipe(pipe: Pipeline, key: Any, keys: Any, *args: Any) -> Any:
             if key == results_key:

@@ -315,7 +315,7 @@ async def test_retry_reads_any_result_layout_and_clips_long_messages(
         {"a": 7, "e": {"type": "server_error", "message": "é" * 1000, "status_code": None}},
         ensure_ascii=False,
     ).replace('{"a"', '{"z":1,"s":"failed","a"')
-    await store.redis.hset(store.keys.batch(bid).results, "0", payload)  # type: ignore[misc]
+    await store.redis.hset(store.keys.batch(bid).results, mapping={"0": payload})  # type: ignore[misc]
     assert await store.retry(bid, statuses=[ItemStatus.FAILED]) == 1
     (entry,) = (await item_info(store, bid, "0")).errors
     assert (entry.attempt, entry.type, entry.status_code) == (7, "server_error", None)
@@ -331,7 +331,7 @@ async def test_retry_of_any_status_reads_the_head_of_a_deflated_result(
     long = " ".join(f"sentence {i} of a long answer." for i in range(200))
     payload = encode_result(ItemStatus.SUCCEEDED, response=long, attempts=3)
     assert isinstance(payload, bytes)  # deflated: Lua cannot decode all of it
-    await store.redis.hset(store.keys.batch(bid).results, "0", payload)  # type: ignore[misc]
+    await store.redis.hset(store.keys.batch(bid).results, mapping={"0": payload})  # type: ignore[misc]
     assert await store.retry(bid, indices=[0]) == 1
     s = await store.status(bid)
     assert (s.succeeded, s.queued) == (0, 1)

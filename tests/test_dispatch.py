@@ -219,7 +219,7 @@ async def test_reaper_requeues_items_of_a_dead_worker(
     assert not await store.redis.exists("arq:in-progress:" + a, "arq:in-progress:" + b)
     assert await store.redis.zscore(store.keys.queue, a) == now + 1001
     await store.redis.zrem(store.keys.queue, a)  # as if it ran and finished elsewhere
-    await store.redis.hset(store.keys.batch(bid).meta, "next", 3)  # type: ignore[misc]
+    await store.redis.hset(store.keys.batch(bid).meta, "next", "3")  # type: ignore[misc]
     await d.run()
     assert b in await queued_jobs(store)  # re-dispatched from the redo list
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import redis as redis_sync
+from arq.connections import ArqRedis
 
 from batchq.connection import (
     SentinelURL,
@@ -86,7 +88,7 @@ async def test_a_client_leaves_a_live_master_that_a_switchover_replaced(tmp_path
             # 10 s later, and it then drops them): the client's connections lead there, the
             # idle one and one in use.
             assert (await client.info("server"))["tcp_port"] == group.master_port
-            in_use = asyncio.create_task(client.blpop(["wake"], timeout=10))
+            in_use = asyncio.ensure_future(cast(Awaitable[Any], client.blpop(["wake"], timeout=10)))
             await asyncio.sleep(0.2)
             assert await follow_master(client)
             with redis_sync.Redis(port=group.master_port) as old:
@@ -106,6 +108,6 @@ def test_arq_workers_are_given_the_retrying_sentinel_client(tmp_path: Path) -> N
     assert arq_pool("redis://h:6379/0", queue_name="q", serializer=None, deserializer=None) is None
     # arq's own Sentinel client has no retries: its worker died on the first disconnect.
     kw = worker_kwargs(Settings(redis_url=url, prefix="p", home=tmp_path), url)
-    pool = kw["redis_pool"]
+    pool = cast(ArqRedis, kw["redis_pool"])
     assert type(pool) is type(connect(url))
     assert (pool.default_queue_name, pool.job_serializer) == (kw["queue_name"], json_dumps)

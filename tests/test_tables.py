@@ -65,7 +65,7 @@ async def test_rows_and_table_show_progress_failures_and_age(store: BatchStore) 
 
 async def test_almost_done_is_not_shown_as_100_percent(store: BatchStore) -> None:
     bid, _ = await store.submit(items(2000))
-    await store.redis.hset(store.keys.batch(bid).meta, "succeeded", 1999)  # type: ignore[misc]
+    await store.redis.hset(store.keys.batch(bid).meta, "succeeded", "1999")  # type: ignore[misc]
     text = render(batch_rows(await store.recent(), clock.now_ms()))
     assert "99.9" in text and "100.0" not in text
 

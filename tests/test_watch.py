@@ -181,7 +181,7 @@ async def test_live_mode_redraws_until_the_batch_is_final(store: BatchStore) -> 
         await asyncio.sleep(0.3)
         meta = store.keys.batch(bid).meta
         await store.redis.hset(meta, mapping={"succeeded": 1, "state": "completed"})  # type: ignore[misc]
-        await store.redis.hset(meta, "finished_at", clock.now_ms())  # type: ignore[misc]
+        await store.redis.hset(meta, "finished_at", str(clock.now_ms()))  # type: ignore[misc]
 
     task = asyncio.create_task(finish_later())
     async with asyncio.timeout(10):

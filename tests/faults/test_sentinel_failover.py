@@ -29,8 +29,12 @@ class Progress:
     follows the failover would see it, from a thread."""
 
     def __init__(self, group: SentinelGroup, prefix: str, batch_id: str) -> None:
-        sentinel = Sentinel([("127.0.0.1", p) for p in group.sentinel_ports], socket_timeout=0.5)
-        self.master = sentinel.master_for(SERVICE, socket_timeout=0.5, socket_connect_timeout=0.5)
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            [("127.0.0.1", p) for p in group.sentinel_ports], socket_timeout=0.5
+        )
+        self.master = sentinel.master_for(  # type: ignore[no-untyped-call]
+            SERVICE, socket_timeout=0.5, socket_connect_timeout=0.5
+        )
         self.meta = Keys(prefix).batch(batch_id).meta
         self.samples: list[tuple[float, int]] = []  # (monotonic time, succeeded)
         self._stop = threading.Event()

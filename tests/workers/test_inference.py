@@ -9,6 +9,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis as redis_sync
@@ -137,10 +138,10 @@ async def test_a_job_delivered_twice_leaves_one_result(
         jid = f"{bid}:0"
         job_ctx = WorkerContext(**ctx, job_id=jid, job_try=1, score=0)  # type: ignore[typeddict-item]
         first, second = await asyncio.gather(
-            run_item(job_ctx, bid, 0), run_item(WorkerContext(**job_ctx), bid, 0)
+            run_item(job_ctx, bid, 0), run_item(job_ctx.copy(), bid, 0)
         )
         assert sorted([first, second]) == ["succeeded", "succeeded"]
-        assert await run_item(WorkerContext(**job_ctx), bid, 0) == "final"
+        assert await run_item(job_ctx.copy(), bid, 0) == "final"
         s = await store.status(bid)
         assert (s.succeeded, s.running, s.queued) == (1, 0, 1)
         await after_job_end(ctx)
@@ -222,7 +223,7 @@ def test_prefetched_jobs_wait_for_a_slot_and_ollama_sees_the_concurrency_plus_it
         bid = batchq(env, "submit", str(src), "--model", "llama3.2").stdout.strip()
         keys = Keys(prefix)
         meta = keys.batch(bid).meta
-        client = redis_sync.Redis.from_url(valkey_url)
+        client: Any = redis_sync.Redis.from_url(valkey_url)
         most_running = most_claimed = 0
         with Workers(env, tmp_path) as workers:
             workers.start("--concurrency", "2", *queue_args)

@@ -42,7 +42,7 @@ async def test_planted_pickle_is_not_run_and_the_item_fails(
     marker = tmp_path / "pwned"
     bid, _ = await store.submit([Item("0", Endpoint.GENERATE, {"model": "m", "prompt": "x"})])
     # Pretend the dispatcher sent it, but an attacker replaced the job's payload.
-    await store.redis.hset(store.keys.batch(bid).meta, "next", 1)  # type: ignore[misc]
+    await store.redis.hset(store.keys.batch(bid).meta, "next", "1")  # type: ignore[misc]
     jid = f"{bid}:0"
     await store.redis.set(f"arq:job:{jid}", pickle.dumps(Planted(marker)))
     await store.redis.zadd(store.keys.queue, {jid: clock.now_ms()})
