@@ -51,10 +51,40 @@ local function push_error(errors, prior, idx, attempt, etype, message, code, at,
 end
 """
 
+# The batch's jobs in arq's queue that no worker has claimed (no in-progress key), as
+# {job id, item index} pairs; a claimed one is at a worker already, which runs it or sees the
+# change at start. The queue is only the dispatch window: cheap to scan.
+_WINDOW = (
+    """
+local function unclaimed(queue, bid)
+  local plen = string.len(bid) + 1
+  local found = {}
+  for _, jid in ipairs(redis.call('ZRANGE', queue, 0, -1)) do
+    if string.sub(jid, 1, plen) == bid .. ':'
+       and redis.call('EXISTS', '"""
+    + ARQ_IN_PROGRESS_PREFIX
+    + """' .. jid) == 0 then
+      table.insert(found, {jid, string.sub(jid, plen + 1)})
+    end
+  end
+  return found
+end
+
+-- Out of arq's queue, with its job key.
+local function drop_job(queue, jid)
+  redis.call('ZREM', queue, jid)
+  redis.call('DEL', '"""
+    + ARQ_JOB_PREFIX
+    + """' .. jid)
+end
+"""
+)
+
 # KEYS: meta, results, redo, ready, queue, open
 # ARGV: batch id, now_ms
 _CANCEL = (
     _FINALIZE
+    + _WINDOW
     + """
 local m = redis.call('HMGET', KEYS[1], 'state', 'next', 'total')
 if not m[1] then return false end
@@ -68,21 +98,12 @@ for _, idx in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
 end
 redis.call('DEL', KEYS[3])
 -- Items waiting in arq's small window are dropped here too; ones a worker already claimed
--- (in-progress key) run to the end or see the cancel at start.
-local plen = string.len(bid) + 1
-for _, jid in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
-  if string.sub(jid, 1, plen) == bid .. ':'
-     and redis.call('EXISTS', '"""
-    + ARQ_IN_PROGRESS_PREFIX
-    + """' .. jid) == 0 then
-    redis.call('ZREM', KEYS[5], jid)
-    redis.call('DEL', '"""
-    + ARQ_JOB_PREFIX
-    + """' .. jid)
-    n = n + redis.call('HSETNX', KEYS[2], string.sub(jid, plen + 1), '"""
+-- run to the end or see the cancel at start.
+for _, job in ipairs(unclaimed(KEYS[5], bid)) do
+  drop_job(KEYS[5], job[1])
+  n = n + redis.call('HSETNX', KEYS[2], job[2], '"""
     + _CANCELLED_PAYLOAD
     + """')
-  end
 end
 redis.call('HSET', KEYS[1], 'state', 'cancelled', 'cancel_from', m[2], 'next', m[3],
            'cancelled_at', ARGV[2])
@@ -98,6 +119,7 @@ return 'cancelled'
 # ARGV: batch id, now_ms
 _PAUSE = (
     STRIDE_LUA
+    + _WINDOW
     + """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return false end
@@ -108,22 +130,11 @@ leave(KEYS[5], KEYS[1], bid)
 -- A paused batch makes no progress on purpose: not a candidate for idle repair.
 redis.call('ZREM', KEYS[6], bid)
 -- Items waiting in arq's window go back to the batch, to be dispatched first on resume. Ones
--- a worker already claimed (in-progress key) run; the start script parks any that have not
--- begun. The window is small: scanning it is cheap.
-local plen = string.len(bid) + 1
+-- a worker already claimed run; the start script parks any that have not begun.
 local back = {}
-for _, jid in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
-  if string.sub(jid, 1, plen) == bid .. ':'
-     and redis.call('EXISTS', '"""
-    + ARQ_IN_PROGRESS_PREFIX
-    + """' .. jid) == 0 then
-    redis.call('ZREM', KEYS[4], jid)
-    redis.call('DEL', '"""
-    + ARQ_JOB_PREFIX
-    + """' .. jid)
-    local idx = string.sub(jid, plen + 1)
-    if redis.call('HEXISTS', KEYS[2], idx) == 0 then table.insert(back, tonumber(idx)) end
-  end
+for _, job in ipairs(unclaimed(KEYS[4], bid)) do
+  drop_job(KEYS[4], job[1])
+  if redis.call('HEXISTS', KEYS[2], job[2]) == 0 then table.insert(back, tonumber(job[2])) end
 end
 table.sort(back)
 for _, idx in ipairs(back) do redis.call('RPUSH', KEYS[3], idx) end
@@ -135,6 +146,7 @@ return 'paused'
 # ARGV: batch id, now_ms
 _RESUME = (
     STRIDE_LUA
+    + _WINDOW
     + """
 local m = redis.call('HMGET', KEYS[1], 'state', 'started_at', 'finished_at')
 if not m[1] then return false end
@@ -147,13 +159,9 @@ if not m[3] then redis.call('ZADD', KEYS[5], ARGV[2], bid) end
 -- At the smallest pass of its level: the pause earned it no credit.
 join(KEYS[4], KEYS[1], bid, false)
 -- Jobs the start script parked while paused wait far in the future: due now.
-local plen = string.len(bid) + 1
-for _, jid in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-  if string.sub(jid, 1, plen) == bid .. ':' and not redis.call('ZSCORE', KEYS[3], jid)
-     and redis.call('EXISTS', '"""
-    + ARQ_IN_PROGRESS_PREFIX
-    + """' .. jid) == 0 then
-    redis.call('ZADD', KEYS[2], 'XX', ARGV[2], jid)
+for _, job in ipairs(unclaimed(KEYS[2], bid)) do
+  if not redis.call('ZSCORE', KEYS[3], job[1]) then
+    redis.call('ZADD', KEYS[2], 'XX', ARGV[2], job[1])
   end
 end
 return state
@@ -291,6 +299,7 @@ return n
 # ARGV: batch id, now_ms, chunk, payload
 _EXPIRE = (
     _FINALIZE
+    + _WINDOW
     + """
 local m = redis.call('HMGET', KEYS[1], 'state', 'next', 'total', 'deadline', 'expire_from')
 if not m[1] then return -1 end
@@ -321,20 +330,11 @@ if from < 0 then
   end
   redis.call('DEL', KEYS[3])
   for _, idx in ipairs(keep) do redis.call('RPUSH', KEYS[3], idx) end
-  -- Claimed jobs (in-progress key) are at a worker already: they run.
-  local plen = string.len(bid) + 1
-  for _, jid in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
-    if string.sub(jid, 1, plen) == bid .. ':' and redis.call('EXISTS', '"""
-    + ARQ_IN_PROGRESS_PREFIX
-    + """' .. jid) == 0 then
-      local idx = string.sub(jid, plen + 1)
-      if fresh(idx) then
-        redis.call('ZREM', KEYS[5], jid)
-        redis.call('DEL', '"""
-    + ARQ_JOB_PREFIX
-    + """' .. jid)
-        n = n + redis.call('HSETNX', KEYS[2], idx, ARGV[4])
-      end
+  -- Claimed jobs are at a worker already: they run.
+  for _, job in ipairs(unclaimed(KEYS[5], bid)) do
+    if fresh(job[2]) then
+      drop_job(KEYS[5], job[1])
+      n = n + redis.call('HSETNX', KEYS[2], job[2], ARGV[4])
     end
   end
 end
@@ -373,9 +373,7 @@ class ControlScripts:
             [bk.meta, bk.results, bk.redo, self.keys.ready, self.keys.queue, self.keys.open],
             [batch_id, now_ms],
         )
-        if res is None:
-            return None
-        return _str(res)
+        return None if res is None else _str(res)
 
     async def pause(self, batch_id: str, *, now_ms: int) -> str | None:
         """The batch's state afterwards ('paused' unless it was already final); None if there
