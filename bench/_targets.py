@@ -407,6 +407,20 @@ def t_scaling(ctx: Ctx) -> None:
     cpu: dict[int, float] = {}
     per_worker = Settings(concurrency=conc).max_in_flight
     prompts = [prompt_text(i) for i in range(n)]
+
+    # Each worker has its concurrency in flight plus its default Ollama queue, until the
+    # simulator's slots are all busy. Requests of a fixed latency run in whole rounds: 2000
+    # items over 64 slots take 32 rounds at best, not 31.25, so the ideal rate is N over whole
+    # rounds (with 10, 20 and 40 in flight N divides evenly and this is width / latency).
+    def width(k: int) -> int:
+        return min(k * per_worker, slots)
+
+    def rounds(k: int) -> int:
+        return math.ceil(n / width(k))
+
+    def ideal_rate(k: int) -> float:
+        return n / (rounds(k) * latency)
+
     with Sim(lab.logs / "sim-scaling.log", parallel=slots, latency=latency) as sim:
         for k in (1, 2, 4, 8):
             prefix = f"scale{k}"
@@ -421,16 +435,7 @@ def t_scaling(ctx: Ctx) -> None:
             rates[k] = n / makespan_s(meta)
             # What the simulator and this machine allow at that width: the same calls from one
             # process, as many at a time as the workers have in flight, no queue.
-            width = min(k * per_worker, slots)
-            bare[k] = n / asyncio.run(http_loop(sim.url, prompts, concurrency=width))
-    # Each worker has its concurrency in flight plus its default Ollama queue, until the
-    # simulator's slots are all busy. Requests of a fixed latency run in whole rounds: 2000
-    # items over 64 slots take 32 rounds at best, not 31.25, so the ideal rate is N over whole
-    # rounds (with 10, 20 and 40 in flight N divides evenly and this is width / latency).
-
-    def ideal_rate(k: int) -> float:
-        return n / (math.ceil(n / min(k * per_worker, slots)) * latency)
-
+            bare[k] = n / asyncio.run(http_loop(sim.url, prompts, concurrency=width(k)))
     for k, rate in rates.items():
         ideal = ideal_rate(k)
         ctx.add(
@@ -450,9 +455,9 @@ def t_scaling(ctx: Ctx) -> None:
                     "cores": cpu[k],
                 },
                 f"{k * per_worker} requests in flight for {slots} slots, so at best"
-                f" {math.ceil(n / min(k * per_worker, slots))} rounds of {latency:g} s; workers"
+                f" {rounds(k)} rounds of {latency:g} s; workers"
                 f" used {cpu[k]:.2f} of the 2 cores while the batch ran; a bare loop of the"
-                f" same calls, {min(k * per_worker, slots)} at a time in one process, ran at"
+                f" same calls, {width(k)} at a time in one process, ran at"
                 f" {bare[k]:.0f}/s ({bare[k] / ideal:.1%} of ideal)",
             )
         )
