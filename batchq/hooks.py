@@ -17,6 +17,9 @@ The state of a batch's hook shows in its status (``notify``). Each completion is
 once: a batch that ``batchq retry`` reopens is announced again when it finishes again, with a
 new ``Idempotency-Key`` header (``<batch id>:<finished at ms>``).
 
+The body is the batch's ``status --json`` object without ``notify``: that field tracks this very
+delivery, and what it said while the POST was in flight (``sending``) tells the receiver nothing.
+
 For scripts, :func:`batchq.collect.wait_finished` takes an ``on_done`` callback instead.
 """
 
@@ -28,7 +31,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 from redis.asyncio import Redis
 
 from . import clock
@@ -38,7 +41,7 @@ from .limits import backoff
 from .scripts import _call, _str
 from .settings import Settings
 
-__all__ = ["HookClaim", "Hooks", "deliver_due"]
+__all__ = ["HookClaim", "Hooks", "deliver_due", "hook_session"]
 
 log = logging.getLogger("batchq.hooks")
 
@@ -105,6 +108,13 @@ return 1
 """
 
 
+def hook_session() -> aiohttp.ClientSession:
+    """The HTTP session a worker sends its hooks with: aiohttp, the stack that already talks to
+    Ollama, so the runtime needs one HTTP library."""
+    # No cookies kept between receivers; redirects are not followed (see _send).
+    return aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+
+
 @dataclass(frozen=True, slots=True)
 class HookClaim:
     batch_id: str
@@ -153,7 +163,7 @@ class Hooks:
         return bool(int(res))
 
 
-async def deliver_due(hooks: Hooks, client: httpx.AsyncClient, settings: Settings) -> int:
+async def deliver_due(hooks: Hooks, client: aiohttp.ClientSession, settings: Settings) -> int:
     """Claim and send due hooks until none is due; how many were claimed."""
     n = 0
     lease_ms = int((settings.notify_timeout + 30) * 1000)
@@ -176,7 +186,7 @@ async def deliver_due(hooks: Hooks, client: httpx.AsyncClient, settings: Setting
 
 
 async def _send(
-    hooks: Hooks, client: httpx.AsyncClient, settings: Settings, claim: HookClaim
+    hooks: Hooks, client: aiohttp.ClientSession, settings: Settings, claim: HookClaim
 ) -> None:
     try:
         status = await hooks.store.status(claim.batch_id)
@@ -187,15 +197,19 @@ async def _send(
         "User-Agent": "batchq",
         "Idempotency-Key": f"{claim.batch_id}:{claim.finished_ms}",
     }
+    body = status.model_dump(mode="json", exclude={"notify"})
     try:
-        resp = await client.post(
+        async with client.post(
             claim.url,
-            json=status.model_dump(mode="json"),
+            json=body,
             headers=headers,
-            timeout=settings.notify_timeout,
-        )
-        error = "" if resp.is_success else f"HTTP {resp.status_code}"
-    except httpx.HTTPError as e:
+            # A redirect would repeat the POST somewhere the submitter did not name.
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=settings.notify_timeout),
+        ) as resp:
+            # The receiver's reply is not used: only its status line is read.
+            error = "" if 200 <= resp.status < 300 else f"HTTP {resp.status}"
+    except (aiohttp.ClientError, TimeoutError) as e:
         error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
     if not error:
         await hooks.settle(claim, "delivered")

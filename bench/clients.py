@@ -54,7 +54,7 @@ async def with_httpx(url: str, n: int, c: int, transport: Any = None) -> None:
 
 
 async def with_httpx_aiohttp(url: str, n: int, c: int) -> None:
-    from httpx_aiohttp import AiohttpTransport  # type: ignore[import-not-found]
+    from httpx_aiohttp import AiohttpTransport  # type: ignore[import-not-found,unused-ignore]
 
     def session() -> aiohttp.ClientSession:
         return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=c))

@@ -9,13 +9,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import httpx
 import pytest
 from aiohttp import web
 
 from batchq import clock
 from batchq.batches import BatchStore
-from batchq.hooks import Hooks, deliver_due
+from batchq.hooks import Hooks, deliver_due, hook_session
 from batchq.models import ItemStatus
 from batchq.settings import Settings
 
@@ -150,7 +149,9 @@ async def test_deliver_posts_the_final_status_and_retries(
     bodies = [body for _, body in receiver.got]
     assert bodies[0] == bodies[2]  # the same status each time
     final = (await store.status(bid)).model_dump(mode="json")
-    assert bodies[0] == final | {"notify": "sending"}  # as it was while being sent
+    # The status as it was when sent, without the hook's own state (which was "sending").
+    assert "notify" not in bodies[0]
+    assert bodies[0] == {k: v for k, v in final.items() if k != "notify"}
     assert final["notify"] == "delivered" and final["state"] == "completed"
     headers = [h for h, _ in receiver.got]
     assert {h["Idempotency-Key"] for h in headers} == {f"{bid}:{final_ms(final)}"}
@@ -172,7 +173,7 @@ async def test_a_stopping_worker_finishes_its_post_first(
 ) -> None:
     receiver.delay = 0.3
     bid = await finished_batch(store, settings, receiver.url)
-    async with httpx.AsyncClient() as client:
+    async with hook_session() as client:
         task = asyncio.create_task(deliver_due(Hooks(store.redis, store), client, settings))
         await receiver.arrived.wait()
         task.cancel()
@@ -189,8 +190,39 @@ def final_ms(status: dict[str, Any]) -> int:
 async def drain(store: BatchStore, settings: Settings, bid: str) -> int:
     """What a worker's hook loop does, until the batch's hook is settled; claims made."""
     n = 0
-    async with httpx.AsyncClient() as client:
+    async with hook_session() as client:
         while (await store.status(bid)).notify in ("pending", "sending"):
             n += await deliver_due(Hooks(store.redis, store), client, settings)
             await asyncio.sleep(0.01)
     return n
+
+
+async def test_a_redirect_is_not_followed(
+    store: BatchStore, settings: Settings, receiver: Receiver
+) -> None:
+    # A redirect would re-send the status to an address the submitter never named.
+    elsewhere: list[str] = []
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect("/elsewhere")
+
+    async def other(request: web.Request) -> web.Response:
+        elsewhere.append(request.path)
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/hook", redirect)
+    app.router.add_post("/elsewhere", other)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        bid = await finished_batch(store, settings, f"http://127.0.0.1:{port}/hook")
+        fast = settings.with_overrides(notify_retry_delay=0.01, notify_attempts=2)
+        assert await drain(store, fast, bid) == 2
+    finally:
+        await runner.cleanup()
+    assert elsewhere == []
+    assert (await store.status(bid)).notify == "failed"
+    assert await store.redis.hget(store.keys.batch(bid).meta, "hook_error") == b"HTTP 307"  # type: ignore[misc]

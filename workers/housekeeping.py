@@ -10,13 +10,12 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-import httpx
 from redis.exceptions import RedisError
 
 from batchq import clock
 from batchq.deadlines import expire_due
 from batchq.errors import BatchNotFound
-from batchq.hooks import Hooks, deliver_due
+from batchq.hooks import Hooks, deliver_due, hook_session
 
 if TYPE_CHECKING:
     from .inference import WorkerState
@@ -71,7 +70,7 @@ _HOOK_POLL_S = 1.0
 
 async def hooks_loop(st: WorkerState) -> None:
     hooks = Hooks(st.redis, st.store)
-    async with httpx.AsyncClient() as client:
+    async with hook_session() as client:
         while True:
             try:
                 await deliver_due(hooks, client, st.settings)
