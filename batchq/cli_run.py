@@ -129,10 +129,18 @@ async def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def cmd_bench(args: argparse.Namespace) -> int:
-    from .modelbench import bench_json, bench_prompts, parse_models, render_table, run_bench
+    from .modelbench import (
+        bench_host,
+        bench_json,
+        bench_prompts,
+        parse_models,
+        render_table,
+        run_bench,
+    )
 
     settings = _settings(args)
     models = parse_models(args.models)
+    bench_host(settings)
     if args.runs < 1 or args.workers < 1:
         raise ConfigError("--runs and --workers must be at least 1")
     with contextlib.ExitStack() as files:
@@ -155,6 +163,7 @@ async def cmd_bench(args: argparse.Namespace) -> int:
             workers=args.workers,
             console=Console(stderr=True),
             show_progress=not args.json,
+            version=version,
         )
     data = bench_json(
         reports,

@@ -5,11 +5,15 @@ that they never share the GPU. Every figure comes from the metrics stored with e
 Ollama's own counts and durations (nanoseconds) and the time to first token that batchq measures
 on streamed replies. Speeds are token-weighted within a run (all tokens over all time) and then
 averaged over runs; latency percentiles pool every successful request of the model.
+
+The batches run in a namespace of their own (:mod:`batchq.benchspace`), which only the workers
+bench starts serve: no other worker on the same Redis can take an item and report another
+Ollama's speed under this one's name. Each row names the endpoint its workers served.
 """
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import math
 import subprocess
 from collections.abc import Iterable, Iterator, Sequence
@@ -20,9 +24,11 @@ from rich.console import Console
 
 from . import clock
 from .batches import BatchStore
+from .benchspace import bench_prefix, drop_namespace, served_endpoints
 from .collect import iter_results
-from .errors import ConfigError
+from .errors import BatchqError, ConfigError
 from .inputs import InputFormat, iter_items
+from .keys import Keys
 from .models import Endpoint, Item, ItemResult, ItemStatus
 from .ollama import FIRST_TOKEN_FIELD
 from .runner import start_workers, watch_progress
@@ -31,6 +37,7 @@ from .settings import Settings
 __all__ = [
     "ModelReport",
     "RunFigures",
+    "bench_host",
     "bench_items",
     "bench_json",
     "bench_prompts",
@@ -117,6 +124,9 @@ class ModelReport:
     load_max_s: float | None
     load_mean_s: float | None
     eval_tokens_mean: float | None
+    # The Ollama that served every request of the row (checked against what its workers say).
+    ollama_host: str = ""
+    ollama_version: str = ""
     errors: dict[str, dict[str, Any]] = field(default_factory=dict)
     runs: list[RunFigures] = field(default_factory=list)
 
@@ -221,7 +231,11 @@ def _fmt(value: float | None, digits: int, scale: float = 1.0) -> str:
 
 
 def render_table(reports: Sequence[ModelReport]) -> str:
-    """The comparison as aligned plain text, one row per model, then what failed and why."""
+    """The comparison as aligned plain text: the Ollama that served the rows, one row per
+    model, then what failed and why."""
+    # One line per endpoint: bench serves one, but a row must never sit under another's name.
+    served = dict.fromkeys((r.ollama_version, r.ollama_host) for r in reports if r.ollama_host)
+    lines = [f"Ollama {version or '?'} at {host}" for version, host in served]
     rows = [[name for name, _ in _COLUMNS]]
     for r in reports:
         rows.append(
@@ -238,7 +252,7 @@ def render_table(reports: Sequence[ModelReport]) -> str:
             ]
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
-    lines = [
+    lines += [
         "  ".join(
             f"{cell:{align}{w}}" for cell, (_, align), w in zip(row, _COLUMNS, widths, strict=True)
         )
@@ -273,6 +287,16 @@ def bench_json(
     }
 
 
+def bench_host(settings: Settings) -> str:
+    """The one Ollama that bench measures: a row's figures must come from a single endpoint."""
+    if len(hosts := settings.ollama_hosts) != 1:
+        raise ConfigError(
+            f"bench measures one Ollama at a time, not {len(hosts)} ({', '.join(hosts)}): "
+            "run it once per host"
+        )
+    return hosts[0]
+
+
 async def run_bench(
     store: BatchStore,
     models: Sequence[str],
@@ -284,20 +308,30 @@ async def run_bench(
     workers: int,
     console: Console,
     show_progress: bool,
+    version: str = "",
 ) -> list[ModelReport]:
-    """Start ``workers`` worker processes with ``settings`` on ``redis_url``, then submit and
-    wait for one batch per model, in turn, and summarize each."""
+    """Start ``workers`` worker processes with ``settings`` on ``redis_url``, in a namespace of
+    their own, then submit and wait for one batch per model, in turn, and summarize each.
+    ``store`` lends its connection; the namespace and its batches are gone on return."""
+    endpoint = bench_host(settings)
     console.print(
         f"bench: {len(models)} model(s) x {len(prompts)} prompt(s) x {runs} run(s) on "
         f"{settings.ollama_host}, {workers} worker(s) x {settings.concurrency}"
     )
+    own = BatchStore(store.redis, Keys(bench_prefix(settings.prefix)))
+    own_settings = settings.with_overrides(prefix=own.keys.prefix)
     reports = []
     log_dir = settings.home / "logs" / f"bench-{clock.now_ms()}"
-    with start_workers(settings, redis_url, workers, log_dir) as procs:
-        for model in models:
-            reports.append(
-                await _bench_model(store, model, prompts, runs, console, show_progress, procs)
-            )
+    try:
+        with start_workers(own_settings, redis_url, workers, log_dir) as procs:
+            for model in models:
+                report = await _bench_model(
+                    own, model, prompts, runs, console, show_progress, procs, endpoint
+                )
+                reports.append(dataclasses.replace(report, ollama_version=version))
+    finally:
+        # The workers have stopped: nothing writes to the namespace any more.
+        await drop_namespace(own.redis, own.keys)
     return reports
 
 
@@ -309,18 +343,21 @@ async def _bench_model(
     console: Console,
     show_progress: bool,
     procs: list[subprocess.Popen[bytes]],
+    endpoint: str,
 ) -> ModelReport:
     batch_id, total = await store.submit(bench_items(prompts, model, runs), name=f"bench {model}")
     console.print(f"{model}: batch {batch_id}, {total} requests ({runs} run(s))")
-    try:
-        # Polled more often than `batchq run` does: a benchmark's batches are short.
-        await watch_progress(
-            store, batch_id, console=console, show=show_progress, workers=procs, interval=0.2
+    # Polled more often than `batchq run` does: a benchmark's batches are short. Interrupted,
+    # the workers stop and the namespace goes (run_bench): no load is left behind.
+    await watch_progress(
+        store, batch_id, console=console, show=show_progress, workers=procs, interval=0.2
+    )
+    served = await served_endpoints(store.redis, store.keys, {p.pid for p in procs})
+    if served != [endpoint]:
+        raise BatchqError(
+            f"bench's workers serve {', '.join(served) or 'nothing'}, not {endpoint}: "
+            "their figures would not be that Ollama's"
         )
-    except BaseException:
-        # Interrupted: leave no benchmark load behind for the workers of other users.
-        with contextlib.suppress(Exception):
-            await store.cancel(batch_id)
-        raise
     results = [r async for r in iter_results(store, batch_id)]
-    return summarize(model, batch_id, results, len(prompts))
+    report = summarize(model, batch_id, results, len(prompts))
+    return dataclasses.replace(report, ollama_host=endpoint)

@@ -5,13 +5,25 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis as redis_sync
 
+from batchq import clock
+from batchq.batches import BatchStore
+from batchq.benchspace import drop_namespace, served_endpoints
 from batchq.cli import main
-from batchq.errors import ConfigError, InputError
+from batchq.errors import BatchqError, ConfigError, InputError
 from batchq.modelbench import (
     bench_items,
     bench_prompts,
@@ -21,8 +33,11 @@ from batchq.modelbench import (
     summarize,
 )
 from batchq.models import Endpoint, Item, ItemError, ItemResult, ItemStatus
+from batchq.presence import WorkerInfo
+from batchq.sim import SimConfig, running_sim
 
-from .procs import batchq, env_for, sim_stats, simulator
+from .procs import Workers, batchq, env_for, sim_stats, simulator
+from .test_e2e_control import wait_for_workers
 
 MS = 1_000_000  # nanoseconds
 
@@ -98,6 +113,10 @@ def test_table_shows_dashes_and_the_reason_for_a_model_that_only_failed() -> Non
     assert lines[3] == "nope: 2 failed with model_not_found: model_not_found happened"
     # Right-aligned figures: every row of the table ends in the same column.
     assert len({len(line) for line in lines[:3]}) == 1
+    served = [
+        replace(r, ollama_host="http://gpu:11434", ollama_version="0.12.0") for r in (good, bad)
+    ]
+    assert render_table(served).splitlines()[0] == "Ollama 0.12.0 at http://gpu:11434"
 
 
 def test_items_run_after_run_with_each_model() -> None:
@@ -153,6 +172,10 @@ def test_models_are_checked() -> None:
             "--runs and --workers must be at least 1",
         ),
         (["--models", "a", "--prompt", "p", "--workers", "0"], "--workers must be at least 1"),
+        (
+            ["--models", "a", "--prompt", "p", "--ollama", "127.0.0.1:9,127.0.0.1:10"],
+            "bench measures one Ollama at a time, not 2",
+        ),
         (["--models", "a"], "give a prompt"),
         (["--models", "a", "--prompt", "p"], "or try batchq against the simulator"),
         (["--models", "a", "--prompt-file", "/nonexistent/p.jsonl"], "cannot read"),
@@ -228,3 +251,131 @@ def test_bench_compares_models_through_real_workers(
         "model_not_found": {"count": RUNS, "message": "model 'no-such-model:1b' not found"}
     }
     assert unknown["eval_tokens_per_s"] is None and unknown["latency_p50_s"] is None
+
+
+# -- a namespace of its own ----------------------------------------------------------------------
+
+
+def _announce(store: BatchStore, worker_id: str, pid: int, endpoint: str) -> Any:
+    info = WorkerInfo(worker_id, host=socket.gethostname(), pid=pid, endpoints=[endpoint])
+    pipe = store.redis.pipeline(transaction=False)
+    pipe.hset(store.keys.worker_info(worker_id), mapping=info.to_mapping())
+    pipe.zadd(store.keys.workers, {worker_id: clock.now_ms() + 60_000})
+    return pipe.execute()
+
+
+async def test_the_endpoint_comes_from_the_namespaces_workers_all_of_them_benchs(
+    store: BatchStore,
+) -> None:
+    await _announce(store, "ours", os.getpid(), "http://b:11434")
+    assert await served_endpoints(store.redis, store.keys, {os.getpid()}) == ["http://b:11434"]
+    await _announce(store, "stranger", os.getpid() + 1, "http://a:11434")
+    with pytest.raises(BatchqError, match="worker stranger, which bench did not start"):
+        await served_endpoints(store.redis, store.keys, {os.getpid()})
+
+
+async def test_dropping_the_namespace_takes_its_keys_and_arqs_and_nothing_else(
+    store: BatchStore,
+) -> None:
+    r, k = store.redis, store.keys
+    bid, _ = await store.submit([Item("0", Endpoint.GENERATE, {"model": "m", "prompt": "p"})])
+    queued, running = f"{bid}:0", f"{bid}:1"
+    await r.zadd(k.queue, {queued: 0})
+    await r.zadd(k.leases, {running: clock.now_ms()})
+    arq = [p + j for j in (queued, running) for p in ("arq:job:", "arq:in-progress:", "arq:retry:")]
+    await r.mset(dict.fromkeys(arq, "x"))
+    beside = [f"{k.prefix}x:keep", f"{k.prefix}-other:b:{bid}", "arq:job:b_0000000000000000:0"]
+    await r.mset(dict.fromkeys(beside, "x"))
+    try:
+        assert await drop_namespace(r, k) >= len(arq) + 2
+        assert [key async for key in r.scan_iter(match=f"{k.prefix}:*")] == []
+        assert await r.exists(*arq) == 0
+        assert await r.exists(*beside) == len(beside)
+    finally:
+        await r.delete(*beside)
+
+
+def _leftovers(redis_url: str, prefix: str, batch_ids: list[str]) -> list[bytes]:
+    """Keys bench left behind: any outside the test's own namespace that start with its prefix
+    (a namespace derived from it), and any that name one of its batches."""
+    client = redis_sync.Redis.from_url(redis_url)
+    try:
+        keys = [k for k in client.scan_iter(match=f"{prefix}*", count=1000)]
+        left = [k for k in keys if not k.startswith(f"{prefix}:".encode())]
+        for bid in batch_ids:
+            left += list(client.scan_iter(match=f"*{bid}*", count=1000))
+        return left
+    finally:
+        client.close()
+
+
+@pytest.mark.e2e
+def test_bench_runs_only_on_the_workers_it_starts(
+    redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    # A worker of someone else already serves this Redis and prefix, against another Ollama
+    # that answers at once: if it could take bench items at all, it would take most of them.
+    prompt = f"bench-only {prefix}"
+    foreign_sim = SimConfig(models=("qwen3:8b",), eval_tokens_per_s=0, parallel=8)
+    own_sim = SimConfig(models=("qwen3:8b",), eval_tokens_per_s=400, response_tokens=4)
+    home = tmp_path / "home"
+    with running_sim(foreign_sim) as other, running_sim(own_sim) as own:
+        foreign_env = env_for(redis_url, prefix, home, other.url, BATCHQ_CONCURRENCY="8")
+        foreign = Workers(foreign_env, tmp_path)
+        foreign.start()
+        wait_for_workers(foreign_env, 1, timeout=60)
+        env = env_for(redis_url, prefix, home, own.url)
+        argv = ["bench", "--models", "qwen3:8b", "--prompt", prompt]
+        as_json = batchq(env, *argv, "--runs", "4", "--json")
+        table = batchq(env, *argv, "--runs", "1")
+        other_prompts, own_prompts = other.stats()["prompts"], own.stats()["prompts"]
+        assert foreign.procs[0].poll() is None, foreign.logs()
+        assert foreign.stop() == [0]
+    assert other_prompts.get(prompt, 0) == 0, other_prompts
+    assert own_prompts == {prompt: 5}
+    out = json.loads(as_json.stdout)
+    assert out["ollama_host"] == own.url
+    (row,) = out["models"]
+    assert (row["succeeded"], row["ollama_host"], row["ollama_version"]) == (4, own.url, "0.12.0")
+    assert table.stdout.splitlines()[0] == f"Ollama 0.12.0 at {own.url}"
+    assert _leftovers(redis_url, prefix, [row["batch_id"]]) == []
+
+
+@pytest.mark.e2e
+def test_interrupted_bench_stops_its_workers_and_leaves_no_keys(
+    redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    # Each request takes 4 s: the interrupt comes while one is at Ollama.
+    with running_sim(SimConfig(eval_tokens_per_s=5, response_tokens=20)) as sim:
+        env = env_for(redis_url, prefix, home, sim.url)
+        err = tmp_path / "bench.err"
+        argv = ["bench", "--models", "qwen3:8b", "--prompt", "slow", "--runs", "3"]
+        with err.open("w") as err_file:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "batchq", *argv],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=err_file,
+                # Its own process group, as at a terminal: Ctrl-C reaches bench and its workers.
+                start_new_session=True,
+            )
+            try:
+                deadline = time.monotonic() + 60
+                while sim.stats()["in_flight"] < 1:
+                    assert proc.poll() is None and time.monotonic() < deadline, err.read_text()
+                    time.sleep(0.05)
+                os.killpg(proc.pid, signal.SIGINT)
+                assert proc.wait(90) == 130, err.read_text()
+            finally:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+    found = re.search(r"batch (b_[0-9a-f]{16})", err.read_text())
+    assert found, err.read_text()
+    assert _leftovers(redis_url, prefix, [found[1]]) == []
+    (log,) = home.glob("logs/bench-*/worker-0.log")
+    pid = re.search(r"worker \S+?:(\d+):[0-9a-f]+: Ollama", log.read_text())
+    assert pid, log.read_text()
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid[1]), 0)
