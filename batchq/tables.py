@@ -9,13 +9,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, assert_never
 
 from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from .models import BatchStatus
+from .models import BatchState, BatchStatus
 from .presence import WorkerInfo
 
 __all__ = ["batch_rows", "batches_table", "format_age", "format_duration", "workers_table"]
@@ -57,7 +57,27 @@ def batch_rows(batches: Sequence[BatchStatus], now_ms: int) -> list[dict[str, An
     return rows
 
 
-_STATE_STYLE = {"queued": "yellow", "running": "cyan", "completed": "green", "cancelled": "red"}
+def _state_style(state: BatchState) -> str:
+    # A match that mypy proves exhaustive: a new state cannot ship without a style.
+    match state:
+        case BatchState.QUEUED:
+            return "yellow"
+        case BatchState.RUNNING:
+            return "cyan"
+        case BatchState.PAUSED:
+            return "blue"
+        case BatchState.COMPLETED:
+            return "green"
+        case BatchState.CANCELLED:
+            return "red"
+        case BatchState.EXPIRED:
+            return "magenta"
+        case _:
+            assert_never(state)
+
+
+def _count(n: int) -> Text:
+    return Text(str(n), style="red" if n else "")
 
 
 def batches_table(rows: Sequence[dict[str, Any]]) -> Table:
@@ -77,16 +97,17 @@ def batches_table(rows: Sequence[dict[str, Any]]) -> Table:
         # Floored, so that a batch shows 100.0 only when it is done.
         pct = math.floor(1000 * r["done"] / r["total"]) / 10 if r["total"] else 100.0
         created = (r["created_at"] or "-").replace("T", " ")[:19]
-        state = r["state"]
+        state = BatchState(r["state"])
+        # Cells are Text, never markup: names and metadata are the user's text.
         table.add_row(
-            r["batch_id"],
-            f"[{_STATE_STYLE.get(state, '')}]{state}[/]",
+            Text(r["batch_id"]),
+            Text(state.value, style=_state_style(state)),
             f"{r['done']}/{r['total']}",
             f"{pct:.1f}",
-            f"[red]{r['failed']}[/]" if r["failed"] else "0",
+            _count(r["failed"]),
             created,
             format_age(r["age_s"]),
-            Text(r["name"] or ""),  # a name is the user's text, not markup
+            Text(r["name"] or ""),
             *(
                 [Text(" ".join(f"{k}={v}" for k, v in (r.get("metadata") or {}).items()))]
                 if with_meta

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -8,6 +9,9 @@ from rich.console import Console
 
 from batchq import clock
 from batchq.batches import BatchStore
+from batchq.connection import connect
+from batchq.keys import Keys
+from batchq.models import BatchState
 from batchq.tables import batch_rows, batches_table, format_age, format_duration
 
 from .procs import batchq, env_for
@@ -88,3 +92,83 @@ def test_status_without_id_lists_batches(valkey_url: str, prefix: str, tmp_path:
     rows = json.loads(batchq(env, "status", "--json", "--limit", "1").stdout)
     assert [r["batch_id"] for r in rows] == [ids[1]]
     assert rows[0]["done"] == 0 and rows[0]["age_s"] >= 0
+
+
+# Text that rich would read as markup (and fail on, for the stray closing tag).
+MARKUP = "[bold]run[/] [/] [red"
+META = "k[/]=[b]v"
+
+
+def test_list_and_status_show_every_state_and_user_text_as_is(
+    valkey_url: str, prefix: str, tmp_path: Path
+) -> None:
+    env = env_for(valkey_url, prefix, tmp_path, "http://127.0.0.1:9")
+    src = tmp_path / "in.txt"
+    src.write_text("a\nb\n")
+    ids: dict[BatchState, str] = {}
+    for state in BatchState:
+        out = batchq(
+            env,
+            "submit",
+            str(src),
+            "--model",
+            "m",
+            "--name",
+            f"{state} {MARKUP}",
+            "--meta",
+            META,
+        ).stdout
+        ids[state] = out.strip()
+    # Paused and cancelled the way a user gets there; the states only workers reach, set
+    # where the workers set them.
+    batchq(env, "pause", ids[BatchState.PAUSED])
+    batchq(env, "cancel", ids[BatchState.CANCELLED])
+    asyncio.run(_set_states(valkey_url, prefix, ids))
+
+    for command in ("status", "list"):
+        proc = batchq(env, command)
+        assert proc.stderr == ""
+        lines = {
+            line.split()[0]: line for line in proc.stdout.splitlines() if line.startswith("b_")
+        }
+        assert len(lines) == len(BatchState)
+        for state, bid in ids.items():
+            assert lines[bid].split()[1] == state.value
+            assert f"{state} {MARKUP}" in lines[bid]
+            assert META in lines[bid]
+
+
+async def _set_states(url: str, prefix: str, ids: dict[BatchState, str]) -> None:
+    client = connect(url)
+    try:
+        store = BatchStore(client, Keys(prefix))
+        for state in (BatchState.RUNNING, BatchState.COMPLETED, BatchState.EXPIRED):
+            await client.hset(store.keys.batch(ids[state]).meta, "state", state.value)  # type: ignore[misc]
+    finally:
+        await client.aclose()
+
+
+def test_every_state_has_a_style_of_its_own() -> None:
+    console = Console(width=200, color_system="truecolor", force_terminal=True)
+    table = batches_table([_row(state) for state in BatchState])
+    styles = {
+        seg.text.strip(): seg.style.color
+        for seg in console.render(table)
+        if seg.text.strip() in BatchState.__members__.values() and seg.style
+    }
+    assert set(styles) == {s.value for s in BatchState}
+    assert None not in styles.values() and len(set(styles.values())) == len(BatchState)
+
+
+def _row(state: BatchState) -> dict[str, object]:
+    return {
+        "batch_id": f"b_{state.value}",
+        "state": state.value,
+        "done": 1,
+        "total": 2,
+        "failed": 1,
+        "created_at": None,
+        "age_s": None,
+        "name": MARKUP,
+        "metadata": {"k[/]": "[b]v"},
+    }
