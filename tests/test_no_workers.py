@@ -60,49 +60,45 @@ class Follow:
         return [line for line in self.err if NO_WORKERS_NOTICE in line]
 
 
-def _submit(env: dict[str, str], tmp_path: Path, n: int) -> str:
-    src = tmp_path / "in.txt"
-    src.write_text("".join(f"prompt {i}\n" for i in range(n)))
-    out: str = batchq(env, "submit", str(src), "--model", "llama3.2").stdout
-    return out.strip()
+def _run_without_then_with_a_worker(
+    valkey_url: str, prefix: str, tmp_path: Path, *command: str
+) -> tuple[str, str]:
+    """Submit 5 prompts and run ``command`` (``{bid}`` in it: the batch id) with no worker
+    until it gives notice, still running; then a worker runs the batch. Returns the batch id
+    and what the command printed, once it exited 0 having given notice once."""
+    with running_sim(SimConfig(parallel=4)) as sim:
+        env = env_for(valkey_url, prefix, tmp_path, sim.url)
+        src = tmp_path / "in.txt"
+        src.write_text("".join(f"prompt {i}\n" for i in range(5)))
+        bid = batchq(env, "submit", str(src), "--model", "llama3.2").stdout.strip()
+        with Follow(env, *(arg.format(bid=bid) for arg in command)) as follow:
+            follow.wait_for_stderr(NO_WORKERS_NOTICE)
+            with Workers(env, tmp_path) as workers:
+                assert workers.start("--burst").wait(120) == 0
+            out = follow.finish()
+    assert follow.proc.returncode == 0, follow.err
+    assert follow.notices() == [f"batchq: {NO_WORKERS_NOTICE}; still waiting\n"]
+    return bid, out
 
 
 @pytest.mark.e2e
 def test_results_wait_says_no_worker_is_live_and_keeps_waiting(
     valkey_url: str, prefix: str, tmp_path: Path
 ) -> None:
-    with running_sim(SimConfig(parallel=4)) as sim:
-        env = env_for(valkey_url, prefix, tmp_path, sim.url)
-        bid = _submit(env, tmp_path, 5)
-        results = tmp_path / "out.jsonl"
-        with Follow(env, "results", bid, "--wait", "-o", str(results)) as waiter:
-            waiter.wait_for_stderr(NO_WORKERS_NOTICE)
-            assert waiter.notices() == [f"batchq: {NO_WORKERS_NOTICE}; still waiting\n"]
-            assert not results.exists()  # still waiting
-            with Workers(env, tmp_path) as workers:
-                assert workers.start("--burst").wait(120) == 0
-            waiter.finish()
-    assert waiter.proc.returncode == 0, waiter.err
+    results = tmp_path / "out.jsonl"
+    command = ("results", "{bid}", "--wait", "-o", str(results))
+    _run_without_then_with_a_worker(valkey_url, prefix, tmp_path, *command)
     lines = [json.loads(line) for line in results.read_text().splitlines()]
     assert [(r["index"], r["status"]) for r in lines] == [(i, "succeeded") for i in range(5)]
-    assert len(waiter.notices()) == 1
 
 
 @pytest.mark.e2e
 def test_watch_says_no_worker_is_live_and_keeps_watching(
     valkey_url: str, prefix: str, tmp_path: Path
 ) -> None:
-    with running_sim(SimConfig(parallel=4)) as sim:
-        env = env_for(valkey_url, prefix, tmp_path, sim.url)
-        bid = _submit(env, tmp_path, 5)
-        with Follow(env, "status", bid, "--watch", "--interval", "0.2") as watcher:
-            watcher.wait_for_stderr(NO_WORKERS_NOTICE)
-            with Workers(env, tmp_path) as workers:
-                assert workers.start("--burst").wait(120) == 0
-            out = watcher.finish()
-    assert watcher.proc.returncode == 0, watcher.err
+    command = ("status", "{bid}", "--watch", "--interval", "0.2")
+    bid, out = _run_without_then_with_a_worker(valkey_url, prefix, tmp_path, *command)
     lines = out.splitlines()
-    # A line per refresh on stdout, the notice once on stderr only.
+    # A line per refresh on stdout; the notice on stderr only.
     assert all(line.startswith(bid) for line in lines) and len(lines) > 2
     assert " completed 5/5 " in lines[-1]
-    assert watcher.notices() == [f"batchq: {NO_WORKERS_NOTICE}; still waiting\n"]
