@@ -62,7 +62,14 @@ async def cmd_submit(args: argparse.Namespace) -> int:
 
 
 async def cmd_results(args: argparse.Namespace) -> int:
+    from .presence import notice_without_workers
+
     async with BatchClient(_settings(args)) as client:
+        if args.wait:
+            store = await client.connect()
+            # Around the wait only: writing a long batch out needs no worker.
+            async with notice_without_workers(store.redis, store.keys):
+                await client.wait(args.batch_id)
         ok, failed = await client.export_results(
             args.batch_id,
             args.output,

@@ -9,7 +9,11 @@ says which workers are alive.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import sys
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -18,7 +22,19 @@ from redis.asyncio import Redis
 from . import clock
 from .keys import Keys
 
-__all__ = ["WorkerInfo", "live_workers"]
+__all__ = [
+    "NO_WORKERS_AFTER_S",
+    "NO_WORKERS_NOTICE",
+    "WorkerAbsence",
+    "WorkerInfo",
+    "live_workers",
+    "notice_without_workers",
+]
+
+# How long a command that waits on workers sees none before it says so: long enough for
+# workers started together with it to send their first heartbeat.
+NO_WORKERS_AFTER_S = 5.0
+NO_WORKERS_NOTICE = "no live workers: start `batchq worker`"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,3 +135,62 @@ async def live_workers(redis: Redis, keys: Keys) -> list[WorkerInfo]:
         for w, raw in zip(ids, raws, strict=True)
     ]
     return sorted(infos, key=lambda i: (i.host, i.worker_id))
+
+
+class WorkerAbsence:
+    """Whether no worker has been live for ``after`` seconds, from samples of the live
+    workers; a live worker starts the count again."""
+
+    def __init__(self, after: float = NO_WORKERS_AFTER_S) -> None:
+        self.after = after
+        self._since: float | None = None
+
+    def update(self, live: int, now: float) -> bool:
+        """``live`` workers seen at ``now`` (monotonic seconds): True when the notice is due."""
+        if live:
+            self._since = None
+            return False
+        if self._since is None:
+            self._since = now
+        return now - self._since >= self.after
+
+
+@contextlib.asynccontextmanager
+async def notice_without_workers(
+    redis: Redis,
+    keys: Keys,
+    emit: Callable[[str], None] | None = None,
+    *,
+    after: float = NO_WORKERS_AFTER_S,
+    poll: float = 1.0,
+) -> AsyncIterator[None]:
+    """While the body waits on workers, ``emit`` :data:`NO_WORKERS_NOTICE` once no worker has
+    been live for ``after`` seconds; once only, until a worker is live and then gone again.
+    By default the notice goes to stderr, away from what the command prints on stdout."""
+    say = emit or _to_stderr
+
+    async def run() -> None:
+        absence = WorkerAbsence(after)
+        said = False
+        while True:
+            live = len(await live_workers(redis, keys))
+            if absence.update(live, clock.monotonic()):
+                if not said:
+                    say(NO_WORKERS_NOTICE)
+                    said = True
+            elif live:
+                said = False
+            await asyncio.sleep(poll)
+
+    task = asyncio.create_task(run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        # The notice is advice: its own failure (Redis gone) is the body's to report.
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+def _to_stderr(text: str) -> None:
+    print(f"batchq: {text}; still waiting", file=sys.stderr, flush=True)

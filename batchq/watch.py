@@ -24,7 +24,14 @@ from rich.text import Text
 from . import clock
 from .batches import BatchStore
 from .models import BatchStatus
-from .presence import WorkerInfo, live_workers
+from .presence import (
+    NO_WORKERS_AFTER_S,
+    NO_WORKERS_NOTICE,
+    WorkerAbsence,
+    WorkerInfo,
+    live_workers,
+    notice_without_workers,
+)
 from .tables import format_duration, workers_table
 
 __all__ = [
@@ -137,7 +144,8 @@ def view_json(v: View) -> dict[str, Any]:
     }
 
 
-def render(v: View) -> RenderableType:
+def render(v: View, *, notice: str = "") -> RenderableType:
+    """The live display; ``notice``, if any, in place of the workers table."""
     s = v.status
     head = Table.grid(padding=(0, 2))
     head.add_column(no_wrap=True)
@@ -178,6 +186,8 @@ def render(v: View) -> RenderableType:
         rates={w.info.worker_id: w.items_per_s for w in v.workers},
         batch_id=s.batch_id,
     )
+    if notice:
+        workers = Text(notice, style="bold yellow")
     return Group(head, stats, speed, workers)
 
 
@@ -189,9 +199,12 @@ async def watch(
     mode: str,
     interval: float,
     emit: Callable[[str], None] | None = None,
+    notice_after: float = NO_WORKERS_AFTER_S,
 ) -> BatchStatus:
     """Refresh every ``interval`` seconds until the batch is final; ``mode`` is ``live``
-    (redrawn in place on ``console``), ``plain`` (a line per refresh) or ``json``."""
+    (redrawn in place on ``console``), ``plain`` (a line per refresh) or ``json``. After
+    ``notice_after`` seconds without a live worker, it says so: in the live display while
+    none is live, else once on stderr."""
     rates = Rates()
     emit = emit or (lambda line: print(line, flush=True))
 
@@ -202,15 +215,22 @@ async def watch(
 
     v = await refresh()
     if mode == "live":
-        with Live(render(v), console=console, auto_refresh=False) as live:
+        absence = WorkerAbsence(notice_after)
+
+        def draw(v: View) -> RenderableType:
+            due = absence.update(len(v.workers), clock.monotonic())
+            return render(v, notice=NO_WORKERS_NOTICE if due else "")
+
+        with Live(draw(v), console=console, auto_refresh=False) as live:
             while not v.status.finished_at:
                 await asyncio.sleep(interval)
                 v = await refresh()
-                live.update(render(v), refresh=True)
+                live.update(draw(v), refresh=True)
         return v.status
-    while True:
-        emit(json.dumps(view_json(v)) if mode == "json" else plain_line(v))
-        if v.status.finished_at:
-            return v.status
-        await asyncio.sleep(interval)
-        v = await refresh()
+    async with notice_without_workers(store.redis, store.keys, after=notice_after):
+        while True:
+            emit(json.dumps(view_json(v)) if mode == "json" else plain_line(v))
+            if v.status.finished_at:
+                return v.status
+            await asyncio.sleep(interval)
+            v = await refresh()

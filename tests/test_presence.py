@@ -1,8 +1,18 @@
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
 from batchq import clock
 from batchq.batches import BatchStore
-from batchq.presence import WorkerInfo, live_workers
+from batchq.presence import (
+    NO_WORKERS_NOTICE,
+    WorkerAbsence,
+    WorkerInfo,
+    live_workers,
+    notice_without_workers,
+)
 
 
 def test_mapping_round_trip() -> None:
@@ -51,3 +61,33 @@ async def test_live_workers_are_those_whose_heartbeat_has_not_lapsed(store: Batc
     workers = await live_workers(r, k)
     assert [w.worker_id for w in workers] == ["no-hash-yet", "a-host:2:y", "b-host:1:x"]
     assert workers[0].host == "" and workers[1].host == "a-host"
+
+
+def test_absence_is_due_after_a_while_without_workers() -> None:
+    a = WorkerAbsence(after=5)
+    assert not a.update(0, 100.0)  # none yet: counting from here
+    assert not a.update(0, 104.9)
+    assert a.update(0, 105.0)
+    assert not a.update(1, 106.0)  # one came: not due, and the count starts again
+    assert not a.update(0, 107.0) and not a.update(0, 111.9) and a.update(0, 112.0)
+
+
+async def test_notice_said_once_per_absence(store: BatchStore) -> None:
+    k, r = store.keys, store.redis
+    said: asyncio.Queue[str] = asyncio.Queue()
+
+    async def nothing_more_said() -> None:
+        # Many polls' time, none of which may say it again.
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(said.get(), 0.6)
+
+    async with notice_without_workers(r, k, said.put_nowait, after=0.3, poll=0.02):
+        assert await asyncio.wait_for(said.get(), 20) == NO_WORKERS_NOTICE
+        await nothing_more_said()
+        # A worker comes: nothing said while it is live.
+        await r.zadd(k.workers, {"w1": clock.now_ms() + 60_000})
+        await nothing_more_said()
+        # Gone again: said again, once.
+        await r.zrem(k.workers, "w1")
+        assert await asyncio.wait_for(said.get(), 20) == NO_WORKERS_NOTICE
+        await nothing_more_said()

@@ -16,7 +16,7 @@ from rich.console import Console
 from batchq import clock
 from batchq.batches import BatchStore
 from batchq.models import BatchState, BatchStatus, Endpoint, Item
-from batchq.presence import WorkerInfo
+from batchq.presence import NO_WORKERS_NOTICE, WorkerInfo
 from batchq.sim import SimConfig, running_sim
 from batchq.watch import Rates, make_view, plain_line, render, view_json, watch
 
@@ -190,3 +190,44 @@ async def test_live_mode_redraws_until_the_batch_is_final(store: BatchStore) -> 
     assert final.state is BatchState.COMPLETED
     screen = out.getvalue()
     assert "0/1" in screen and "1/1" in screen and "no live workers" in screen
+
+
+class Screen(io.StringIO):
+    """What the live display drew, and an event set at each draw."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = asyncio.Event()
+
+    def write(self, s: str) -> int:
+        self.written.set()
+        return super().write(s)
+
+
+async def test_live_mode_says_no_worker_is_live_until_one_is(store: BatchStore) -> None:
+    bid, _ = await store.submit([Item("0", Endpoint.GENERATE, {"model": "m", "prompt": "p"})])
+    out = Screen()
+    console = Console(file=out, force_terminal=True, width=120, color_system=None)
+
+    async def until(text: str) -> None:
+        while text not in out.getvalue():
+            out.written.clear()
+            await out.written.wait()
+
+    async def worker_comes_then_batch_ends() -> None:
+        await until(NO_WORKERS_NOTICE)
+        w = WorkerInfo("gpu7:99:ab", host="gpu7", pid=99, concurrency=4, running={bid: 1})
+        await store.redis.hset(store.keys.worker_info(w.worker_id), mapping=w.to_mapping())  # type: ignore[misc]
+        await store.redis.zadd(store.keys.workers, {w.worker_id: clock.now_ms() + 60_000})
+        await until("gpu7:99")
+        meta = store.keys.batch(bid).meta
+        await store.redis.hset(meta, mapping={"succeeded": 1, "state": "completed"})  # type: ignore[misc]
+        await store.redis.hset(meta, "finished_at", str(clock.now_ms()))  # type: ignore[misc]
+
+    task = asyncio.create_task(worker_comes_then_batch_ends())
+    async with asyncio.timeout(30):
+        await watch(store, bid, console=console, mode="live", interval=0.05, notice_after=0.2)
+    await task
+    screen = out.getvalue()
+    # The notice made way for the worker, and did not come back.
+    assert screen.rindex(NO_WORKERS_NOTICE) < screen.rindex("gpu7:99")
