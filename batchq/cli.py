@@ -97,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # The commands live in modules by theme; they import this one's helpers, so they are
     # imported here rather than at the top.
-    from . import cli_control, cli_run, cli_watch
+    from . import cli_control, cli_home, cli_run, cli_watch
 
     def cmd(name: str, help: str, *, redis: bool = True, json_out: bool = True) -> Any:
         sp = sub.add_parser(name, help=help, description=help)
@@ -310,6 +310,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.set_defaults(concurrency=1, ollama_queue=0)
     sp.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     sp.set_defaults(handler=cli_run.cmd_bench)
+
+    cli_home.add_commands(cmd)
 
     sp = cmd(
         "sim",
