@@ -37,10 +37,9 @@ async def _submit(args: argparse.Namespace, settings: Settings, store: BatchStor
     metadata = parse_meta_pairs(args.meta or ())
     deadline = parse_deadline(args.deadline, now_ms=clock.now_ms()) if args.deadline else None
     notify = check_notify_url(args.notify) if args.notify else None
-    source = sys.stdin.buffer if args.file == "-" else args.file
     return await submit_source(
         store,
-        source,
+        args.file,  # "-": standard input
         settings=settings,
         model=args.model,
         name=args.name,
