@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK
 """The ``batchq`` command line. Every option falls back to a ``BATCHQ_*`` variable (see
 :class:`batchq.settings.Settings`); every reporting command takes ``--json``."""
 
@@ -8,6 +9,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
@@ -94,10 +96,11 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="batchq", description="A persistent batch-inference queue for Ollama."
     )
+    p.add_argument("--version", action=_Version)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # The commands live in modules by theme; they import this one's helpers, so they are
     # imported here rather than at the top.
-    from . import cli_control, cli_run, cli_watch
+    from . import cli_control, cli_home, cli_run, cli_watch
 
     def cmd(name: str, help: str, *, redis: bool = True, json_out: bool = True) -> Any:
         sp = sub.add_parser(name, help=help, description=help)
@@ -311,6 +314,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     sp.set_defaults(handler=cli_run.cmd_bench)
 
+    cli_home.add_commands(cmd)
+
     sp = cmd(
         "sim",
         "run the Ollama simulator (simulated answers, for trying batchq)",
@@ -341,16 +346,55 @@ def _default_text(f: dataclasses.Field[Any]) -> str:
     return str(f.default)
 
 
+class _Version(argparse.Action):
+    """``--version``, read from the installed package's metadata only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print batchq's version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        from importlib.metadata import version
+
+        print(f"batchq {version('batchq')}")
+        parser.exit()
+
+
+def _complete(parser: argparse.ArgumentParser) -> None:
+    """Answer the shell's completion request, if this is one (then the process exits)."""
+    if "_ARGCOMPLETE" not in os.environ:
+        return  # argcomplete's import would cost every command ~40 ms
+    import argcomplete
+
+    argcomplete.autocomplete(parser)
+
+
+def _stdout_closed() -> int:
+    # The reader went away (`batchq results B | head`), which ends a Unix tool quietly. Later
+    # writes, and the interpreter's flush at exit, would raise again: stdout becomes devnull.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + 13  # as a shell reports a tool that SIGPIPE ended
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    _complete(parser)
+    args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], Any] = args.handler
     try:
         if getattr(args, "sync", False):
-            return int(handler(args))
-        coro: Coroutine[Any, Any, int] = handler(args)
-        return asyncio.run(coro)
+            code = int(handler(args))
+        else:
+            coro: Coroutine[Any, Any, int] = handler(args)
+            code = asyncio.run(coro)
+        if sys.stdout is not None:  # None when started with stdout closed (>&-)
+            sys.stdout.flush()  # here, where a closed pipe can still be handled
+        return code
     except BatchqError as e:
         print(f"batchq: error: {e}", file=sys.stderr)
         return 2 if isinstance(e, ConfigError) else 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _stdout_closed()

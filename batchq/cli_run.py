@@ -37,10 +37,9 @@ async def _submit(args: argparse.Namespace, settings: Settings, store: BatchStor
     metadata = parse_meta_pairs(args.meta or ())
     deadline = parse_deadline(args.deadline, now_ms=clock.now_ms()) if args.deadline else None
     notify = check_notify_url(args.notify) if args.notify else None
-    source = sys.stdin.buffer if args.file == "-" else args.file
     return await submit_source(
         store,
-        source,
+        args.file,  # "-": standard input
         settings=settings,
         model=args.model,
         name=args.name,
@@ -106,7 +105,7 @@ async def _ollama_version(settings: Settings) -> str:
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
-    from .runner import start_workers, watch_progress, write_output
+    from .runner import elapsed_text, start_workers, watch_progress, write_output
 
     settings = _settings(args)
     version = await _ollama_version(settings)
@@ -115,23 +114,34 @@ async def cmd_run(args: argparse.Namespace) -> int:
         batch_id, total = await _submit(args, settings, store)
         console.print(
             f"batch {batch_id}: {total} items → Ollama {version} at {settings.ollama_host}, "
-            f"{args.workers} worker(s) x {settings.concurrency}"
+            f"{args.workers} worker(s) x {settings.concurrency}",
+            soft_wrap=True,  # one line in a log, however long its paths
         )
         log_dir = settings.home / "logs" / batch_id
+        started = clock.monotonic()
         with start_workers(settings, url, args.workers, log_dir) as procs:
             status = await watch_progress(
                 store, batch_id, console=console, show=not args.json, workers=procs
             )
+            # From the submitted batch to its last item, the workers' start included.
+            elapsed = clock.monotonic() - started
         ok, failed = await write_output(
             store, batch_id, args.output, fmt=args.output_format, errors=args.errors
         )
+    pace = status.done / elapsed if elapsed > 0 else 0.0
     if not args.json:
         where = f"{ok + failed} results in {args.output}"
         if args.errors is not None:
             where = f"{ok} results in {args.output}, {failed} in {args.errors}"
-        console.print(f"{status.succeeded} succeeded, {status.failed} failed; {where}")
+        console.print(
+            f"{status.succeeded} succeeded, {status.failed} failed in {elapsed_text(elapsed)} "
+            f"({pace:,.1f} items/s); {where}",
+            highlight=False,
+            soft_wrap=True,
+        )
     else:
-        print(json.dumps(status.model_dump(mode="json")))
+        summary = {"elapsed_s": round(elapsed, 3), "items_per_s": round(pace, 3)}
+        print(json.dumps({**status.model_dump(mode="json"), **summary}))
     return 1 if args.strict and status.failed else 0
 
 

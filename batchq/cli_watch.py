@@ -81,12 +81,19 @@ async def cmd_serve(args: argparse.Namespace) -> int:
 async def cmd_list(args: argparse.Namespace) -> int:
     from .tables import batch_rows, batches_table
 
-    async with _store(_settings(args)) as (store, _):
+    settings = _settings(args)
+    async with _store(settings) as (store, _):
         batches = await store.recent(limit=args.limit)
+        # An embedded server with nothing stored: a first run, or a BATCHQ_HOME other than
+        # the one the batches went to.
+        new = not batches and not settings.redis_url and not await store.redis.dbsize()
     rows = batch_rows(batches, clock.now_ms())
 
     def human() -> None:
-        if not rows:
+        if new:
+            home = settings.home.expanduser().resolve()
+            print(f"no batches yet: BATCHQ_HOME={home} is new; submit one with `batchq submit`")
+        elif not rows:
             print("no batches")
         else:
             _console().print(batches_table(rows))

@@ -72,6 +72,10 @@ def redis_errors(url: str) -> Iterator[None]:
         yield
     except TimeoutError:
         raise  # an OSError too, but one of batchq's own deadlines (wait's timeout)
+    except BrokenPipeError:
+        # Our output's reader went away (`batchq results B | head`): redis-py reports its own
+        # sockets' errors as ConnectionError, so a raw EPIPE here is stdout's.
+        raise
     except (RedisError, OSError) as e:
         raise redis_unavailable(url, e) from None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import socket
 import subprocess
 import time
@@ -25,6 +26,7 @@ __all__ = ["EmbeddedServer", "ensure_embedded", "stop_embedded"]
 
 _CONF = "valkey.conf"
 _PORT = "valkey.port"
+_PID = "valkey.pid"
 
 
 class EmbeddedServer:
@@ -61,14 +63,34 @@ class EmbeddedServer:
                 return url
             return self._start(timeout)
 
-    def stop(self) -> bool:
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Shut this home's server down and wait until its process is gone (its files are
+        then the user's to move or delete); False if it was not running."""
         url = self.url()
         if url is None:
             return False
+        pid = self._pid()
         client = redis.Redis.from_url(url, socket_timeout=10)
-        with contextlib.closing(client), contextlib.suppress(redis.ConnectionError):
-            client.shutdown()
+        try:
+            with contextlib.closing(client), contextlib.suppress(redis.ConnectionError):
+                client.shutdown()
+        except redis.RedisError as e:  # it refused, e.g. it could not write the AOF
+            raise EmbeddedServerError(f"the embedded Valkey server did not stop: {e}") from None
+        deadline = time.monotonic() + timeout
+        while pid is not None and _alive(pid):
+            if time.monotonic() > deadline:
+                raise EmbeddedServerError(
+                    f"the embedded Valkey server (pid {pid}) still runs {timeout:.0f} s after "
+                    "its shutdown"
+                )
+            time.sleep(0.05)
         return True
+
+    def _pid(self) -> int | None:
+        try:
+            return int((self.home / _PID).read_text().strip())
+        except (OSError, ValueError):
+            return None
 
     @staticmethod
     def _loading(url: str) -> bool:
@@ -121,7 +143,7 @@ class EmbeddedServer:
                 f"port {port}",
                 f'dir "{self.home}"',
                 "daemonize yes",
-                f'pidfile "{self.home / "valkey.pid"}"',
+                f'pidfile "{self.home / _PID}"',
                 f'logfile "{self.home / "valkey.log"}"',
                 # Durability: every acknowledged write reaches the AOF before the reply is
                 # sent, so a killed server loses nothing; an OS crash loses at most ~1 s
@@ -155,6 +177,21 @@ class EmbeddedServer:
         raise EmbeddedServerError(
             f"the embedded Valkey server did not answer within {timeout:.0f} s; log: {tail}"
         )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A daemon whose parent does not reap it lingers as a zombie: it has exited.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _free_port() -> int:

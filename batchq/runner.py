@@ -14,16 +14,27 @@ from pathlib import Path
 from typing import IO
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn
+from rich.text import Text
 
+from . import clock
 from .batches import BatchStore
 from .collect import OutputFormat, export_results
 from .errors import OllamaError
 from .models import BatchStatus
 from .ollama import OllamaClient
 from .settings import Settings
+from .tables import format_duration
+from .watch import Rates
 
-__all__ = ["check_ollama", "settings_env", "start_workers", "watch_progress", "write_output"]
+__all__ = [
+    "check_ollama",
+    "elapsed_text",
+    "settings_env",
+    "start_workers",
+    "watch_progress",
+    "write_output",
+]
 
 
 def settings_env(settings: Settings, redis_url: str) -> dict[str, str]:
@@ -84,6 +95,22 @@ async def check_ollama(settings: Settings) -> str:
         return await client.version()
 
 
+def elapsed_text(seconds: float) -> str:
+    """A run's duration: tenths of a second below a minute, else as ``format_duration``."""
+    return f"{seconds:.1f}s" if seconds < 60 else format_duration(seconds)
+
+
+class _TimeColumn(ProgressColumn):
+    """``ETA`` at the pace of the last minute (the one ``status --watch`` shows) while the batch
+    runs, then how long it took. rich's TimeRemainingColumn ends on a useless ``0:00:00``, and
+    forgets its pace after 30 s without a finished item, which long generations often are."""
+
+    def render(self, task: Task) -> Text:
+        if task.finished and task.finished_time is not None:
+            return Text("took " + elapsed_text(task.finished_time), style="progress.elapsed")
+        return Text("ETA " + format_duration(task.fields["eta"]), style="progress.remaining")
+
+
 async def watch_progress(
     store: BatchStore,
     batch_id: str,
@@ -95,6 +122,7 @@ async def watch_progress(
 ) -> BatchStatus:
     """Poll the batch's counters until it is finished, drawing a bar when ``show``."""
     status = await store.status(batch_id)
+    rates = Rates()
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -102,17 +130,29 @@ async def watch_progress(
         TextColumn(
             "ok {task.fields[ok]}  failed {task.fields[failed]}  running {task.fields[run]}"
         ),
-        TimeRemainingColumn(),
+        _TimeColumn(),
         console=console,
         disable=not show,
         transient=False,
+        # Drawn at each poll: nothing on the line changes between two.
+        auto_refresh=False,
+        get_time=clock.monotonic,
     ) as bar:
-        task = bar.add_task(batch_id, total=status.total, ok=0, failed=0, run=0)
+        task = bar.add_task(batch_id, total=status.total, ok=0, failed=0, run=0, eta=None)
         while True:
             status = await store.status(batch_id)
             done = status.done
+            if done:  # the pace starts at the first result, not at the workers' start-up
+                rates.add(clock.monotonic(), {"done": float(done)})
+            pace, left = rates.rate("done"), status.total - done
             bar.update(
-                task, completed=done, ok=status.succeeded, failed=status.failed, run=status.running
+                task,
+                completed=done,
+                ok=status.succeeded,
+                failed=status.failed,
+                run=status.running,
+                eta=left / pace if pace else None,
+                refresh=True,
             )
             if status.finished_at:
                 return status

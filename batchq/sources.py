@@ -40,6 +40,8 @@ def open_input(path: str) -> Iterator[BinaryIO]:
     """The file at ``path`` (``-``: standard input) for reading, or a ConfigError saying why
     not."""
     if path == "-":
+        if sys.stdin is None:  # started with it closed (`<&-`)
+            raise ConfigError("cannot read standard input (-): it is closed")
         yield sys.stdin.buffer
         return
     try:

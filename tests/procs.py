@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -47,6 +47,22 @@ def batchq(env: dict[str, str], *args: str, check: bool = True, **kw: Any) -> An
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
+
+
+@contextlib.contextmanager
+def piped(
+    env: dict[str, str], *args: str
+) -> Iterator[tuple[subprocess.Popen[str], IO[str], IO[str]]]:
+    """``batchq ARGS`` running, with its stdout and stderr read through pipes."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "batchq", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        yield proc, proc.stdout, proc.stderr
 
 
 def status(env: dict[str, str], batch_id: str) -> dict[str, Any]:
