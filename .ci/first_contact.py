@@ -161,9 +161,8 @@ def main() -> None:
         sim.terminate()
         sim.wait(30)
         sim_log.close()
-        from batchq.embedded import stop_embedded
-
-        stop_embedded(Path(env["BATCHQ_HOME"]))
+        # The embedded server outlives the commands that started it, as it does for a user.
+        subprocess.run([str(BIN / "batchq"), "home", "stop"], env=env, timeout=60, check=False)
 
 
 if __name__ == "__main__":
