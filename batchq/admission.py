@@ -1,12 +1,12 @@
 """Global limits per Ollama endpoint, shared by every worker that talks to it.
 
-A request is admitted by one Lua script that checks both limits atomically: a **rate**
-(requests per second, GCRA: each admission pushes a theoretical arrival time one interval
-further, so 8 workers at a global 10/s send 10/s in total, not 80/s) and a **concurrency**
-cap (slots held as leases in a sorted set: a SIGKILLed worker's slots expire with its lease
-instead of leaking forever), and optionally **tokens per minute**. A job over a limit waits to
-be admitted; it never burns an attempt. The limits live in Redis, so ``batchq limits``
-changes them at run time.
+A request is admitted by one Lua script (``batchq/store/lua/admit.lua``) that checks both
+limits atomically: a **rate** (requests per second, GCRA: each admission pushes a theoretical
+arrival time one interval further, so 8 workers at a global 10/s send 10/s in total, not
+80/s) and a **concurrency** cap (slots held as leases in a sorted set: a SIGKILLed worker's
+slots expire with its lease instead of leaking forever), and optionally **tokens per
+minute**. A job over a limit waits to be admitted; it never burns an attempt. The limits live
+in Redis, so ``batchq limits`` changes them at run time.
 
 Tokens are known only once Ollama has answered (prompt plus generated tokens), so the token
 limit is a debt: each reply pushes a second arrival time forward by its tokens' share of a
@@ -23,52 +23,13 @@ from typing import Any, cast
 from redis.asyncio import Redis
 
 from .keys import Keys
+from .store.lua import SCRIPTS
 
 __all__ = ["Admission", "EndpointLimits", "endpoint_id"]
 
 # How long a worker waits before asking again when every global slot is taken; slots free up
 # on release, not on a schedule, so this is a poll.
 _SLOT_POLL_MS = 20
-
-# KEYS: limits hash, arrival-time key, in-flight zset, token arrival-time key
-# ARGV: now_ms, token, slot lease deadline ms
-_ADMIT = """
-local lim = redis.call('HMGET', KEYS[1], 'rate', 'concurrency', 'tpm')
-local rate = tonumber(lim[1] or '0') or 0
-local conc = tonumber(lim[2] or '0') or 0
-local tpm = tonumber(lim[3] or '0') or 0
-local now = tonumber(ARGV[1])
-if conc > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-  if not redis.call('ZSCORE', KEYS[3], ARGV[2]) and redis.call('ZCARD', KEYS[3]) >= conc then
-    return __SLOT_POLL_MS__
-  end
-end
-if tpm > 0 then
-  local ttat = tonumber(redis.call('GET', KEYS[4]) or '0')
-  if ttat > now then return math.max(1, math.ceil(ttat - now)) end
-end
-if rate > 0 then
-  local interval = 1000 / rate
-  local tat = tonumber(redis.call('GET', KEYS[2]) or '0')
-  if tat > now then return math.max(1, math.ceil(tat - now)) end
-  redis.call('SET', KEYS[2], tostring(now + interval), 'PX', math.ceil(interval) + 60000)
-end
-if conc > 0 then redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2]) end
-return 0
-""".replace("__SLOT_POLL_MS__", str(_SLOT_POLL_MS))
-
-# KEYS: limits hash, token arrival-time key
-# ARGV: now_ms, tokens used
-_SPEND = """
-local tpm = tonumber(redis.call('HGET', KEYS[1], 'tpm') or '0') or 0
-if tpm <= 0 then return 0 end
-local now = tonumber(ARGV[1])
-local ttat = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), now)
-ttat = ttat + tonumber(ARGV[2]) * 60000 / tpm
-redis.call('SET', KEYS[2], tostring(ttat), 'PX', math.ceil(ttat - now) + 60000)
-return math.ceil(ttat - now)
-"""
 
 
 def endpoint_id(url: str) -> str:
@@ -96,8 +57,8 @@ class Admission:
         self.tat_key = keys.endpoint_tat(eid)
         self.inflight_key = keys.endpoint_inflight(eid)
         self.token_tat_key = keys.endpoint_token_tat(eid)
-        self._admit = redis.register_script(_ADMIT)
-        self._spend = redis.register_script(_SPEND)
+        self._admit = SCRIPTS.script(redis, "admit")
+        self._spend = SCRIPTS.script(redis, "spend")
 
     async def configure(
         self,
@@ -140,7 +101,7 @@ class Admission:
         milliseconds to wait before asking again."""
         res = await cast(Any, self._admit)(
             keys=[self.limits_key, self.tat_key, self.inflight_key, self.token_tat_key],
-            args=[now_ms, token, slot_until_ms],
+            args=[now_ms, token, slot_until_ms, _SLOT_POLL_MS],
         )
         return int(res)
 

@@ -3,7 +3,8 @@ worker POSTs its final status JSON to the URL.
 
 The script that closes a batch puts it in the ``hooks`` set (the key name travels in the
 batch's metadata, so that script needs no extra key). Workers claim due hooks one at a time
-with a Lua script; the claim marks the hook ``sending`` before the POST. So:
+with a Lua script (``batchq/store/lua/hook_claim.lua``); the claim marks the hook ``sending``
+before the POST. So:
 
 - **one sender**: a claim is atomic, and a claimed hook is out of the others' reach while its
   lease runs;
@@ -40,6 +41,7 @@ from .errors import BatchNotFound
 from .limits import backoff
 from .scripts import _call, _str
 from .settings import Settings
+from .store.lua import SCRIPTS
 
 __all__ = ["HookClaim", "Hooks", "deliver_due", "hook_session"]
 
@@ -47,65 +49,6 @@ log = logging.getLogger("batchq.hooks")
 
 # Up to a minute between attempts: long enough for a receiver to restart.
 _MAX_DELAY = 60.0
-
-# KEYS: hooks.  ARGV: now_ms, batch key prefix, lease ms, claim token
-_CLAIM = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 1)
-if #due == 0 then return false end
-local bid = due[1]
-local meta = ARGV[2] .. bid
-local m = redis.call('HMGET', meta, 'finished_at', 'notify', 'hook_state', 'hook_for')
-if not m[1] or not m[2] then
-  -- Reopened by a retry before its hook went out (its next completion brings it back), or
-  -- the batch is gone.
-  redis.call('ZREM', KEYS[1], bid)
-  return {bid, 'skip'}
-end
-local state = m[3]
-if m[4] ~= m[1] then
-  -- A completion not announced yet.
-  redis.call('HSET', meta, 'hook_for', m[1], 'hook_attempts', 0, 'hook_state', 'pending')
-  redis.call('HDEL', meta, 'hook_error')
-  state = 'pending'
-end
-if state == 'sending' then
-  -- Its sender died mid-POST: it may have arrived. Never risk a second delivery.
-  redis.call('HSET', meta, 'hook_state', 'unknown')
-  redis.call('ZREM', KEYS[1], bid)
-  return {bid, 'unknown'}
-end
-if state ~= 'pending' then
-  redis.call('ZREM', KEYS[1], bid)
-  return {bid, 'skip'}
-end
-local attempt = redis.call('HINCRBY', meta, 'hook_attempts', 1)
-redis.call('HSET', meta, 'hook_state', 'sending', 'hook_token', ARGV[4])
-redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[3]), bid)
-return {bid, 'send', m[2], tostring(attempt), m[1]}
-"""
-
-# KEYS: hooks.  ARGV: batch id, batch key prefix, claim token, outcome, due ms, error, now_ms
-# outcome: 'delivered' | 'retry' (due again at ARGV[5]) | 'failed'
-_SETTLE = """
-local meta = ARGV[2] .. ARGV[1]
-if redis.call('HGET', meta, 'hook_token') ~= ARGV[3] then return 0 end
-if ARGV[4] == 'retry' then
-  redis.call('HSET', meta, 'hook_state', 'pending', 'hook_error', ARGV[6])
-  redis.call('ZADD', KEYS[1], ARGV[5], ARGV[1])
-  return 1
-end
-if ARGV[4] == 'delivered' then
-  redis.call('HSET', meta, 'hook_state', 'delivered', 'hook_at', ARGV[7])
-  redis.call('HDEL', meta, 'hook_error')
-else
-  redis.call('HSET', meta, 'hook_state', 'failed', 'hook_error', ARGV[6])
-end
--- Unless a new completion is already due again.
-if redis.call('HGET', meta, 'hook_for') == redis.call('HGET', meta, 'finished_at') then
-  redis.call('ZREM', KEYS[1], ARGV[1])
-end
-return 1
-"""
 
 
 def hook_session() -> aiohttp.ClientSession:
@@ -129,8 +72,8 @@ class Hooks:
     def __init__(self, redis: Redis, store: BatchStore) -> None:
         self.store = store
         self.keys = store.keys
-        self._claim = redis.register_script(_CLAIM)
-        self._settle = redis.register_script(_SETTLE)
+        self._claim = SCRIPTS.script(redis, "hook_claim")
+        self._settle = SCRIPTS.script(redis, "hook_settle")
 
     async def claim(self, *, now_ms: int, lease_ms: int) -> HookClaim | None:
         token = secrets.token_hex(8)
