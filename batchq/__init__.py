@@ -10,11 +10,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .backends.ollama import OllamaClient
     from .batches import BatchStore
     from .client import BatchClient
     from .collect import iter_results, wait_finished, write_results
     from .connection import connect, resolve_redis_url
     from .errors import (
+        BackendError,
         BatchNotFound,
         BatchqError,
         BatchStateError,
@@ -23,8 +25,10 @@ if TYPE_CHECKING:
         InputError,
         ItemNotFound,
         OllamaError,
+        PermanentBackendError,
         PermanentOllamaError,
         RedisUnavailable,
+        TransientBackendError,
         TransientOllamaError,
     )
     from .inputs import iter_items
@@ -42,7 +46,6 @@ if TYPE_CHECKING:
         ItemState,
         ItemStatus,
     )
-    from .ollama import OllamaClient
     from .settings import Settings
     from .sync_client import SyncBatchClient
 
@@ -51,6 +54,7 @@ __version__ = "0.1.0"
 # Public name -> the module that defines it.
 _WHERE = {
     "AttemptError": "models",
+    "BackendError": "errors",
     "BatchClient": "client",
     "BatchNotFound": "errors",
     "BatchState": "models",
@@ -70,12 +74,14 @@ _WHERE = {
     "ItemState": "models",
     "ItemStatus": "models",
     "Keys": "keys",
-    "OllamaClient": "ollama",
+    "OllamaClient": "backends.ollama",
     "OllamaError": "errors",
+    "PermanentBackendError": "errors",
     "PermanentOllamaError": "errors",
     "RedisUnavailable": "errors",
     "Settings": "settings",
     "SyncBatchClient": "sync_client",
+    "TransientBackendError": "errors",
     "TransientOllamaError": "errors",
     "connect": "connection",
     "find_indices": "items",
@@ -89,6 +95,7 @@ _WHERE = {
 
 __all__ = [
     "AttemptError",
+    "BackendError",
     "BatchClient",
     "BatchNotFound",
     "BatchState",
@@ -110,10 +117,12 @@ __all__ = [
     "Keys",
     "OllamaClient",
     "OllamaError",
+    "PermanentBackendError",
     "PermanentOllamaError",
     "RedisUnavailable",
     "Settings",
     "SyncBatchClient",
+    "TransientBackendError",
     "TransientOllamaError",
     "__version__",
     "connect",

@@ -22,7 +22,7 @@ from .batches import BatchStore
 from .cli import _print, _settings, _store
 from .client import BatchClient
 from .connection import redact, resolve_redis_url
-from .errors import ConfigError, OllamaError
+from .errors import BackendError, ConfigError
 from .inputs import detect_format
 from .options import check_notify_url, parse_deadline, parse_meta_pairs
 from .settings import Settings
@@ -97,7 +97,7 @@ async def _ollama_version(settings: Settings) -> str:
 
     try:
         return await check_ollama(settings)
-    except OllamaError as e:
+    except BackendError as e:
         raise ConfigError(
             f"{e}. Start Ollama, point OLLAMA_HOST (or --ollama) at it, or try batchq "
             "against the simulator: `batchq sim` in another terminal (simulated answers)."

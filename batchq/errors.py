@@ -9,15 +9,20 @@ BatchqError
 ├── ItemNotFound           no item of the batch has this custom id (carries both ids)
 ├── RedisUnavailable       Redis cannot be reached
 ├── EmbeddedServerError    the embedded Valkey server could not be started
-└── OllamaError            one failed request to Ollama (carries status code and kind)
-    ├── TransientOllamaError   worth retrying: connection errors, timeouts, 5xx, 429, stream errors
-    └── PermanentOllamaError   retrying cannot help: 4xx such as 404 model not found
+└── BackendError           one failed request to a backend, e.g. Ollama (carries status code, kind)
+    ├── TransientBackendError  worth retrying: connection errors, timeouts, 5xx, 429, stream errors
+    └── PermanentBackendError  retrying cannot help: 4xx such as 404 model not found
 ```
+
+``OllamaError``, ``TransientOllamaError`` and ``PermanentOllamaError`` are the same three classes
+under their earlier names (aliases, not subclasses): code that catches them keeps working, and
+catches every backend's failures.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "BackendError",
     "BatchNotFound",
     "BatchStateError",
     "BatchqError",
@@ -26,8 +31,10 @@ __all__ = [
     "InputError",
     "ItemNotFound",
     "OllamaError",
+    "PermanentBackendError",
     "PermanentOllamaError",
     "RedisUnavailable",
+    "TransientBackendError",
     "TransientOllamaError",
 ]
 
@@ -93,8 +100,8 @@ class EmbeddedServerError(BatchqError):
     """The embedded Valkey server could not be started or reached."""
 
 
-class OllamaError(BatchqError):
-    """One request to Ollama failed.
+class BackendError(BatchqError):
+    """One request to an inference server (Ollama) failed.
 
     ``kind`` is a short machine-readable reason (``model_not_found``, ``server_busy``,
     ``timeout``, ...); it becomes ``error.type`` in the batch's results.
@@ -107,9 +114,15 @@ class OllamaError(BatchqError):
         super().__init__(message)
 
 
-class TransientOllamaError(OllamaError):
+class TransientBackendError(BackendError):
     """A failure that a later attempt may not meet."""
 
 
-class PermanentOllamaError(OllamaError):
+class PermanentBackendError(BackendError):
     """A failure that every later attempt would meet too."""
+
+
+# The names of a time when Ollama was the only backend; public, so they stay.
+OllamaError = BackendError
+TransientOllamaError = TransientBackendError
+PermanentOllamaError = PermanentBackendError

@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 from rich.console import Console
 
 from . import clock
+from .backends.base import FIRST_TOKEN_FIELD
 from .batches import BatchStore
 from .benchspace import bench_prefix, drop_namespace, served_endpoints
 from .collect import iter_results
@@ -30,7 +31,6 @@ from .errors import BatchqError, ConfigError
 from .inputs import InputFormat, iter_items
 from .keys import Keys
 from .models import Endpoint, Item, ItemResult, ItemStatus
-from .ollama import FIRST_TOKEN_FIELD
 from .runner import start_workers, watch_progress
 from .settings import Settings
 

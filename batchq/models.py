@@ -26,15 +26,11 @@ __all__ = [
 
 
 class Endpoint(enum.StrEnum):
-    """The Ollama endpoint an item is sent to."""
+    """The kind of request an item is; each backend knows where it takes each kind."""
 
     GENERATE = "generate"
     CHAT = "chat"
     EMBED = "embed"
-
-    @property
-    def path(self) -> str:
-        return f"/api/{self.value}"
 
 
 class ItemStatus(enum.StrEnum):

@@ -18,11 +18,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.text import Text
 
 from . import clock
+from .backends.pool import open_backend
 from .batches import BatchStore
 from .collect import OutputFormat, export_results
-from .errors import OllamaError
+from .errors import BackendError
 from .models import BatchStatus
-from .ollama import OllamaClient
 from .settings import Settings
 from .tables import format_duration
 from .watch import Rates
@@ -91,8 +91,8 @@ def start_workers(
 
 
 async def check_ollama(settings: Settings) -> str:
-    async with OllamaClient(settings.ollama_hosts[0], timeout=10) as client:
-        return await client.version()
+    async with open_backend(settings.ollama_hosts[0], timeout=10) as backend:
+        return await backend.version()
 
 
 def elapsed_text(seconds: float) -> str:
@@ -158,7 +158,7 @@ async def watch_progress(
                 return status
             if workers and all(p.poll() is not None for p in workers):
                 codes = [p.returncode for p in workers]
-                raise OllamaError(
+                raise BackendError(
                     f"all worker processes exited (codes {codes}); see their logs",
                     kind="workers_died",
                 )

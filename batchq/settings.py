@@ -113,7 +113,7 @@ class Settings(BaseSettings):
     @field_validator("ollama_host")
     @classmethod
     def _normalize_host(cls, v: str) -> str:
-        # A comma-separated list gives a worker several hosts (see batchq.hosts).
+        # A comma-separated list gives a worker several hosts (see batchq.backends.pool).
         return ",".join(normalize_ollama_host(h) for h in v.split(",") if h.strip()) or (
             DEFAULT_OLLAMA_HOST
         )

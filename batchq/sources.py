@@ -107,7 +107,7 @@ def _checked_items(items: Iterator[Item], lines: ValueLines) -> Iterator[Item]:
         declared = lines.endpoints.popleft()
         if declared is not None and declared is not item.endpoint:
             raise InputError(
-                f"the Item says {declared.value}, but its body is for {item.endpoint.path}",
+                f"the Item says {declared.value}, but its body is for /api/{item.endpoint.value}",
                 line=line,
                 field="endpoint",
             )

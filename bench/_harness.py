@@ -24,10 +24,10 @@ from typing import IO, Any, cast
 import httpx
 import redis
 
+from batchq.backends.ollama import OllamaClient
 from batchq.embedded import EmbeddedServer
 from batchq.keys import Keys
 from batchq.models import Endpoint, Item
-from batchq.ollama import OllamaClient
 
 PY = sys.executable
 MODEL = "llama3.2"  # a model the simulator serves

@@ -22,16 +22,16 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from batchq import clock
+from batchq.backends.base import Reply
+from batchq.backends.pool import Host, HostPool
 from batchq.batches import BatchStore
 from batchq.collect import encode_result
 from batchq.connection import follow_master
 from batchq.dispatch import Dispatcher
-from batchq.errors import OllamaError, PermanentOllamaError, TransientOllamaError
-from batchq.hosts import Host, HostPool
+from batchq.errors import BackendError, PermanentBackendError, TransientBackendError
 from batchq.keys import ARQ_IN_PROGRESS_PREFIX, Keys, parse_job_id
 from batchq.limits import RateLimiter, backoff
 from batchq.models import Item, ItemError, ItemStatus
-from batchq.ollama import Reply
 from batchq.settings import Settings
 
 from .housekeeping import repair_idle_batches, start_housekeeping
@@ -185,7 +185,7 @@ async def _run_started(
     except Exception as e:  # anything else would make arq drop the item
         log.exception("job %s: unexpected error, will retry", jid)
         return await _retry_or_fail(
-            job, TransientOllamaError(f"{type(e).__name__}: {e}", kind="internal_error")
+            job, TransientBackendError(f"{type(e).__name__}: {e}", kind="internal_error")
         )
     finally:
         st.running.discard(jid)
@@ -229,9 +229,9 @@ async def _attempt(job: _Job, raw: bytes | None) -> str:
         return await _fail(job, error)
 
     outcome = await _request(job, item)
-    if isinstance(outcome, PermanentOllamaError):
+    if isinstance(outcome, PermanentBackendError):
         return await _fail(job, _item_error(outcome))
-    if isinstance(outcome, OllamaError):
+    if isinstance(outcome, BackendError):
         return await _retry_or_fail(job, outcome)
     reply, host = outcome
     tokens = st.stats.item_succeeded(reply.metrics)
@@ -250,7 +250,7 @@ async def _attempt(job: _Job, raw: bytes | None) -> str:
     return "succeeded"
 
 
-async def _request(job: _Job, item: Item) -> tuple[Reply, Host] | OllamaError:
+async def _request(job: _Job, item: Item) -> tuple[Reply, Host] | BackendError:
     """One request to Ollama; the job's slot is freed as soon as the reply is in."""
     st, s = job.st, job.st.settings
     await st.limiter.wait()
@@ -261,17 +261,17 @@ async def _request(job: _Job, item: Item) -> tuple[Reply, Host] | OllamaError:
     sent_at = clock.monotonic()
     try:
         async with asyncio.timeout(s.timeout):
-            reply = await host.client.send(item)
+            reply = await host.backend.send(item)
     except TimeoutError:
-        err: OllamaError = TransientOllamaError(
+        err: BackendError = TransientBackendError(
             f"no complete reply within {s.timeout:g} s", kind="timeout"
         )
         st.hosts.failed(host, err)
         return err
-    except TransientOllamaError as e:
+    except TransientBackendError as e:
         st.hosts.failed(host, e)
         return e
-    except PermanentOllamaError as e:
+    except PermanentBackendError as e:
         return e
     finally:
         if job.slot is not None:
@@ -299,7 +299,7 @@ async def _admit(job: _Job, host: Host) -> None:
         await asyncio.sleep(wait / 1000)
 
 
-def _item_error(e: OllamaError) -> ItemError:
+def _item_error(e: BackendError) -> ItemError:
     return ItemError(type=e.kind, message=e.message, status_code=e.status_code)
 
 
@@ -331,7 +331,7 @@ async def _finish(
 _UNREACHABLE_MAX_DELAY = 30.0
 
 
-async def _retry_or_fail(job: _Job, err: OllamaError) -> str:
+async def _retry_or_fail(job: _Job, err: BackendError) -> str:
     s = job.st.settings
     unreachable = err.kind == "unreachable"
     if unreachable:
@@ -388,9 +388,9 @@ def startup_hook(settings: Settings) -> Any:
         st.tasks.extend(start_housekeeping(st))
         for host in st.hosts.hosts:
             try:
-                version = await host.client.version()
+                version = await host.backend.version()
                 log.info("worker %s: Ollama %s at %s", st.worker_id, version, host.url)
-            except OllamaError as e:
+            except BackendError as e:
                 # Not fatal: items wait and retry until Ollama comes up.
                 log.warning("worker %s: %s", st.worker_id, e)
 

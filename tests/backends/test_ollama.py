@@ -7,14 +7,16 @@ import asyncio
 import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from batchq.backends.base import Reply
+from batchq.backends.ollama import OllamaClient, classify_status
 from batchq.errors import PermanentOllamaError, TransientOllamaError
 from batchq.models import Endpoint, Item
-from batchq.ollama import OllamaClient, Reply, classify_status
 from batchq.vectors import unpack
 
 GEN = Item("a", Endpoint.GENERATE, {"model": "m", "prompt": "hi"})
@@ -315,4 +317,39 @@ async def test_a_malformed_embed_reply_is_transient(
     scripted.handler = reply(200, body)
     with pytest.raises(TransientOllamaError, match=match) as e:
         await send(url, EMBED)
+    assert e.value.kind == "invalid_response"
+
+
+async def test_loaded_models_read_ollamas_ps_reply(server: tuple[Scripted, str]) -> None:
+    scripted, url = server
+    # As Ollama 0.12 answers: nanosecond stamps with an offset, fields batchq does not use.
+    entry = {
+        "name": "qwen3:8b",
+        "model": "qwen3:8b",
+        "size": 6_000_000_000,
+        "size_vram": 4_000_000_000,
+        "expires_at": "2025-06-04T14:38:31.837531234-07:00",
+        "details": {"family": "qwen3"},
+        "context_length": 4096,
+    }
+    scripted.handler = reply(200, {"models": [entry, {"model": "m", "expires_at": "later"}]})
+    async with OllamaClient(url) as c:
+        models = await c.loaded_models()
+    assert scripted.seen[0][0] == "/api/ps"
+    first, second = models
+    assert (first.name, first.size, first.size_vram) == ("qwen3:8b", 6_000_000_000, 4_000_000_000)
+    assert first.expires_at is not None and first.expires_at.utcoffset() == timedelta(hours=-7)
+    assert (first.expires_at.hour, first.expires_at.microsecond) == (14, 837531)
+    assert (second.name, second.size, second.expires_at) == ("m", None, None)
+
+
+@pytest.mark.parametrize("body", [{"error": "x"}, {"models": [1]}, {"models": [{}]}, [1]])
+async def test_a_malformed_ps_reply_is_transient(
+    server: tuple[Scripted, str], body: object
+) -> None:
+    scripted, url = server
+    scripted.handler = reply(200, body)
+    async with OllamaClient(url) as c:
+        with pytest.raises(TransientOllamaError, match="not a list of models") as e:
+            await c.loaded_models()
     assert e.value.kind == "invalid_response"

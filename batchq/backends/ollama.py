@@ -1,5 +1,6 @@
-"""The Ollama client: one request per item, streamed or not, and every way it can fail mapped
-to a transient or permanent :class:`~batchq.errors.OllamaError` in one place.
+"""The Ollama client, batchq's one :class:`~batchq.backends.base.Backend`: one request per item
+to Ollama's native API, streamed or not, and every way it can fail mapped to a transient or
+permanent :class:`~batchq.errors.BackendError` in one place.
 
 Built on aiohttp rather than httpx: against the zero-latency simulator, httpx spent 2.1 to 2.7 ms
 of CPU per streamed request and aiohttp 0.25 to 0.28 ms (``bench/clients.py``), and on a small
@@ -10,23 +11,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import aiohttp
 
-from . import clock
-from .errors import OllamaError, PermanentOllamaError, TransientOllamaError
-from .models import Endpoint, Item
-from .vectors import pack
+from .. import clock
+from ..errors import BackendError, PermanentBackendError, TransientBackendError
+from ..models import Endpoint, Item
+from ..vectors import pack
+from .base import FIRST_TOKEN_FIELD, LoadedModel, Reply
 
 __all__ = [
-    "FIRST_TOKEN_FIELD",
     "METRIC_FIELDS",
+    "PATHS",
     "OllamaClient",
-    "Reply",
     "classify_status",
 ]
+
+# Where Ollama takes each kind of request.
+PATHS = {e: f"/api/{e.value}" for e in Endpoint}
 
 METRIC_FIELDS = (
     "total_duration",
@@ -37,33 +41,21 @@ METRIC_FIELDS = (
     "eval_duration",
     "done_reason",
 )
-# Measured by batchq, not reported by Ollama: nanoseconds from sending a streamed request to the
-# first chunk that carries generated text (thinking included). Absent when not streaming.
-FIRST_TOKEN_FIELD = "time_to_first_token"
 
 
-@dataclass(slots=True)
-class Reply:
-    text: str
-    metrics: dict[str, Any] = field(default_factory=dict)
-    thinking: str | None = None
-    # An embed reply's vectors, one per input, packed for storage (batchq.vectors.pack).
-    embeddings: list[str] | None = None
-
-
-def classify_status(status: int, message: str) -> OllamaError:
+def classify_status(status: int, message: str) -> BackendError:
     """The one place that decides what is worth retrying."""
     if status == 404:
-        return PermanentOllamaError(message, kind="model_not_found", status_code=status)
+        return PermanentBackendError(message, kind="model_not_found", status_code=status)
     if status == 429:
-        return TransientOllamaError(message, kind="rate_limited", status_code=status)
+        return TransientBackendError(message, kind="rate_limited", status_code=status)
     if status == 503:
-        return TransientOllamaError(message, kind="server_busy", status_code=status)
+        return TransientBackendError(message, kind="server_busy", status_code=status)
     if status >= 500:
-        return TransientOllamaError(message, kind="server_error", status_code=status)
+        return TransientBackendError(message, kind="server_error", status_code=status)
     if status == 408:
-        return TransientOllamaError(message, kind="timeout", status_code=status)
-    return PermanentOllamaError(message, kind="invalid_request", status_code=status)
+        return TransientBackendError(message, kind="timeout", status_code=status)
+    return PermanentBackendError(message, kind="invalid_request", status_code=status)
 
 
 def _error_text(body: bytes) -> str:
@@ -80,17 +72,17 @@ def _error_text(body: bytes) -> str:
     return json.dumps(d)[:500]
 
 
-def _transport_error(e: Exception, base_url: str) -> TransientOllamaError:
+def _transport_error(e: Exception, base_url: str) -> TransientBackendError:
     """What a failure below HTTP says: only a failed connect proves nothing reached Ollama."""
     if isinstance(e, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
         # Ollama is down or unreachable, which says nothing about the item (the worker does
         # not count it as an attempt).
-        return TransientOllamaError(
+        return TransientBackendError(
             f"cannot reach Ollama at {base_url}: {type(e).__name__}: {e}", kind="unreachable"
         )
     if isinstance(e, TimeoutError):
-        return TransientOllamaError(f"request timed out ({type(e).__name__})", kind="timeout")
-    return TransientOllamaError(
+        return TransientBackendError(f"request timed out ({type(e).__name__})", kind="timeout")
+    return TransientBackendError(
         f"connection error: {type(e).__name__}: {e}", kind="connection_error"
     )
 
@@ -157,20 +149,33 @@ class OllamaClient:
         await self.aclose()
 
     async def version(self) -> str:
-        """Ollama's version; raises TransientOllamaError when it cannot be reached."""
+        """Ollama's version; raises TransientBackendError when it cannot be reached."""
+        return str(json.loads(await self._get("/api/version")).get("version", "?"))
+
+    async def loaded_models(self) -> list[LoadedModel]:
+        """``GET /api/ps``: the models in memory, in Ollama's order (latest to expire first)."""
         try:
-            async with self.session.get(
-                "/api/version", timeout=aiohttp.ClientTimeout(total=5.0)
-            ) as r:
+            entries = json.loads(await self._get("/api/ps"))["models"]
+            return [_loaded_model(m) for m in entries]
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise TransientBackendError(
+                f"/api/ps reply is not a list of models: {type(e).__name__}: {e}",
+                kind="invalid_response",
+            ) from None
+
+    async def _get(self, path: str) -> bytes:
+        """The body of a short GET that answered 200."""
+        try:
+            async with self.session.get(path, timeout=aiohttp.ClientTimeout(total=5.0)) as r:
                 body = await r.read()
         except (aiohttp.ClientError, TimeoutError) as e:
-            raise TransientOllamaError(
+            raise TransientBackendError(
                 f"cannot reach Ollama at {self.base_url}: {type(e).__name__}: {e}",
                 kind="connection_error",
             ) from e
         if r.status != 200:
             raise classify_status(r.status, _error_text(body))
-        return str(json.loads(body).get("version", "?"))
+        return body
 
     async def send(self, item: Item) -> Reply:
         body = dict(item.body)
@@ -181,7 +186,7 @@ class OllamaClient:
         first_token: float | None = None
         try:
             sent = clock.monotonic()
-            async with self.session.post(item.endpoint.path, json=body) as r:
+            async with self.session.post(PATHS[item.endpoint], json=body) as r:
                 if r.status != 200:
                     raise classify_status(r.status, _error_text(await r.read()))
                 if stream:
@@ -198,15 +203,33 @@ class OllamaClient:
         return reply
 
 
+def _loaded_model(d: dict[str, Any]) -> LoadedModel:
+    def count(key: str) -> int | None:
+        v = d.get(key)
+        return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+    expires = d.get("expires_at")
+    try:
+        expires_at = datetime.fromisoformat(expires) if isinstance(expires, str) else None
+    except ValueError:
+        expires_at = None  # a stamp this Python cannot read says nothing worth failing for
+    return LoadedModel(
+        name=str(d.get("name") or d["model"]),
+        size=count("size"),
+        size_vram=count("size_vram"),
+        expires_at=expires_at,
+    )
+
+
 async def _read_plain(r: aiohttp.ClientResponse) -> dict[str, Any]:
     try:
         d = json.loads(await r.read())
     except ValueError as e:
-        raise TransientOllamaError("reply is not JSON", kind="invalid_response") from e
+        raise TransientBackendError("reply is not JSON", kind="invalid_response") from e
     if not isinstance(d, dict):
-        raise TransientOllamaError("reply is not a JSON object", kind="invalid_response")
+        raise TransientBackendError("reply is not a JSON object", kind="invalid_response")
     if "error" in d:
-        raise TransientOllamaError(str(d["error"]), kind="stream_error", status_code=200)
+        raise TransientBackendError(str(d["error"]), kind="stream_error", status_code=200)
     return d
 
 
@@ -223,17 +246,17 @@ async def _read_stream(
         try:
             d = json.loads(line)
         except ValueError as e:
-            raise TransientOllamaError(
+            raise TransientBackendError(
                 f"unparseable stream line: {line[:200]!r}", kind="invalid_response"
             ) from e
         if "error" in d:
             # Ollama reports a failure after the headers went out as a last line.
-            raise TransientOllamaError(str(d["error"]), kind="stream_error", status_code=200)
+            raise TransientBackendError(str(d["error"]), kind="stream_error", status_code=200)
         if first_token is None and any(_chunk_text(endpoint, d)):
             first_token = clock.monotonic()
         chunks.append(d)
     if not chunks or not chunks[-1].get("done"):
-        raise TransientOllamaError(
+        raise TransientBackendError(
             "stream ended before the final chunk", kind="incomplete_response"
         )
     return chunks, first_token
@@ -256,7 +279,7 @@ def _reply_from_chunks(endpoint: Endpoint, chunks: list[dict[str, Any]]) -> Repl
         thinking.append(th)
     final = chunks[-1]
     if endpoint is Endpoint.CHAT and "message" not in final and len(chunks) == 1:
-        raise TransientOllamaError("chat reply has no message", kind="invalid_response")
+        raise TransientBackendError("chat reply has no message", kind="invalid_response")
     metrics = {k: final[k] for k in METRIC_FIELDS if k in final}
     joined_thinking = "".join(thinking)
     return Reply(text="".join(text), metrics=metrics, thinking=joined_thinking or None)
@@ -266,12 +289,12 @@ def _embed_reply(d: dict[str, Any], inputs: int) -> Reply:
     vectors = d.get("embeddings")
     if not isinstance(vectors, list) or len(vectors) != inputs:
         got = len(vectors) if isinstance(vectors, list) else "no"
-        raise TransientOllamaError(
+        raise TransientBackendError(
             f"embed reply has {got} embeddings for {inputs} inputs", kind="invalid_response"
         )
     try:
         packed = [pack(v) for v in vectors]
     except ValueError as e:
-        raise TransientOllamaError(f"embed reply: {e}", kind="invalid_response") from None
+        raise TransientBackendError(f"embed reply: {e}", kind="invalid_response") from None
     metrics = {k: d[k] for k in METRIC_FIELDS if k in d}
     return Reply(text="", metrics=metrics, embeddings=packed)

@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 
 from batchq import clock
+from batchq.backends.pool import HostPool
 from batchq.batches import BatchStore
 from batchq.collect import iter_results
 from batchq.errors import TransientOllamaError
-from batchq.hosts import HostPool
 from batchq.keys import Keys
 from batchq.models import Endpoint, Item, ItemStatus
 from batchq.settings import Settings
 from batchq.sim import SimConfig, running_sim
 
-from .conftest import free_port, run_burst
+from ..conftest import free_port, run_burst
 
 
 def test_settings_take_a_list_of_hosts() -> None:

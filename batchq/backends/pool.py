@@ -1,6 +1,6 @@
-"""Several Ollama hosts behind one worker: least-loaded choice among the healthy ones, a host
+"""Several backend hosts behind one worker: least-loaded choice among the healthy ones, a host
 that fails skipped (for a backoff that grows with its failures) until it recovers, and each
-host with its own global limits."""
+host with its own global limits. Every backend is built by :func:`open_backend`."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
-from . import clock
-from .admission import Admission
-from .errors import OllamaError
-from .keys import Keys
+from .. import clock
+from ..admission import Admission
+from ..errors import BackendError
+from ..keys import Keys
+from ..settings import Settings
+from .base import Backend
 from .ollama import OllamaClient
-from .settings import Settings
 
-__all__ = ["UNHEALTHY_KINDS", "Host", "HostPool"]
+__all__ = ["UNHEALTHY_KINDS", "Host", "HostPool", "open_backend"]
 
 # Failures that say something about the host, not the item or the load: skip the host a while.
 # (503 busy and 429 mean it is alive and full: the global limits are the tool for that.)
@@ -26,10 +27,29 @@ UNHEALTHY_KINDS = frozenset(
 _MAX_DOWN_S = 60.0
 
 
+def open_backend(
+    url: str,
+    *,
+    timeout: float = 600.0,
+    connect_timeout: float = 10.0,
+    stream: bool = True,
+    max_connections: int = 100,
+) -> Backend:
+    """The backend at ``url``: the one place that picks the implementation (today every host
+    is an Ollama). ``timeout`` bounds each read, ``max_connections`` the requests at once."""
+    return OllamaClient(
+        url,
+        timeout=timeout,
+        connect_timeout=connect_timeout,
+        stream=stream,
+        max_connections=max_connections,
+    )
+
+
 @dataclass(eq=False)
 class Host:
     url: str
-    client: OllamaClient
+    backend: Backend
     admission: Admission
     limited: bool = False  # has global limits (re-read every heartbeat)
     in_flight: int = 0
@@ -43,7 +63,7 @@ class HostPool:
         self.hosts = [
             Host(
                 url=url,
-                client=OllamaClient(
+                backend=open_backend(
                     url,
                     timeout=settings.timeout,
                     connect_timeout=settings.connect_timeout,
@@ -71,7 +91,7 @@ class HostPool:
         host.failures = 0
         host.down_until = 0.0
 
-    def failed(self, host: Host, err: OllamaError) -> None:
+    def failed(self, host: Host, err: BackendError) -> None:
         if err.kind not in UNHEALTHY_KINDS or len(self.hosts) == 1:
             return
         host.failures += 1
@@ -85,4 +105,4 @@ class HostPool:
 
     async def aclose(self) -> None:
         for h in self.hosts:
-            await h.client.aclose()
+            await h.backend.aclose()
