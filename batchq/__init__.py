@@ -10,12 +10,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .backends.ollama import OllamaClient
-    from .batches import BatchStore
-    from .client import BatchClient
-    from .collect import iter_results, wait_finished, write_results
-    from .connection import connect, resolve_redis_url
-    from .errors import (
+    from batchq.backends.ollama import OllamaClient
+    from batchq.client import BatchClient
+    from batchq.errors import (
         BackendError,
         BatchNotFound,
         BatchqError,
@@ -31,10 +28,8 @@ if TYPE_CHECKING:
         TransientBackendError,
         TransientOllamaError,
     )
-    from .inputs import iter_items
-    from .items import find_indices, item_info
-    from .keys import Keys
-    from .models import (
+    from batchq.inputs.native import iter_items
+    from batchq.records import (
         AttemptError,
         BatchState,
         BatchStatus,
@@ -46,34 +41,39 @@ if TYPE_CHECKING:
         ItemState,
         ItemStatus,
     )
-    from .settings import Settings
-    from .sync_client import SyncBatchClient
+    from batchq.results.export import iter_results, wait_finished, write_results
+    from batchq.settings import Settings
+    from batchq.store.batches import BatchStore
+    from batchq.store.connection import connect, resolve_redis_url
+    from batchq.store.items import find_indices, item_info
+    from batchq.store.keys import Keys
+    from batchq.sync_client import SyncBatchClient
 
 __version__ = "0.1.0"
 
 # Public name -> the module that defines it.
 _WHERE = {
-    "AttemptError": "models",
+    "AttemptError": "records",
     "BackendError": "errors",
     "BatchClient": "client",
     "BatchNotFound": "errors",
-    "BatchState": "models",
+    "BatchState": "records",
     "BatchStateError": "errors",
-    "BatchStatus": "models",
-    "BatchStore": "batches",
+    "BatchStatus": "records",
+    "BatchStore": "store.batches",
     "BatchqError": "errors",
     "ConfigError": "errors",
     "EmbeddedServerError": "errors",
-    "Endpoint": "models",
+    "Endpoint": "records",
     "InputError": "errors",
-    "Item": "models",
-    "ItemError": "models",
-    "ItemInfo": "models",
+    "Item": "records",
+    "ItemError": "records",
+    "ItemInfo": "records",
     "ItemNotFound": "errors",
-    "ItemResult": "models",
-    "ItemState": "models",
-    "ItemStatus": "models",
-    "Keys": "keys",
+    "ItemResult": "records",
+    "ItemState": "records",
+    "ItemStatus": "records",
+    "Keys": "store.keys",
     "OllamaClient": "backends.ollama",
     "OllamaError": "errors",
     "PermanentBackendError": "errors",
@@ -83,14 +83,14 @@ _WHERE = {
     "SyncBatchClient": "sync_client",
     "TransientBackendError": "errors",
     "TransientOllamaError": "errors",
-    "connect": "connection",
-    "find_indices": "items",
-    "item_info": "items",
-    "iter_items": "inputs",
-    "iter_results": "collect",
-    "resolve_redis_url": "connection",
-    "wait_finished": "collect",
-    "write_results": "collect",
+    "connect": "store.connection",
+    "find_indices": "store.items",
+    "item_info": "store.items",
+    "iter_items": "inputs.native",
+    "iter_results": "results.export",
+    "resolve_redis_url": "store.connection",
+    "wait_finished": "results.export",
+    "write_results": "results.export",
 }
 
 __all__ = [

@@ -28,21 +28,21 @@ from typing import IO
 
 from redis.exceptions import RedisError
 
-from . import clock
-from .batches import BatchStore
-from .collect import OnDone, OutputFormat, iter_results, wait_finished
-from .collect import export_results as export_stream
-from .completed import completed_pages
-from .connection import connect, redis_errors, redis_unavailable, resolve_redis_url
-from .errors import ConfigError
-from .inputs import InputFormat
-from .items import item_info, retry_items
-from .keys import Keys
-from .models import BatchStatus, ItemInfo, ItemResult, ItemStatus
-from .options import Deadline, check_metadata, check_notify_url, resolve_deadline
-from .settings import Settings, build_settings
-from .sources import Source, submit_source
-from .stride import DEFAULT_PRIORITY, DEFAULT_WEIGHT, check_priority, check_weight
+from batchq import clock
+from batchq.errors import ConfigError
+from batchq.inputs.native import InputFormat
+from batchq.inputs.sources import Source, submit_source
+from batchq.options import Deadline, check_metadata, check_notify_url, resolve_deadline
+from batchq.records import BatchStatus, ItemInfo, ItemResult, ItemStatus
+from batchq.results.completed import completed_pages
+from batchq.results.export import OnDone, OutputFormat, iter_results, wait_finished
+from batchq.results.export import export_results as export_stream
+from batchq.settings import Settings, build_settings
+from batchq.store.batches import BatchStore
+from batchq.store.connection import connect, redis_errors, redis_unavailable, resolve_redis_url
+from batchq.store.items import item_info, retry_items
+from batchq.store.keys import Keys
+from batchq.store.stride import DEFAULT_PRIORITY, DEFAULT_WEIGHT, check_priority, check_weight
 
 __all__ = ["PAGE_SIZE", "BatchClient", "Output", "ProgressCallback"]
 
@@ -213,7 +213,7 @@ class BatchClient:
     async def as_completed(self, batch_id: str, *, poll: float = 0.5) -> AsyncIterator[ItemResult]:
         """Every result of the batch once, as it finishes (not in input order), checking every
         ``poll`` seconds; ends when the batch is finished. Each check costs about the items in
-        flight, not the batch: see :mod:`batchq.completed`."""
+        flight, not the batch: see :mod:`batchq.results.completed`."""
         async for page in self._completed_pages(batch_id, poll):
             for result in page:
                 yield result
@@ -337,7 +337,7 @@ class BatchClient:
     ) -> tuple[int, int]:
         """:meth:`write_results`, counted apart: (lines of succeeded items, lines of the
         others)."""
-        from .runner import write_output
+        from batchq.local.runner import write_output
 
         store = await self.connect()
         with self._errors():

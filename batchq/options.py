@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
-from .errors import InputError
+from batchq.errors import InputError
 
 __all__ = [
     "MAX_META_KEY",

@@ -31,14 +31,14 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, TypeVar
 
-from .client import PAGE_SIZE, BatchClient, Output, ProgressCallback
-from .collect import OnDone, OutputFormat
-from .inputs import InputFormat
-from .models import BatchStatus, ItemInfo, ItemResult
-from .options import Deadline
-from .settings import Settings
-from .sources import Source
-from .stride import DEFAULT_PRIORITY, DEFAULT_WEIGHT
+from batchq.client import PAGE_SIZE, BatchClient, Output, ProgressCallback
+from batchq.inputs.native import InputFormat
+from batchq.inputs.sources import Source
+from batchq.options import Deadline
+from batchq.records import BatchStatus, ItemInfo, ItemResult
+from batchq.results.export import OnDone, OutputFormat
+from batchq.settings import Settings
+from batchq.store.stride import DEFAULT_PRIORITY, DEFAULT_WEIGHT
 
 __all__ = ["SyncBatchClient"]
 

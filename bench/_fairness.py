@@ -1,5 +1,5 @@
 """The fairness target: equal-weight batches get equal shares of the dispatch over a minute,
-and a weight-2 batch twice a weight-1 one's (stride scheduling, batchq.stride)."""
+and a weight-2 batch twice a weight-1 one's (stride scheduling, batchq.store.stride)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import httpx
 from _fixtures import Ctx, Row, verdict
 from _harness import MODEL, Sim, batchq_cmd, run_child
 
-from batchq.stride import jain_index
+from batchq.store.stride import jain_index
 
 __all__ = ["t_fairness"]
 

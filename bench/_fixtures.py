@@ -22,10 +22,10 @@ from _harness import (
 )
 from arq.connections import RedisSettings, create_pool
 
-from batchq.collect import encode_result
-from batchq.keys import Keys
-from batchq.models import ItemStatus
-from batchq.sim import expected_response
+from batchq.records import ItemStatus
+from batchq.results.export import encode_result
+from batchq.sim.process import expected_response
+from batchq.store.keys import Keys
 
 BIG_PREFIX = "big"
 
@@ -157,7 +157,10 @@ class Ctx:
 
     def py_base(self) -> PyBase:
         if self._py is None:
-            runs = [run_child([PY, "-c", "import batchq.cli, batchq.runner"]) for _ in range(5)]
+            runs = [
+                run_child([PY, "-c", "import batchq.cli.main, batchq.local.runner"])
+                for _ in range(5)
+            ]
             secs = sorted(r.seconds for r in runs)[2]
             self._py = PyBase(secs, max(r.max_rss_mb for r in runs))
         return self._py

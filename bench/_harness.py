@@ -25,9 +25,9 @@ import httpx
 import redis
 
 from batchq.backends.ollama import OllamaClient
-from batchq.embedded import EmbeddedServer
-from batchq.keys import Keys
-from batchq.models import Endpoint, Item
+from batchq.records import Endpoint, Item
+from batchq.store.embedded import EmbeddedServer
+from batchq.store.keys import Keys
 
 PY = sys.executable
 MODEL = "llama3.2"  # a model the simulator serves

@@ -26,12 +26,12 @@ from _harness import (
     write_prompts,
 )
 
-from batchq.batches import BatchStore
-from batchq.collect import decode_result, encode_result
-from batchq.connection import connect
-from batchq.keys import Keys
-from batchq.models import Endpoint, Item, ItemStatus
+from batchq.records import Endpoint, Item, ItemStatus
+from batchq.results.export import decode_result, encode_result
 from batchq.settings import Settings
+from batchq.store.batches import BatchStore
+from batchq.store.connection import connect
+from batchq.store.keys import Keys
 
 KB = 1024
 MAX_CLIENT_RSS_MB = 300.0
@@ -233,7 +233,7 @@ def t_status(ctx: Ctx) -> None:
             "batchq status --json: wall, median of 5",
             "(report)",
             f"{cli_s * 1000:.0f} ms",
-            f"python -c 'import batchq.cli' {py.seconds * 1000:.0f} ms",
+            f"python -c 'import batchq.cli.main' {py.seconds * 1000:.0f} ms",
             f"{cli_s / py.seconds:.2f}x",
             "report",
             {"cli_ms": cli_s * 1000, "import_ms": py.seconds * 1000},
@@ -535,8 +535,8 @@ async def _dispatch_cost(url: str, prefix: str, batches: int, per_batch: int) ->
     """Seconds spent in dispatch calls to send every item of ``batches`` active batches through
     a 32-job window, and the items sent. Between calls the queued jobs are taken out as if
     workers had run them (not timed): what is timed is the dispatcher alone."""
-    from batchq.dispatch import Dispatcher
-    from batchq.keys import ARQ_JOB_PREFIX
+    from batchq.store.dispatch import Dispatcher
+    from batchq.store.keys import ARQ_JOB_PREFIX
 
     redis = await connect(url)
     try:

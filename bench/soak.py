@@ -28,8 +28,8 @@ from pathlib import Path
 import httpx
 import redis
 
-from batchq.embedded import EmbeddedServer
-from batchq.sim import expected_response
+from batchq.sim.process import expected_response
+from batchq.store.embedded import EmbeddedServer
 
 SEED = 11
 PY = sys.executable

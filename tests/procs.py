@@ -15,7 +15,7 @@ from typing import IO, Any
 
 import httpx
 
-from .conftest import free_port
+from tests.conftest import free_port
 
 
 def env_for(redis_url: str, prefix: str, home: Path, ollama: str, **extra: str) -> dict[str, str]:

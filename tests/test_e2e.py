@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 
-from batchq.sim import expected_response
-
-from .conftest import free_port
-from .procs import Workers, batchq, env_for, simulator, wait_done
+from batchq.sim.process import expected_response
+from tests.conftest import free_port
+from tests.procs import Workers, batchq, env_for, simulator, wait_done
 
 pytestmark = pytest.mark.e2e
 

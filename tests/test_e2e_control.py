@@ -15,13 +15,12 @@ import pytest
 import redis
 from aiohttp import web
 
-from batchq.batches import BatchStore
-from batchq.connection import connect
-from batchq.keys import Keys
-from batchq.sim import expected_response
-
-from .conftest import free_port
-from .procs import Workers, batchq, env_for, sim_stats, simulator
+from batchq.sim.process import expected_response
+from batchq.store.batches import BatchStore
+from batchq.store.connection import connect
+from batchq.store.keys import Keys
+from tests.conftest import free_port
+from tests.procs import Workers, batchq, env_for, sim_stats, simulator
 
 pytestmark = pytest.mark.e2e
 

@@ -17,10 +17,9 @@ from typing import Any
 
 import pytest
 
-from batchq.stride import jain_index
-
-from .procs import Workers, batchq, env_for, sim_stats, simulator
-from .test_e2e_control import status, wait_for, wait_for_workers
+from batchq.store.stride import jain_index
+from tests.procs import Workers, batchq, env_for, sim_stats, simulator
+from tests.test_e2e_control import status, wait_for, wait_for_workers
 
 pytestmark = pytest.mark.e2e
 

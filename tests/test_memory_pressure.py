@@ -10,7 +10,7 @@ from pathlib import Path
 
 import redis
 
-from .conftest import valkey_process
+from tests.conftest import valkey_process
 
 
 def test_submit_into_a_full_redis_leaves_nothing(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batchq.sim import expected_embedding
+from batchq.sim.process import expected_embedding
 from batchq.vectors import RawJSON, dumps, pack, unpack, vector_json, vectors_json
 
 float32s = st.floats(width=32, allow_nan=False, allow_infinity=False)

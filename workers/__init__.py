@@ -11,7 +11,7 @@ __all__ = ["WorkerSettings"]
 def __getattr__(name: str) -> Any:
     # Lazy: building the settings resolves Redis, which may start the embedded server.
     if name == "WorkerSettings":
-        from .settings import settings_class
+        from workers.settings import settings_class
 
         return settings_class()
     raise AttributeError(name)

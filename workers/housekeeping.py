@@ -1,8 +1,8 @@
 """Background duties every worker shares with the others, beside running items: repairing
 batches that stopped making progress, expiring batches past their deadline, and sending
 completion hooks. Each step is an atomic script, so any number of workers may do it at once
-and a worker that dies half-way leaves nothing to undo (see :mod:`batchq.deadlines` and
-:mod:`batchq.hooks`)."""
+and a worker that dies half-way leaves nothing to undo (see :mod:`batchq.store.deadlines` and
+:mod:`batchq.store.hooks`)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 from redis.exceptions import RedisError
 
 from batchq import clock
-from batchq.deadlines import expire_due
 from batchq.errors import BatchNotFound
-from batchq.hooks import Hooks, deliver_due, hook_session
+from batchq.store.deadlines import expire_due
+from batchq.store.hooks import Hooks, deliver_due, hook_session
 
 if TYPE_CHECKING:
-    from .inference import WorkerState
+    from workers.inference import WorkerState
 
 __all__ = ["expiry_loop", "hooks_loop", "repair_idle_batches", "start_housekeeping"]
 

@@ -1,6 +1,6 @@
 """The arq job that sends one item to Ollama, and the worker's lifecycle hooks.
 
-Every outcome is recorded through :meth:`batchq.scripts.Scripts.finish`, which writes a result
+Every outcome is recorded through :meth:`batchq.store.scripts.Scripts.finish`, which writes a result
 once: arq delivers at least once, and a job that runs twice leaves one result counted once.
 No exception escapes :func:`run_item` except arq's ``Retry`` and cancellation, because arq
 treats any other exception as terminal and would drop the item without a result.
@@ -24,18 +24,17 @@ from redis.exceptions import RedisError
 from batchq import clock
 from batchq.backends.base import Reply
 from batchq.backends.pool import Host, HostPool
-from batchq.batches import BatchStore
-from batchq.collect import encode_result
-from batchq.connection import follow_master
-from batchq.dispatch import Dispatcher
 from batchq.errors import BackendError, PermanentBackendError, TransientBackendError
-from batchq.keys import ARQ_IN_PROGRESS_PREFIX, Keys, parse_job_id
-from batchq.limits import RateLimiter, backoff
-from batchq.models import Item, ItemError, ItemStatus
+from batchq.pacing import RateLimiter, backoff
+from batchq.records import Item, ItemError, ItemStatus
+from batchq.results.export import encode_result
 from batchq.settings import Settings
-
-from .housekeeping import repair_idle_batches, start_housekeeping
-from .stats import WorkerStats
+from batchq.store.batches import BatchStore
+from batchq.store.connection import follow_master
+from batchq.store.dispatch import Dispatcher
+from batchq.store.keys import ARQ_IN_PROGRESS_PREFIX, Keys, parse_job_id
+from workers.housekeeping import repair_idle_batches, start_housekeeping
+from workers.stats import WorkerStats
 
 __all__ = [
     "PAUSED_PARK_S",
@@ -165,7 +164,7 @@ async def _run_started(
     )
     if outcome == "paused":
         # Claimed as its batch was paused: wait in arq's queue, out of the polls' range,
-        # until resume makes it due (see batchq.control_scripts).
+        # until resume makes it due (see batchq.store.control).
         raise Retry(defer=PAUSED_PARK_S)
     if outcome != "ok":
         # Already final (a duplicate delivery), cancelled, or the batch is gone.

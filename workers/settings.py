@@ -18,13 +18,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from batchq import clock
-from batchq.connection import arq_pool, arq_redis_settings, resolve_redis_url
-from batchq.dispatch import JOB_FUNCTION
-from batchq.keys import Keys
-from batchq.scripts import Claim
 from batchq.settings import Settings
-
-from .inference import (
+from batchq.store.connection import arq_pool, arq_redis_settings, resolve_redis_url
+from batchq.store.dispatch import JOB_FUNCTION
+from batchq.store.keys import Keys
+from batchq.store.scripts import Claim
+from workers.inference import (
     REJECT_FUNCTION,
     WorkerState,
     after_job_end,

@@ -1,5 +1,5 @@
 """What a worker counts about itself. Counting is in memory (never a Redis call per item); the
-heartbeat publishes it as the worker's :class:`~batchq.presence.WorkerInfo`, and with
+heartbeat publishes it as the worker's :class:`~batchq.store.presence.WorkerInfo`, and with
 ``--metrics-port`` the same counts (and a latency histogram) are served to Prometheus.
 
 Each worker has its own registry rather than prometheus_client's global one, so that several
@@ -29,10 +29,10 @@ from redis.asyncio.client import Pipeline
 
 from batchq import clock
 from batchq.errors import ConfigError
-from batchq.keys import parse_job_id
-from batchq.models import tokens_of
-from batchq.presence import WorkerInfo
+from batchq.records import tokens_of
 from batchq.settings import Settings
+from batchq.store.keys import parse_job_id
+from batchq.store.presence import WorkerInfo
 
 __all__ = ["LATENCY_BUCKETS", "WorkerStats"]
 

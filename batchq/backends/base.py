@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, Self, runtime_checkable
 
-from ..models import Item
+from batchq.records import Item
 
 __all__ = ["FIRST_TOKEN_FIELD", "Backend", "LoadedModel", "Reply"]
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import aiohttp
 
-from .. import clock
-from ..errors import BackendError, PermanentBackendError, TransientBackendError
-from ..models import Endpoint, Item
-from ..vectors import pack
-from .base import FIRST_TOKEN_FIELD, LoadedModel, Reply
+from batchq import clock
+from batchq.backends.base import FIRST_TOKEN_FIELD, LoadedModel, Reply
+from batchq.errors import BackendError, PermanentBackendError, TransientBackendError
+from batchq.records import Endpoint, Item
+from batchq.vectors import pack
 
 __all__ = [
     "METRIC_FIELDS",

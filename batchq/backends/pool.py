@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
-from .. import clock
-from ..admission import Admission
-from ..errors import BackendError
-from ..keys import Keys
-from ..settings import Settings
-from .base import Backend
-from .ollama import OllamaClient
+from batchq import clock
+from batchq.backends.base import Backend
+from batchq.backends.ollama import OllamaClient
+from batchq.errors import BackendError
+from batchq.settings import Settings
+from batchq.store.admission import Admission
+from batchq.store.keys import Keys
 
 __all__ = ["UNHEALTHY_KINDS", "Host", "HostPool", "open_backend"]
 

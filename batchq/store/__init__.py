@@ -1,13 +1,14 @@
-"""batchq's storage in Redis: the keys it writes, the connection, and the Lua scripts that
-change several keys at once (``store/lua``: one file per script, shared functions in
-``store/lua/lib``, all loaded by the one registry in :mod:`batchq.store.lua`).
+"""batchq's storage in Redis: every key name (``keys``), the connection and the embedded
+server (``connection``, ``embedded``), batches and their items (``batches``, ``items``), the
+dispatcher and its stride order (``dispatch``, ``stride``), global limits (``admission``),
+deadlines, worker heartbeats (``presence``), completion-hook claims (``hooks``), the stored
+result format (``codec``), and the Lua scripts that change several keys at once
+(``store/lua``: one file per script, shared functions in ``store/lua/lib``, all loaded by the
+one registry in :mod:`batchq.store.lua`; the wrappers in ``scripts`` and ``control``).
 
-The modules that keep batches, items, dispatch, stride scheduling and admission in Redis belong
-here too, and move in as the package grows.
-
-May import: the core modules (errors, settings, clock, the records in models, keys), the
-standard library and redis. Never the CLI, the workers, the monitor or the clients, which all
-build on this package.
+May import: the core modules (errors, settings, clock, records, options, vectors), the
+standard library and redis. Never inputs, results, backends, the monitor, the CLI, the workers
+or the clients, which all build on this package.
 """
 
 from __future__ import annotations

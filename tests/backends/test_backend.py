@@ -14,12 +14,11 @@ from batchq import errors
 from batchq.backends.base import Backend, LoadedModel
 from batchq.backends.ollama import OllamaClient
 from batchq.backends.pool import HostPool, open_backend
-from batchq.keys import Keys
-from batchq.models import Endpoint, Item
+from batchq.records import Endpoint, Item
 from batchq.settings import Settings
-from batchq.sim import SimConfig, running_sim
-
-from ..conftest import free_port
+from batchq.sim.process import SimConfig, running_sim
+from batchq.store.keys import Keys
+from tests.conftest import free_port
 
 
 async def test_the_ollama_client_is_a_backend() -> None:

@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestServer
 from batchq.backends.base import Reply
 from batchq.backends.ollama import OllamaClient, classify_status
 from batchq.errors import PermanentOllamaError, TransientOllamaError
-from batchq.models import Endpoint, Item
+from batchq.records import Endpoint, Item
 from batchq.vectors import unpack
 
 GEN = Item("a", Endpoint.GENERATE, {"model": "m", "prompt": "hi"})

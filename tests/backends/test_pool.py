@@ -6,15 +6,14 @@ import pytest
 
 from batchq import clock
 from batchq.backends.pool import HostPool
-from batchq.batches import BatchStore
-from batchq.collect import iter_results
 from batchq.errors import TransientOllamaError
-from batchq.keys import Keys
-from batchq.models import Endpoint, Item, ItemStatus
+from batchq.records import Endpoint, Item, ItemStatus
+from batchq.results.export import iter_results
 from batchq.settings import Settings
-from batchq.sim import SimConfig, running_sim
-
-from ..conftest import free_port, run_burst
+from batchq.sim.process import SimConfig, running_sim
+from batchq.store.batches import BatchStore
+from batchq.store.keys import Keys
+from tests.conftest import free_port, run_burst
 
 
 def test_settings_take_a_list_of_hosts() -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import free_port
-from ..procs import Workers, batchq, env_for, sim_stats, simulator, status, wait_done
+from tests.conftest import free_port
+from tests.procs import Workers, batchq, env_for, sim_stats, simulator, status, wait_done
 
 pytestmark = pytest.mark.e2e
 

@@ -15,11 +15,10 @@ import pytest
 import redis as redis_sync
 from redis.sentinel import Sentinel
 
-from batchq.keys import Keys
-from batchq.sim import expected_response
-
-from ..procs import Workers, batchq, env_for, sim_stats, simulator, wait_done
-from ..sentinels import SERVICE, SentinelGroup, sentinel_group
+from batchq.sim.process import expected_response
+from batchq.store.keys import Keys
+from tests.procs import Workers, batchq, env_for, sim_stats, simulator, wait_done
+from tests.sentinels import SERVICE, SentinelGroup, sentinel_group
 
 pytestmark = pytest.mark.e2e
 

@@ -11,9 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from batchq.embedded import EmbeddedServer
-
-from ..procs import Workers, batchq, env_for, sim_stats, simulator, status, wait_count, wait_done
+from batchq.store.embedded import EmbeddedServer
+from tests.procs import (
+    Workers,
+    batchq,
+    env_for,
+    sim_stats,
+    simulator,
+    status,
+    wait_count,
+    wait_done,
+)
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ..procs import Workers, batchq, env_for, sim_stats, simulator, wait_count, wait_done
+from tests.procs import Workers, batchq, env_for, sim_stats, simulator, wait_count, wait_done
 
 pytestmark = pytest.mark.e2e
 

@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from batchq.admission import Admission
-from batchq.batches import BatchStore
-from batchq.connection import connect
-from batchq.hooks import Hooks
-from batchq.keys import Keys
+from batchq.store.admission import Admission
+from batchq.store.batches import BatchStore
+from batchq.store.connection import connect
+from batchq.store.hooks import Hooks
+from batchq.store.keys import Keys
 from batchq.store.lua import SCRIPTS, ScriptRegistry
 
 ROOT = Path(__file__).parents[2]

@@ -8,19 +8,19 @@ argument or its caller passes the wrong one.
 from __future__ import annotations
 
 from batchq import clock
-from batchq.admission import _SLOT_POLL_MS, Admission
-from batchq.batches import BatchStore
-from batchq.collect import decode_result
-from batchq.dispatch import Dispatcher
-from batchq.keys import (
+from batchq.records import Endpoint, Item, ItemStatus
+from batchq.results.export import decode_result
+from batchq.settings import Settings
+from batchq.store.admission import _SLOT_POLL_MS, Admission
+from batchq.store.batches import BatchStore
+from batchq.store.dispatch import Dispatcher
+from batchq.store.keys import (
     ARQ_IN_PROGRESS_PREFIX,
     ARQ_JOB_PREFIX,
     ARQ_RESULT_PREFIX,
     ARQ_RETRY_PREFIX,
     job_id,
 )
-from batchq.models import Endpoint, Item, ItemStatus
-from batchq.settings import Settings
 
 
 def _items(n: int) -> list[Item]:

@@ -16,16 +16,15 @@ import redis as redis_sync
 from arq import Retry
 
 from batchq import clock
-from batchq.batches import BatchStore
-from batchq.collect import iter_results, write_results
-from batchq.keys import ARQ_IN_PROGRESS_PREFIX, Keys
-from batchq.models import BatchState, Endpoint, Item, ItemStatus
+from batchq.records import BatchState, Endpoint, Item, ItemStatus
+from batchq.results.export import iter_results, write_results
 from batchq.settings import Settings
-from batchq.sim import SimConfig, SimServer, expected_response, running_sim
+from batchq.sim.process import SimConfig, SimServer, expected_response, running_sim
+from batchq.store.batches import BatchStore
+from batchq.store.keys import ARQ_IN_PROGRESS_PREFIX, Keys
+from tests.conftest import run_burst
+from tests.procs import Workers, batchq, env_for, sim_stats, simulator, wait_done
 from workers.inference import WorkerContext, after_job_end, run_item, shutdown, startup_hook
-
-from ..conftest import run_burst
-from ..procs import Workers, batchq, env_for, sim_stats, simulator, wait_done
 
 
 @pytest.fixture

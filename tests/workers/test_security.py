@@ -6,13 +6,12 @@ import pickle
 from pathlib import Path
 
 from batchq import clock
-from batchq.batches import BatchStore
-from batchq.collect import iter_results
-from batchq.models import BatchState, Endpoint, Item, ItemStatus
+from batchq.records import BatchState, Endpoint, Item, ItemStatus
+from batchq.results.export import iter_results
 from batchq.settings import Settings
+from batchq.store.batches import BatchStore
+from tests.conftest import run_burst
 from workers.settings import json_loads
-
-from ..conftest import run_burst
 
 
 class Planted:

@@ -6,15 +6,14 @@ from __future__ import annotations
 import pytest
 from arq import Retry
 
-from batchq.batches import BatchStore
-from batchq.models import tokens_of
-from batchq.presence import live_workers
+from batchq.records import tokens_of
 from batchq.settings import Settings
-from batchq.sim import SimConfig, running_sim
+from batchq.sim.process import SimConfig, running_sim
+from batchq.store.batches import BatchStore
+from batchq.store.presence import live_workers
+from tests.workers.test_inference import gen
 from workers.inference import WorkerContext, WorkerState, run_item, shutdown, startup_hook
 from workers.stats import WorkerStats
-
-from .test_inference import gen
 
 
 def test_counts_and_running_items_by_batch(settings: Settings) -> None:

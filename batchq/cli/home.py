@@ -1,0 +1,55 @@
+"""``batchq home``: the embedded Valkey server under ``BATCHQ_HOME``, which any command starts
+when no Redis is configured, and which keeps running after it: where it is, and ``stop``.
+
+Registered by :func:`batchq.cli.main.main`'s parser; it shares its output conventions (human
+text, or ``--json``) and error handling.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from batchq.cli.main import _print, _settings
+from batchq.store.embedded import EmbeddedServer
+
+__all__ = ["add_commands", "cmd_home"]
+
+
+def cmd_home(args: argparse.Namespace) -> int:
+    server = EmbeddedServer(_settings(args).home)
+    where = f"BATCHQ_HOME={server.home}"
+    if args.action == "stop":
+        url = server.url()
+        stopped = server.stop()
+        data: dict[str, Any] = {"home": str(server.home), "stopped": stopped}
+        text = (
+            f"stopped the embedded server at {url} ({where}); the next command starts it again"
+            if stopped
+            else f"no embedded server runs for {where}"
+        )
+    else:
+        url = server.url()
+        data = {"home": str(server.home), "running": url is not None, "url": url}
+        text = f"{where}: embedded server " + (f"running at {url}" if url else "not running")
+    _print(args, data, lambda: print(text))
+    return 0
+
+
+def add_commands(cmd: Any) -> None:
+    """``cmd(name, help, redis=False)`` makes a subcommand parser with the common options."""
+    sp = cmd(
+        "home",
+        "the embedded Valkey server of BATCHQ_HOME (started by any command without a Redis "
+        "URL): show it, or stop it",
+        redis=False,
+    )
+    sp.add_argument(
+        "action",
+        nargs="?",
+        choices=["show", "stop"],
+        default="show",
+        help="show (default): its address if it runs; stop: shut it down and wait until it "
+        "is gone (data stays on disk)",
+    )
+    sp.set_defaults(handler=cmd_home, sync=True)

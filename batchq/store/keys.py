@@ -1,0 +1,171 @@
+"""Every Redis key batchq writes, in one place.
+
+All of batchq's own keys start with the configurable prefix, so several deployments can share
+a server. arq's job keys (``arq:job:<id>`` and friends) cannot be prefixed — only its queue
+name can — but every job id embeds an unguessable batch id, so they cannot collide either.
+
+| key | type | content |
+|---|---|---|
+| ``{p}:batches`` | ZSET | batch id → creation time (ms); the index behind ``batchq list`` |
+| ``{p}:ready`` | ZSET | priority levels that have ready batches → the priority (store.stride) |
+| ``{p}:ready:{prio}`` | ZSET | ready batches of one priority → pass (stride scheduling) |
+| ``{p}:active`` | LIST | before priorities: the round-robin list; the dispatcher empties it |
+| ``{p}:open`` | ZSET | unfinished batches → time of their last progress (ms), for repair |
+| ``{p}:deadlines`` | ZSET | batches with a deadline not yet acted on → the deadline (ms) |
+| ``{p}:hooks`` | ZSET | finished batches whose completion hook is due → when (ms) |
+| ``{p}:workers`` | ZSET | worker id → heartbeat deadline (ms) |
+| ``{p}:worker-slots`` | HASH | worker id → its concurrency, summed to size the dispatch window |
+| ``{p}:worker:{id}`` | HASH | a worker's own account, rewritten each heartbeat (store.presence) |
+| ``{p}:leases`` | ZSET | job id → lease deadline (ms) of each running item |
+| ``{p}:repair-lock`` | STRING | held by the worker repairing idle batches |
+| ``{p}:ep:{e}:limits`` | HASH | global limits of an Ollama endpoint: rate, concurrency |
+| ``{p}:ep:{e}:tat`` | STRING | GCRA theoretical arrival time (ms) of the endpoint's rate |
+| ``{p}:ep:{e}:inflight`` | ZSET | token → slot lease deadline (ms): the endpoint's concurrency |
+| ``{p}:ep:{e}:ttat`` | STRING | arrival time (ms) of the endpoint's tokens-per-minute debt |
+| ``{p}:b:{id}`` | HASH | batch metadata and its O(1) counters |
+| ``{p}:b:{id}:items`` | HASH | index → item (JSON) |
+| ``{p}:b:{id}:results`` | HASH | index → result (JSON); written once (HSETNX) |
+| ``{p}:b:{id}:redo`` | LIST | indices to dispatch again before the cursor moves on |
+| ``{p}:b:{id}:tries`` | HASH | index → attempts so far, while the item is not final |
+| ``{p}:b:{id}:ids`` | HASH | custom id → index, for the ids that are not the index itself |
+| ``{p}:b:{id}:errors`` | HASH | index → the item's last failed attempts (JSON), oldest first |
+| ``{p}:b:{id}:prior`` | HASH | index → attempts of the item's earlier runs (``batchq retry``) |
+| ``{p}:b:{id}:retrying`` | LIST | indices taken out of the results by a retry in progress |
+| ``{p}:b:{id}:reruns`` | LIST | indices retry took out of the results, in order, for as_completed |
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = [
+    "ARQ_IN_PROGRESS_PREFIX",
+    "ARQ_JOB_PREFIX",
+    "ARQ_RESULT_PREFIX",
+    "ARQ_RETRY_PREFIX",
+    "BATCH_ID_RE",
+    "BatchKeys",
+    "Keys",
+    "job_id",
+    "parse_job_id",
+]
+
+# arq 0.28's fixed key prefixes (arq.constants); the dispatcher's Lua writes these directly.
+ARQ_JOB_PREFIX = "arq:job:"
+ARQ_IN_PROGRESS_PREFIX = "arq:in-progress:"
+ARQ_RETRY_PREFIX = "arq:retry:"
+ARQ_RESULT_PREFIX = "arq:result:"
+
+BATCH_ID_RE = re.compile(r"^b_[0-9a-f]{16}$")
+
+
+def job_id(batch_id: str, index: int) -> str:
+    return f"{batch_id}:{index}"
+
+
+def parse_job_id(value: str) -> tuple[str, int]:
+    batch_id, _, index = value.rpartition(":")
+    return batch_id, int(index)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchKeys:
+    meta: str
+    items: str
+    results: str
+    redo: str
+    tries: str
+    ids: str
+    errors: str
+    prior: str
+    retrying: str
+    reruns: str
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str
+
+    @property
+    def batches(self) -> str:
+        return f"{self.prefix}:batches"
+
+    @property
+    def ready(self) -> str:
+        """The ready levels; the scripts reach a level's batches as ``ready .. ':' .. prio``."""
+        return f"{self.prefix}:ready"
+
+    def ready_level(self, priority: int) -> str:
+        return f"{self.ready}:{priority}"
+
+    @property
+    def legacy_active(self) -> str:
+        return f"{self.prefix}:active"
+
+    @property
+    def open(self) -> str:
+        return f"{self.prefix}:open"
+
+    @property
+    def hooks(self) -> str:
+        return f"{self.prefix}:hooks"
+
+    @property
+    def deadlines(self) -> str:
+        return f"{self.prefix}:deadlines"
+
+    @property
+    def repair_lock(self) -> str:
+        return f"{self.prefix}:repair-lock"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}:workers"
+
+    @property
+    def worker_slots(self) -> str:
+        return f"{self.prefix}:worker-slots"
+
+    def worker_info(self, worker_id: str) -> str:
+        return f"{self.prefix}:worker:{worker_id}"
+
+    @property
+    def leases(self) -> str:
+        return f"{self.prefix}:leases"
+
+    @property
+    def queue(self) -> str:
+        return f"{self.prefix}:arq:queue"
+
+    def endpoint_limits(self, eid: str) -> str:
+        return f"{self.prefix}:ep:{eid}:limits"
+
+    def endpoint_tat(self, eid: str) -> str:
+        return f"{self.prefix}:ep:{eid}:tat"
+
+    def endpoint_inflight(self, eid: str) -> str:
+        return f"{self.prefix}:ep:{eid}:inflight"
+
+    def endpoint_token_tat(self, eid: str) -> str:
+        return f"{self.prefix}:ep:{eid}:ttat"
+
+    def batch_prefix(self) -> str:
+        """What the Lua scripts prepend to a batch id to reach that batch's keys."""
+        return f"{self.prefix}:b:"
+
+    def batch(self, batch_id: str) -> BatchKeys:
+        base = f"{self.prefix}:b:{batch_id}"
+        return BatchKeys(
+            meta=base,
+            items=f"{base}:items",
+            results=f"{base}:results",
+            redo=f"{base}:redo",
+            # The scripts reach these as meta .. ':results' etc. for batches named at run time.
+            tries=f"{base}:tries",
+            ids=f"{base}:ids",
+            errors=f"{base}:errors",
+            prior=f"{base}:prior",
+            retrying=f"{base}:retrying",
+            reruns=f"{base}:reruns",
+        )

@@ -1,0 +1,196 @@
+"""What each live worker says about itself: a small hash it rewrites on every heartbeat (never
+per item), read by ``batchq top``, ``batchq status --watch``, ``batchq metrics`` and
+``batchq serve``.
+
+The hash expires a few heartbeats after the worker stops renewing it, so a SIGKILLed worker
+disappears by itself; the ``workers`` sorted set, whose deadlines the heartbeat also renews,
+says which workers are alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+
+from batchq import clock
+from batchq.store.keys import Keys
+
+__all__ = [
+    "NO_WORKERS_AFTER_S",
+    "NO_WORKERS_NOTICE",
+    "WorkerAbsence",
+    "WorkerInfo",
+    "live_workers",
+    "notice_without_workers",
+]
+
+# How long a command that waits on workers sees none before it says so: long enough for
+# workers started together with it to send their first heartbeat.
+NO_WORKERS_AFTER_S = 5.0
+NO_WORKERS_NOTICE = "no live workers: start `batchq worker`"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    worker_id: str
+    host: str = ""
+    pid: int = 0
+    endpoints: list[str] = field(default_factory=list)
+    concurrency: int = 0
+    # Items of each batch this worker is running now.
+    running: dict[str, int] = field(default_factory=dict)
+    # Since the worker started.
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    last_error: str = ""
+    last_error_at: int = 0  # epoch ms; 0: none yet
+    started_at: int = 0
+    seen_at: int = 0  # epoch ms of the heartbeat that wrote this
+
+    @property
+    def in_flight(self) -> int:
+        return sum(self.running.values())
+
+    @property
+    def done(self) -> int:
+        return self.succeeded + self.failed
+
+    def to_mapping(self) -> dict[str, str]:
+        d = asdict(self)
+        d["endpoints"] = ",".join(self.endpoints)
+        d["running"] = json.dumps(self.running, separators=(",", ":"))
+        return {k: str(v) for k, v in d.items()}
+
+    @classmethod
+    def from_mapping(cls, worker_id: str, raw: dict[str, str]) -> WorkerInfo:
+        """Missing or unreadable fields keep their defaults: a worker of another version, or
+        one whose hash expired between the two reads, still shows up."""
+        values: dict[str, Any] = {}
+        for f in _INT_FIELDS:
+            values[f] = _int(raw.get(f))
+        try:
+            running = json.loads(raw.get("running") or "{}")
+            values["running"] = {str(k): int(v) for k, v in running.items()}
+        except (ValueError, TypeError, AttributeError):
+            values["running"] = {}
+        endpoints = raw.get("endpoints") or ""
+        return cls(
+            worker_id=worker_id,
+            host=raw.get("host", ""),
+            endpoints=endpoints.split(",") if endpoints else [],
+            last_error=raw.get("last_error", ""),
+            **values,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["in_flight"] = self.in_flight
+        return d
+
+
+_INT_FIELDS = (
+    "pid",
+    "concurrency",
+    "succeeded",
+    "failed",
+    "retried",
+    "tokens_in",
+    "tokens_out",
+    "last_error_at",
+    "started_at",
+    "seen_at",
+)
+
+
+def _int(v: str | None) -> int:
+    try:
+        return int(v or 0)
+    except ValueError:
+        return 0
+
+
+def _s(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+async def live_workers(redis: Redis, keys: Keys) -> list[WorkerInfo]:
+    """Workers whose heartbeat deadline has not passed, ordered by host and id."""
+    ids = [_s(w) for w in await redis.zrangebyscore(keys.workers, clock.now_ms(), "+inf")]
+    async with redis.pipeline(transaction=False) as pipe:
+        for w in ids:
+            pipe.hgetall(keys.worker_info(w))
+        raws: list[dict[Any, Any]] = await pipe.execute()
+    infos = [
+        WorkerInfo.from_mapping(w, {_s(k): _s(v) for k, v in raw.items()})
+        for w, raw in zip(ids, raws, strict=True)
+    ]
+    return sorted(infos, key=lambda i: (i.host, i.worker_id))
+
+
+class WorkerAbsence:
+    """Whether no worker has been live for ``after`` seconds, from samples of the live
+    workers; a live worker starts the count again."""
+
+    def __init__(self, after: float = NO_WORKERS_AFTER_S) -> None:
+        self.after = after
+        self._since: float | None = None
+
+    def update(self, live: int, now: float) -> bool:
+        """``live`` workers seen at ``now`` (monotonic seconds): True when the notice is due."""
+        if live:
+            self._since = None
+            return False
+        if self._since is None:
+            self._since = now
+        return now - self._since >= self.after
+
+
+@contextlib.asynccontextmanager
+async def notice_without_workers(
+    redis: Redis,
+    keys: Keys,
+    emit: Callable[[str], None] | None = None,
+    *,
+    after: float = NO_WORKERS_AFTER_S,
+    poll: float = 1.0,
+) -> AsyncIterator[None]:
+    """While the body waits on workers, ``emit`` :data:`NO_WORKERS_NOTICE` once no worker has
+    been live for ``after`` seconds; once only, until a worker is live and then gone again.
+    By default the notice goes to stderr, away from what the command prints on stdout."""
+    say = emit or _to_stderr
+
+    async def run() -> None:
+        absence = WorkerAbsence(after)
+        said = False
+        while True:
+            live = len(await live_workers(redis, keys))
+            if absence.update(live, clock.monotonic()):
+                if not said:
+                    say(NO_WORKERS_NOTICE)
+                    said = True
+            elif live:
+                said = False
+            await asyncio.sleep(poll)
+
+    task = asyncio.create_task(run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        # The notice is advice: its own failure (Redis gone) is the body's to report.
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+def _to_stderr(text: str) -> None:
+    print(f"batchq: {text}; still waiting", file=sys.stderr, flush=True)

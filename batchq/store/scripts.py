@@ -1,0 +1,249 @@
+"""The Lua scripts that keep batch bookkeeping atomic, called from Python.
+
+Each multi-key update runs as one script so that counters, results, leases and arq's queue
+never disagree, whatever the interleaving of workers, and whatever arq's at-least-once
+delivery runs twice. The scripts are files in ``batchq/store/lua`` (``dispatch.lua``,
+``start.lua``, ``finish.lua``, ...), each headed by its KEYS and ARGV; key names and arq's key
+prefixes reach them from :mod:`batchq.store.keys` as arguments, never as literals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
+
+from batchq.store.keys import (
+    ARQ_IN_PROGRESS_PREFIX,
+    ARQ_JOB_PREFIX,
+    ARQ_RESULT_PREFIX,
+    ARQ_RETRY_PREFIX,
+    Keys,
+)
+from batchq.store.lua import SCRIPTS
+
+__all__ = ["Claim", "DispatchOutcome", "Scripts", "StartOutcome"]
+
+# What an item cancelled before it ran gets as its result.
+_CANCELLED_PAYLOAD = '{"s":"cancelled"}'
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchOutcome:
+    sent: int
+    in_queue: int
+    window: int
+    active_batches: int
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A job this worker claimed: what arq's ``run_job`` would read before running it."""
+
+    job_id: str
+    score: int
+    payload: bytes | None  # None if the job's key is gone (expired)
+    job_try: int
+
+
+StartOutcome = str  # 'ok' | 'final' | 'cancelled' | 'paused' | 'missing'
+
+
+class Scripts:
+    """The scripts registered on one client; EVALSHA with a transparent reload."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.keys = keys
+        self._dispatch = SCRIPTS.script(redis, "dispatch")
+        self._join = SCRIPTS.script(redis, "join")
+        self._start = SCRIPTS.script(redis, "start")
+        self._finish = SCRIPTS.script(redis, "finish")
+        self._release = SCRIPTS.script(redis, "release")
+        self._reap = SCRIPTS.script(redis, "reap")
+        self._repair = SCRIPTS.script(redis, "repair")
+        self._claim = SCRIPTS.script(redis, "claim")
+
+    async def dispatch(
+        self,
+        *,
+        now_ms: int,
+        job_ttl_ms: int,
+        function: str,
+        max_items: int,
+        window_factor: float,
+        min_window: int,
+    ) -> DispatchOutcome:
+        k = self.keys
+        res = await _call(
+            self._dispatch,
+            [k.ready, k.queue, k.workers, k.worker_slots, k.legacy_active],
+            [
+                now_ms,
+                k.batch_prefix(),
+                job_ttl_ms,
+                function,
+                max_items,
+                window_factor,
+                min_window,
+                ARQ_JOB_PREFIX,
+                ARQ_RESULT_PREFIX,
+            ],
+        )
+        sent, in_queue, window, active = (int(x) for x in res)
+        return DispatchOutcome(sent, in_queue, window, active)
+
+    async def join(self, batch_id: str, *, client: Redis | Pipeline | None = None) -> None:
+        """Ready the batch for dispatch at its level's smallest pass (:mod:`batchq.store.stride`);
+        ``client``: e.g. a transaction to do it in."""
+        k = self.keys
+        await cast(Any, self._join)(
+            keys=[k.ready, k.batch(batch_id).meta], args=[batch_id], client=client
+        )
+
+    async def begin(
+        self, batch_id: str, index: int, jid: str, *, now_ms: int, lease_until_ms: int
+    ) -> tuple[StartOutcome, int, bytes | None]:
+        """Take the item's lease; returns ('ok', attempt number, the stored item) or why not
+        to run it."""
+        k = self.keys
+        bk = k.batch(batch_id)
+        res = await _call(
+            self._start,
+            [bk.meta, bk.results, k.leases, k.ready, k.queue, bk.items, k.open],
+            [batch_id, index, jid, now_ms, lease_until_ms, _CANCELLED_PAYLOAD],
+        )
+        if isinstance(res, list):
+            return _str(res[0]), int(res[1]), res[2] if len(res) > 2 else None
+        return _str(res), 0, None
+
+    async def start(
+        self, batch_id: str, index: int, jid: str, *, now_ms: int, lease_until_ms: int
+    ) -> tuple[StartOutcome, int]:
+        """:meth:`begin` without the item."""
+        outcome, attempt, _ = await self.begin(
+            batch_id, index, jid, now_ms=now_ms, lease_until_ms=lease_until_ms
+        )
+        return outcome, attempt
+
+    async def claim(self, *, now_ms: int, ttl_ms: int, limit: int, scan: int = 1000) -> list[Claim]:
+        """Claim up to ``limit`` due jobs for this worker, as arq does (its in-progress key,
+        with ``ttl_ms``, and its try counter), looking at most at ``scan`` of them."""
+        if limit <= 0:
+            return []
+        res = await _call(
+            self._claim,
+            [self.keys.queue],
+            [now_ms, ttl_ms, limit, scan, ARQ_IN_PROGRESS_PREFIX, ARQ_RETRY_PREFIX, ARQ_JOB_PREFIX],
+        )
+        return [
+            Claim(_str(res[i]), int(float(res[i + 1])), res[i + 2] or None, int(res[i + 3]))
+            for i in range(0, len(res), 4)
+        ]
+
+    async def finish(
+        self,
+        batch_id: str,
+        index: int,
+        jid: str,
+        status: str,
+        payload: str | bytes,
+        *,
+        now_ms: int,
+        tokens: tuple[int, int] = (0, 0),
+    ) -> bool:
+        """Record the item's result once; ``tokens`` (prompt, output) add to the batch's."""
+        bk = self.keys.batch(batch_id)
+        res = await _call(
+            self._finish,
+            [
+                bk.meta,
+                bk.results,
+                self.keys.leases,
+                self.keys.ready,
+                self.keys.queue,
+                self.keys.open,
+            ],
+            [
+                batch_id,
+                index,
+                jid,
+                status,
+                payload,
+                now_ms,
+                *tokens,
+                ARQ_IN_PROGRESS_PREFIX,
+                ARQ_RETRY_PREFIX,
+                ARQ_JOB_PREFIX,
+            ],
+        )
+        return bool(int(res))
+
+    async def release(
+        self,
+        batch_id: str,
+        jid: str,
+        *,
+        score: int | None = None,
+        refund: bool = False,
+        retried: bool = False,
+    ) -> None:
+        """Give up the lease; with ``score``, make the job due again at that queue score; with
+        ``refund``, the attempt it started does not count; with ``retried``, count the job in
+        the batch's retries."""
+        await _call(
+            self._release,
+            [self.keys.batch(batch_id).meta, self.keys.leases, self.keys.queue, self.keys.open],
+            [jid, "" if score is None else score, "1" if refund else "0", "1" if retried else "0"],
+        )
+
+    async def reap(
+        self, *, now_ms: int, claim_ttl_ms: int, grace_ms: int, limit: int = 1000
+    ) -> int:
+        """Re-queue items whose worker died: lapsed leases, and arq claims older than
+        ``grace_ms`` that never got a lease (``claim_ttl_ms``: the TTL arq gives a claim)."""
+        k = self.keys
+        res = await _call(
+            self._reap,
+            [k.leases, k.queue, k.ready, k.workers, k.worker_slots, k.open],
+            [
+                now_ms,
+                k.batch_prefix(),
+                limit,
+                claim_ttl_ms,
+                grace_ms,
+                ARQ_IN_PROGRESS_PREFIX,
+                ARQ_JOB_PREFIX,
+                _CANCELLED_PAYLOAD,
+            ],
+        )
+        return int(res)
+
+    async def repair_range(self, batch_id: str, start: int, end: int, *, now_ms: int) -> int:
+        """Re-queue the lost items among indices [start, end); -1 if there is no such batch."""
+        k = self.keys
+        bk = k.batch(batch_id)
+        res = await _call(
+            self._repair,
+            [bk.meta, bk.results, bk.redo, k.queue, k.leases, k.ready, k.open],
+            [
+                batch_id,
+                start,
+                end,
+                now_ms,
+                ARQ_IN_PROGRESS_PREFIX,
+                ARQ_JOB_PREFIX,
+                _CANCELLED_PAYLOAD,
+            ],
+        )
+        return int(res)
+
+
+def _str(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+async def _call(script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+    return await cast(Any, script)(keys=keys, args=args)

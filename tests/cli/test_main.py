@@ -1,0 +1,157 @@
+"""The CLI's batch-control options and commands, run in-process against a real server (the
+end-to-end tests run the same commands as processes next to real workers)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchq.cli.main import main
+
+
+class Cli:
+    def __init__(self, redis_url: str, prefix: str, capsys: pytest.CaptureFixture[str]) -> None:
+        self.common = ["--redis", redis_url, "--prefix", prefix]
+        self.capsys = capsys
+
+    def __call__(self, *args: str, code: int = 0) -> tuple[str, str]:
+        self.capsys.readouterr()
+        assert main([*args, *self.common]) == code
+        out, err = self.capsys.readouterr()
+        return out, err
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self(*args, "--json")[0])
+
+
+@pytest.fixture
+def cli(redis_url: str, prefix: str, capsys: pytest.CaptureFixture[str]) -> Cli:
+    return Cli(redis_url, prefix, capsys)
+
+
+def prompts(tmp_path: Path, n: int) -> Path:
+    src = tmp_path / "p.jsonl"
+    src.write_text("".join(json.dumps(f"prompt {i}") + "\n" for i in range(n)))
+    return src
+
+
+def test_submit_meta_shows_in_status_and_list(cli: Cli, tmp_path: Path) -> None:
+    src = prompts(tmp_path, 3)
+    bid = cli("submit", str(src), "--model", "m", "--meta", "team=nlp", "--meta", "run=a b")[0]
+    bid = bid.strip()
+    assert cli.json("status", bid)["metadata"] == {"team": "nlp", "run": "a b"}
+    assert [b["metadata"] for b in cli.json("list")] == [{"team": "nlp", "run": "a b"}]
+    assert "meta      team=nlp run=a b\n" in cli("status", bid)[0]
+    assert cli("list")[0].rstrip().endswith("team=nlp run=a b")
+
+
+def test_bad_meta_is_one_line_and_stores_nothing(cli: Cli, tmp_path: Path) -> None:
+    src = prompts(tmp_path, 2)
+    for bad, message in (
+        ("nokey", "field 'metadata': 'nokey' is not KEY=VALUE"),
+        ("k=" + "v" * 513, "field 'metadata': value of 'k' is longer than 512 characters (513)"),
+    ):
+        _, err = cli("submit", str(src), "--model", "m", "--meta", bad, code=1)
+        assert err == f"batchq: error: {message}\n"
+    assert cli.json("list") == []
+
+
+def test_pause_resume_print_the_status(cli: Cli, tmp_path: Path) -> None:
+    bid = cli("submit", str(prompts(tmp_path, 2)), "--model", "m")[0].strip()
+    assert "state     paused\n" in cli("pause", bid)[0]
+    assert cli.json("status", bid)["state"] == "paused"
+    assert cli.json("resume", bid)["state"] == "queued"
+    cli("cancel", bid)
+    _, err = cli("pause", bid, code=1)
+    assert err == f"batchq: error: batch {bid} is cancelled: nothing left to pause\n"
+
+
+def test_item_by_custom_id(cli: Cli, tmp_path: Path) -> None:
+    src = tmp_path / "ids.jsonl"
+    src.write_text('{"custom_id": "first", "prompt": "a"}\n"b"\n')
+    bid = cli("submit", str(src), "--model", "m")[0].strip()
+    got = cli.json("item", bid, "first")
+    assert got == {
+        "batch_id": bid,
+        "index": 0,
+        "custom_id": "first",
+        "status": "queued",
+        "attempts": 0,
+        "errors": [],
+        "result": None,
+    }
+    out, _ = cli("item", bid, "1")
+    assert out == (f"batch     {bid}\nitem      1  (index 1)\nstatus    queued\nattempts  0\n")
+    _, err = cli("item", bid, "second", code=1)
+    assert err == f"batchq: error: batch {bid} has no item with custom_id 'second'\n"
+
+
+def test_item_human_output_lists_errors_and_the_response(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from batchq.cli.control import _human_item
+    from batchq.records import AttemptError, ItemInfo, ItemResult, ItemState, ItemStatus
+
+    info = ItemInfo(
+        batch_id="b_0123456789abcdef",
+        index=4,
+        custom_id="q4",
+        status=ItemState.SUCCEEDED,
+        attempts=3,
+        errors=[
+            AttemptError(attempt=1, type="server_busy", message="busy", status_code=503, at="T1"),
+            AttemptError(attempt=2, type="timeout", message="no reply within 5 s"),
+        ],
+        result=ItemResult(
+            index=4, custom_id="q4", status=ItemStatus.SUCCEEDED, response="line\n" + "w" * 500
+        ),
+    )
+    _human_item(info)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2:6] == [
+        "status    succeeded",
+        "attempts  3",
+        "error     #1 server_busy 503: busy  (T1)",
+        "error     #2 timeout: no reply within 5 s",
+    ]
+    assert lines[6] == "response  line " + "w" * 395 + "…"
+
+
+def test_retry_needs_a_choice_and_known_ids(cli: Cli, tmp_path: Path) -> None:
+    bid = cli("submit", str(prompts(tmp_path, 2)), "--model", "m")[0].strip()
+    _, err = cli("retry", bid, code=2)
+    assert err == (
+        "batchq: error: say which items to run again: --failed, --expired and/or --ids "
+        "CUSTOM_ID ...\n"
+    )
+    _, err = cli("retry", bid, "--ids", "0", "nine", code=1)
+    assert err == f"batchq: error: batch {bid} has no item with custom_id 'nine'\n"
+    # Known but not final yet: nothing to run again.
+    assert cli.json("retry", bid, "--failed", "--ids", "0", "1") == {"batch_id": bid, "requeued": 0}
+    assert cli("retry", bid, "--failed")[0] == f"0 item(s) of {bid} queued again\n"
+
+
+def test_submit_deadline(cli: Cli, tmp_path: Path) -> None:
+    src = str(prompts(tmp_path, 2))
+    bid = cli("submit", src, "--model", "m", "--deadline", "1h")[0].strip()
+    s = cli.json("status", bid)
+    assert (s["expired"], s["queued"]) == (0, 2) and s["deadline"] > s["created_at"]
+    human = cli("status", bid)[0]
+    assert "0 cancelled, 0 expired\n" in human and f"deadline  {s['deadline']}\n" in human
+    _, err = cli("submit", src, "--model", "m", "--deadline", "2001-01-01T00:00Z", code=1)
+    assert err == "batchq: error: field 'deadline': '2001-01-01T00:00Z' is in the past\n"
+    assert len(cli.json("list")) == 1
+
+
+def test_submit_notify(cli: Cli, tmp_path: Path) -> None:
+    src = str(prompts(tmp_path, 1))
+    bid = cli("submit", src, "--model", "m", "--notify", "https://example.test/h?k=1")[0].strip()
+    assert cli.json("status", bid)["notify"] == "waiting"
+    assert "notify    waiting\n" in cli("status", bid)[0]
+    for bad in ("ftp://example.test/x", "example.test/x", "http:///x"):
+        _, err = cli("submit", src, "--model", "m", "--notify", bad, code=1)
+        assert err == f"batchq: error: field 'notify': {bad!r} is not an http:// or https:// URL\n"
+    assert len(cli.json("list")) == 1

@@ -1,0 +1,88 @@
+"""``batchq top`` against a real worker process and the simulator over a socket."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from batchq.monitor.top import Snapshot, render
+from batchq.monitor.watch import Rates
+from batchq.sim.process import SimConfig, running_sim
+from batchq.store.presence import WorkerInfo
+from tests.procs import Workers, batchq, env_for
+
+
+def top_json(env: dict[str, str]) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(batchq(env, "top", "--json").stdout)
+    return data
+
+
+def wait_top(env: dict[str, str], ok: Any, timeout: float = 20) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while not ok(data := top_json(env)):
+        assert time.monotonic() < deadline, data
+        time.sleep(0.2)
+    return data
+
+
+@pytest.mark.e2e
+def test_top_shows_live_workers_in_flight_and_last_error(
+    valkey_url: str, prefix: str, tmp_path: Path
+) -> None:
+    # 8 tokens at 4 tokens/s: each request takes 2 s, long enough to be seen in flight.
+    with running_sim(SimConfig(parallel=4, eval_tokens_per_s=4)) as sim:
+        env = env_for(valkey_url, prefix, tmp_path, sim.url)
+        assert top_json(env) == {"workers": [], "queued_jobs": 0}
+        src = tmp_path / "in.jsonl"
+        lines = [{"prompt": f"p{i}", "model": "llama3.2"} for i in range(2)]
+        lines.append({"prompt": "x", "model": "no-such-model"})
+        src.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        with Workers(env, tmp_path) as workers:
+            proc = workers.start("--concurrency", "2")
+            bid = batchq(env, "submit", str(src)).stdout.strip()
+            data = wait_top(env, lambda d: d["workers"] and d["workers"][0]["in_flight"] == 2)
+            [w] = data["workers"]
+            # Its concurrency of 2, and 1 more it may keep waiting in Ollama's queue.
+            assert w["running"] == {bid: 2} and w["concurrency"] == 3
+            assert (w["host"], w["pid"]) == (socket.gethostname(), proc.pid)
+            assert w["endpoints"] == [sim.url] and w["heartbeat_age_s"] < 5
+
+            data = wait_top(
+                env, lambda d: d["workers"][0]["succeeded"] + d["workers"][0]["failed"] == 3
+            )
+            [w] = data["workers"]
+            assert (w["succeeded"], w["failed"], w["in_flight"]) == (2, 1, 0)
+            assert w["last_error"] == "model_not_found: model 'no-such-model' not found"
+
+            table = batchq(env, "top").stdout  # piped: printed once
+            assert "1 worker(s) alive" in table
+            row = next(line for line in table.splitlines() if f":{proc.pid}" in line)
+            assert sim.url in row and "0/3" in row and "model_not_found" in row
+            workers.stop()
+            # Said goodbye on SIGTERM: gone at once, not after its heartbeat lapses.
+            assert top_json(env)["workers"] == []
+
+
+def test_render_sums_slots_and_shows_rates() -> None:
+    now = 1_700_000_000_000
+    ws = [
+        WorkerInfo("a:1:x", host="a", pid=1, concurrency=4, running={"b_1": 3}, started_at=now),
+        WorkerInfo("b:2:y", host="b", pid=2, concurrency=2, succeeded=7, failed=2, seen_at=now),
+    ]
+    rates = Rates()
+    rates.add(0, {"a:1:x": 0, "b:2:y": 0})
+    rates.add(10, {"a:1:x": 50, "b:2:y": 9})
+    console = Console(width=200, record=True, color_system=None)
+    console.print(render(Snapshot(ws, queued_jobs=12, now_ms=now + 90_000), rates))
+    text = console.export_text()
+    assert "2 worker(s) alive" in text and "in flight 3/6" in text and "queue 12" in text
+    row_a = next(line for line in text.splitlines() if line.startswith("a:1"))
+    assert "3/4" in row_a and "5.0" in row_a and "b_1:3" in row_a and "1m30s" in row_a
+    row_b = next(line for line in text.splitlines() if line.startswith("b:2"))
+    assert "0/2" in row_b and "0.9" in row_b and " 9 " in row_b
