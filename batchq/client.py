@@ -35,7 +35,13 @@ from batchq.inputs.sources import Source, submit_source
 from batchq.options import Deadline, check_metadata, check_notify_url, resolve_deadline
 from batchq.records import BatchStatus, ItemInfo, ItemResult, ItemStatus
 from batchq.results.completed import completed_pages
-from batchq.results.export import OnDone, OutputFormat, iter_results, wait_finished
+from batchq.results.export import (
+    OnDone,
+    OutputFormat,
+    iter_results,
+    wait_finished,
+    write_output,
+)
 from batchq.results.export import export_results as export_stream
 from batchq.settings import Settings, build_settings
 from batchq.store.batches import BatchStore
@@ -337,8 +343,6 @@ class BatchClient:
     ) -> tuple[int, int]:
         """:meth:`write_results`, counted apart: (lines of succeeded items, lines of the
         others)."""
-        from batchq.local.runner import write_output
-
         store = await self.connect()
         with self._errors():
             await store.meta(batch_id)  # an unknown id: one clear error before waiting

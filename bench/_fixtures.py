@@ -23,8 +23,8 @@ from _harness import (
 from arq.connections import RedisSettings, create_pool
 
 from batchq.records import ItemStatus
-from batchq.results.export import encode_result
 from batchq.sim.process import expected_response
+from batchq.store.codec import encode_result
 from batchq.store.keys import Keys
 
 BIG_PREFIX = "big"

@@ -27,9 +27,9 @@ from _harness import (
 )
 
 from batchq.records import Endpoint, Item, ItemStatus
-from batchq.results.export import decode_result, encode_result
 from batchq.settings import Settings
 from batchq.store.batches import BatchStore
+from batchq.store.codec import decode_result, encode_result
 from batchq.store.connection import connect
 from batchq.store.keys import Keys
 

@@ -27,9 +27,9 @@ from batchq.backends.pool import Host, HostPool
 from batchq.errors import BackendError, PermanentBackendError, TransientBackendError
 from batchq.pacing import RateLimiter, backoff
 from batchq.records import Item, ItemError, ItemStatus
-from batchq.results.export import encode_result
 from batchq.settings import Settings
 from batchq.store.batches import BatchStore
+from batchq.store.codec import encode_result
 from batchq.store.connection import follow_master
 from batchq.store.dispatch import Dispatcher
 from batchq.store.keys import ARQ_IN_PROGRESS_PREFIX, Keys, parse_job_id

@@ -105,7 +105,8 @@ async def _ollama_version(settings: Settings) -> str:
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
-    from batchq.local.runner import elapsed_text, start_workers, watch_progress, write_output
+    from batchq.local.runner import elapsed_text, start_workers, watch_progress
+    from batchq.results.export import write_output
 
     settings = _settings(args)
     version = await _ollama_version(settings)

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -23,7 +23,6 @@ from batchq.errors import BackendError
 from batchq.monitor.tables import format_duration
 from batchq.monitor.watch import Rates
 from batchq.records import BatchStatus
-from batchq.results.export import OutputFormat, export_results
 from batchq.settings import Settings
 from batchq.store.batches import BatchStore
 
@@ -33,7 +32,6 @@ __all__ = [
     "settings_env",
     "start_workers",
     "watch_progress",
-    "write_output",
 ]
 
 
@@ -163,29 +161,3 @@ async def watch_progress(
                     kind="workers_died",
                 )
             await asyncio.sleep(interval)
-
-
-async def write_output(
-    store: BatchStore,
-    batch_id: str,
-    output: str,
-    *,
-    fmt: OutputFormat = "native",
-    errors: str | None = None,
-) -> tuple[int, int]:
-    """Write the results to ``output`` (``-``: stdout), and failed and cancelled items to
-    ``errors`` if given; returns (lines of succeeded items, lines of the others)."""
-    # A reader never sees a half-written file: each is written aside, then renamed.
-    # Plain blocking writes: this is the CLI's only task, nothing else waits on the loop.
-    with ExitStack() as files:
-        out: IO[str] = sys.stdout
-        err: IO[str] | None = None
-        if output != "-":
-            out = files.enter_context(open(output + ".part", "w", encoding="utf-8"))  # noqa: ASYNC230
-        if errors is not None:
-            err = files.enter_context(open(errors + ".part", "w", encoding="utf-8"))  # noqa: ASYNC230
-        counts = await export_results(store, batch_id, out, fmt=fmt, errors=err)
-    for path in (output, errors):
-        if path is not None and path != "-":
-            Path(path + ".part").replace(path)  # noqa: ASYNC240
-    return counts

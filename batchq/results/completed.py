@@ -31,8 +31,8 @@ from typing import cast
 
 from batchq.errors import BatchNotFound
 from batchq.records import Item, ItemResult
-from batchq.results.export import decode_result
 from batchq.store.batches import BatchStore
+from batchq.store.codec import decode_result
 from batchq.store.keys import BatchKeys
 
 __all__ = ["completed_pages"]

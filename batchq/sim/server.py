@@ -4,20 +4,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import hashlib
-import math
-import random
 import time
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from batchq.errors import ConfigError
 from batchq.sim.config import SimConfig
 from batchq.sim.replies import (
     count_tokens,
@@ -28,11 +23,9 @@ from batchq.sim.replies import (
     shown_model,
     stamp,
 )
-from batchq.sim.slots import ModelState
+from batchq.sim.scheduler import Scheduler, seconds
 from batchq.sim.wire import (
-    BUSY,
     MIDSTREAM,
-    RUNNER_DIED,
     ErrorReply,
     body_field,
     json_reply,
@@ -47,11 +40,6 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 _MAX_ARRIVALS = 100_000
-
-
-def _seconds(amount: float, rate: float) -> float:
-    # Zero, negative or infinite rates all mean "instant", so benchmarks can switch costs off.
-    return amount / rate if 0 < rate < math.inf else 0.0
 
 
 @dataclass(slots=True)
@@ -71,31 +59,11 @@ class SimServer:
 
     def __init__(self, config: SimConfig | None = None) -> None:
         self.config = config or SimConfig()
-        self._rng = random.Random(self.config.seed)
-        self._parallel = max(1, self.config.parallel)  # zero slots would hang every request
-        self._names = {n: n for n in self.config.models}
-        self._names |= {f"{n}:latest": n for n in self.config.models if ":" not in n}
-        self._eval_rates = {name: self.config.eval_tokens_per_s for name in self.config.models}
-        for model, rate in self.config.model_speeds:
-            if model not in self._names:
-                raise ConfigError(
-                    f"a model speed is given for {model!r}, which the simulator does not serve "
-                    f"(its models: {', '.join(self.config.models)})"
-                )
-            self._eval_rates[self._names[model]] = rate
+        self.sched = Scheduler(self.config)
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._url = ""
-        self._new_runtime()
         self._clear_counters()
-
-    def _new_runtime(self) -> None:
-        # asyncio primitives bind to the loop that first uses them, so each start gets fresh ones.
-        self._states = {name: ModelState() for name in self.config.models}
-        self._loaded: OrderedDict[str, float] = OrderedDict()  # model -> last use (epoch s)
-        self._sched = asyncio.Lock()
-        self._waiting = 0
-        self._in_flight = 0
 
     def _clear_counters(self) -> None:
         self._requests = 0
@@ -106,10 +74,7 @@ class SimServer:
         # The prompt of each arrival, by position: which batch a request came from, when a
         # test tags its prompts (the dispatch-fairness tests).
         self._arrival_prompts: list[str] = []
-        for st in self._states.values():
-            st.peak = st.busy
-        # Requests admitted at once, the ones waiting in the queue for a slot included.
-        self._peak_in_flight = self._in_flight
+        self.sched.clear_peaks()
 
     @property
     def url(self) -> str:
@@ -133,7 +98,7 @@ class SimServer:
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        self._new_runtime()
+        self.sched.new_runtime()
         self._loop = asyncio.get_running_loop()
         # handler_cancellation: a client that hangs up stops waiting for its slot, like Ollama.
         # A short shutdown_timeout: stop() must not wait out a 30 s "slow" request.
@@ -183,9 +148,9 @@ class SimServer:
         return {
             "requests": self._requests,
             "by_status": dict(self._by_status),
-            "max_concurrency": {m: s.peak for m, s in self._states.items() if s.peak},
-            "in_flight": self._in_flight,
-            "max_in_flight": self._peak_in_flight,
+            "max_concurrency": {m: s.peak for m, s in self.sched.states.items() if s.peak},
+            "in_flight": self.sched.in_flight,
+            "max_in_flight": self.sched.peak_in_flight,
             "prompts": dict(self._prompts),
             "arrivals": list(self._arrivals),
             "arrival_prompts": list(self._arrival_prompts),
@@ -225,7 +190,7 @@ class SimServer:
         return json_reply({"models": [listed_model(m) for m in self.config.models]})
 
     async def _ps(self, request: web.Request) -> web.Response:
-        models = [loaded_model(m, used) for m, used in reversed(self._loaded.items())]
+        models = [loaded_model(m, used) for m, used in reversed(self.sched.loaded.items())]
         return json_reply({"models": models})
 
     async def _show(self, request: web.Request) -> web.Response:
@@ -233,7 +198,7 @@ class SimServer:
         model = body_field(body, "model", str, "ShowRequest") or ""
         if not model:
             raise ErrorReply(400, "model is required")
-        return json_reply(shown_model(self._resolve(model)))
+        return json_reply(shown_model(self.sched.resolve(model)))
 
     async def _stats_handler(self, request: web.Request) -> web.Response:
         return json_reply(self._snapshot())
@@ -242,82 +207,7 @@ class SimServer:
         self._clear_counters()
         return json_reply({"status": "ok"})
 
-    # -- scheduling ----------------------------------------------------------------------------
-
-    def _resolve(self, model: str) -> str:
-        name = self._names.get(model)
-        if name is None:
-            raise ErrorReply(404, f"model '{model}' not found")
-        return name
-
-    def _admit(self, name: str) -> tuple[bool, bool]:
-        """Roll the failure dice and apply the pending-queue bound; returns (midstream, slow)."""
-        cfg, rng = self.config, self._rng
-        # Always four draws, so the failure sequence depends only on the seed and request order.
-        r503, r500, rmid, rslow = rng.random(), rng.random(), rng.random(), rng.random()
-        if r503 < cfg.fail_503:
-            raise ErrorReply(503, BUSY)
-        if r500 < cfg.fail_500:
-            raise ErrorReply(500, RUNNER_DIED)
-        st = self._states[name]
-        ready = name in self._loaded and st.busy < self._parallel and not st.waiters
-        if not (ready and not self._sched.locked()) and self._waiting >= cfg.max_queue:
-            raise ErrorReply(503, BUSY)
-        return rmid < cfg.fail_midstream, rslow < cfg.slow_rate
-
-    @contextlib.asynccontextmanager
-    async def _slot(self, name: str) -> AsyncIterator[ModelState]:
-        """Hold `name` resident and one of its slots, both granted in FIFO order."""
-        st = self._states[name]
-        self._waiting += 1
-        try:
-            async with self._sched:  # one load at a time, and it blocks the queue, as in Ollama
-                if name not in self._loaded:
-                    await self._load(name)
-                self._loaded[name] = time.time()
-                self._loaded.move_to_end(name)
-                st.refs += 1
-                st.idle.clear()
-            try:
-                await st.acquire(self._parallel)
-            except BaseException:
-                st.unpin()
-                raise
-        finally:
-            self._waiting -= 1
-        try:
-            st.peak = max(st.peak, st.busy)
-            yield st
-        finally:
-            st.release()
-            st.unpin()
-
-    async def _load(self, name: str) -> None:
-        limit = self.config.max_loaded
-        while limit > 0 and len(self._loaded) >= limit:
-            victim = next(iter(self._loaded))
-            # Like Ollama, the evicted model first finishes every request already admitted to it.
-            await self._states[victim].idle.wait()
-            del self._loaded[victim]
-        if self.config.load_seconds > 0:
-            await asyncio.sleep(self.config.load_seconds)
-
-    def _stall(self, n_prompt: int, slow: bool) -> float:
-        cfg = self.config
-        stall = _seconds(n_prompt, cfg.prompt_tokens_per_s) + max(cfg.latency, 0.0)
-        return stall + (max(cfg.slow_seconds, 0.0) if slow else 0.0)
-
     # -- inference -----------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _counted(self) -> Iterator[None]:
-        """An admitted request, waiting for a slot or holding one."""
-        self._in_flight += 1
-        self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
-        try:
-            yield
-        finally:
-            self._in_flight -= 1
 
     async def _parse(self, request: web.Request, chat: bool) -> _Job:
         go_type = "ChatRequest" if chat else "GenerateRequest"
@@ -336,7 +226,7 @@ class SimServer:
         else:
             prompt = body_field(body, "prompt", str, go_type) or ""
             n_prompt, empty = count_tokens(prompt), not prompt
-        name = self._resolve(model)
+        name = self.sched.resolve(model)
         if "embed" in name:
             raise ErrorReply(400, f'"{model}" does not support {"chat" if chat else "generate"}')
         stream = body_field(body, "stream", bool, go_type) is not False  # Ollama streams by default
@@ -356,9 +246,9 @@ class SimServer:
         if len(self._arrivals) < _MAX_ARRIVALS:
             self._arrivals.append(time.time())
             self._arrival_prompts.append(job.prompt)
-        midstream, slow = self._admit(job.name)
-        with self._counted():
-            async with self._slot(job.name) as st:
+        midstream, slow = self.sched.admit(job.name)
+        with self.sched.counted():
+            async with self.sched.slot(job.name) as st:
                 loaded = time.perf_counter_ns()
                 head = {"model": job.model, "created_at": stamp()}
                 if job.empty:  # Ollama answers an empty prompt by only loading the model
@@ -367,9 +257,9 @@ class SimServer:
                     )
                 words = reply_words(self.config.seed, job.model, job.prompt, job.tokens)
                 # Per-request speed shrinks as more slots share the GPU (see SimConfig docs).
-                rate = self._eval_rates[job.name]
-                per_token = _seconds(st.busy, rate * st.busy**0.78)
-                if (stall := self._stall(job.n_prompt, slow)) > 0:
+                rate = self.sched.eval_rates[job.name]
+                per_token = seconds(st.busy, rate * st.busy**0.78)
+                if (stall := self.sched.stall(job.n_prompt, slow)) > 0:
                     await asyncio.sleep(stall)
                 evaled = time.perf_counter_ns()
                 if midstream:
@@ -426,7 +316,7 @@ class SimServer:
         start = time.perf_counter_ns()
         body = await read_body(request, "EmbedRequest")
         model = body_field(body, "model", str, "EmbedRequest") or ""
-        name = self._resolve(model)
+        name = self.sched.resolve(model)
         texts = body.get("input") or []
         texts = [texts] if isinstance(texts, str) else texts
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
@@ -437,12 +327,12 @@ class SimServer:
             dim = min(dim, dimensions)
         for t in texts:
             self._prompts[t] = self._prompts.get(t, 0) + 1
-        _, slow = self._admit(name)
+        _, slow = self.sched.admit(name)
         n_prompt = sum(count_tokens(t) for t in texts)
-        with self._counted():
-            async with self._slot(name):
+        with self.sched.counted():
+            async with self.sched.slot(name):
                 loaded = time.perf_counter_ns()
-                if (stall := self._stall(n_prompt, slow)) > 0:
+                if (stall := self.sched.stall(n_prompt, slow)) > 0:
                     await asyncio.sleep(stall)
                 seed = self.config.seed
                 vectors = [expected_embedding(model, t, seed=seed, dim=dim) for t in texts]

@@ -11,8 +11,8 @@ from __future__ import annotations
 from batchq import clock
 from batchq.errors import BatchNotFound
 from batchq.records import ItemError, ItemStatus
-from batchq.results.export import encode_result
 from batchq.store.batches import BatchStore
+from batchq.store.codec import encode_result
 
 __all__ = ["expire", "expire_due"]
 

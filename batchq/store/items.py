@@ -15,8 +15,8 @@ from typing import Any
 from batchq import clock
 from batchq.errors import ItemNotFound
 from batchq.records import AttemptError, Item, ItemInfo, ItemState, ItemStatus
-from batchq.results.export import decode_result
 from batchq.store.batches import BatchStore
+from batchq.store.codec import decode_result
 from batchq.store.keys import job_id
 
 __all__ = ["find_indices", "item_info", "retry_items"]

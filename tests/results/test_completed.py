@@ -14,8 +14,9 @@ from batchq import clock
 from batchq.errors import BatchNotFound
 from batchq.records import Endpoint, Item, ItemError, ItemResult, ItemStatus
 from batchq.results.completed import completed_pages
-from batchq.results.export import encode_result, iter_results
+from batchq.results.export import iter_results
 from batchq.store.batches import BatchStore
+from batchq.store.codec import encode_result
 from batchq.store.keys import job_id
 
 N = 5000

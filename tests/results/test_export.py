@@ -8,15 +8,9 @@ from array import array
 import pytest
 
 from batchq.records import BatchState, BatchStatus, Endpoint, Item, ItemError, ItemStatus
-from batchq.results.export import (
-    COMPRESS_OVER,
-    decode_result,
-    encode_result,
-    iter_results,
-    wait_finished,
-    write_results,
-)
+from batchq.results.export import iter_results, wait_finished, write_results
 from batchq.store.batches import BatchStore
+from batchq.store.codec import COMPRESS_OVER, decode_result, encode_result
 from batchq.vectors import pack
 
 

@@ -10,9 +10,10 @@ import pytest
 from batchq import clock
 from batchq.errors import BatchNotFound, BatchStateError
 from batchq.records import BatchState, BatchStatus, ItemError, ItemStatus
-from batchq.results.export import encode_result, iter_results
+from batchq.results.export import iter_results
 from batchq.settings import Settings
 from batchq.store.batches import BatchStore
+from batchq.store.codec import encode_result
 from batchq.store.dispatch import Dispatcher
 from batchq.store.items import item_info
 from batchq.store.keys import ARQ_JOB_PREFIX, parse_job_id

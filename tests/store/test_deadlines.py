@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from batchq import clock
 from batchq.records import BatchState, ItemError, ItemState, ItemStatus
-from batchq.results.export import encode_result, iter_results
+from batchq.results.export import iter_results
 from batchq.settings import Settings
 from batchq.store.batches import BatchStore
+from batchq.store.codec import encode_result
 from batchq.store.deadlines import expire, expire_due
 from batchq.store.dispatch import Dispatcher
 from batchq.store.items import item_info

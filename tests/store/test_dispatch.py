@@ -7,9 +7,9 @@ from collections import Counter
 
 from batchq import clock
 from batchq.records import BatchState, Endpoint, Item, ItemStatus
-from batchq.results.export import encode_result
 from batchq.settings import Settings
 from batchq.store.batches import BatchStore
+from batchq.store.codec import encode_result
 from batchq.store.dispatch import JOB_FUNCTION, Dispatcher
 from batchq.store.keys import ARQ_IN_PROGRESS_PREFIX, ARQ_JOB_PREFIX, ARQ_RETRY_PREFIX, parse_job_id
 

@@ -8,9 +8,9 @@ import pytest
 from batchq import clock
 from batchq.errors import BatchNotFound, ItemNotFound
 from batchq.records import Endpoint, Item, ItemError, ItemState, ItemStatus
-from batchq.results.export import encode_result
 from batchq.settings import Settings
 from batchq.store.batches import BatchStore
+from batchq.store.codec import encode_result
 from batchq.store.dispatch import Dispatcher
 from batchq.store.items import find_indices, item_info
 from batchq.store.keys import job_id

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from batchq import clock
 from batchq.records import Endpoint, Item, ItemStatus
-from batchq.results.export import decode_result
 from batchq.settings import Settings
 from batchq.store.admission import _SLOT_POLL_MS, Admission
 from batchq.store.batches import BatchStore
+from batchq.store.codec import decode_result
 from batchq.store.dispatch import Dispatcher
 from batchq.store.keys import (
     ARQ_IN_PROGRESS_PREFIX,

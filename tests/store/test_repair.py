@@ -10,9 +10,9 @@ from typing import cast
 
 from batchq import clock
 from batchq.records import BatchState, Endpoint, Item, ItemStatus
-from batchq.results.export import encode_result
 from batchq.settings import Settings
 from batchq.store.batches import BatchStore
+from batchq.store.codec import encode_result
 from batchq.store.dispatch import Dispatcher
 from batchq.store.keys import ARQ_JOB_PREFIX, parse_job_id
 from tests.store.test_dispatch import queued_jobs, register_worker

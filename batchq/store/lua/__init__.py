@@ -15,6 +15,9 @@ constants (arq's key prefixes, payloads, poll intervals) reach the scripts as ar
 
 A script is registered once per client (:meth:`ScriptRegistry.script`) and runs by EVALSHA;
 redis-py loads it again if the server lost it (a restart, SCRIPT FLUSH).
+
+May import: the standard library and redis only; the store's wrappers (``scripts``,
+``control``, ``admission``, ``hooks``, ``stride``) call it.
 """
 
 from __future__ import annotations
