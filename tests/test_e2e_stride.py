@@ -3,7 +3,7 @@ submitted with the CLI, and the simulator, whose log of arrivals says which batc
 came from (every prompt starts with its batch's tag).
 
 The issue asks for Jain's index ≥ 0.99 over a minute; the suite measures a steady window of
-``WINDOW_S`` seconds (``bench/bench.py --only fairness`` measures the minute).
+``WINDOW_S`` seconds or more (``bench/bench.py --only fairness`` measures the minute).
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 
 from batchq.store.stride import jain_index
-from tests.procs import Workers, batchq, env_for, sim_stats, simulator
-from tests.test_e2e_control import status, wait_for, wait_for_workers
+from tests.procs import Workers, batchq, env_for, sim_stats, simulator, wait_for
+from tests.procs import read_status as status
+from tests.test_e2e_control import wait_for_workers
+from tests.waits import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -72,16 +74,23 @@ def test_shares_follow_the_weights(redis_url: str, prefix: str, tmp_path: Path, 
             workers.start("--concurrency", str(CONCURRENCY))
         wait_for_workers(env, WORKERS)
         wait_for(env, ids["a"], lambda s: s["succeeded"] > 0)
-        first = arrivals(sim, set(tags.values()))[0][0]
-        time.sleep(max(0.0, first + WARMUP_S + WINDOW_S - time.time()) + 0.5)
-        seen = arrivals(sim, set(tags.values()))
+        start = arrivals(sim, set(tags.values()))[0][0] + WARMUP_S
+
+        # The window is WINDOW_S long, or longer on a machine too loaded to start 50 items
+        # of each equal share in it: enough for the shares to mean something. (Arrivals
+        # are in the simulator's log 0.5 s after the window's end.)
+        def window() -> tuple[Counter[str], float] | None:
+            seen, end = arrivals(sim, set(tags.values())), time.time() - 0.5
+            got = counts_between(seen, start, end)
+            enough = min(got[tags[w]] for w in ("a", "b", "c")) >= 50
+            return (got, end - start) if end >= start + WINDOW_S and enough else None
+
+        got, window_s = wait_until(window, timeout=180, interval=0.5, what="50 items each")
         for bid in ids.values():
             batchq(env, "cancel", bid)
-    got = counts_between(seen, first + WARMUP_S, first + WARMUP_S + WINDOW_S)
     equal = [got[tags[w]] for w in ("a", "b", "c")]
     ratio = got[tags["heavy"]] / (sum(equal) / 3)
-    print(f"items started in {WINDOW_S:g} s: {dict(got)}; Jain {jain_index(equal):.4f}")
-    assert min(equal) >= 50, got  # enough items for the shares to mean something
+    print(f"items started in {window_s:.1f} s: {dict(got)}; Jain {jain_index(equal):.4f}")
     assert jain_index(equal) >= 0.99, got
     assert 1.8 <= ratio <= 2.2, got
     # Weighted by 1/weight, all four are one fair share.
@@ -99,8 +108,8 @@ def test_a_higher_priority_batch_takes_the_dispatch_until_drained(
             workers.start("--concurrency", str(CONCURRENCY))
         wait_for(env, low, lambda s: s["succeeded"] >= 20)
         high = submit(env, tmp_path / "high.jsonl", high_tag, 150, "--priority", "1")
-        final: dict[str, Any] = wait_for(env, high, lambda s: bool(s["finished_at"]), 60)
-        wait_for(env, low, lambda s: s["succeeded"] >= final["succeeded"] + 200, 60)
+        final: dict[str, Any] = wait_for(env, high, lambda s: bool(s["finished_at"]), 180)
+        wait_for(env, low, lambda s: s["succeeded"] >= final["succeeded"] + 200, 180)
         batchq(env, "cancel", low)
     assert final["priority"] == 1 and final["succeeded"] == 150
     seen = arrivals(sim, {low_tag, high_tag})

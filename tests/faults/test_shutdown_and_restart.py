@@ -22,8 +22,14 @@ from tests.procs import (
     wait_count,
     wait_done,
 )
+from tests.waits import wait_until
 
 pytestmark = pytest.mark.e2e
+
+
+def held_at_ollama(sim: str, n: int) -> None:
+    """Until the simulator holds ``n`` requests: sent, not just started by the worker."""
+    wait_until(lambda: sim_stats(sim)["in_flight"] == n, what=f"{n} requests at Ollama")
 
 
 def prompts(path: Path, n: int, tag: str) -> Path:
@@ -34,32 +40,41 @@ def prompts(path: Path, n: int, tag: str) -> Path:
 def test_sigterm_finishes_in_flight_requests_and_wastes_no_attempt(
     valkey_url: str, prefix: str, tmp_path: Path
 ) -> None:
-    with simulator(tmp_path, "--parallel", "8", "--latency", "2.0") as sim:
-        env = env_for(valkey_url, prefix, tmp_path / "home", sim)
+    # The first worker's Ollama takes 5 s a request: the SIGTERM, sent as soon as Ollama holds
+    # them, lands while they are in flight even on a loaded machine (they must finish, and
+    # nothing new start). The worker that finishes the batch has an Ollama of its own, so
+    # the wait for it costs nothing and each Ollama says which prompts it was sent.
+    with (
+        simulator(tmp_path, "--parallel", "8", "--latency", "5.0") as slow,
+        simulator(tmp_path, "--parallel", "8") as fast,
+    ):
+        env = env_for(valkey_url, prefix, tmp_path / "home", slow)
         bid = batchq(
             env, "submit", str(prompts(tmp_path / "p.jsonl", 8, "term")), "--model", "llama3.2"
         ).stdout.strip()
         with Workers(env, tmp_path) as workers:
             # Concurrency 4 and, by default, one more request for Ollama's queue: 5 in flight.
             first = workers.start("--concurrency", "4")
-            wait_count(env, bid, "running", 5, timeout=30)
+            held_at_ollama(slow, 5)
             first.send_signal(signal.SIGTERM)
-            assert first.wait(30) == 0  # exits by itself, cleanly, after its requests finish
+            assert first.wait(120) == 0  # exits by itself, cleanly, after its requests finish
             s = status(env, bid)
             assert (s["succeeded"], s["running"], s["queued"], s["failed"]) == (5, 0, 3, 0)
-            workers.start("--concurrency", "4")
-            wait_done(env, bid, timeout=60)
-        stats = sim_stats(sim)
+            workers.start("--concurrency", "4", env={**env, "OLLAMA_HOST": fast})
+            wait_done(env, bid)
+        sent = sim_stats(slow)["prompts"], sim_stats(fast)["prompts"]
     out = tmp_path / "r.jsonl"
     batchq(env, "results", bid, "-o", str(out))
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [(r["status"], r["attempts"]) for r in rows] == [("succeeded", 1)] * 8
-    assert stats["prompts"] == {f"term {i}": 1 for i in range(8)}
+    # Each prompt went out once: 5 before the SIGTERM, the 3 it left queued after it.
+    assert sorted(sent[0].values()) == [1] * 5 and sorted(sent[1].values()) == [1] * 3
+    assert {**sent[0], **sent[1]} == {f"term {i}": 1 for i in range(8)}
 
 
 def test_redis_killed_and_restarted_mid_batch(prefix: str, tmp_path: Path) -> None:
     server = EmbeddedServer(tmp_path / "redis-home")
-    url = server.ensure()
+    url = server.ensure(timeout=120)
     try:
         with simulator(tmp_path, "--parallel", "16", "--latency", "0.2") as sim:
             env = env_for(url, prefix, tmp_path / "home", sim)
@@ -69,12 +84,15 @@ def test_redis_killed_and_restarted_mid_batch(prefix: str, tmp_path: Path) -> No
             ).stdout.strip()
             with Workers(env, tmp_path) as workers:
                 procs = [workers.start("--concurrency", "4") for _ in range(2)]
-                wait_count(env, bid, "succeeded", n // 4, timeout=60)
+                wait_count(env, bid, "succeeded", n // 4)
                 pid = int((server.home / "valkey.pid").read_text())
                 os.kill(pid, signal.SIGKILL)
+                # Gone for sure (else ensure() would take the dying server for a live one),
+                # then down a while longer: an outage the workers have to ride out.
+                wait_until(lambda: server.url() is None, what="the killed server gone")
                 time.sleep(1.5)
-                assert server.ensure() == url  # same port, same data (AOF)
-                final = wait_done(env, bid, timeout=120)
+                assert server.ensure(timeout=120) == url  # same port, same data (AOF)
+                final = wait_done(env, bid)
                 assert all(p.poll() is None for p in procs), workers.logs()
             stats = sim_stats(sim)
         out = tmp_path / "r.jsonl"
@@ -91,22 +109,35 @@ def test_redis_killed_and_restarted_mid_batch(prefix: str, tmp_path: Path) -> No
 def test_sigterm_past_the_grace_period_requeues_without_counting(
     valkey_url: str, prefix: str, tmp_path: Path
 ) -> None:
-    with simulator(tmp_path, "--parallel", "8", "--latency", "4.0") as sim:
-        env = env_for(valkey_url, prefix, tmp_path / "home", sim, BATCHQ_SHUTDOWN_GRACE="1")
+    # The first worker's Ollama never answers in time (10 minutes a request), so its grace
+    # period of 1 s surely runs out with all 4 requests in flight, however late the SIGTERM
+    # lands. (With 4 s requests, a status poll through the CLI at load 5.7 took long enough
+    # that the SIGTERM came 3 s after they started, and they finished within the grace.)
+    # The worker that finishes the batch has an Ollama of its own that answers at once.
+    with (
+        simulator(tmp_path, "--parallel", "8", "--latency", "600") as stuck,
+        simulator(tmp_path, "--parallel", "8") as fast,
+    ):
+        env = env_for(valkey_url, prefix, tmp_path / "home", stuck, BATCHQ_SHUTDOWN_GRACE="1")
         bid = batchq(
             env, "submit", str(prompts(tmp_path / "p.jsonl", 4, "grace")), "--model", "llama3.2"
         ).stdout.strip()
         with Workers(env, tmp_path) as workers:
             first = workers.start("--concurrency", "4")
-            wait_count(env, bid, "running", 4, timeout=30)
+            held_at_ollama(stuck, 4)
             first.send_signal(signal.SIGTERM)
-            assert first.wait(30) == 0
+            assert first.wait(120) == 0
             s = status(env, bid)
             assert (s["queued"], s["running"], s["succeeded"]) == (4, 0, 0)  # requeued
-            workers.start("--concurrency", "4")
-            wait_done(env, bid, timeout=60)
+            # The worker hung up on each request it cut off.
+            wait_until(lambda: sim_stats(stuck)["in_flight"] == 0, what="the requests dropped")
+            workers.start("--concurrency", "4", env={**env, "OLLAMA_HOST": fast})
+            wait_done(env, bid)
+        cut_off = sim_stats(stuck)
     out = tmp_path / "r.jsonl"
     batchq(env, "results", bid, "-o", str(out))
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     # The cut-off requests were refunded: each item counts only the attempt that finished.
     assert [(r["status"], r["attempts"]) for r in rows] == [("succeeded", 1)] * 4
+    assert cut_off["prompts"] == {f"grace {i}": 1 for i in range(4)}
+    assert cut_off["by_status"]["499"] == 4  # hung up on, not answered

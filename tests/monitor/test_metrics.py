@@ -19,6 +19,7 @@ from batchq.sim.process import SimConfig, running_sim
 from batchq.store.batches import BatchStore
 from tests.conftest import free_port
 from tests.procs import Workers, batchq, env_for
+from tests.waits import wait_until
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -48,16 +49,12 @@ def scrape_http(port: int) -> Samples:
     return parse(reply.text)
 
 
-def wait_http(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            scrape_http(port)
-            return
-        except httpx.HTTPError:
-            assert proc.poll() is None, "the server exited"
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.1)
+def wait_http(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    def serving() -> bool:
+        assert proc.poll() is None, "the server exited"
+        return bool(scrape_http(port) is not None)
+
+    wait_until(serving, timeout=timeout, interval=0.1, what="metrics", ignore=(httpx.HTTPError,))
 
 
 @pytest.fixture
@@ -71,7 +68,7 @@ def exporter(valkey_url: str, prefix: str, tmp_path: Path) -> Iterator[int]:
         yield port
     finally:
         proc.terminate()
-        assert proc.wait(10) == 0  # SIGTERM is a clean stop
+        assert proc.wait(60) == 0  # SIGTERM is a clean stop
 
 
 async def test_scrape_counts_every_batch_and_skips_old_ones(store: BatchStore) -> None:
@@ -118,7 +115,7 @@ def test_metrics_during_a_real_batch(
 
             bid = batchq(env, "submit", str(src)).stdout.strip()
             seen_running = seen_in_flight = False
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 180
             while True:
                 q = scrape_http(exporter)
                 done = sum(

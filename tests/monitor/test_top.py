@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from batchq.monitor.watch import Rates
 from batchq.sim.process import SimConfig, running_sim
 from batchq.store.presence import WorkerInfo
 from tests.procs import Workers, batchq, env_for
+from tests.waits import wait_for_value, wait_until
 
 
 def top_json(env: dict[str, str]) -> dict[str, Any]:
@@ -23,20 +23,17 @@ def top_json(env: dict[str, str]) -> dict[str, Any]:
     return data
 
 
-def wait_top(env: dict[str, str], ok: Any, timeout: float = 20) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while not ok(data := top_json(env)):
-        assert time.monotonic() < deadline, data
-        time.sleep(0.2)
-    return data
+def wait_top(env: dict[str, str], ok: Any, timeout: float = 120) -> dict[str, Any]:
+    return wait_for_value(lambda: top_json(env), ok, timeout=timeout, interval=0.2, what="top")
 
 
 @pytest.mark.e2e
 def test_top_shows_live_workers_in_flight_and_last_error(
     valkey_url: str, prefix: str, tmp_path: Path
 ) -> None:
-    # 8 tokens at 4 tokens/s: each request takes 2 s, long enough to be seen in flight.
-    with running_sim(SimConfig(parallel=4, eval_tokens_per_s=4)) as sim:
+    # 8 tokens at 1 token/s: each request takes 8 s, long enough to be seen in flight by a
+    # `top` that a loaded machine takes seconds to start.
+    with running_sim(SimConfig(parallel=4, eval_tokens_per_s=1)) as sim:
         env = env_for(valkey_url, prefix, tmp_path, sim.url)
         assert top_json(env) == {"workers": [], "queued_jobs": 0}
         src = tmp_path / "in.jsonl"
@@ -46,6 +43,8 @@ def test_top_shows_live_workers_in_flight_and_last_error(
         with Workers(env, tmp_path) as workers:
             proc = workers.start("--concurrency", "2")
             bid = batchq(env, "submit", str(src)).stdout.strip()
+            # Ollama holds both requests: from now on, `top` has 8 s to see them.
+            wait_until(lambda: sim.stats()["in_flight"] == 2, what="2 requests at Ollama")
             data = wait_top(env, lambda d: d["workers"] and d["workers"][0]["in_flight"] == 2)
             [w] = data["workers"]
             # Its concurrency of 2, and 1 more it may keep waiting in Ollama's queue.

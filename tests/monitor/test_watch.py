@@ -20,6 +20,7 @@ from batchq.sim.process import SimConfig, running_sim
 from batchq.store.batches import BatchStore
 from batchq.store.presence import NO_WORKERS_NOTICE, WorkerInfo
 from tests.procs import Workers, batchq, env_for
+from tests.waits import async_wait_until
 
 
 def test_rates_span_the_window_and_forget_older_samples() -> None:
@@ -177,7 +178,8 @@ async def test_live_mode_redraws_until_the_batch_is_final(store: BatchStore) -> 
     console = Console(file=out, force_terminal=True, width=120, color_system=None)
 
     async def finish_later() -> None:
-        await asyncio.sleep(0.3)
+        # Once the unfinished batch is on the screen, however long a loaded machine took.
+        await async_wait_until(lambda: "0/1" in out.getvalue(), what="the first draw")
         meta = store.keys.batch(bid).meta
         await store.redis.hset(meta, mapping={"succeeded": 1, "state": "completed"})  # type: ignore[misc]
         await store.redis.hset(meta, "finished_at", str(clock.now_ms()))  # type: ignore[misc]

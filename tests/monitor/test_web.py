@@ -8,7 +8,6 @@ import contextlib
 import re
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from tests.browser import Page, chromium, open_page
 from tests.conftest import free_port
 from tests.procs import env_for
 from tests.store.test_batches import items
+from tests.waits import wait_until
 
 EVIL = '<img src=x onerror="document.title=1">'
 LONG_NAME = "nightly-eval-llama3.2-8b-instruct-q4_K_M-2025-06-01-long-context-set.jsonl"
@@ -144,14 +144,12 @@ def serving(valkey_url: str, prefix: str, tmp_path: Path) -> Iterator[str]:
     server = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
     try:
         url = f"http://127.0.0.1:{port}/"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(url + "api/status", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                assert server.poll() is None and time.monotonic() < deadline, "no server"
-                time.sleep(0.1)
+
+        def answers() -> bool:
+            assert server.poll() is None, "the server exited"
+            return httpx.get(url + "api/status", timeout=5).raise_for_status().is_success
+
+        wait_until(answers, interval=0.1, what="the status page", ignore=(httpx.HTTPError,))
         yield url
     finally:
         server.terminate()

@@ -100,7 +100,7 @@ def test_four_workers_keep_to_the_global_limits(
                     "--global-concurrency",
                     str(conc),
                 )
-            final = wait_done(env, bid, timeout=120)
+            final = wait_done(env, bid)
             shown = json.loads(batchq(env, "limits", "--json").stdout)
         stats = sim_stats(sim)
     assert final["succeeded"] == n
@@ -151,7 +151,7 @@ def test_workers_keep_to_a_global_token_rate(valkey_url: str, prefix: str, tmp_p
         with Workers(env, tmp_path) as workers:
             for _ in range(2):
                 workers.start("--concurrency", str(slots // 2), "--global-tpm", str(tpm))
-            final = wait_done(env, bid, timeout=120)
+            final = wait_done(env, bid)
         out = batchq(env, "results", bid).stdout
         stats = sim_stats(sim)
     assert final["succeeded"] == n

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import time
@@ -16,6 +15,7 @@ from batchq.store.batches import STAGING_TTL_S, BatchStore
 from batchq.store.connection import connect
 from batchq.store.keys import Keys
 from tests.conftest import valkey_process
+from tests.waits import async_wait_until
 
 
 def items(n: int, model: str = "m") -> list[Item]:
@@ -103,10 +103,10 @@ async def test_submit_returns_once_every_replica_has_the_batch(tmp_path: Path) -
         ) as replica_port,
         redis_sync.Redis(port=replica_port) as replica,
     ):
-        deadline = time.monotonic() + 10
-        while replica.info("replication")["master_link_status"] != "up":
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.02)
+        await async_wait_until(
+            lambda: replica.info("replication")["master_link_status"] == "up",
+            what="the replica linked",
+        )
         client = connect(f"redis://127.0.0.1:{master}")
         try:
             store = BatchStore(client, Keys("repl"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from batchq.store.batches import BatchStore
 from batchq.store.connection import arq_redis_settings, connect, redact
 from batchq.store.keys import Keys
 from tests.conftest import free_port, run_small_batch, valkey_process
+from tests.waits import wait_until
 
 PASSWORD = "s3cr3t-Pa55"
 
@@ -115,16 +115,14 @@ def tls_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     url = f"rediss://:{PASSWORD}@127.0.0.1:{port}/0?ssl_ca_certs={d / 'cert.pem'}"
     try:
-        for _ in range(100):
+
+        def answers() -> bool:
             if proc.poll() is not None:
                 pytest.skip("redis-server here is not built with TLS")
-            try:
-                client = redis.Redis.from_url(url)
-                client.ping()
-                client.close()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
+            with redis.Redis.from_url(url) as client:
+                return bool(client.ping())
+
+        wait_until(answers, what="the TLS server", ignore=(redis.ConnectionError,))
         yield url
     finally:
         proc.terminate()

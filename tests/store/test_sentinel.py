@@ -23,6 +23,7 @@ from batchq.store.connection import (
 )
 from tests.conftest import run_small_batch
 from tests.sentinels import SERVICE, sentinel_group
+from tests.waits import async_wait_until
 
 
 def test_parse_sentinel_urls() -> None:
@@ -54,7 +55,9 @@ async def test_batch_through_sentinel(sentinel_url: str, tmp_path: Path) -> None
 
 
 async def test_a_client_follows_a_failover_within_seconds(tmp_path: Path) -> None:
-    with sentinel_group(tmp_path) as group:
+    # The master stays dead, so a short down-after risks no second failover, and keeps the
+    # whole failover well inside the client's retries (~20 s).
+    with sentinel_group(tmp_path, down_after_ms=1000) as group:
         client = connect(group.url)
         try:
             await client.set("n", 1)
@@ -68,7 +71,8 @@ async def test_a_client_follows_a_failover_within_seconds(tmp_path: Path) -> Non
             await client.aclose()
     # The sentinels need ~1 s to see the master down and ~2 s to promote the replica; the
     # client then finds it within a second. Before, it knocked at the dead master for 80 s.
-    assert took < 10, took
+    # The bound is that difference, with room for a loaded machine; not a speed.
+    assert took < 40, took
 
 
 async def test_a_client_leaves_a_live_master_that_a_switchover_replaced(tmp_path: Path) -> None:
@@ -79,18 +83,19 @@ async def test_a_client_leaves_a_live_master_that_a_switchover_replaced(tmp_path
             assert not await follow_master(client)
             with redis_sync.Redis(port=group.sentinel_ports[0]) as s:
                 s.sentinel_failover(SERVICE)
-            deadline = time.monotonic() + 20
-            while group.reported_masters() != {group.replica_ports[0]}:
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.05)
+            new = group.replica_ports[0]
+            await async_wait_until(lambda: group.reported_masters() == {new}, what="the switchover")
             # The old master is still up and still takes writes (Sentinel demotes it up to
             # 10 s later, and it then drops them): the client's connections lead there, the
             # idle one and one in use.
             assert (await client.info("server"))["tcp_port"] == group.master_port
-            in_use = asyncio.ensure_future(cast(Awaitable[Any], client.blpop(["wake"], timeout=10)))
-            await asyncio.sleep(0.2)
-            assert await follow_master(client)
+            in_use = asyncio.ensure_future(cast(Awaitable[Any], client.blpop(["wake"], timeout=60)))
             with redis_sync.Redis(port=group.master_port) as old:
+                await async_wait_until(
+                    lambda: old.info("clients")["blocked_clients"] == 1,
+                    what="the BLPOP waiting at the old master",
+                )
+                assert await follow_master(client)
                 old.rpush("wake", 1)
             assert await in_use == (b"wake", b"1")
             ports = await asyncio.gather(client.info("server"), client.info("server"))
