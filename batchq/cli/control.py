@@ -1,7 +1,7 @@
 """The CLI commands that change a batch or look at its items: ``cancel``, ``pause``,
 ``resume``, ``repair``, ``item`` and ``retry``, and ``limits`` for an Ollama endpoint.
 
-Registered by :func:`batchq.cli.main.main`'s parser; they share its options, output conventions
+Registered by :func:`register`; they share :mod:`batchq.cli.common`'s options, output conventions
 (human text, or ``--json``) and error handling.
 """
 
@@ -11,19 +11,19 @@ import argparse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from batchq.cli.main import _human_status, _print, _settings, _store
+from batchq.cli.common import Command, emit, human_status, open_store, settings_from
 from batchq.errors import ConfigError
 from batchq.records import BatchStatus, ItemInfo, ItemStatus
 from batchq.store.batches import BatchStore
 from batchq.store.items import item_info, retry_items
 
 __all__ = [
-    "add_commands",
     "cmd_cancel",
     "cmd_limits",
     "cmd_pause",
     "cmd_repair",
     "cmd_resume",
+    "register",
 ]
 
 # A response is shown whole by --json; on a terminal its start is enough.
@@ -34,9 +34,9 @@ def _control(op: Callable[[BatchStore, str], Awaitable[BatchStatus]]) -> Any:
     """A command that changes a batch and prints its status afterwards."""
 
     async def command(args: argparse.Namespace) -> int:
-        async with _store(_settings(args)) as (store, _):
+        async with open_store(settings_from(args)) as (store, _):
             s = await op(store, args.batch_id)
-        _print(args, s.model_dump(mode="json"), lambda: _human_status(s))
+        emit(args, s.model_dump(mode="json"), lambda: human_status(s))
         return 0
 
     return command
@@ -48,9 +48,9 @@ cmd_resume = _control(BatchStore.resume)
 
 
 async def cmd_repair(args: argparse.Namespace) -> int:
-    async with _store(_settings(args)) as (store, _):
+    async with open_store(settings_from(args)) as (store, _):
         n = await store.repair(args.batch_id)
-    _print(
+    emit(
         args,
         {"batch_id": args.batch_id, "requeued": n},
         lambda: print(f"{n} lost item(s) of {args.batch_id} queued again"),
@@ -61,8 +61,8 @@ async def cmd_repair(args: argparse.Namespace) -> int:
 async def cmd_limits(args: argparse.Namespace) -> int:
     from batchq.store.admission import Admission
 
-    settings = _settings(args)
-    async with _store(settings) as (store, _):
+    settings = settings_from(args)
+    async with open_store(settings) as (store, _):
         adm = Admission(store.redis, store.keys, settings.ollama_hosts[0])
         rate, conc, tpm = args.limit_rate, args.limit_concurrency, args.limit_tpm
         if args.clear or rate is not None or conc is not None or tpm is not None:
@@ -87,7 +87,7 @@ async def cmd_limits(args: argparse.Namespace) -> int:
             f" in flight {lim.in_flight}"
         )
 
-    _print(args, data, human)
+    emit(args, data, human)
     return 0
 
 
@@ -109,9 +109,9 @@ def _human_item(info: ItemInfo) -> None:
 
 
 async def cmd_item(args: argparse.Namespace) -> int:
-    async with _store(_settings(args)) as (store, _):
+    async with open_store(settings_from(args)) as (store, _):
         info = await item_info(store, args.batch_id, args.custom_id)
-    _print(args, info.model_dump(mode="json"), lambda: _human_item(info))
+    emit(args, info.model_dump(mode="json"), lambda: _human_item(info))
     return 0
 
 
@@ -122,9 +122,9 @@ async def cmd_retry(args: argparse.Namespace) -> int:
         raise ConfigError(
             "say which items to run again: --failed, --expired and/or --ids CUSTOM_ID ..."
         )
-    async with _store(_settings(args)) as (store, _):
+    async with open_store(settings_from(args)) as (store, _):
         n = await retry_items(store, args.batch_id, statuses=statuses, custom_ids=args.ids or [])
-    _print(
+    emit(
         args,
         {"batch_id": args.batch_id, "requeued": n},
         lambda: print(f"{n} item(s) of {args.batch_id} queued again"),
@@ -132,8 +132,35 @@ async def cmd_retry(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(cmd: Any) -> None:
-    """``cmd(name, help)`` makes a subcommand parser with the common options."""
+def register(cmd: Command) -> None:
+    for name, about, handler in (
+        ("cancel", "cancel a batch: items not yet sent are not sent", cmd_cancel),
+        ("pause", "pause a batch: nothing more is sent; requests already sent finish", cmd_pause),
+        ("resume", "resume a paused batch where it stopped", cmd_resume),
+        (
+            "repair",
+            "find items that are neither final, queued nor running; queue them again",
+            cmd_repair,
+        ),
+    ):
+        sp = cmd(name, about)
+        sp.add_argument("batch_id")
+        sp.set_defaults(handler=handler)
+
+    sp = cmd("limits", "show or change the global limits of an Ollama endpoint")
+    sp.add_argument("--ollama", dest="ollama_host", metavar="URL", help="(OLLAMA_HOST)")
+    sp.add_argument(
+        "--rate", dest="limit_rate", type=float, help="requests per second, all workers (0: none)"
+    )
+    sp.add_argument(
+        "--concurrency", dest="limit_concurrency", type=int, help="requests in flight (0: none)"
+    )
+    sp.add_argument(
+        "--tpm", dest="limit_tpm", type=int, help="tokens per minute, all workers (0: none)"
+    )
+    sp.add_argument("--clear", action="store_true", help="remove all limits")
+    sp.set_defaults(handler=cmd_limits)
+
     sp = cmd("item", "one item's status, attempts, error history and result, by its custom id")
     sp.add_argument("batch_id")
     sp.add_argument("custom_id", help="the item's custom_id (its 0-based index if it set none)")

@@ -1,7 +1,7 @@
 """``batchq home``: the embedded Valkey server under ``BATCHQ_HOME``, which any command starts
 when no Redis is configured, and which keeps running after it: where it is, and ``stop``.
 
-Registered by :func:`batchq.cli.main.main`'s parser; it shares its output conventions (human
+Registered by :func:`register`; it shares :mod:`batchq.cli.common`'s output conventions (human
 text, or ``--json``) and error handling.
 """
 
@@ -10,14 +10,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from batchq.cli.main import _print, _settings
+from batchq.cli.common import Command, emit, settings_from
 from batchq.store.embedded import EmbeddedServer
 
-__all__ = ["add_commands", "cmd_home"]
+__all__ = ["cmd_home", "register"]
 
 
 def cmd_home(args: argparse.Namespace) -> int:
-    server = EmbeddedServer(_settings(args).home)
+    server = EmbeddedServer(settings_from(args).home)
     where = f"BATCHQ_HOME={server.home}"
     if args.action == "stop":
         url = server.url()
@@ -32,11 +32,11 @@ def cmd_home(args: argparse.Namespace) -> int:
         url = server.url()
         data = {"home": str(server.home), "running": url is not None, "url": url}
         text = f"{where}: embedded server " + (f"running at {url}" if url else "not running")
-    _print(args, data, lambda: print(text))
+    emit(args, data, lambda: print(text))
     return 0
 
 
-def add_commands(cmd: Any) -> None:
+def register(cmd: Command) -> None:
     """``cmd(name, help, redis=False)`` makes a subcommand parser with the common options."""
     sp = cmd(
         "home",

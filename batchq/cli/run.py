@@ -1,7 +1,7 @@
 """The CLI commands that put work through the queue: ``submit``, ``worker``, ``results``, and
 ``run`` (all three in one), plus ``bench`` and the ``sim`` Ollama simulator.
 
-Registered by :func:`batchq.cli.main.main`'s parser; they share its options, output conventions
+Registered by :func:`register`; they share :mod:`batchq.cli.common`'s options, output conventions
 (human text, or ``--json``) and error handling.
 """
 
@@ -18,18 +18,35 @@ from typing import Any
 from rich.console import Console
 
 from batchq import clock
-from batchq.cli.main import _print, _settings, _store
+from batchq.cli.common import (
+    Command,
+    emit,
+    input_args,
+    open_store,
+    output_args,
+    settings_from,
+    worker_args,
+)
 from batchq.client import BatchClient
 from batchq.errors import BackendError, ConfigError
 from batchq.inputs.native import detect_format
 from batchq.inputs.sources import open_input, submit_source
 from batchq.options import check_notify_url, parse_deadline, parse_meta_pairs
 from batchq.settings import Settings
+from batchq.sim.config import SimConfig
 from batchq.store.batches import BatchStore
 from batchq.store.connection import redact, resolve_redis_url
 from batchq.store.stride import check_priority, check_weight
 
-__all__ = ["cmd_bench", "cmd_results", "cmd_run", "cmd_sim", "cmd_submit", "cmd_worker"]
+__all__ = [
+    "cmd_bench",
+    "cmd_results",
+    "cmd_run",
+    "cmd_sim",
+    "cmd_submit",
+    "cmd_worker",
+    "register",
+]
 
 
 async def _submit(args: argparse.Namespace, settings: Settings, store: BatchStore) -> Any:
@@ -53,17 +70,17 @@ async def _submit(args: argparse.Namespace, settings: Settings, store: BatchStor
 
 
 async def cmd_submit(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    async with _store(settings) as (store, _):
+    settings = settings_from(args)
+    async with open_store(settings) as (store, _):
         batch_id, total = await _submit(args, settings, store)
-    _print(args, {"batch_id": batch_id, "total": total}, lambda: print(batch_id))
+    emit(args, {"batch_id": batch_id, "total": total}, lambda: print(batch_id))
     return 0
 
 
 async def cmd_results(args: argparse.Namespace) -> int:
     from batchq.store.presence import notice_without_workers
 
-    async with BatchClient(_settings(args)) as client:
+    async with BatchClient(settings_from(args)) as client:
         if args.wait:
             store = await client.connect()
             # Around the wait only: writing a long batch out needs no worker.
@@ -108,10 +125,10 @@ async def cmd_run(args: argparse.Namespace) -> int:
     from batchq.local.runner import elapsed_text, start_workers, watch_progress
     from batchq.results.export import write_output
 
-    settings = _settings(args)
+    settings = settings_from(args)
     version = await _ollama_version(settings)
     console = Console(stderr=True)
-    async with _store(settings) as (store, url):
+    async with open_store(settings) as (store, url):
         batch_id, total = await _submit(args, settings, store)
         console.print(
             f"batch {batch_id}: {total} items → Ollama {version} at {settings.ollama_host}, "
@@ -156,7 +173,7 @@ async def cmd_bench(args: argparse.Namespace) -> int:
         run_bench,
     )
 
-    settings = _settings(args)
+    settings = settings_from(args)
     models = parse_models(args.models)
     bench_host(settings)
     if args.runs < 1 or args.workers < 1:
@@ -170,7 +187,7 @@ async def cmd_bench(args: argparse.Namespace) -> int:
             max_line_bytes=settings.max_line_bytes,
         )
     version = await _ollama_version(settings)
-    async with _store(settings) as (store, url):
+    async with open_store(settings) as (store, url):
         reports = await run_bench(
             store,
             models,
@@ -191,14 +208,14 @@ async def cmd_bench(args: argparse.Namespace) -> int:
         prompts=len(prompts),
         workers=args.workers,
     )
-    _print(args, data, lambda: print(render_table(reports)))
+    emit(args, data, lambda: print(render_table(reports)))
     return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from workers.settings import BatchqWorker, worker_kwargs
 
-    settings = _settings(args)
+    settings = settings_from(args)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -233,3 +250,77 @@ def cmd_sim(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{f.name.replace('_', '-')}: {e}") from None
     serve(SimConfig(**values), args.host, args.port)
     return 0
+
+
+def register(cmd: Command) -> None:
+    sp = cmd("submit", "validate a file and queue it as a batch; prints the batch id")
+    input_args(sp)
+    sp.set_defaults(handler=cmd_submit)
+
+    sp = cmd("worker", "run a worker that sends queued items to Ollama", json_out=False)
+    worker_args(sp)
+    sp.add_argument("--burst", action="store_true", help="exit when no work is left")
+    sp.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve this worker's Prometheus metrics on this port (BATCHQ_METRICS_PORT)",
+    )
+    sp.add_argument("--metrics-host", help="address the metrics port listens on (default 0.0.0.0)")
+    sp.add_argument("-v", "--verbose", action="store_true")
+    sp.set_defaults(handler=cmd_worker, sync=True)
+
+    sp = cmd("results", "write a batch's results in input order, as JSONL", json_out=False)
+    sp.add_argument("batch_id")
+    sp.add_argument("-o", "--output", default="-", help="file to write (default stdout)")
+    sp.add_argument("--wait", action="store_true", help="wait until every item is final")
+    output_args(sp, "--format")
+    sp.set_defaults(handler=cmd_results)
+
+    sp = cmd("run", "submit, process with local workers, and write results, all in one")
+    input_args(sp)
+    worker_args(sp)
+    sp.add_argument("-o", "--output", required=True, help="results file (- for stdout)")
+    sp.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    sp.add_argument("--strict", action="store_true", help="exit 1 if any item failed")
+    output_args(sp, "--output-format")
+    sp.set_defaults(handler=cmd_run)
+
+    sp = cmd("bench", "run the same prompts on several models through the queue; compare them")
+    sp.add_argument("--models", required=True, help="comma-separated, e.g. qwen3:8b,gemma3:4b")
+    sp.add_argument("--prompt", action="append", help="a prompt (repeat for several)")
+    sp.add_argument(
+        "--prompt-file", metavar="FILE", help="more prompts: any file `batchq submit` takes"
+    )
+    sp.add_argument("--runs", type=int, default=3, help="times each prompt runs (default 3)")
+    worker_args(sp)
+    # One request at a time by default, none waiting in Ollama's queue: the figures are then
+    # each model's own speed and latency.
+    sp.set_defaults(concurrency=1, ollama_queue=0)
+    sp.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    sp.set_defaults(handler=cmd_bench)
+
+    sp = cmd(
+        "sim",
+        "run the Ollama simulator (simulated answers, for trying batchq)",
+        redis=False,
+        json_out=False,
+    )
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=int, default=11434)
+    for f in dataclasses.fields(SimConfig):
+        about = f.metadata.get("help")
+        sp.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f"sim_{f.name}",
+            type=str if "parse" in f.metadata else type(f.default),
+            metavar=f.name.upper(),
+            help=(f"{about}; " if about else "") + f"default {_default_text(f)}",
+        )
+    sp.set_defaults(handler=cmd_sim, sync=True)
+
+
+def _default_text(f: dataclasses.Field[Any]) -> str:
+    if isinstance(f.default, tuple):
+        parts = [p if isinstance(p, str) else f"{p[0]}={p[1]:g}" for p in f.default]
+        return ",".join(parts) or "none"
+    return str(f.default)

@@ -1,7 +1,7 @@
 """The CLI commands that look at the queue: ``status``, ``list``, ``top``, and the ``metrics``
 and ``serve`` web servers.
 
-Registered by :func:`batchq.cli.main.main`'s parser; they share its options, output conventions
+Registered by :func:`register`; they share :mod:`batchq.cli.common`'s options, output conventions
 (human text, or ``--json``) and error handling.
 """
 
@@ -12,10 +12,10 @@ import argparse
 from rich.console import Console
 
 from batchq import clock
-from batchq.cli.main import _human_status, _print, _settings, _store
+from batchq.cli.common import Command, emit, human_status, open_store, settings_from
 from batchq.errors import ConfigError
 
-__all__ = ["cmd_list", "cmd_metrics", "cmd_serve", "cmd_status", "cmd_top"]
+__all__ = ["cmd_list", "cmd_metrics", "cmd_serve", "cmd_status", "cmd_top", "register"]
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
@@ -25,9 +25,9 @@ async def cmd_status(args: argparse.Namespace) -> int:
         return await cmd_list(args)
     if args.watch:
         return await _watch(args)
-    async with _store(_settings(args)) as (store, _):
+    async with open_store(settings_from(args)) as (store, _):
         s = await store.status(args.batch_id)
-    _print(args, s.model_dump(mode="json"), lambda: _human_status(s))
+    emit(args, s.model_dump(mode="json"), lambda: human_status(s))
     return 0
 
 
@@ -39,7 +39,7 @@ async def _watch(args: argparse.Namespace) -> int:
     if args.interval is not None and args.interval <= 0:
         raise ConfigError("--interval must be a positive number of seconds")
     interval = args.interval or (1.0 if mode == "live" else 10.0)
-    async with _store(_settings(args)) as (store, _):
+    async with open_store(settings_from(args)) as (store, _):
         await store.meta(args.batch_id)  # unknown id: one clear error before watching
         await watch(store, args.batch_id, console=console, mode=mode, interval=interval)
     return 0
@@ -51,10 +51,10 @@ async def cmd_top(args: argparse.Namespace) -> int:
     if args.interval <= 0:
         raise ConfigError("--interval must be a positive number of seconds")
     console = Console()
-    async with _store(_settings(args)) as (store, _):
+    async with open_store(settings_from(args)) as (store, _):
         if args.json or args.once or not console.is_terminal:
             snap = await snapshot(store)
-            _print(args, snap.to_json(), lambda: _console().print(render(snap, None)))
+            emit(args, snap.to_json(), lambda: _console().print(render(snap, None)))
         else:
             await top(store, console=console, interval=args.interval)
     return 0
@@ -64,7 +64,7 @@ async def cmd_metrics(args: argparse.Namespace) -> int:
     from batchq.monitor.metrics import app
     from batchq.monitor.web import run_server
 
-    async with _store(_settings(args)) as (store, _):
+    async with open_store(settings_from(args)) as (store, _):
         application = app(store.redis, store.keys, recent=args.batches)
         await run_server(application, args.host, args.port, "Prometheus metrics")
     return 0
@@ -73,7 +73,7 @@ async def cmd_metrics(args: argparse.Namespace) -> int:
 async def cmd_serve(args: argparse.Namespace) -> int:
     from batchq.monitor.web import app, run_server
 
-    async with _store(_settings(args)) as (store, _):
+    async with open_store(settings_from(args)) as (store, _):
         await run_server(app(store, limit=args.limit), args.host, args.port, "batchq status page")
     return 0
 
@@ -81,8 +81,8 @@ async def cmd_serve(args: argparse.Namespace) -> int:
 async def cmd_list(args: argparse.Namespace) -> int:
     from batchq.monitor.tables import batch_rows, batches_table
 
-    settings = _settings(args)
-    async with _store(settings) as (store, _):
+    settings = settings_from(args)
+    async with open_store(settings) as (store, _):
         batches = await store.recent(limit=args.limit)
         # An embedded server with nothing stored: a first run, or a BATCHQ_HOME other than
         # the one the batches went to.
@@ -98,7 +98,7 @@ async def cmd_list(args: argparse.Namespace) -> int:
         else:
             _console().print(batches_table(rows))
 
-    _print(args, rows, human)
+    emit(args, rows, human)
     return 0
 
 
@@ -106,3 +106,46 @@ def _console() -> Console:
     console = Console()
     # Piped output keeps whole lines rather than rich's 80-column default.
     return console if console.is_terminal else Console(width=max(console.width, 160))
+
+
+def register(cmd: Command) -> None:
+    sp = cmd("status", "a batch's progress (all recent batches without an id)")
+    sp.add_argument("batch_id", nargs="?")
+    sp.add_argument("--limit", type=int, default=50, help="batches listed without an id")
+    sp.add_argument(
+        "--watch",
+        action="store_true",
+        help="follow the batch until it is final: live on a terminal, else a line per refresh",
+    )
+    sp.add_argument(
+        "--interval",
+        type=float,
+        help="seconds between refreshes (default 1 on a terminal, 10 otherwise)",
+    )
+    sp.set_defaults(handler=cmd_status)
+
+    sp = cmd("top", "live workers: host, Ollama endpoints, items in flight, last error")
+    sp.add_argument("--once", action="store_true", help="print once (always, when piped)")
+    sp.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    sp.set_defaults(handler=cmd_top)
+
+    sp = cmd("metrics", "serve queue-level Prometheus metrics read from Redis", json_out=False)
+    sp.add_argument("--port", type=int, default=9464, help="default 9464")
+    sp.add_argument("--host", default="0.0.0.0", help="listen address (default 0.0.0.0)")
+    sp.add_argument(
+        "--batches",
+        type=int,
+        default=20,
+        help="recent batches given per-batch series, besides the unfinished ones (default 20)",
+    )
+    sp.set_defaults(handler=cmd_metrics)
+
+    sp = cmd("serve", "a web page of batches and workers, refreshed live", json_out=False)
+    sp.add_argument("--port", type=int, default=8470, help="default 8470")
+    sp.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    sp.add_argument("--limit", type=int, default=50, help="most recent batches shown")
+    sp.set_defaults(handler=cmd_serve)
+
+    sp = cmd("list", "recent batches, newest first")
+    sp.add_argument("--limit", type=int, default=50)
+    sp.set_defaults(handler=cmd_list)
