@@ -23,16 +23,15 @@ import asyncio
 import builtins
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from typing import IO
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import IO, Unpack
 
 from redis.exceptions import RedisError
 
-from batchq import clock
 from batchq.errors import ConfigError
 from batchq.inputs.native import InputFormat
 from batchq.inputs.sources import Source, submit_source
-from batchq.options import Deadline, check_metadata, check_notify_url, resolve_deadline
+from batchq.options import SubmitArgs, SubmitOptions
 from batchq.records import BatchStatus, ItemInfo, ItemResult, ItemStatus
 from batchq.results.completed import completed_pages
 from batchq.results.export import (
@@ -48,7 +47,6 @@ from batchq.store.batches import BatchStore
 from batchq.store.connection import connect, redis_errors, redis_unavailable, resolve_redis_url
 from batchq.store.items import item_info, retry_items
 from batchq.store.keys import Keys
-from batchq.store.stride import DEFAULT_PRIORITY, DEFAULT_WEIGHT, check_priority, check_weight
 
 __all__ = ["PAGE_SIZE", "BatchClient", "Output", "ProgressCallback"]
 
@@ -147,13 +145,8 @@ class BatchClient:
         items: Source,
         *,
         model: str | None = None,
-        name: str | None = None,
         format: InputFormat | None = None,
-        metadata: Mapping[str, str] | None = None,
-        deadline: Deadline | None = None,
-        notify: str | None = None,
-        priority: int = DEFAULT_PRIORITY,
-        weight: float = DEFAULT_WEIGHT,
+        **options: Unpack[SubmitArgs],
     ) -> BatchStatus:
         """Validate and queue a batch, as ``batchq submit`` does; nothing is queued if any item
         is bad (:class:`InputError` naming the line, counting from 1, and the field).
@@ -170,29 +163,14 @@ class BatchClient:
         http(s) URL the final status is POSTed to. ``priority`` (``--priority``, an integer):
         batches of a higher priority are dispatched first; ``weight`` (``--weight``, positive):
         the batch's share among batches of its priority. All are checked before any item is
-        read, as the command checks them (:class:`InputError` naming the field).
+        read, as the command checks them (:class:`InputError` naming the field); see
+        :class:`batchq.options.SubmitOptions`.
         """
-        priority = check_priority(priority)
-        weight = check_weight(weight)
-        meta = check_metadata(metadata) if metadata is not None else None
-        deadline_ms = (
-            None if deadline is None else resolve_deadline(deadline, now_ms=clock.now_ms())
-        )
-        hook = check_notify_url(notify) if notify is not None else None
+        checked = SubmitOptions(**options)
         store = await self.connect()
         with self._errors():
             batch_id, _ = await submit_source(
-                store,
-                items,
-                settings=self.settings,
-                model=model,
-                name=name,
-                fmt=format,
-                metadata=meta,
-                deadline_ms=deadline_ms,
-                notify=hook,
-                priority=priority,
-                weight=weight,
+                store, items, settings=self.settings, model=model, fmt=format, options=checked
             )
             return await store.status(batch_id)
 

@@ -1,5 +1,7 @@
-"""Options a batch is submitted with, checked before anything is stored: user metadata, the
-deadline and the completion hook's URL.
+"""Options a batch is submitted with, checked before anything is stored: its name, user
+metadata, the deadline, the completion hook's URL, and its place in the dispatch (priority and
+weight, see :mod:`batchq.store.stride`). :class:`SubmitOptions` carries them, checked, from the
+command line or the Python API down to the store.
 
 Metadata follows OpenAI's batch ``metadata``: string keys and values, at most 16 pairs, keys at
 most 64 characters and values at most 512, so that a status line stays small however a script
@@ -9,20 +11,33 @@ local time unless it names its zone); from Python also a ``timedelta`` or a ``da
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TypedDict
 from urllib.parse import urlsplit
 
+from batchq import clock
 from batchq.errors import InputError
 
 __all__ = [
+    "DEFAULT_PRIORITY",
+    "DEFAULT_WEIGHT",
     "MAX_META_KEY",
     "MAX_META_PAIRS",
     "MAX_META_VALUE",
+    "MAX_PRIORITY",
+    "MAX_WEIGHT",
+    "MIN_WEIGHT",
     "Deadline",
+    "SubmitArgs",
+    "SubmitOptions",
     "check_metadata",
     "check_notify_url",
+    "check_priority",
+    "check_weight",
     "parse_deadline",
     "parse_meta_pairs",
     "resolve_deadline",
@@ -34,6 +49,39 @@ MAX_META_VALUE = 512
 
 # What the Python API takes for a deadline: the command line's text, or its Python values.
 Deadline = str | datetime | timedelta
+
+DEFAULT_PRIORITY = 0
+DEFAULT_WEIGHT = 1.0
+# Bounds that keep a level's name short and a stride far from float trouble (a weight of 1e-3
+# advances a pass by 1,000 per item: a million items still leave 2^53 untouched).
+MAX_PRIORITY = 1000
+MIN_WEIGHT = 0.001
+MAX_WEIGHT = 1000.0
+
+
+def check_priority(value: object) -> int:
+    """``--priority``: an integer in [-MAX_PRIORITY, MAX_PRIORITY]; higher goes first."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"an integer, not {value!r:.80}", field="priority")
+    if not -MAX_PRIORITY <= value <= MAX_PRIORITY:
+        raise InputError(
+            f"must be between {-MAX_PRIORITY} and {MAX_PRIORITY}, got {value}", field="priority"
+        )
+    return value
+
+
+def check_weight(value: object) -> float:
+    """``--weight``: a positive number; a batch's share of its priority level is proportional
+    to it."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InputError(f"a positive number, not {value!r:.80}", field="weight")
+    w = float(value)
+    if not math.isfinite(w) or not MIN_WEIGHT <= w <= MAX_WEIGHT:
+        raise InputError(
+            f"must be a number between {MIN_WEIGHT:g} and {MAX_WEIGHT:g}, got {value!r:.80}",
+            field="weight",
+        )
+    return w
 
 
 def _bad(message: str) -> InputError:
@@ -130,3 +178,43 @@ def check_notify_url(url: str) -> str:
     if not ok or len(url) > 2048 or any(c.isspace() for c in url):
         raise InputError(f"{url!r:.80} is not an http:// or https:// URL", field="notify")
     return url
+
+
+class SubmitArgs(TypedDict, total=False):
+    """:class:`SubmitOptions` as the keywords ``submit`` takes (the same names and types)."""
+
+    name: str | None
+    metadata: Mapping[str, str] | None
+    deadline: Deadline | None
+    notify: str | None
+    priority: int
+    weight: float
+
+
+@dataclass(frozen=True)
+class SubmitOptions:
+    """How a batch is submitted, checked when made: a bad option fails before any item is read,
+    with :class:`InputError` naming the field. ``name`` labels the batch; ``metadata``
+    (``--meta``), ``deadline`` (``--deadline``, resolved here, from now, to
+    :attr:`deadline_ms`), ``notify`` (``--notify``), ``priority`` and ``weight`` are the
+    command's options of those names."""
+
+    name: str | None = None
+    metadata: Mapping[str, str] | None = None
+    deadline: Deadline | None = None
+    notify: str | None = None
+    priority: int = DEFAULT_PRIORITY
+    weight: float = DEFAULT_WEIGHT
+    deadline_ms: int | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        # Frozen, so the checked (normalised) values replace the given ones this way.
+        check_priority(self.priority)
+        object.__setattr__(self, "weight", check_weight(self.weight))
+        if self.metadata is not None:
+            object.__setattr__(self, "metadata", check_metadata(self.metadata))
+        if self.notify is not None:
+            check_notify_url(self.notify)
+        if self.deadline is not None:
+            ms = resolve_deadline(self.deadline, now_ms=clock.now_ms())
+            object.__setattr__(self, "deadline_ms", ms)

@@ -24,21 +24,19 @@ from collections.abc import (
     Awaitable,
     Coroutine,
     Iterator,
-    Mapping,
     Sequence,
 )
 from concurrent.futures import Future
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 from batchq.client import PAGE_SIZE, BatchClient, Output, ProgressCallback
 from batchq.inputs.native import InputFormat
 from batchq.inputs.sources import Source
-from batchq.options import Deadline
+from batchq.options import SubmitArgs
 from batchq.records import BatchStatus, ItemInfo, ItemResult
 from batchq.results.export import OnDone, OutputFormat
 from batchq.settings import Settings
-from batchq.store.stride import DEFAULT_PRIORITY, DEFAULT_WEIGHT
 
 __all__ = ["SyncBatchClient"]
 
@@ -163,27 +161,10 @@ class SyncBatchClient:
         items: Source,
         *,
         model: str | None = None,
-        name: str | None = None,
         format: InputFormat | None = None,
-        metadata: Mapping[str, str] | None = None,
-        deadline: Deadline | None = None,
-        notify: str | None = None,
-        priority: int = DEFAULT_PRIORITY,
-        weight: float = DEFAULT_WEIGHT,
+        **options: Unpack[SubmitArgs],
     ) -> BatchStatus:
-        return self._run(
-            self._client.submit(
-                items,
-                model=model,
-                name=name,
-                format=format,
-                metadata=metadata,
-                deadline=deadline,
-                notify=notify,
-                priority=priority,
-                weight=weight,
-            )
-        )
+        return self._run(self._client.submit(items, model=model, format=format, **options))
 
     def status(self, batch_id: str) -> BatchStatus:
         return self._run(self._client.status(batch_id))

@@ -26,6 +26,7 @@ from _harness import (
     write_prompts,
 )
 
+from batchq.options import SubmitOptions
 from batchq.records import Endpoint, Item, ItemStatus
 from batchq.settings import Settings
 from batchq.store.batches import BatchStore
@@ -184,7 +185,7 @@ async def _status_times(ctx: Ctx, big: BigBatch, calls: int) -> dict[str, float]
             items = (
                 Item(str(i), Endpoint.GENERATE, {"model": MODEL, "prompt": "p"}) for i in range(10)
             )
-            await small.submit(items, name="small")
+            await small.submit(items, SubmitOptions(name="small"))
 
         calls_by_name: dict[str, Callable[[], Awaitable[object]]] = {
             "status": lambda: store.status(big.batch_id),
@@ -474,7 +475,7 @@ async def _first_result(ctx: Ctx, prefix: str, n: int) -> tuple[float, float]:
             for i in range(n)
         ]
         t0 = time.perf_counter()
-        bid, _ = await store.submit(items, name="small")
+        bid, _ = await store.submit(items, SubmitOptions(name="small"))
         results = keys.batch(bid).results
         while not await redis.hlen(results):  # type: ignore[misc]
             if time.perf_counter() - t0 > 300:

@@ -1,13 +1,23 @@
-"""Submit options: metadata pairs and deadlines."""
+"""Submit options: metadata pairs, deadlines, priority and weight, and the object that carries
+them checked."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import dataclasses
+from datetime import datetime, timedelta
 
 import pytest
 
+from batchq import clock
 from batchq.errors import InputError
-from batchq.options import check_metadata, parse_deadline, parse_meta_pairs
+from batchq.options import (
+    SubmitOptions,
+    check_metadata,
+    check_priority,
+    check_weight,
+    parse_deadline,
+    parse_meta_pairs,
+)
 
 
 def test_meta_pairs_parse_in_order() -> None:
@@ -74,3 +84,35 @@ def test_bad_deadlines(text: str, message: str) -> None:
     with pytest.raises(InputError, match="field 'deadline'") as e:
         parse_deadline(text, now_ms=NOW)
     assert message in str(e.value)
+
+
+def test_priority_and_weight_checks() -> None:
+    assert check_priority(-7) == -7 and check_weight(3) == 3.0
+    for bad in (True, "1", 10_000):
+        with pytest.raises(InputError, match="priority"):
+            check_priority(bad)
+    for bad_w in (0, -1, float("nan"), float("inf"), "2", 1e6):
+        with pytest.raises(InputError, match="weight"):
+            check_weight(bad_w)
+
+
+def test_submit_options_are_checked_when_made_and_resolve_the_deadline_from_now() -> None:
+    before = clock.now_ms()
+    opts = SubmitOptions(metadata={"team": "nlp"}, deadline="90m", priority=2, weight=3)
+    assert opts.weight == 3.0 and isinstance(opts.weight, float)
+    assert opts.deadline_ms is not None
+    assert before + 90 * 60_000 <= opts.deadline_ms <= clock.now_ms() + 90 * 60_000
+    assert SubmitOptions(deadline=timedelta(seconds=5)).deadline_ms is not None
+    assert SubmitOptions().deadline_ms is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opts.name = "x"  # type: ignore[misc]
+    for bad, field in (
+        ({"notify": "ftp://x"}, "notify"),
+        ({"metadata": {"k": 1}}, "metadata"),
+        ({"deadline": "yesterday"}, "deadline"),
+        ({"deadline": 5}, "deadline"),
+        ({"priority": 2000}, "priority"),
+        ({"weight": 0}, "weight"),
+    ):
+        with pytest.raises(InputError, match=f"field '{field}'"):
+            SubmitOptions(**bad)

@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from batchq.client import BatchClient
+from batchq.options import DEFAULT_PRIORITY, DEFAULT_WEIGHT
 from batchq.settings import Settings, build_settings
 from batchq.store.connection import redis_errors
-from batchq.store.stride import DEFAULT_PRIORITY, DEFAULT_WEIGHT
 
 if TYPE_CHECKING:
     from batchq.records import BatchStatus

@@ -31,12 +31,11 @@ from batchq.client import BatchClient
 from batchq.errors import BackendError, ConfigError
 from batchq.inputs.native import detect_format
 from batchq.inputs.sources import open_input, submit_source
-from batchq.options import check_notify_url, parse_deadline, parse_meta_pairs
+from batchq.options import SubmitOptions, parse_meta_pairs
 from batchq.settings import Settings
 from batchq.sim.config import SimConfig
 from batchq.store.batches import BatchStore
 from batchq.store.connection import redact, resolve_redis_url
-from batchq.store.stride import check_priority, check_weight
 
 __all__ = [
     "cmd_bench",
@@ -51,21 +50,21 @@ __all__ = [
 
 async def _submit(args: argparse.Namespace, settings: Settings, store: BatchStore) -> Any:
     # Checked before the file is read: a typo in an option must not cost a long upload.
-    metadata = parse_meta_pairs(args.meta or ())
-    deadline = parse_deadline(args.deadline, now_ms=clock.now_ms()) if args.deadline else None
-    notify = check_notify_url(args.notify) if args.notify else None
+    options = SubmitOptions(
+        name=args.name,
+        metadata=parse_meta_pairs(args.meta or ()),
+        deadline=args.deadline,
+        notify=args.notify,
+        priority=args.priority,
+        weight=args.weight,
+    )
     return await submit_source(
         store,
         args.file,  # "-": standard input
         settings=settings,
         model=args.model,
-        name=args.name,
         fmt=args.format,
-        metadata=metadata,
-        deadline_ms=deadline,
-        notify=notify,
-        priority=check_priority(args.priority),
-        weight=check_weight(args.weight),
+        options=options,
     )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -23,10 +24,10 @@ from typing import IO, Any, BinaryIO, cast
 
 from batchq.errors import ConfigError, InputError
 from batchq.inputs.native import InputFormat, detect_format, iter_items
+from batchq.options import SubmitOptions
 from batchq.records import Endpoint, Item
 from batchq.settings import Settings
 from batchq.store.batches import BatchStore
-from batchq.store.stride import DEFAULT_PRIORITY, DEFAULT_WEIGHT
 
 __all__ = ["Source", "ValueLines", "open_input", "source_items", "submit_source"]
 
@@ -165,30 +166,16 @@ async def submit_source(
     *,
     settings: Settings,
     model: str | None = None,
-    name: str | None = None,
     fmt: InputFormat | None = None,
-    metadata: Mapping[str, str] | None = None,
-    deadline_ms: int | None = None,
-    notify: str | None = None,
-    priority: int = DEFAULT_PRIORITY,
-    weight: float = DEFAULT_WEIGHT,
+    options: SubmitOptions | None = None,
 ) -> tuple[str, int]:
     """Validate ``source`` while storing it as a batch; returns (batch id, items). A file's
-    batch is named after the file unless ``name`` is given. Nothing is enqueued if any item is
-    bad. ``metadata``, ``deadline_ms``, ``notify``, ``priority`` and ``weight`` are
-    :meth:`BatchStore.submit`'s."""
-    if name is None and isinstance(source, str | os.PathLike) and os.fspath(source) != "-":
-        name = Path(source).name
+    batch is named after the file unless ``options`` name it. Nothing is enqueued if any item
+    is bad. ``options`` are :meth:`BatchStore.submit`'s."""
+    opts = options or SubmitOptions()
+    if opts.name is None and isinstance(source, str | os.PathLike) and os.fspath(source) != "-":
+        opts = dataclasses.replace(opts, name=Path(source).name)
     with source_items(
         source, model=model, fmt=fmt, max_line_bytes=settings.max_line_bytes
     ) as items:
-        return await store.submit(
-            items,
-            name=name,
-            metadata=metadata,
-            deadline_ms=deadline_ms,
-            notify=notify,
-            priority=priority,
-            weight=weight,
-            chunk=settings.submit_chunk,
-        )
+        return await store.submit(items, opts, chunk=settings.submit_chunk)

@@ -27,6 +27,7 @@ from batchq.backends.base import FIRST_TOKEN_FIELD
 from batchq.errors import BatchqError, ConfigError
 from batchq.inputs.native import InputFormat, iter_items
 from batchq.local.runner import start_workers, watch_progress
+from batchq.options import SubmitOptions
 from batchq.records import Endpoint, Item, ItemResult, ItemStatus
 from batchq.results.export import iter_results
 from batchq.settings import Settings
@@ -345,7 +346,9 @@ async def _bench_model(
     procs: list[subprocess.Popen[bytes]],
     endpoint: str,
 ) -> ModelReport:
-    batch_id, total = await store.submit(bench_items(prompts, model, runs), name=f"bench {model}")
+    batch_id, total = await store.submit(
+        bench_items(prompts, model, runs), SubmitOptions(name=f"bench {model}")
+    )
     console.print(f"{model}: batch {batch_id}, {total} requests ({runs} run(s))")
     # Polled more often than `batchq run` does: a benchmark's batches are short. Interrupted,
     # the workers stop and the namespace goes (run_bench): no load is left behind.

@@ -19,6 +19,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 
+from batchq.store.codec import text
 from batchq.store.keys import Keys
 from batchq.store.presence import live_workers
 
@@ -36,10 +37,6 @@ class _Families(Collector):
 
     def collect(self) -> Iterator[Any]:
         return iter(self._families)
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v or "")
 
 
 def _counts(raw: list[str]) -> dict[str, int]:
@@ -63,14 +60,14 @@ async def _metas(redis: Redis, keys: Keys, ids: list[str]) -> Iterable[tuple[str
             for bid in chunk:
                 pipe.hmget(keys.batch(bid).meta, [*_FIELDS, *_FIELDS_EXTRA])
             rows: list[list[Any]] = await pipe.execute()
-        out += [(b, [_s(v) for v in row]) for b, row in zip(chunk, rows, strict=True) if row[0]]
+        out += [(b, [text(v) for v in row]) for b, row in zip(chunk, rows, strict=True) if row[0]]
     return out
 
 
 async def scrape(redis: Redis, keys: Keys, *, recent: int = 20) -> bytes:
     """The exposition text of every queue-level metric, as Prometheus scrapes it."""
-    ids = [_s(b) for b in await redis.zrevrange(keys.batches, 0, -1)]
-    open_ids = {_s(b) for b in await redis.zrange(keys.open, 0, -1)}
+    ids = [text(b) for b in await redis.zrevrange(keys.batches, 0, -1)]
+    open_ids = {text(b) for b in await redis.zrange(keys.open, 0, -1)}
     per_batch = set(ids[:recent]) | open_ids
     queue_jobs = int(await redis.zcard(keys.queue))
     workers = await live_workers(redis, keys)

@@ -12,7 +12,7 @@ import contextlib
 import json
 import secrets
 import threading
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -20,12 +20,12 @@ from redis.exceptions import RedisError, ResponseError
 
 from batchq import clock
 from batchq.errors import BatchNotFound, BatchStateError, InputError
-from batchq.options import check_metadata, check_notify_url
+from batchq.options import DEFAULT_PRIORITY, DEFAULT_WEIGHT, SubmitOptions
 from batchq.records import BatchState, BatchStatus, Item, ItemStatus
+from batchq.store.codec import text
 from batchq.store.control import ControlScripts
 from batchq.store.keys import BATCH_ID_RE, BatchKeys, Keys
 from batchq.store.scripts import Scripts
-from batchq.store.stride import DEFAULT_PRIORITY, DEFAULT_WEIGHT, check_priority, check_weight
 
 __all__ = ["STAGING_TTL_S", "BatchStore", "new_batch_id"]
 
@@ -36,12 +36,6 @@ STAGING_TTL_S = 3600
 
 def new_batch_id() -> str:
     return "b_" + secrets.token_hex(8)
-
-
-def _s(v: bytes | str | None) -> str | None:
-    if v is None:
-        return None
-    return v.decode() if isinstance(v, bytes) else v
 
 
 class BatchStore:
@@ -56,13 +50,8 @@ class BatchStore:
     async def submit(
         self,
         items: Iterable[Item],
+        options: SubmitOptions | None = None,
         *,
-        name: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        deadline_ms: int | None = None,
-        notify: str | None = None,
-        priority: int = DEFAULT_PRIORITY,
-        weight: float = DEFAULT_WEIGHT,
         chunk: int = 1000,
         durable: bool = True,
     ) -> tuple[str, int]:
@@ -70,22 +59,18 @@ class BatchStore:
 
         ``items`` is consumed lazily, so a parser that raises on line N aborts the submission
         with nothing enqueued: staged items are deleted (and would expire anyway).
-        ``metadata``: up to 16 string pairs shown with the batch (see :mod:`batchq.options`).
-        ``deadline_ms``: items not started by then (epoch ms) expire (see
-        :mod:`batchq.store.deadlines`).
-        ``notify``: a URL that a worker POSTs the final status to (see :mod:`batchq.store.hooks`).
-        ``priority``, ``weight``: the batch's place in the dispatch order (see
-        :mod:`batchq.store.stride`).
+        ``options``: its name, metadata, deadline (see :mod:`batchq.store.deadlines`), the URL
+        a worker POSTs the final status to (see :mod:`batchq.store.hooks`), and its place in
+        the dispatch order (see :mod:`batchq.store.stride`).
         """
-        priority = check_priority(priority)
-        weight = check_weight(weight)
+        opts = options or SubmitOptions()
         extra: dict[str, str] = {}
-        if metadata:
-            extra["metadata"] = json.dumps(check_metadata(metadata), ensure_ascii=False)
-        if deadline_ms is not None:
-            extra["deadline"] = str(deadline_ms)
-        if notify:
-            extra["notify"] = check_notify_url(notify)
+        if opts.metadata:
+            extra["metadata"] = json.dumps(dict(opts.metadata), ensure_ascii=False)
+        if opts.deadline_ms is not None:
+            extra["deadline"] = str(opts.deadline_ms)
+        if opts.notify:
+            extra["notify"] = opts.notify
             # The script that closes the batch announces it in this set.
             extra["hooks"] = self.keys.hooks
         batch_id = new_batch_id()
@@ -105,7 +90,7 @@ class BatchStore:
                     tx.hset(
                         bk.meta,
                         mapping={
-                            "name": name or "",
+                            "name": opts.name or "",
                             "state": BatchState.QUEUED.value,
                             "total": total,
                             "next": 0,
@@ -116,8 +101,8 @@ class BatchStore:
                             "expired": 0,
                             "cancel_from": -1,
                             "created_at": now,
-                            "priority": priority,
-                            "weight": repr(weight),
+                            "priority": opts.priority,
+                            "weight": repr(opts.weight),
                             "active": 0,
                             **extra,
                         },
@@ -126,8 +111,8 @@ class BatchStore:
                     tx.persist(bk.ids)
                     tx.zadd(self.keys.batches, {batch_id: now})
                     tx.zadd(self.keys.open, {batch_id: now})
-                    if deadline_ms is not None:
-                        tx.zadd(self.keys.deadlines, {batch_id: deadline_ms})
+                    if opts.deadline_ms is not None:
+                        tx.zadd(self.keys.deadlines, {batch_id: opts.deadline_ms})
                     # Ready at its level's smallest pass, atomically with the rest.
                     await self.scripts.join(batch_id, client=tx)
                     await tx.execute()
@@ -180,13 +165,13 @@ class BatchStore:
         raw: dict[bytes, bytes] = await self.redis.hgetall(self.keys.batch(batch_id).meta)  # type: ignore[misc]
         if not raw:
             raise BatchNotFound(batch_id)
-        return {_s(k) or "": _s(v) or "" for k, v in raw.items()}
+        return {text(k): text(v) for k, v in raw.items()}
 
     async def status(self, batch_id: str) -> BatchStatus:
         return _status(batch_id, await self.meta(batch_id))
 
     async def recent(self, limit: int = 50) -> list[BatchStatus]:
-        ids = [_s(b) or "" for b in await self.redis.zrevrange(self.keys.batches, 0, limit - 1)]
+        ids = [text(b) for b in await self.redis.zrevrange(self.keys.batches, 0, limit - 1)]
         async with self.redis.pipeline(transaction=False) as pipe:
             for bid in ids:
                 pipe.hgetall(self.keys.batch(bid).meta)
@@ -194,7 +179,7 @@ class BatchStore:
         out = []
         for bid, raw in zip(ids, metas, strict=True):
             if raw:
-                out.append(_status(bid, {_s(k) or "": _s(v) or "" for k, v in raw.items()}))
+                out.append(_status(bid, {text(k): text(v) for k, v in raw.items()}))
         return out
 
     # -- control ------------------------------------------------------------------------------
@@ -216,7 +201,7 @@ class BatchStore:
     async def idle_batches(self, idle_ms: int) -> list[str]:
         """Unfinished batches without progress for ``idle_ms``."""
         raw = await self.redis.zrangebyscore(self.keys.open, "-inf", clock.now_ms() - idle_ms)
-        return [_s(b) or "" for b in raw]
+        return [text(b) for b in raw]
 
     async def cancel(self, batch_id: str) -> BatchStatus:
         _check_id(batch_id)

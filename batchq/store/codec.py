@@ -17,7 +17,7 @@ from typing import Any
 from batchq.records import Item, ItemError, ItemResult, ItemStatus
 from batchq.vectors import unpack
 
-__all__ = ["COMPRESS_OVER", "decode_result", "encode_result"]
+__all__ = ["COMPRESS_OVER", "decode_result", "encode_result", "text"]
 
 # Responses longer than this (characters) are stored deflated: model output shrinks to about
 # half or less, and even random text (no model writes it) to three quarters.
@@ -81,3 +81,10 @@ def decode_result(
         metrics=d.get("m"),
         embeddings=[unpack(v) for v in d["v"]] if "v" in d else None,
     )
+
+
+def text(value: object) -> str:
+    """A Redis reply's value as text: the client returns bytes; None (a missing field) is ""."""
+    if isinstance(value, bytes):
+        return value.decode()
+    return "" if value is None else str(value)

@@ -12,9 +12,10 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from batchq.records import ItemError
+from batchq.store.codec import text
 from batchq.store.keys import ARQ_IN_PROGRESS_PREFIX, ARQ_JOB_PREFIX, Keys
 from batchq.store.lua import SCRIPTS
-from batchq.store.scripts import _CANCELLED_PAYLOAD, _call, _str
+from batchq.store.scripts import _CANCELLED_PAYLOAD, _call
 
 __all__ = ["ERROR_HISTORY", "ControlScripts"]
 
@@ -46,7 +47,7 @@ class ControlScripts:
             [bk.meta, bk.results, bk.redo, self.keys.ready, self.keys.queue, self.keys.open],
             [batch_id, now_ms, _CANCELLED_PAYLOAD, ARQ_IN_PROGRESS_PREFIX, ARQ_JOB_PREFIX],
         )
-        return None if res is None else _str(res)
+        return None if res is None else text(res)
 
     async def pause(self, batch_id: str, *, now_ms: int) -> str | None:
         """The batch's state afterwards ('paused' unless it was already final); None if there
@@ -58,7 +59,7 @@ class ControlScripts:
             [bk.meta, bk.results, bk.redo, k.queue, k.ready, k.open],
             [batch_id, now_ms, ARQ_IN_PROGRESS_PREFIX, ARQ_JOB_PREFIX],
         )
-        return None if res is None else _str(res)
+        return None if res is None else text(res)
 
     async def resume(self, batch_id: str, *, now_ms: int) -> str | None:
         k = self.keys
@@ -67,7 +68,7 @@ class ControlScripts:
             [k.batch(batch_id).meta, k.queue, k.leases, k.ready, k.open],
             [batch_id, now_ms, ARQ_IN_PROGRESS_PREFIX],
         )
-        return None if res is None else _str(res)
+        return None if res is None else text(res)
 
     async def release_failed(
         self,

@@ -12,7 +12,7 @@ from batchq import clock
 from batchq.errors import BatchNotFound
 from batchq.records import ItemError, ItemStatus
 from batchq.store.batches import BatchStore
-from batchq.store.codec import encode_result
+from batchq.store.codec import encode_result, text
 
 __all__ = ["expire", "expire_due"]
 
@@ -42,7 +42,7 @@ async def expire_due(store: BatchStore) -> list[str]:
     due = await store.redis.zrangebyscore(store.keys.deadlines, "-inf", clock.now_ms())
     done = []
     for raw in due:
-        batch_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+        batch_id = text(raw)
         try:
             expired = await expire(store, batch_id)
         except BatchNotFound:

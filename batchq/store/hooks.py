@@ -40,8 +40,9 @@ from batchq.errors import BatchNotFound
 from batchq.pacing import backoff
 from batchq.settings import Settings
 from batchq.store.batches import BatchStore
+from batchq.store.codec import text
 from batchq.store.lua import SCRIPTS
-from batchq.store.scripts import _call, _str
+from batchq.store.scripts import _call
 
 __all__ = ["HookClaim", "Hooks", "deliver_due", "hook_session"]
 
@@ -82,10 +83,10 @@ class Hooks:
         )
         if res is None:
             return None
-        batch_id, action = _str(res[0]), _str(res[1])
+        batch_id, action = text(res[0]), text(res[1])
         if action != "send":
             return HookClaim(batch_id, action)
-        return HookClaim(batch_id, action, _str(res[2]), int(res[3]), _str(res[4]), token)
+        return HookClaim(batch_id, action, text(res[2]), int(res[3]), text(res[4]), token)
 
     async def settle(
         self, claim: HookClaim, outcome: str, *, due_ms: int = 0, error: str = ""

@@ -15,6 +15,7 @@ from collections.abc import Collection
 from redis.asyncio import Redis
 
 from batchq.errors import BatchqError
+from batchq.store.codec import text
 from batchq.store.keys import (
     ARQ_IN_PROGRESS_PREFIX,
     ARQ_JOB_PREFIX,
@@ -55,13 +56,9 @@ async def drop_namespace(redis: Redis, keys: Keys, *, chunk: int = 500) -> int:
     # arq's job keys are not under the prefix: the jobs still queued or leased name them (a
     # finished job's are gone with it).
     jobs = set(await redis.zrange(keys.queue, 0, -1)) | set(await redis.zrange(keys.leases, 0, -1))
-    names: list[bytes | str] = [p + _s(j) for j in jobs for p in _ARQ_PREFIXES]
+    names: list[bytes | str] = [p + text(j) for j in jobs for p in _ARQ_PREFIXES]
     names.extend([k async for k in redis.scan_iter(match=f"{keys.prefix}:*", count=1000)])
     deleted = 0
     for i in range(0, len(names), chunk):
         deleted += await redis.unlink(*names[i : i + chunk])
     return deleted
-
-
-def _s(v: bytes | str) -> str:
-    return v.decode() if isinstance(v, bytes) else v

@@ -20,6 +20,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from batchq import clock
+from batchq.store.codec import text
 from batchq.store.keys import Keys
 
 __all__ = [
@@ -119,19 +120,15 @@ def _int(v: str | None) -> int:
         return 0
 
 
-def _s(v: bytes | str) -> str:
-    return v.decode() if isinstance(v, bytes) else v
-
-
 async def live_workers(redis: Redis, keys: Keys) -> list[WorkerInfo]:
     """Workers whose heartbeat deadline has not passed, ordered by host and id."""
-    ids = [_s(w) for w in await redis.zrangebyscore(keys.workers, clock.now_ms(), "+inf")]
+    ids = [text(w) for w in await redis.zrangebyscore(keys.workers, clock.now_ms(), "+inf")]
     async with redis.pipeline(transaction=False) as pipe:
         for w in ids:
             pipe.hgetall(keys.worker_info(w))
         raws: list[dict[Any, Any]] = await pipe.execute()
     infos = [
-        WorkerInfo.from_mapping(w, {_s(k): _s(v) for k, v in raw.items()})
+        WorkerInfo.from_mapping(w, {text(k): text(v) for k, v in raw.items()})
         for w, raw in zip(ids, raws, strict=True)
     ]
     return sorted(infos, key=lambda i: (i.host, i.worker_id))

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
+from batchq.store.codec import text
 from batchq.store.keys import (
     ARQ_IN_PROGRESS_PREFIX,
     ARQ_JOB_PREFIX,
@@ -116,8 +117,8 @@ class Scripts:
             [batch_id, index, jid, now_ms, lease_until_ms, _CANCELLED_PAYLOAD],
         )
         if isinstance(res, list):
-            return _str(res[0]), int(res[1]), res[2] if len(res) > 2 else None
-        return _str(res), 0, None
+            return text(res[0]), int(res[1]), res[2] if len(res) > 2 else None
+        return text(res), 0, None
 
     async def start(
         self, batch_id: str, index: int, jid: str, *, now_ms: int, lease_until_ms: int
@@ -139,7 +140,7 @@ class Scripts:
             [now_ms, ttl_ms, limit, scan, ARQ_IN_PROGRESS_PREFIX, ARQ_RETRY_PREFIX, ARQ_JOB_PREFIX],
         )
         return [
-            Claim(_str(res[i]), int(float(res[i + 1])), res[i + 2] or None, int(res[i + 3]))
+            Claim(text(res[i]), int(float(res[i + 1])), res[i + 2] or None, int(res[i + 3]))
             for i in range(0, len(res), 4)
         ]
 
@@ -239,10 +240,6 @@ class Scripts:
             ],
         )
         return int(res)
-
-
-def _str(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 async def _call(script: AsyncScript, keys: list[str], args: list[Any]) -> Any:

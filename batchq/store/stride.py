@@ -23,54 +23,9 @@ The ready sets change in Lua: ``batchq/store/lua/lib/stride.lua`` (join, leave),
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
-from batchq.errors import InputError
-
-__all__ = [
-    "DEFAULT_PRIORITY",
-    "DEFAULT_WEIGHT",
-    "MAX_PRIORITY",
-    "MAX_WEIGHT",
-    "MIN_WEIGHT",
-    "check_priority",
-    "check_weight",
-    "jain_index",
-]
-
-DEFAULT_PRIORITY = 0
-DEFAULT_WEIGHT = 1.0
-# Bounds that keep a level's name short and a stride far from float trouble (a weight of 1e-3
-# advances a pass by 1,000 per item: a million items still leave 2^53 untouched).
-MAX_PRIORITY = 1000
-MIN_WEIGHT = 0.001
-MAX_WEIGHT = 1000.0
-
-
-def check_priority(value: object) -> int:
-    """``--priority``: an integer in [-MAX_PRIORITY, MAX_PRIORITY]; higher goes first."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InputError(f"an integer, not {value!r:.80}", field="priority")
-    if not -MAX_PRIORITY <= value <= MAX_PRIORITY:
-        raise InputError(
-            f"must be between {-MAX_PRIORITY} and {MAX_PRIORITY}, got {value}", field="priority"
-        )
-    return value
-
-
-def check_weight(value: object) -> float:
-    """``--weight``: a positive number; a batch's share of its priority level is proportional
-    to it."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InputError(f"a positive number, not {value!r:.80}", field="weight")
-    w = float(value)
-    if not math.isfinite(w) or not MIN_WEIGHT <= w <= MAX_WEIGHT:
-        raise InputError(
-            f"must be a number between {MIN_WEIGHT:g} and {MAX_WEIGHT:g}, got {value!r:.80}",
-            field="weight",
-        )
-    return w
+__all__ = ["jain_index"]
 
 
 def jain_index(shares: Sequence[float]) -> float:

@@ -15,6 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from batchq.monitor.metrics import scrape
+from batchq.options import SubmitOptions
 from batchq.sim.process import SimConfig, running_sim
 from batchq.store.batches import BatchStore
 from tests.conftest import free_port
@@ -77,7 +78,7 @@ async def test_scrape_counts_every_batch_and_skips_old_ones(store: BatchStore) -
     ids = []
     for n in (3, 4, 5):
         items = [Item(str(i), Endpoint.GENERATE, {"model": "m", "prompt": "p"}) for i in range(n)]
-        ids.append((await store.submit(items, name=f"n{n}"))[0])
+        ids.append((await store.submit(items, SubmitOptions(name=f"n{n}")))[0])
     await store.cancel(ids[0])  # final, and the oldest: no per-batch series with recent=1
     await store.redis.hset(store.keys.batch(ids[1]).meta, mapping={"succeeded": 1, "failed": 2})  # type: ignore[misc]
     s = parse((await scrape(store.redis, store.keys, recent=1)).decode())

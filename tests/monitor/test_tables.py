@@ -15,6 +15,7 @@ from batchq.monitor.top import Snapshot
 from batchq.monitor.top import render as top_render
 from batchq.monitor.watch import Rates, View, make_view
 from batchq.monitor.watch import render as watch_render
+from batchq.options import SubmitOptions
 from batchq.records import BatchState
 from batchq.store.batches import BatchStore
 from batchq.store.connection import connect
@@ -54,7 +55,7 @@ def render(rows: list[dict[str, object]]) -> str:
 
 
 async def test_rows_and_table_show_progress_failures_and_age(store: BatchStore) -> None:
-    old, _ = await store.submit(items(3), name="old [not markup]")
+    old, _ = await store.submit(items(3), SubmitOptions(name="old [not markup]"))
     new, _ = await store.submit(items(1000))
     # Two items of the old batch are final: one succeeded, one failed.
     await store.redis.hset(store.keys.batch(old).meta, mapping={"succeeded": 1, "failed": 1})  # type: ignore[misc]

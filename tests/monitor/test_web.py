@@ -18,6 +18,7 @@ from aiohttp import web
 
 from batchq import clock
 from batchq.monitor.web import app
+from batchq.options import SubmitOptions
 from batchq.records import BatchState
 from batchq.store.batches import BatchStore
 from batchq.store.connection import connect
@@ -36,9 +37,11 @@ META = {"team": "nlp-research", "run": "2025-06-01 nightly eval, long-context", 
 
 async def fill(store: BatchStore) -> tuple[str, str]:
     """A batch part done (named with markup), a cancelled one, and a live worker."""
-    cancelled, _ = await store.submit(items(3), name="old")
+    cancelled, _ = await store.submit(items(3), SubmitOptions(name="old"))
     await store.cancel(cancelled)
-    running, _ = await store.submit(items(10), name=EVIL, metadata=META, priority=5, weight=2.5)
+    running, _ = await store.submit(
+        items(10), SubmitOptions(name=EVIL, metadata=META, priority=5, weight=2.5)
+    )
     meta = store.keys.batch(running).meta
     await store.redis.hset(meta, mapping={"state": "running", "succeeded": 6, "failed": 1})  # type: ignore[misc]
     await store.redis.hset(meta, mapping={"retried": 4, "running": 2})  # type: ignore[misc]
@@ -102,7 +105,7 @@ async def fill_every_state(store: BatchStore) -> dict[str, str]:
     wrong: every item failed; nothing ran before the cancel. By role: their ids."""
     running, cancelled = await fill(store)
     ids = {"running": running, "cancelled_none_ran": cancelled}
-    ids["queued"], _ = await store.submit(items(2), name=LONG_NAME, metadata=META)
+    ids["queued"], _ = await store.submit(items(2), SubmitOptions(name=LONG_NAME, metadata=META))
     ids["paused"], _ = await store.submit(items(2))
     await store.pause(ids["paused"])
     finished = {

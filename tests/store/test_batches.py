@@ -10,6 +10,7 @@ import redis as redis_sync
 from redis.asyncio import Redis
 
 from batchq.errors import BatchNotFound, InputError
+from batchq.options import SubmitOptions
 from batchq.records import BatchState, Endpoint, Item
 from batchq.store.batches import STAGING_TTL_S, BatchStore
 from batchq.store.connection import connect
@@ -23,7 +24,7 @@ def items(n: int, model: str = "m") -> list[Item]:
 
 
 async def test_submit_stores_items_and_counts(store: BatchStore) -> None:
-    batch_id, total = await store.submit(items(2500), name="demo", chunk=1000)
+    batch_id, total = await store.submit(items(2500), SubmitOptions(name="demo"), chunk=1000)
     assert total == 2500
     assert batch_id.startswith("b_") and len(batch_id) == 18
     s = await store.status(batch_id)
@@ -141,7 +142,7 @@ async def test_prefixes_isolate_deployments(store: BatchStore) -> None:
 
 async def test_metadata_is_stored_and_shown(store: BatchStore) -> None:
     meta = {"team": "nlp", "ticket": "ÅB-12", "empty": ""}
-    bid, _ = await store.submit(items(2), metadata=meta)
+    bid, _ = await store.submit(items(2), SubmitOptions(metadata=meta))
     plain, _ = await store.submit(items(1))
     s = await store.status(bid)
     assert s.metadata == meta and list(s.metadata) == list(meta)
@@ -151,6 +152,6 @@ async def test_metadata_is_stored_and_shown(store: BatchStore) -> None:
 
 async def test_bad_metadata_stores_nothing(store: BatchStore) -> None:
     with pytest.raises(InputError, match="at most 16 pairs"):
-        await store.submit(items(3), metadata={str(i): "v" for i in range(17)})
+        await store.submit(items(3), SubmitOptions(metadata={str(i): "v" for i in range(17)}))
     assert await store.recent() == []
     assert [k async for k in store.redis.scan_iter(match=f"{store.keys.prefix}:*")] == []

@@ -3,7 +3,10 @@ and that the counts stay exact through a chunked expiry, a repair and a retry.""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from batchq import clock
+from batchq.options import SubmitOptions
 from batchq.records import BatchState, ItemError, ItemState, ItemStatus
 from batchq.results.export import iter_results
 from batchq.settings import Settings
@@ -26,7 +29,7 @@ async def due_now(store: BatchStore, bid: str) -> None:
 async def test_past_the_deadline_only_unstarted_items_expire(
     store: BatchStore, settings: Settings
 ) -> None:
-    bid, _ = await store.submit(items(60), deadline_ms=clock.now_ms() + 3_600_000)
+    bid, _ = await store.submit(items(60), SubmitOptions(deadline=timedelta(hours=1)))
     await register_worker(store, "w", 3)  # window 6
     await Dispatcher(store.scripts, settings).run()
     jobs = of(bid, await queued_jobs(store))
@@ -99,7 +102,7 @@ async def test_past_the_deadline_only_unstarted_items_expire(
 async def test_a_chunked_expiry_is_resumable_and_repair_leaves_it_alone(
     store: BatchStore, settings: Settings
 ) -> None:
-    bid, _ = await store.submit(items(2500), deadline_ms=clock.now_ms() + 3_600_000)
+    bid, _ = await store.submit(items(2500), SubmitOptions(deadline=timedelta(hours=1)))
     await due_now(store, bid)
     payload = encode_result(ItemStatus.EXPIRED)
     left = await store.control.expire(bid, now_ms=clock.now_ms(), chunk=1000, payload=payload)
@@ -117,10 +120,10 @@ async def test_a_chunked_expiry_is_resumable_and_repair_leaves_it_alone(
 async def test_finished_cancelled_or_paused_batches_at_the_deadline(
     store: BatchStore, settings: Settings
 ) -> None:
-    later = clock.now_ms() + 3_600_000
-    cancelled, _ = await store.submit(items(3), deadline_ms=later)
+    later = SubmitOptions(deadline=timedelta(hours=1))
+    cancelled, _ = await store.submit(items(3), later)
     await store.cancel(cancelled)
-    paused, _ = await store.submit(items(3), deadline_ms=later)
+    paused, _ = await store.submit(items(3), later)
     await register_worker(store, "w", 1)
     await Dispatcher(store.scripts, settings).run()
     await store.pause(paused)

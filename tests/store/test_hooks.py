@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 
 from batchq import clock
+from batchq.options import SubmitOptions
 from batchq.records import ItemStatus
 from batchq.settings import Settings
 from batchq.store.batches import BatchStore
@@ -58,7 +59,7 @@ async def receiver() -> AsyncIterator[Receiver]:
 async def finished_batch(
     store: BatchStore, settings: Settings, url: str | None = "http://127.0.0.1:9/h"
 ) -> str:
-    bid, _ = await store.submit(items(3), notify=url)
+    bid, _ = await store.submit(items(3), SubmitOptions(notify=url))
     await register_worker(store, "w", 2)
     await finish_all(store, settings, bid, {})
     return bid

@@ -7,7 +7,10 @@ argument or its caller passes the wrong one.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from batchq import clock
+from batchq.options import SubmitOptions
 from batchq.records import Endpoint, Item, ItemStatus
 from batchq.settings import Settings
 from batchq.store.admission import _SLOT_POLL_MS, Admission
@@ -28,10 +31,10 @@ def _items(n: int) -> list[Item]:
 
 
 async def _dispatched(
-    store: BatchStore, settings: Settings, n: int, *, deadline_ms: int | None = None
+    store: BatchStore, settings: Settings, n: int, options: SubmitOptions | None = None
 ) -> tuple[str, list[str]]:
     """A new batch of ``n`` items, all of them dispatched; its jobs in index order."""
-    bid, _ = await store.submit(_items(n), deadline_ms=deadline_ms)
+    bid, _ = await store.submit(_items(n), options)
     # A worker with slots enough for every test's window.
     await store.redis.zadd(store.keys.workers, {"w": clock.now_ms() + 60_000})
     await store.redis.hset(store.keys.worker_slots, "w", "100")  # type: ignore[misc]
@@ -194,8 +197,10 @@ async def test_resume_makes_parked_jobs_due_but_not_claimed_ones(
 async def test_expire_drops_unclaimed_jobs_with_their_keys_and_spares_claimed_ones(
     store: BatchStore, settings: Settings
 ) -> None:
-    deadline = clock.now_ms() + 60_000
-    bid, (claimed, waiting) = await _dispatched(store, settings, 2, deadline_ms=deadline)
+    options = SubmitOptions(deadline=timedelta(minutes=1))
+    bid, (claimed, waiting) = await _dispatched(store, settings, 2, options)
+    assert options.deadline_ms is not None
+    deadline = options.deadline_ms
     await _claimed(store, claimed)
     payload = '{"s":"expired"}'
     assert await store.control.expire(bid, now_ms=deadline + 1, chunk=10, payload=payload) == 0

@@ -8,11 +8,12 @@ from collections import Counter
 import pytest
 
 from batchq.errors import InputError
+from batchq.options import SubmitOptions
 from batchq.settings import Settings
 from batchq.store.batches import BatchStore
 from batchq.store.dispatch import Dispatcher
 from batchq.store.keys import parse_job_id
-from batchq.store.stride import check_priority, check_weight, jain_index
+from batchq.store.stride import jain_index
 from tests.store.test_dispatch import complete, items, queued_jobs, register_worker
 
 
@@ -39,8 +40,8 @@ async def test_equal_weights_get_equal_shares(store: BatchStore, settings: Setti
 
 async def test_shares_follow_the_weights(store: BatchStore, settings: Settings) -> None:
     light, _ = await store.submit(items(500))
-    heavy, _ = await store.submit(items(500), weight=2)
-    tenth, _ = await store.submit(items(500), weight=0.5)
+    heavy, _ = await store.submit(items(500), SubmitOptions(weight=2))
+    tenth, _ = await store.submit(items(500), SubmitOptions(weight=0.5))
     await register_worker(store, "w", 7)  # window 14
     seen = Counter(await run_rounds(store, settings, 10))
     # Stride scheduling is exact up to one item per batch, whatever the window.
@@ -56,8 +57,8 @@ async def test_higher_priority_takes_all_until_drained(
     big, _ = await store.submit(items(300))
     await register_worker(store, "w", 2)  # window 4
     assert set(await run_rounds(store, settings, 2)) == {big}
-    urgent, _ = await store.submit(items(10), priority=1)
-    low, _ = await store.submit(items(50), priority=-1)
+    urgent, _ = await store.submit(items(10), SubmitOptions(priority=1))
+    low, _ = await store.submit(items(50), SubmitOptions(priority=-1))
     order = await run_rounds(store, settings, 12)
     # Three windows of 4: the urgent batch's 10, then the level below fills the rest; the
     # lowest level waits until the big batch is done.
@@ -92,8 +93,8 @@ async def test_a_batch_leaves_its_level_when_done_paused_or_cancelled(
     store: BatchStore, settings: Settings
 ) -> None:
     k = store.keys
-    one, _ = await store.submit(items(2), priority=3)
-    other, _ = await store.submit(items(20), priority=3)
+    one, _ = await store.submit(items(2), SubmitOptions(priority=3))
+    other, _ = await store.submit(items(20), SubmitOptions(priority=3))
     assert await store.redis.zcard(k.ready_level(3)) == 2
     await register_worker(store, "w", 2)
     await run_rounds(store, settings, 1)  # all of `one` dispatched and completed
@@ -127,20 +128,10 @@ async def test_bad_priority_or_weight_is_refused_before_anything_is_stored(
     store: BatchStore,
 ) -> None:
     with pytest.raises(InputError, match="field 'weight'"):
-        await store.submit(items(3), weight=0)
+        await store.submit(items(3), SubmitOptions(weight=0))
     with pytest.raises(InputError, match="field 'priority'"):
-        await store.submit(items(3), priority=1.5)  # type: ignore[arg-type]
+        await store.submit(items(3), SubmitOptions(priority=1.5))  # type: ignore[arg-type]
     assert await store.recent() == []
-
-
-def test_checks() -> None:
-    assert check_priority(-7) == -7 and check_weight(3) == 3.0
-    for bad in (True, "1", 10_000):
-        with pytest.raises(InputError, match="priority"):
-            check_priority(bad)
-    for bad_w in (0, -1, float("nan"), float("inf"), "2", 1e6):
-        with pytest.raises(InputError, match="weight"):
-            check_weight(bad_w)
 
 
 def test_jain_index() -> None:
