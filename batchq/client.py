@@ -23,8 +23,8 @@ import asyncio
 import builtins
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import IO, Unpack
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from typing import IO, TypedDict, TypeVar, Unpack
 
 from redis.exceptions import RedisError
 
@@ -48,10 +48,23 @@ from batchq.store.connection import connect, redis_errors, redis_unavailable, re
 from batchq.store.items import item_info, retry_items
 from batchq.store.keys import Keys
 
-__all__ = ["PAGE_SIZE", "BatchClient", "Output", "ProgressCallback"]
+__all__ = ["PAGE_SIZE", "BatchClient", "ExportArgs", "Output", "ProgressCallback"]
+
+T = TypeVar("T")
 
 ProgressCallback = Callable[[BatchStatus], object]
 Output = str | os.PathLike[str] | IO[str]
+
+
+class ExportArgs(TypedDict, total=False):
+    """How :meth:`BatchClient.write_results` writes: ``wait`` (default False) until the batch
+    is finished; ``fmt`` ``"native"`` (default) or ``"openai"``; ``errors``, where the failed,
+    cancelled and expired items go instead (default: with the others)."""
+
+    wait: bool
+    fmt: OutputFormat
+    errors: Output | None
+
 
 # Results per page of an iterator, as read from Redis in one chunk.
 PAGE_SIZE = 1000
@@ -138,6 +151,12 @@ class BatchClient:
         with redis_errors(self._url or ""):
             yield
 
+    async def _on_store(self, op: Callable[[BatchStore], Awaitable[T]]) -> T:
+        """``op`` on the connected store, a Redis fault becoming one readable error."""
+        store = await self.connect()
+        with self._errors():
+            return await op(store)
+
     # -- the commands ---------------------------------------------------------------------------
 
     async def submit(
@@ -176,15 +195,11 @@ class BatchClient:
 
     async def status(self, batch_id: str) -> BatchStatus:
         """The batch's counts and state (``batchq status``); read from counters: instant."""
-        store = await self.connect()
-        with self._errors():
-            return await store.status(batch_id)
+        return await self._on_store(lambda store: store.status(batch_id))
 
     async def list(self, limit: int = 50) -> builtins.list[BatchStatus]:
         """Recent batches, newest first (``batchq list``)."""
-        store = await self.connect()
-        with self._errors():
-            return await store.recent(limit=limit)
+        return await self._on_store(lambda store: store.recent(limit=limit))
 
     async def results(self, batch_id: str) -> AsyncIterator[ItemResult]:
         """The results so far, in input order (``batchq results``); items not yet final are
@@ -237,28 +252,20 @@ class BatchClient:
 
     async def cancel(self, batch_id: str) -> BatchStatus:
         """Items not yet sent become cancelled; running ones finish (``batchq cancel``)."""
-        store = await self.connect()
-        with self._errors():
-            return await store.cancel(batch_id)
+        return await self._on_store(lambda store: store.cancel(batch_id))
 
     async def repair(self, batch_id: str) -> int:
         """Queue lost items again (``batchq repair``); returns how many were found."""
-        store = await self.connect()
-        with self._errors():
-            return await store.repair(batch_id)
+        return await self._on_store(lambda store: store.repair(batch_id))
 
     async def pause(self, batch_id: str) -> BatchStatus:
         """Send nothing more of the batch until :meth:`resume` (``batchq pause``); requests
         already at Ollama finish. :class:`BatchStateError` if it is already final."""
-        store = await self.connect()
-        with self._errors():
-            return await store.pause(batch_id)
+        return await self._on_store(lambda store: store.pause(batch_id))
 
     async def resume(self, batch_id: str) -> BatchStatus:
         """Dispatch a paused batch again, from where it stopped (``batchq resume``)."""
-        store = await self.connect()
-        with self._errors():
-            return await store.resume(batch_id)
+        return await self._on_store(lambda store: store.resume(batch_id))
 
     async def retry(
         self,
@@ -282,49 +289,42 @@ class BatchClient:
         statuses += [ItemStatus.EXPIRED] if expired else []
         if not statuses and not ids:
             raise ConfigError("say which items to run again: failed, expired and/or ids")
-        store = await self.connect()
-        with self._errors():
-            return await retry_items(store, batch_id, statuses=statuses, custom_ids=ids or ())
+        return await self._on_store(
+            lambda store: retry_items(store, batch_id, statuses=statuses, custom_ids=ids or ())
+        )
 
     async def item(self, batch_id: str, custom_id: str) -> ItemInfo:
         """One item's state, attempts, error history and result, by its custom id (its index
         as a string if it set none), while the batch runs too (``batchq item``)."""
-        store = await self.connect()
-        with self._errors():
-            return await item_info(store, batch_id, custom_id)
+        return await self._on_store(lambda store: item_info(store, batch_id, custom_id))
 
     async def write_results(
         self,
         batch_id: str,
         path: Output,
-        *,
-        wait: bool = False,
-        fmt: OutputFormat = "native",
-        errors: Output | None = None,
+        **how: Unpack[ExportArgs],
     ) -> int:
         """Write the results so far in input order as JSONL (``batchq results -o``), to a path
         (written aside, then renamed: a reader never sees half a file) or a text stream; with
         ``wait``, once the batch is finished. ``fmt="openai"`` writes OpenAI Batch API output
         lines; ``errors`` takes the failed, cancelled and expired items instead (OpenAI's error
         file). Returns the lines written, both files together."""
-        ok, failed = await self.export_results(batch_id, path, wait=wait, fmt=fmt, errors=errors)
+        ok, failed = await self.export_results(batch_id, path, **how)
         return ok + failed
 
     async def export_results(
         self,
         batch_id: str,
         path: Output,
-        *,
-        wait: bool = False,
-        fmt: OutputFormat = "native",
-        errors: Output | None = None,
+        **how: Unpack[ExportArgs],
     ) -> tuple[int, int]:
         """:meth:`write_results`, counted apart: (lines of succeeded items, lines of the
         others)."""
+        fmt, errors = how.get("fmt", "native"), how.get("errors")
         store = await self.connect()
         with self._errors():
             await store.meta(batch_id)  # an unknown id: one clear error before waiting
-            if wait:
+            if how.get("wait"):
                 await wait_finished(store, batch_id)
             if not isinstance(path, str | os.PathLike):
                 if isinstance(errors, str | os.PathLike):

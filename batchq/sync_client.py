@@ -30,12 +30,12 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
 
-from batchq.client import PAGE_SIZE, BatchClient, Output, ProgressCallback
+from batchq.client import PAGE_SIZE, BatchClient, ExportArgs, Output, ProgressCallback
 from batchq.inputs.native import InputFormat
 from batchq.inputs.sources import Source
 from batchq.options import SubmitArgs
 from batchq.records import BatchStatus, ItemInfo, ItemResult
-from batchq.results.export import OnDone, OutputFormat
+from batchq.results.export import OnDone
 from batchq.settings import Settings
 
 __all__ = ["SyncBatchClient"]
@@ -247,27 +247,17 @@ class SyncBatchClient:
         self,
         batch_id: str,
         path: Output,
-        *,
-        wait: bool = False,
-        fmt: OutputFormat = "native",
-        errors: Output | None = None,
+        **how: Unpack[ExportArgs],
     ) -> int:
-        return self._run(
-            self._client.write_results(batch_id, path, wait=wait, fmt=fmt, errors=errors)
-        )
+        return self._run(self._client.write_results(batch_id, path, **how))
 
     def export_results(
         self,
         batch_id: str,
         path: Output,
-        *,
-        wait: bool = False,
-        fmt: OutputFormat = "native",
-        errors: Output | None = None,
+        **how: Unpack[ExportArgs],
     ) -> tuple[int, int]:
-        return self._run(
-            self._client.export_results(batch_id, path, wait=wait, fmt=fmt, errors=errors)
-        )
+        return self._run(self._client.export_results(batch_id, path, **how))
 
 
 async def _awaited(value: Awaitable[T]) -> T:

@@ -12,15 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from aiohttp import web
 
 from batchq.sim.process import expected_response
-from batchq.store.keys import Keys
 from tests.conftest import free_port
+from tests.helpers import wait_for_workers
 from tests.procs import Workers, batchq, env_for, sim_stats, simulator, wait_for
 from tests.procs import read_status as status
-from tests.waits import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -33,20 +31,6 @@ def slow_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     args = ["--parallel", "16", "--latency", "0.2", "--eval-tokens-per-s", "0"]
     with simulator(tmp_path_factory.mktemp("sim"), *args) as url:
         yield url
-
-
-def wait_for_workers(env: dict[str, str], n: int, timeout: float = 120) -> None:
-    """Until ``n`` workers have registered: from then on, time is the batch's, not start-up's."""
-    client = redis.Redis.from_url(env["BATCHQ_REDIS_URL"])
-    key = Keys(env["BATCHQ_PREFIX"]).workers
-
-    def registered() -> bool:
-        return int(client.zcard(key)) >= n  # type: ignore[arg-type]
-
-    try:
-        wait_until(registered, timeout=timeout, what="workers started")
-    finally:
-        client.close()
 
 
 def write_prompts(path: Path, n: int, tag: str) -> None:

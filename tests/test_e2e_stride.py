@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from batchq.store.stride import jain_index
+from tests.helpers import wait_for_workers
 from tests.procs import Workers, batchq, env_for, sim_stats, simulator, wait_for
 from tests.procs import read_status as status
-from tests.test_e2e_control import wait_for_workers
 from tests.waits import wait_until
 
 pytestmark = pytest.mark.e2e

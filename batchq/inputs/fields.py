@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from typing import Any
 
 from batchq.errors import BatchqError
@@ -24,6 +25,7 @@ __all__ = [
     "check_obj_list",
     "check_str",
     "check_str_list",
+    "each_message",
     "is_number",
     "type_name",
 ]
@@ -112,3 +114,24 @@ def check_str_list(value: object, field: str) -> list[str]:
 
 def check_obj_list(value: object, field: str) -> list[dict[str, Any]]:
     return [check_obj(item, f"{field}[{i}]") for i, item in enumerate(check_list(value, field))]
+
+
+def each_message(
+    value: object, field: str, *, keys: frozenset[str], roles: tuple[str, ...]
+) -> Iterator[tuple[str, dict[str, Any], str]]:
+    """The messages of a chat, each checked to be an object with no key outside ``keys`` and
+    a ``role`` among ``roles``: yields (its path, the message, its role). An empty list is
+    refused: a chat request needs a message."""
+    messages = check_list(value, field)
+    if not messages:
+        raise Bad("must not be empty", field)
+    for i, message in enumerate(messages):
+        where = f"{field}[{i}]"
+        msg = check_obj(message, where)
+        for key in msg:
+            if key not in keys:
+                raise Bad("unknown field", f"{where}.{key}")
+        role = msg.get("role")
+        if not isinstance(role, str) or role not in roles:
+            raise Bad("must be one of " + ", ".join(roles), f"{where}.role")
+        yield where, msg, role

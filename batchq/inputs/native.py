@@ -28,12 +28,12 @@ from batchq.inputs.fields import (
     DECODER,
     NO_MODEL,
     Bad,
-    check_list,
     check_model,
     check_obj,
     check_obj_list,
     check_str,
     check_str_list,
+    each_message,
     is_number,
     type_name,
 )
@@ -57,7 +57,7 @@ _NATIVE_KEYS_HINT = (
     "options, format, keep_alive, think, images, suffix, tools, truncate, dimensions)"
 )
 
-_ROLES = frozenset({"system", "user", "assistant", "tool"})
+_ROLES = ("system", "user", "assistant", "tool")
 _MESSAGE_KEYS = frozenset({"role", "content", "images", "tool_calls", "tool_name", "thinking"})
 _THINK_LEVELS = frozenset({"low", "medium", "high"})
 
@@ -272,18 +272,9 @@ def _native_options(obj: dict[str, Any], body: dict[str, Any]) -> None:
 
 
 def _native_messages(value: object, field: str) -> list[dict[str, Any]]:
-    messages = check_list(value, field)
-    if not messages:
-        raise Bad("must not be empty", field)
-    for i, message in enumerate(messages):
-        where = f"{field}[{i}]"
-        msg = check_obj(message, where)
-        for key in msg:
-            if key not in _MESSAGE_KEYS:
-                raise Bad("unknown field", f"{where}.{key}")
-        role = msg.get("role")
-        if not isinstance(role, str) or role not in _ROLES:
-            raise Bad("must be one of system, user, assistant, tool", f"{where}.role")
+    messages: list[dict[str, Any]] = []
+    for where, msg, role in each_message(value, field, keys=_MESSAGE_KEYS, roles=_ROLES):
+        messages.append(msg)
         tool_calls: list[dict[str, Any]] = []
         if "tool_calls" in msg:
             tool_calls = check_obj_list(msg["tool_calls"], f"{where}.tool_calls")

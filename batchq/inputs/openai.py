@@ -14,12 +14,12 @@ from batchq.inputs.fields import (
     DECODER,
     Bad,
     check_int,
-    check_list,
     check_model,
     check_obj,
     check_obj_list,
     check_str,
     check_str_list,
+    each_message,
     is_number,
     type_name,
 )
@@ -31,7 +31,7 @@ _OPENAI_KEYS = frozenset({"custom_id", "method", "url", "body"})
 _CHAT_URL = "/v1/chat/completions"
 _COMPLETIONS_URL = "/v1/completions"
 _OPENAI_URLS = (_CHAT_URL, _COMPLETIONS_URL, EMBEDDINGS_URL)
-_OPENAI_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+_OPENAI_ROLES = ("system", "developer", "user", "assistant", "tool")
 _OPENAI_MESSAGE_KEYS = frozenset({"role", "content", "name", "refusal", "tool_calls"})
 _OPENAI_MESSAGE_KEYS |= {"tool_call_id"}
 # Fields that do not change what the model generates, or that batchq handles itself.
@@ -132,21 +132,12 @@ def _openai_format(value: object) -> str | dict[str, Any] | None:
 
 
 def _openai_messages(value: object, field: str) -> list[dict[str, Any]]:
-    messages = check_list(value, field)
-    if not messages:
-        raise Bad("must not be empty", field)
     out: list[dict[str, Any]] = []
     # OpenAI tool results point at a call id; Ollama's name the tool, so remember id -> name.
     tool_names: dict[str, str] = {}
-    for i, message in enumerate(messages):
-        where = f"{field}[{i}]"
-        src = check_obj(message, where)
-        for key in src:
-            if key not in _OPENAI_MESSAGE_KEYS:
-                raise Bad("unknown field", f"{where}.{key}")
-        role = src.get("role")
-        if not isinstance(role, str) or role not in _OPENAI_ROLES:
-            raise Bad("must be one of system, developer, user, assistant, tool", f"{where}.role")
+    for where, src, role in each_message(
+        value, field, keys=_OPENAI_MESSAGE_KEYS, roles=_OPENAI_ROLES
+    ):
         msg: dict[str, Any] = {"role": "system" if role == "developer" else role}
         tool_calls: list[dict[str, Any]] = []
         if src.get("tool_calls") is not None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from batchq.records import Endpoint, Item
-from tests.inputs.test_native import fail_line, one
+from tests.helpers import fail_line, one
 from tests.procs import batchq, env_for
 
 EMBED = Endpoint.EMBED

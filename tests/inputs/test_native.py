@@ -16,62 +16,7 @@ from hypothesis import strategies as st
 from batchq.errors import InputError
 from batchq.inputs.native import detect_format, iter_items
 from batchq.records import Endpoint, Item
-
-GEN, CHAT = Endpoint.GENERATE, Endpoint.CHAT
-
-
-def _bytes(data: bytes | str | list[Any]) -> bytes:
-    """Bytes as given; a str encoded; a list as JSON lines (str entries taken verbatim)."""
-    if isinstance(data, bytes):
-        return data
-    if isinstance(data, str):
-        return data.encode()
-    return "".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in data).encode()
-
-
-def parse(data: bytes | str | list[Any], **kwargs: Any) -> list[Item]:
-    return list(iter_items(io.BytesIO(_bytes(data)), **kwargs))
-
-
-def one(line: Any, **kwargs: Any) -> Item:
-    kwargs.setdefault("default_model", "m")
-    (item,) = parse([line], **kwargs)
-    return item
-
-
-def fail(data: bytes | str | list[Any], **kwargs: Any) -> InputError:
-    with pytest.raises(InputError) as info:
-        parse(data, **kwargs)
-    return info.value
-
-
-def fail_line(line: Any, field: str | None, *, match: str = "", **kwargs: Any) -> InputError:
-    """The error of a single line (line 1), checking its field and message."""
-    kwargs.setdefault("default_model", "m")
-    err = fail([line], **kwargs)
-    assert (err.line, err.field) == (1, field), str(err)
-    assert match in err.reason, str(err)
-    return err
-
-
-USER = {"role": "user", "content": "hi"}
-
-
-def chat_line(body: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    full = {"model": "gpt", "messages": [USER], **body}
-    return {
-        "custom_id": "r1",
-        "method": "POST",
-        "url": "/v1/chat/completions",
-        "body": full,
-        **extra,
-    }
-
-
-def completion_line(body: dict[str, Any]) -> dict[str, Any]:
-    full = {"model": "gpt", "prompt": "Once", **body}
-    return {"custom_id": "r1", "method": "POST", "url": "/v1/completions", "body": full}
-
+from tests.helpers import CHAT, GEN, USER, as_bytes, chat_line, fail, fail_line, one, parse
 
 # --- format detection and the txt format -----------------------------------------------------
 
@@ -672,7 +617,7 @@ def test_any_json_lines_give_items_or_input_error(lines: list[str], end: str) ->
 
 @given(st.lists(st.sampled_from(["a", "b", "0", "1", "2"]), min_size=1, max_size=8))
 def test_duplicates_are_always_caught(ids: list[str]) -> None:
-    data = _bytes([{"custom_id": i, "prompt": "p"} for i in ids])
+    data = as_bytes([{"custom_id": i, "prompt": "p"} for i in ids])
     if len(set(ids)) == len(ids):
         assert [item.custom_id for item in parse(data, default_model="m")] == ids
     else:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from batchq.records import Item
-from tests.inputs.test_native import CHAT, GEN, USER, chat_line, completion_line, fail_line, one
+from tests.helpers import CHAT, GEN, USER, chat_line, completion_line, fail_line, one
 
 
 def test_openai_chat_minimal() -> None:

@@ -35,8 +35,8 @@ from batchq.sim.process import SimConfig, running_sim
 from batchq.store.batches import BatchStore
 from batchq.store.namespace import drop_namespace, served_endpoints
 from batchq.store.presence import WorkerInfo
+from tests.helpers import wait_for_workers
 from tests.procs import Workers, batchq, env_for, sim_stats, simulator
-from tests.test_e2e_control import wait_for_workers
 
 MS = 1_000_000  # nanoseconds
 

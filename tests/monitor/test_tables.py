@@ -21,9 +21,9 @@ from batchq.store.batches import BatchStore
 from batchq.store.connection import connect
 from batchq.store.keys import Keys
 from batchq.store.presence import WorkerInfo
-from tests.monitor.test_watch import status as batch_status
+from tests.helpers import items
+from tests.helpers import status as batch_status
 from tests.procs import batchq, env_for
-from tests.store.test_batches import items
 
 
 @pytest.mark.parametrize(

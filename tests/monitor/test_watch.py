@@ -15,10 +15,11 @@ from rich.console import Console
 
 from batchq import clock
 from batchq.monitor.watch import Rates, make_view, plain_line, render, view_json, watch
-from batchq.records import BatchState, BatchStatus, Endpoint, Item
+from batchq.records import BatchState, Endpoint, Item
 from batchq.sim.process import SimConfig, running_sim
 from batchq.store.batches import BatchStore
 from batchq.store.presence import NO_WORKERS_NOTICE, WorkerInfo
+from tests.helpers import status
 from tests.procs import Workers, batchq, env_for
 from tests.waits import async_wait_until
 
@@ -46,25 +47,6 @@ def test_rates_of_a_counter_that_appears_or_resets() -> None:
     assert r.rate("w:new") == pytest.approx(2.0)
     r.add(15, {"done": 15, "w:new": 3})  # restarted under the same id: counts from 0 again
     assert r.rate("w:new") == 0.0
-
-
-def status(total: int, succeeded: int, failed: int = 0, **kw: object) -> BatchStatus:
-    values: dict[str, object] = dict(
-        batch_id="b_0123456789abcdef",
-        name="demo",
-        state=BatchState.RUNNING,
-        total=total,
-        queued=total - succeeded - failed,
-        running=0,
-        succeeded=succeeded,
-        failed=failed,
-        cancelled=0,
-        created_at=None,
-        started_at=None,
-        finished_at=None,
-    )
-    values.update(kw)
-    return BatchStatus.model_validate(values)
 
 
 def test_view_rates_eta_and_workers() -> None:

@@ -26,8 +26,8 @@ from batchq.store.keys import Keys
 from batchq.store.presence import WorkerInfo
 from tests.browser import Page, chromium, open_page
 from tests.conftest import free_port
+from tests.helpers import items
 from tests.procs import env_for
-from tests.store.test_batches import items
 from tests.waits import wait_until
 
 EVIL = '<img src=x onerror="document.title=1">'

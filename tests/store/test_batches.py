@@ -11,16 +11,13 @@ from redis.asyncio import Redis
 
 from batchq.errors import BatchNotFound, InputError
 from batchq.options import SubmitOptions
-from batchq.records import BatchState, Endpoint, Item
+from batchq.records import BatchState, Item
 from batchq.store.batches import STAGING_TTL_S, BatchStore
 from batchq.store.connection import connect
 from batchq.store.keys import Keys
 from tests.conftest import valkey_process
+from tests.helpers import items
 from tests.waits import async_wait_until
-
-
-def items(n: int, model: str = "m") -> list[Item]:
-    return [Item(str(i), Endpoint.GENERATE, {"model": model, "prompt": f"p{i}"}) for i in range(n)]
 
 
 async def test_submit_stores_items_and_counts(store: BatchStore) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from batchq import clock
 from batchq.errors import BatchNotFound, BatchStateError
-from batchq.records import BatchState, BatchStatus, ItemError, ItemStatus
+from batchq.records import BatchState, ItemError, ItemStatus
 from batchq.results.export import iter_results
 from batchq.settings import Settings
 from batchq.store.batches import BatchStore
@@ -17,25 +17,20 @@ from batchq.store.codec import encode_result
 from batchq.store.dispatch import Dispatcher
 from batchq.store.items import item_info
 from batchq.store.keys import ARQ_JOB_PREFIX, parse_job_id
-from tests.store.test_dispatch import complete, items, queued_jobs, register_worker
-
-
-def of(bid: str, jobs: list[str]) -> list[str]:
-    return sorted((j for j in jobs if j.startswith(bid + ":")), key=lambda j: parse_job_id(j)[1])
-
-
-async def claim(store: BatchStore, jid: str) -> None:
-    """What arq does when a worker takes a job: its in-progress key."""
-    await store.redis.set("arq:in-progress:" + jid, b"1", px=60_000)
+from tests.helpers import (
+    claim,
+    complete,
+    counts_add_up,
+    finish_all,
+    items,
+    of,
+    queued_jobs,
+    register_worker,
+)
 
 
 async def redo(store: BatchStore, bid: str) -> list[int]:
     return [int(x) for x in await store.redis.lrange(store.keys.batch(bid).redo, 0, -1)]  # type: ignore[misc]
-
-
-def counts_add_up(s: BatchStatus) -> None:
-    counts = (s.queued, s.running, s.succeeded, s.failed, s.cancelled, s.expired)
-    assert sum(counts) == s.total and min(counts) >= 0, s
 
 
 async def test_pause_takes_the_window_back_and_dispatches_nothing(
@@ -191,31 +186,6 @@ async def test_release_failed_keeps_a_capped_error_history(
     assert history[-1] == [12, "timeout", "no reply", None, 1_700_000_000_012]
     assert await store.redis.hget(bk.tries, "0") == b"12"  # type: ignore[misc]
     assert not await store.redis.hexists(bk.errors, "1")  # type: ignore[misc]
-
-
-async def finish_all(
-    store: BatchStore, settings: Settings, bid: str, failing: dict[int, ItemError]
-) -> None:
-    """Run the batch to its end: the items in ``failing`` fail with that error, after as many
-    attempts as their index says, the others succeed."""
-    d = Dispatcher(store.scripts, settings)
-    for _ in range(20):
-        await d.run()
-        jobs = of(bid, await queued_jobs(store))
-        if not jobs:
-            return
-        for jid in jobs:
-            i = parse_job_id(jid)[1]
-            now = clock.now_ms()
-            _, attempt = await store.scripts.start(bid, i, jid, now_ms=now, lease_until_ms=now + 9)
-            if i in failing:
-                payload = encode_result(ItemStatus.FAILED, error=failing[i], attempts=attempt + i)
-                await store.scripts.finish(bid, i, jid, "failed", payload, now_ms=now)
-            else:
-                ok = encode_result(ItemStatus.SUCCEEDED, response=f"r{i}", attempts=attempt)
-                await store.scripts.finish(bid, i, jid, "succeeded", ok, now_ms=now)
-            await store.redis.zrem(store.keys.queue, jid)
-            await store.redis.delete(ARQ_JOB_PREFIX + jid)
 
 
 async def test_retry_failed_reruns_them_under_the_same_batch(

@@ -16,8 +16,7 @@ from batchq.store.deadlines import expire, expire_due
 from batchq.store.dispatch import Dispatcher
 from batchq.store.items import item_info
 from batchq.store.keys import ARQ_JOB_PREFIX, parse_job_id
-from tests.store.test_control import claim, counts_add_up, finish_all, of
-from tests.store.test_dispatch import items, queued_jobs, register_worker
+from tests.helpers import claim, counts_add_up, finish_all, items, of, queued_jobs, register_worker
 
 
 async def due_now(store: BatchStore, bid: str) -> None:

@@ -6,41 +6,17 @@ import json
 from collections import Counter
 
 from batchq import clock
-from batchq.records import BatchState, Endpoint, Item, ItemStatus
+from batchq.records import BatchState, Item, ItemStatus
 from batchq.settings import Settings
 from batchq.store.batches import BatchStore
 from batchq.store.codec import encode_result
 from batchq.store.dispatch import JOB_FUNCTION, Dispatcher
 from batchq.store.keys import ARQ_IN_PROGRESS_PREFIX, ARQ_JOB_PREFIX, ARQ_RETRY_PREFIX, parse_job_id
-
-
-def items(n: int) -> list[Item]:
-    return [Item(str(i), Endpoint.GENERATE, {"model": "m", "prompt": f"p{i}"}) for i in range(n)]
-
-
-async def register_worker(store: BatchStore, wid: str, slots: int) -> None:
-    await store.redis.zadd(store.keys.workers, {wid: clock.now_ms() + 60_000})
-    await store.redis.hset(store.keys.worker_slots, wid, str(slots))  # type: ignore[misc]
+from tests.helpers import complete, items, queued_jobs, register_worker
 
 
 async def reap(store: BatchStore, now: int) -> int:
     return await store.scripts.reap(now_ms=now, claim_ttl_ms=600_000, grace_ms=5_000)
-
-
-async def queued_jobs(store: BatchStore) -> list[str]:
-    return [j.decode() for j in await store.redis.zrange(store.keys.queue, 0, -1)]
-
-
-async def complete(store: BatchStore, jid: str, status: ItemStatus = ItemStatus.SUCCEEDED) -> bool:
-    """What a worker does for one job, minus Ollama: start, finish, leave arq's queue."""
-    bid, idx = parse_job_id(jid)
-    now = clock.now_ms()
-    outcome, _ = await store.scripts.start(bid, idx, jid, now_ms=now, lease_until_ms=now + 5000)
-    assert outcome == "ok"
-    # The finish script also takes the job out of arq's queue and deletes its keys.
-    return await store.scripts.finish(
-        bid, idx, jid, status.value, encode_result(status, response=f"r{idx}"), now_ms=now
-    )
 
 
 async def test_window_is_twice_the_live_slots(store: BatchStore, settings: Settings) -> None:

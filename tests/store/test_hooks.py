@@ -19,8 +19,7 @@ from batchq.settings import Settings
 from batchq.store.batches import BatchStore
 from batchq.store.hooks import Hooks, deliver_due, hook_session
 from tests.conftest import free_port
-from tests.store.test_control import finish_all
-from tests.store.test_dispatch import items, register_worker
+from tests.helpers import finish_all, items, register_worker
 
 LEASE = 60_000
 

@@ -14,7 +14,7 @@ from batchq.store.codec import encode_result
 from batchq.store.dispatch import Dispatcher
 from batchq.store.items import find_indices, item_info
 from batchq.store.keys import job_id
-from tests.store.test_dispatch import register_worker
+from tests.helpers import register_worker
 
 
 def item(cid: str, i: int) -> Item:

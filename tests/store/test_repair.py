@@ -15,7 +15,7 @@ from batchq.store.batches import BatchStore
 from batchq.store.codec import encode_result
 from batchq.store.dispatch import Dispatcher
 from batchq.store.keys import ARQ_JOB_PREFIX, parse_job_id
-from tests.store.test_dispatch import queued_jobs, register_worker
+from tests.helpers import queued_jobs, register_worker
 from workers.housekeeping import repair_idle_batches
 from workers.inference import WorkerState, shutdown, startup_hook
 

@@ -14,7 +14,7 @@ from batchq.store.batches import BatchStore
 from batchq.store.dispatch import Dispatcher
 from batchq.store.keys import parse_job_id
 from batchq.store.stride import jain_index
-from tests.store.test_dispatch import complete, items, queued_jobs, register_worker
+from tests.helpers import complete, items, queued_jobs, register_worker
 
 
 async def run_rounds(store: BatchStore, settings: Settings, rounds: int) -> list[str]:

@@ -16,13 +16,14 @@ import redis as redis_sync
 from arq import Retry
 
 from batchq import clock
-from batchq.records import BatchState, Endpoint, Item, ItemStatus
+from batchq.records import BatchState, ItemStatus
 from batchq.results.export import iter_results, write_results
 from batchq.settings import Settings
 from batchq.sim.process import SimConfig, SimServer, expected_response, running_sim
 from batchq.store.batches import BatchStore
 from batchq.store.keys import ARQ_IN_PROGRESS_PREFIX, Keys
 from tests.conftest import run_burst
+from tests.helpers import gen
 from tests.procs import Workers, batchq, env_for, sim_stats, simulator, wait_done
 from workers.inference import WorkerContext, after_job_end, run_item, shutdown, startup_hook
 
@@ -31,10 +32,6 @@ from workers.inference import WorkerContext, after_job_end, run_item, shutdown, 
 def sim() -> Iterator[SimServer]:
     with running_sim(SimConfig(parallel=8, eval_tokens_per_s=0, prompt_tokens_per_s=0)) as s:
         yield s
-
-
-def gen(i: int, model: str = "llama3.2") -> Item:
-    return Item(str(i), Endpoint.GENERATE, {"model": model, "prompt": f"prompt {i}"})
 
 
 async def test_burst_worker_drains_a_batch_in_order(

@@ -11,7 +11,7 @@ from batchq.settings import Settings
 from batchq.sim.process import SimConfig, running_sim
 from batchq.store.batches import BatchStore
 from batchq.store.presence import live_workers
-from tests.workers.test_inference import gen
+from tests.helpers import gen
 from workers.inference import WorkerContext, WorkerState, run_item, shutdown, startup_hook
 from workers.stats import WorkerStats
 

@@ -1,0 +1,185 @@
+"""Helpers the tests share: items and batches made the way the tests need them, a worker's
+steps without Ollama, status objects. Test modules import helpers from here, never from one
+another.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+import redis
+
+from batchq import clock
+from batchq.errors import InputError
+from batchq.inputs.native import iter_items
+from batchq.records import BatchState, BatchStatus, Endpoint, Item, ItemError, ItemStatus
+from batchq.settings import Settings
+from batchq.store.batches import BatchStore
+from batchq.store.codec import encode_result
+from batchq.store.dispatch import Dispatcher
+from batchq.store.keys import (
+    ARQ_JOB_PREFIX,
+    Keys,
+    parse_job_id,
+)
+from tests.waits import wait_until
+
+
+def items(n: int, model: str = "m") -> list[Item]:
+    return [Item(str(i), Endpoint.GENERATE, {"model": model, "prompt": f"p{i}"}) for i in range(n)]
+
+
+async def register_worker(store: BatchStore, wid: str, slots: int) -> None:
+    await store.redis.zadd(store.keys.workers, {wid: clock.now_ms() + 60_000})
+    await store.redis.hset(store.keys.worker_slots, wid, str(slots))  # type: ignore[misc]
+
+
+async def queued_jobs(store: BatchStore) -> list[str]:
+    return [j.decode() for j in await store.redis.zrange(store.keys.queue, 0, -1)]
+
+
+async def complete(store: BatchStore, jid: str, status: ItemStatus = ItemStatus.SUCCEEDED) -> bool:
+    """What a worker does for one job, minus Ollama: start, finish, leave arq's queue."""
+    bid, idx = parse_job_id(jid)
+    now = clock.now_ms()
+    outcome, _ = await store.scripts.start(bid, idx, jid, now_ms=now, lease_until_ms=now + 5000)
+    assert outcome == "ok"
+    # The finish script also takes the job out of arq's queue and deletes its keys.
+    return await store.scripts.finish(
+        bid, idx, jid, status.value, encode_result(status, response=f"r{idx}"), now_ms=now
+    )
+
+
+def of(bid: str, jobs: list[str]) -> list[str]:
+    return sorted((j for j in jobs if j.startswith(bid + ":")), key=lambda j: parse_job_id(j)[1])
+
+
+async def claim(store: BatchStore, jid: str) -> None:
+    """What arq does when a worker takes a job: its in-progress key."""
+    await store.redis.set("arq:in-progress:" + jid, b"1", px=60_000)
+
+
+def counts_add_up(s: BatchStatus) -> None:
+    counts = (s.queued, s.running, s.succeeded, s.failed, s.cancelled, s.expired)
+    assert sum(counts) == s.total and min(counts) >= 0, s
+
+
+async def finish_all(
+    store: BatchStore, settings: Settings, bid: str, failing: dict[int, ItemError]
+) -> None:
+    """Run the batch to its end: the items in ``failing`` fail with that error, after as many
+    attempts as their index says, the others succeed."""
+    d = Dispatcher(store.scripts, settings)
+    for _ in range(20):
+        await d.run()
+        jobs = of(bid, await queued_jobs(store))
+        if not jobs:
+            return
+        for jid in jobs:
+            i = parse_job_id(jid)[1]
+            now = clock.now_ms()
+            _, attempt = await store.scripts.start(bid, i, jid, now_ms=now, lease_until_ms=now + 9)
+            if i in failing:
+                payload = encode_result(ItemStatus.FAILED, error=failing[i], attempts=attempt + i)
+                await store.scripts.finish(bid, i, jid, "failed", payload, now_ms=now)
+            else:
+                ok = encode_result(ItemStatus.SUCCEEDED, response=f"r{i}", attempts=attempt)
+                await store.scripts.finish(bid, i, jid, "succeeded", ok, now_ms=now)
+            await store.redis.zrem(store.keys.queue, jid)
+            await store.redis.delete(ARQ_JOB_PREFIX + jid)
+
+
+def status(total: int, succeeded: int, failed: int = 0, **kw: object) -> BatchStatus:
+    values: dict[str, object] = dict(
+        batch_id="b_0123456789abcdef",
+        name="demo",
+        state=BatchState.RUNNING,
+        total=total,
+        queued=total - succeeded - failed,
+        running=0,
+        succeeded=succeeded,
+        failed=failed,
+        cancelled=0,
+        created_at=None,
+        started_at=None,
+        finished_at=None,
+    )
+    values.update(kw)
+    return BatchStatus.model_validate(values)
+
+
+GEN, CHAT = Endpoint.GENERATE, Endpoint.CHAT
+
+
+def as_bytes(data: bytes | str | list[Any]) -> bytes:
+    """Bytes as given; a str encoded; a list as JSON lines (str entries taken verbatim)."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        return data.encode()
+    return "".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in data).encode()
+
+
+def parse(data: bytes | str | list[Any], **kwargs: Any) -> list[Item]:
+    return list(iter_items(io.BytesIO(as_bytes(data)), **kwargs))
+
+
+def fail(data: bytes | str | list[Any], **kwargs: Any) -> InputError:
+    with pytest.raises(InputError) as info:
+        parse(data, **kwargs)
+    return info.value
+
+
+def one(line: Any, **kwargs: Any) -> Item:
+    kwargs.setdefault("default_model", "m")
+    (item,) = parse([line], **kwargs)
+    return item
+
+
+def fail_line(line: Any, field: str | None, *, match: str = "", **kwargs: Any) -> InputError:
+    """The error of a single line (line 1), checking its field and message."""
+    kwargs.setdefault("default_model", "m")
+    err = fail([line], **kwargs)
+    assert (err.line, err.field) == (1, field), str(err)
+    assert match in err.reason, str(err)
+    return err
+
+
+USER = {"role": "user", "content": "hi"}
+
+
+def chat_line(body: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    full = {"model": "gpt", "messages": [USER], **body}
+    return {
+        "custom_id": "r1",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": full,
+        **extra,
+    }
+
+
+def completion_line(body: dict[str, Any]) -> dict[str, Any]:
+    full = {"model": "gpt", "prompt": "Once", **body}
+    return {"custom_id": "r1", "method": "POST", "url": "/v1/completions", "body": full}
+
+
+def gen(i: int, model: str = "llama3.2") -> Item:
+    return Item(str(i), Endpoint.GENERATE, {"model": model, "prompt": f"prompt {i}"})
+
+
+def wait_for_workers(env: dict[str, str], n: int, timeout: float = 120) -> None:
+    """Until ``n`` workers have registered: from then on, time is the batch's, not start-up's."""
+    client = redis.Redis.from_url(env["BATCHQ_REDIS_URL"])
+    key = Keys(env["BATCHQ_PREFIX"]).workers
+
+    def registered() -> bool:
+        return int(client.zcard(key)) >= n  # type: ignore[arg-type]
+
+    try:
+        wait_until(registered, timeout=timeout, what="workers started")
+    finally:
+        client.close()
