@@ -15,6 +15,7 @@ import redis
 from batchq import clock
 from batchq.errors import InputError
 from batchq.inputs.native import iter_items
+from batchq.options import SubmitOptions
 from batchq.records import BatchState, BatchStatus, Endpoint, Item, ItemError, ItemStatus
 from batchq.settings import Settings
 from batchq.store.batches import BatchStore
@@ -183,3 +184,12 @@ def wait_for_workers(env: dict[str, str], n: int, timeout: float = 120) -> None:
         wait_until(registered, timeout=timeout, what="workers started")
     finally:
         client.close()
+
+
+async def finished_batch(
+    store: BatchStore, settings: Settings, url: str | None = "http://127.0.0.1:9/h"
+) -> str:
+    bid, _ = await store.submit(items(3), SubmitOptions(notify=url))
+    await register_worker(store, "w", 2)
+    await finish_all(store, settings, bid, {})
+    return bid

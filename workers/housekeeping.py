@@ -2,23 +2,21 @@
 batches that stopped making progress, expiring batches past their deadline, and sending
 completion hooks. Each step is an atomic script, so any number of workers may do it at once
 and a worker that dies half-way leaves nothing to undo (see :mod:`batchq.store.deadlines` and
-:mod:`batchq.store.hooks`)."""
+:mod:`batchq.store.hooks`; the hooks' POST is :mod:`workers.notify`'s)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
 from batchq import clock
 from batchq.errors import BatchNotFound
 from batchq.store.deadlines import expire_due
-from batchq.store.hooks import Hooks, deliver_due, hook_session
-
-if TYPE_CHECKING:
-    from workers.inference import WorkerState
+from batchq.store.hooks import Hooks
+from workers.notify import deliver_due, hook_session
+from workers.state import WorkerState
 
 __all__ = ["expiry_loop", "hooks_loop", "repair_idle_batches", "start_housekeeping"]
 

@@ -1,4 +1,5 @@
-"""The arq job that sends one item to Ollama, and the worker's lifecycle hooks.
+"""The arq job that sends one item to Ollama: claimed, started, one request, and its outcome
+recorded, retried or failed.
 
 Every outcome is recorded through :meth:`batchq.store.scripts.Scripts.finish`, which writes a result
 once: arq delivers at least once, and a job that runs twice leaves one result counted once.
@@ -11,42 +12,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import secrets
-import socket
-from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from dataclasses import dataclass
 
 from arq import Retry
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from batchq import clock
 from batchq.backends.base import Reply
-from batchq.backends.pool import Host, HostPool
+from batchq.backends.pool import Host
 from batchq.errors import BackendError, PermanentBackendError, TransientBackendError
-from batchq.pacing import RateLimiter, backoff
+from batchq.pacing import backoff
 from batchq.records import Item, ItemError, ItemStatus
-from batchq.settings import Settings
-from batchq.store.batches import BatchStore
 from batchq.store.codec import encode_result
-from batchq.store.connection import follow_master
-from batchq.store.dispatch import Dispatcher
-from batchq.store.keys import ARQ_IN_PROGRESS_PREFIX, Keys, parse_job_id
-from workers.housekeeping import repair_idle_batches, start_housekeeping
-from workers.stats import WorkerStats
+from batchq.store.keys import parse_job_id
+from workers.state import WorkerContext, WorkerState
 
-__all__ = [
-    "PAUSED_PARK_S",
-    "REJECT_FUNCTION",
-    "WorkerContext",
-    "WorkerState",
-    "after_job_end",
-    "reject_job",
-    "run_item",
-    "shutdown",
-    "startup_hook",
-]
+__all__ = ["PAUSED_PARK_S", "REJECT_FUNCTION", "reject_job", "run_item"]
 
 log = logging.getLogger("batchq.worker")
 
@@ -54,55 +35,6 @@ REJECT_FUNCTION = "reject_job"
 
 # How long a job of a paused batch waits before it looks again; resume does not wait for it.
 PAUSED_PARK_S = 600.0
-
-
-@dataclass
-class WorkerState:
-    settings: Settings
-    redis: Redis
-    worker_id: str = field(
-        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-    )
-    running: set[str] = field(default_factory=set)
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    # Set when a job ends: the dispatch loop refills the window without the job waiting for it.
-    dispatch_wanted: asyncio.Event = field(default_factory=asyncio.Event)
-    # Requests to Ollama in flight (the concurrency plus Ollama's queue), while arq may run
-    # a few more jobs.
-    ollama_slots: asyncio.Semaphore = field(init=False)
-    waiting: set[str] = field(default_factory=set)  # claimed jobs waiting for a slot
-    draining: bool = False  # set on SIGTERM: start no more requests
-    # Jobs whose arq keys the finish script already removed (see BatchqWorker.finish_job).
-    retired: set[str] = field(default_factory=set)
-
-    def __post_init__(self) -> None:
-        self.ollama_slots = asyncio.Semaphore(self.settings.max_in_flight)
-        self.keys = Keys(self.settings.prefix)
-        self.store = BatchStore(self.redis, self.keys)
-        self.scripts = self.store.scripts
-        self.dispatcher = Dispatcher(self.scripts, self.settings)
-        self.limiter = RateLimiter(self.settings.rate)
-        self.hosts = HostPool(self.settings, self.redis, self.keys)
-        self.stats = WorkerStats(self.worker_id, self.settings, self.running)
-
-    @property
-    def lease_ms(self) -> int:
-        return int(self.settings.heartbeat * 3 * 1000)
-
-    @property
-    def claim_ttl_ms(self) -> int:
-        """The TTL arq gives a claim (its in-progress key): the longest job timeout + 10 s."""
-        return int((self.settings.job_timeout + 10) * 1000)
-
-
-class WorkerContext(TypedDict, total=False):
-    """What arq hands a job: its own keys plus the ``batchq`` state set up at startup."""
-
-    redis: Redis
-    job_id: str
-    job_try: int
-    score: int
-    batchq: WorkerState
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,132 +293,3 @@ async def _retry_or_fail(job: _Job, err: BackendError) -> str:
             now_ms=clock.now_ms(),
         )
     raise Retry(defer=delay)
-
-
-# -- lifecycle ------------------------------------------------------------------------------
-
-
-def startup_hook(settings: Settings) -> Any:
-    async def startup(ctx: dict[str, Any]) -> None:
-        st = WorkerState(settings=settings, redis=ctx["redis"])
-        ctx["batchq"] = st
-        port = st.stats.serve()
-        if port is not None:
-            log.info("worker %s: metrics on port %d", st.worker_id, port)
-        for host in st.hosts.hosts:
-            limits = (settings.global_rate, settings.global_concurrency, settings.global_tpm)
-            if any(x is not None for x in limits):
-                await host.admission.configure(
-                    rate=settings.global_rate,
-                    concurrency=settings.global_concurrency,
-                    tokens_per_minute=settings.global_tpm,
-                )
-        await _heartbeat_once(st)
-        st.tasks.append(asyncio.create_task(_heartbeat_loop(st)))
-        st.tasks.append(asyncio.create_task(_dispatch_loop(st)))
-        st.tasks.extend(start_housekeeping(st))
-        for host in st.hosts.hosts:
-            try:
-                version = await host.backend.version()
-                log.info("worker %s: Ollama %s at %s", st.worker_id, version, host.url)
-            except BackendError as e:
-                # Not fatal: items wait and retry until Ollama comes up.
-                log.warning("worker %s: %s", st.worker_id, e)
-
-    return startup
-
-
-async def shutdown(ctx: dict[str, Any]) -> None:
-    st: WorkerState | None = ctx.get("batchq")
-    if st is None:
-        return
-    for t in st.tasks:
-        t.cancel()
-    for t in st.tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await t
-    with contextlib.suppress(RedisError):
-        async with st.redis.pipeline(transaction=True) as tx:
-            tx.zrem(st.keys.workers, st.worker_id)
-            tx.hdel(st.keys.worker_slots, st.worker_id)
-            tx.delete(st.keys.worker_info(st.worker_id))
-            await tx.execute()
-    await st.hosts.aclose()
-    st.stats.close()
-
-
-async def after_job_end(ctx: dict[str, Any]) -> None:
-    # Refill the window now rather than on the next tick, to keep Ollama's slots full; but in
-    # the dispatch loop, so the slot this job frees is not held up by it (and bursts of job
-    # ends coalesce into one dispatch).
-    st: WorkerState = ctx["batchq"]
-    st.dispatch_wanted.set()
-
-
-async def _heartbeat_once(st: WorkerState) -> None:
-    await st.hosts.refresh(clock.now_ms() + st.lease_ms)
-    now = clock.now_ms()
-    async with st.redis.pipeline(transaction=False) as pipe:
-        pipe.zadd(st.keys.workers, {st.worker_id: now + st.lease_ms})
-        pipe.hset(st.keys.worker_slots, st.worker_id, str(st.settings.max_in_flight))
-        if st.waiting:
-            # Claimed jobs waiting for a slot have no lease yet: keep their claims fresh, or
-            # the reaper would take them for the claims of a dead worker.
-            for jid in st.waiting:
-                pipe.pexpire(ARQ_IN_PROGRESS_PREFIX + jid, st.claim_ttl_ms)
-        st.stats.publish(pipe, st.keys.worker_info(st.worker_id), ttl_ms=st.lease_ms)
-        if st.running:
-            deadline = dict.fromkeys(st.running, now + st.lease_ms)
-            pipe.zadd(st.keys.leases, deadline, xx=True)
-            # Keep long requests out of every worker's polls (see the start script).
-            pipe.zadd(st.keys.queue, deadline, xx=True, gt=True)
-        await pipe.execute()
-
-
-# arq's own log has two lines per job, which at hundreds of items a second is noise (and
-# costs CPU); ``batchq worker`` silences it unless verbose and logs this summary instead.
-_PROGRESS_LOG_S = 60.0
-
-
-async def _heartbeat_loop(st: WorkerState) -> None:
-    logged_at, logged_n = clock.monotonic(), 0
-    while True:
-        await asyncio.sleep(st.settings.heartbeat)
-        now = clock.monotonic()
-        done = st.stats.succeeded + st.stats.failed  # items this worker made final
-        if now - logged_at >= _PROGRESS_LOG_S and done != logged_n:
-            n = done - logged_n
-            log.info(
-                "finished %d item(s) in %.0f s (%.1f/s)", n, now - logged_at, n / (now - logged_at)
-            )
-            logged_at, logged_n = now, done
-        try:
-            if await follow_master(st.redis):
-                log.warning("the sentinels name another Redis master; moving to it")
-            await _heartbeat_once(st)
-            # Every worker reaps: there is no single reaper whose death would stop recovery.
-            reaped = await st.scripts.reap(
-                now_ms=clock.now_ms(),
-                claim_ttl_ms=st.claim_ttl_ms,
-                grace_ms=st.lease_ms,
-            )
-            if reaped:
-                log.warning("re-queued %d item(s) whose worker stopped renewing its lease", reaped)
-            await repair_idle_batches(st)
-        except RedisError as e:
-            log.warning("heartbeat failed: %s", e)
-
-
-async def _dispatch_loop(st: WorkerState) -> None:
-    while True:
-        st.dispatch_wanted.clear()
-        try:
-            await st.dispatcher.run()
-        except RedisError as e:
-            log.warning("dispatch failed: %s", e)
-            await asyncio.sleep(1.0)
-        # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancellation that
-        # arrives as the event is set, and the loop would then outlive the worker.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(st.settings.poll_delay):
-                await st.dispatch_wanted.wait()

@@ -23,15 +23,9 @@ from batchq.store.connection import arq_pool, arq_redis_settings, resolve_redis_
 from batchq.store.dispatch import JOB_FUNCTION
 from batchq.store.keys import Keys
 from batchq.store.scripts import Claim
-from workers.inference import (
-    REJECT_FUNCTION,
-    WorkerState,
-    after_job_end,
-    reject_job,
-    run_item,
-    shutdown,
-    startup_hook,
-)
+from workers.inference import REJECT_FUNCTION, reject_job, run_item
+from workers.lifecycle import after_job_end, shutdown, startup_hook
+from workers.state import WorkerState
 
 __all__ = ["BatchqWorker", "json_dumps", "json_loads", "settings_class", "worker_kwargs"]
 
@@ -233,7 +227,7 @@ class BatchqWorker(Worker):
             await self._check_burst_done()
         if not self.burst:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._idle_poll):  # not wait_for: see inference.py
+                async with asyncio.timeout(self._idle_poll):  # not wait_for: see lifecycle.py
                     await self._slot_freed.wait()
             # Jobs often end in bursts: a moment's wait lets one poll refill several slots.
             await asyncio.sleep(_COALESCE_S)

@@ -17,7 +17,8 @@ from batchq.store.dispatch import Dispatcher
 from batchq.store.keys import ARQ_JOB_PREFIX, parse_job_id
 from tests.helpers import queued_jobs, register_worker
 from workers.housekeeping import repair_idle_batches
-from workers.inference import WorkerState, shutdown, startup_hook
+from workers.lifecycle import shutdown, startup_hook
+from workers.state import WorkerState
 
 
 def items(n: int) -> list[Item]:

@@ -25,7 +25,9 @@ from batchq.store.keys import ARQ_IN_PROGRESS_PREFIX, Keys
 from tests.conftest import run_burst
 from tests.helpers import gen
 from tests.procs import Workers, batchq, env_for, sim_stats, simulator, wait_done
-from workers.inference import WorkerContext, after_job_end, run_item, shutdown, startup_hook
+from workers.inference import run_item
+from workers.lifecycle import after_job_end, shutdown, startup_hook
+from workers.state import WorkerContext
 
 
 @pytest.fixture

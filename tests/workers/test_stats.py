@@ -12,7 +12,9 @@ from batchq.sim.process import SimConfig, running_sim
 from batchq.store.batches import BatchStore
 from batchq.store.presence import live_workers
 from tests.helpers import gen
-from workers.inference import WorkerContext, WorkerState, run_item, shutdown, startup_hook
+from workers.inference import run_item
+from workers.lifecycle import shutdown, startup_hook
+from workers.state import WorkerContext, WorkerState
 from workers.stats import WorkerStats
 
 
