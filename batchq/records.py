@@ -127,15 +127,11 @@ class ItemResult(BaseModel):
         return data
 
 
-class AttemptError(BaseModel):
-    """One failed attempt of an item, as kept in its error history."""
-
-    model_config = ConfigDict(extra="forbid")
+class AttemptError(ItemError):
+    """One failed attempt of an item, as kept in its error history: the error, which attempt
+    it ended and when."""
 
     attempt: int
-    type: str
-    message: str
-    status_code: int | None = None
     at: str | None = None
 
 

@@ -25,6 +25,7 @@ import httpx
 import redis
 
 from batchq.backends.ollama import OllamaClient
+from batchq.local.runner import stop_processes
 from batchq.records import Endpoint, Item
 from batchq.store.embedded import EmbeddedServer
 from batchq.store.keys import Keys
@@ -286,7 +287,7 @@ class Lab:
                 time.sleep(0.05)
             yield group
         finally:
-            stop_all(group.procs)
+            stop_processes(group.procs, grace_s=40)
             for f in logs:
                 f.close()
 
@@ -298,19 +299,6 @@ class Workers:
     def cpu_s(self) -> float:
         """CPU seconds the live workers have used so far (compare two readings)."""
         return sum(proc_cpu_s(p.pid) for p in self.procs if p.poll() is None)
-
-
-def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM, then wait (SIGKILL after 40 s)."""
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    for p in procs:
-        try:
-            p.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
 
 
 def proc_cpu_s(pid: int) -> float:

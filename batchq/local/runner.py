@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -31,6 +31,7 @@ __all__ = [
     "elapsed_text",
     "settings_env",
     "start_workers",
+    "stop_processes",
     "watch_progress",
 ]
 
@@ -75,17 +76,23 @@ def start_workers(
             )
         yield procs
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(procs, grace_s=30)
         for f in logs:
             f.close()
+
+
+def stop_processes(procs: Sequence[subprocess.Popen[bytes]], *, grace_s: float) -> None:
+    """SIGTERM to all at once (they finish their requests in parallel), then wait for each;
+    SIGKILL to one still running after ``grace_s``."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 async def check_ollama(settings: Settings) -> str:
