@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, cast
 
 from redis.asyncio import Redis
 
@@ -57,8 +56,6 @@ class Admission:
         self.tat_key = keys.endpoint_tat(eid)
         self.inflight_key = keys.endpoint_inflight(eid)
         self.token_tat_key = keys.endpoint_token_tat(eid)
-        self._admit = SCRIPTS.script(redis, "admit")
-        self._spend = SCRIPTS.script(redis, "spend")
 
     async def configure(
         self,
@@ -99,7 +96,9 @@ class Admission:
     async def try_admit(self, token: str, *, now_ms: int, slot_until_ms: int) -> int:
         """0 if admitted (a slot is held until released or ``slot_until_ms``), else the
         milliseconds to wait before asking again."""
-        res = await cast(Any, self._admit)(
+        res = await SCRIPTS.run(
+            self.redis,
+            "admit",
             keys=[self.limits_key, self.tat_key, self.inflight_key, self.token_tat_key],
             args=[now_ms, token, slot_until_ms, _SLOT_POLL_MS],
         )
@@ -108,8 +107,11 @@ class Admission:
     async def spend_tokens(self, tokens: int, *, now_ms: int) -> int:
         """Charge a reply's tokens to the tokens-per-minute limit, if there is one; returns
         how many milliseconds of debt the endpoint now has."""
-        res = await cast(Any, self._spend)(
-            keys=[self.limits_key, self.token_tat_key], args=[now_ms, max(0, tokens)]
+        res = await SCRIPTS.run(
+            self.redis,
+            "spend",
+            keys=[self.limits_key, self.token_tat_key],
+            args=[now_ms, max(0, tokens)],
         )
         return int(res)
 

@@ -15,7 +15,7 @@ from batchq.records import ItemError
 from batchq.store.codec import text
 from batchq.store.keys import ARQ_IN_PROGRESS_PREFIX, ARQ_JOB_PREFIX, Keys
 from batchq.store.lua import SCRIPTS
-from batchq.store.scripts import _CANCELLED_PAYLOAD, _call
+from batchq.store.scripts import CANCELLED_PAYLOAD
 
 __all__ = ["ERROR_HISTORY", "ControlScripts"]
 
@@ -29,23 +29,18 @@ class ControlScripts:
     """The control scripts registered on one client; EVALSHA with a transparent reload."""
 
     def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis = redis
         self.keys = keys
-        self._cancel = SCRIPTS.script(redis, "cancel")
-        self._pause = SCRIPTS.script(redis, "pause")
-        self._resume = SCRIPTS.script(redis, "resume")
-        self._release_failed = SCRIPTS.script(redis, "release_failed")
-        self._retry_stage = SCRIPTS.script(redis, "retry_stage")
-        self._retry_commit = SCRIPTS.script(redis, "retry_commit")
-        self._expire = SCRIPTS.script(redis, "expire")
 
     async def cancel(self, batch_id: str, *, now_ms: int) -> str | None:
         """The batch's state afterwards ('cancelled' unless it was already final); None if
         there is no such batch."""
         bk = self.keys.batch(batch_id)
-        res = await _call(
-            self._cancel,
+        res = await SCRIPTS.run(
+            self.redis,
+            "cancel",
             [bk.meta, bk.results, bk.redo, self.keys.ready, self.keys.queue, self.keys.open],
-            [batch_id, now_ms, _CANCELLED_PAYLOAD, ARQ_IN_PROGRESS_PREFIX, ARQ_JOB_PREFIX],
+            [batch_id, now_ms, CANCELLED_PAYLOAD, ARQ_IN_PROGRESS_PREFIX, ARQ_JOB_PREFIX],
         )
         return None if res is None else text(res)
 
@@ -54,8 +49,9 @@ class ControlScripts:
         is no such batch."""
         k = self.keys
         bk = k.batch(batch_id)
-        res = await _call(
-            self._pause,
+        res = await SCRIPTS.run(
+            self.redis,
+            "pause",
             [bk.meta, bk.results, bk.redo, k.queue, k.ready, k.open],
             [batch_id, now_ms, ARQ_IN_PROGRESS_PREFIX, ARQ_JOB_PREFIX],
         )
@@ -63,8 +59,9 @@ class ControlScripts:
 
     async def resume(self, batch_id: str, *, now_ms: int) -> str | None:
         k = self.keys
-        res = await _call(
-            self._resume,
+        res = await SCRIPTS.run(
+            self.redis,
+            "resume",
             [k.batch(batch_id).meta, k.queue, k.leases, k.ready, k.open],
             [batch_id, now_ms, ARQ_IN_PROGRESS_PREFIX],
         )
@@ -87,8 +84,9 @@ class ControlScripts:
         k = self.keys
         bk = k.batch(batch_id)
         code = "" if error.status_code is None else error.status_code
-        await _call(
-            self._release_failed,
+        await SCRIPTS.run(
+            self.redis,
+            "release_failed",
             [bk.meta, k.leases, k.queue, bk.errors, bk.prior, k.open],
             [
                 jid,
@@ -118,8 +116,9 @@ class ControlScripts:
         k = self.keys
         bk = k.batch(batch_id)
         select: list[int | str] = ["range", *span] if span else ["list", *(indices or [])]
-        res = await _call(
-            self._retry_stage,
+        res = await SCRIPTS.run(
+            self.redis,
+            "retry_stage",
             [bk.meta, bk.results, bk.retrying, bk.errors, bk.prior, bk.tries, k.open, bk.reruns],
             [batch_id, now_ms, statuses, ERROR_HISTORY, *select],
         )
@@ -128,8 +127,8 @@ class ControlScripts:
     async def retry_commit(self, batch_id: str) -> int:
         """Dispatch the staged items again; how many."""
         bk = self.keys.batch(batch_id)
-        res = await _call(
-            self._retry_commit, [bk.meta, bk.retrying, bk.redo, self.keys.ready], [batch_id]
+        res = await SCRIPTS.run(
+            self.redis, "retry_commit", [bk.meta, bk.retrying, bk.redo, self.keys.ready], [batch_id]
         )
         return int(res)
 
@@ -138,8 +137,9 @@ class ControlScripts:
         write (0: done), -1 if there is no such batch, -2 if the deadline is not due."""
         k = self.keys
         bk = k.batch(batch_id)
-        res = await _call(
-            self._expire,
+        res = await SCRIPTS.run(
+            self.redis,
+            "expire",
             [bk.meta, bk.results, bk.redo, bk.tries, k.queue, k.ready, k.open],
             [batch_id, now_ms, chunk, payload, ARQ_IN_PROGRESS_PREFIX, ARQ_JOB_PREFIX],
         )

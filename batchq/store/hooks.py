@@ -33,7 +33,6 @@ from batchq import clock
 from batchq.store.batches import BatchStore
 from batchq.store.codec import text
 from batchq.store.lua import SCRIPTS
-from batchq.store.scripts import _call
 
 __all__ = ["HookClaim", "Hooks"]
 
@@ -50,15 +49,17 @@ class HookClaim:
 
 class Hooks:
     def __init__(self, redis: Redis, store: BatchStore) -> None:
+        self.redis = redis
         self.store = store
         self.keys = store.keys
-        self._claim = SCRIPTS.script(redis, "hook_claim")
-        self._settle = SCRIPTS.script(redis, "hook_settle")
 
     async def claim(self, *, now_ms: int, lease_ms: int) -> HookClaim | None:
         token = secrets.token_hex(8)
-        res = await _call(
-            self._claim, [self.keys.hooks], [now_ms, self.keys.batch_prefix(), lease_ms, token]
+        res = await SCRIPTS.run(
+            self.redis,
+            "hook_claim",
+            [self.keys.hooks],
+            [now_ms, self.keys.batch_prefix(), lease_ms, token],
         )
         if res is None:
             return None
@@ -70,8 +71,9 @@ class Hooks:
     async def settle(
         self, claim: HookClaim, outcome: str, *, due_ms: int = 0, error: str = ""
     ) -> bool:
-        res = await _call(
-            self._settle,
+        res = await SCRIPTS.run(
+            self.redis,
+            "hook_settle",
             [self.keys.hooks],
             [
                 claim.batch_id,

@@ -10,11 +10,9 @@ prefixes reach them from :mod:`batchq.store.keys` as arguments, never as literal
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.commands.core import AsyncScript
 
 from batchq.store.codec import text
 from batchq.store.keys import (
@@ -26,10 +24,10 @@ from batchq.store.keys import (
 )
 from batchq.store.lua import SCRIPTS
 
-__all__ = ["Claim", "DispatchOutcome", "Scripts", "StartOutcome"]
+__all__ = ["CANCELLED_PAYLOAD", "Claim", "DispatchOutcome", "Scripts", "StartOutcome"]
 
 # What an item cancelled before it ran gets as its result.
-_CANCELLED_PAYLOAD = '{"s":"cancelled"}'
+CANCELLED_PAYLOAD = '{"s":"cancelled"}'
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,15 +55,8 @@ class Scripts:
     """The scripts registered on one client; EVALSHA with a transparent reload."""
 
     def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis = redis
         self.keys = keys
-        self._dispatch = SCRIPTS.script(redis, "dispatch")
-        self._join = SCRIPTS.script(redis, "join")
-        self._start = SCRIPTS.script(redis, "start")
-        self._finish = SCRIPTS.script(redis, "finish")
-        self._release = SCRIPTS.script(redis, "release")
-        self._reap = SCRIPTS.script(redis, "reap")
-        self._repair = SCRIPTS.script(redis, "repair")
-        self._claim = SCRIPTS.script(redis, "claim")
 
     async def dispatch(
         self,
@@ -78,8 +69,9 @@ class Scripts:
         min_window: int,
     ) -> DispatchOutcome:
         k = self.keys
-        res = await _call(
-            self._dispatch,
+        res = await SCRIPTS.run(
+            self.redis,
+            "dispatch",
             [k.ready, k.queue, k.workers, k.worker_slots, k.legacy_active],
             [
                 now_ms,
@@ -100,8 +92,12 @@ class Scripts:
         """Ready the batch for dispatch at its level's smallest pass (:mod:`batchq.store.stride`);
         ``client``: e.g. a transaction to do it in."""
         k = self.keys
-        await cast(Any, self._join)(
-            keys=[k.ready, k.batch(batch_id).meta], args=[batch_id], client=client
+        await SCRIPTS.run(
+            self.redis,
+            "join",
+            keys=[k.ready, k.batch(batch_id).meta],
+            args=[batch_id],
+            client=client,
         )
 
     async def begin(
@@ -111,10 +107,11 @@ class Scripts:
         to run it."""
         k = self.keys
         bk = k.batch(batch_id)
-        res = await _call(
-            self._start,
+        res = await SCRIPTS.run(
+            self.redis,
+            "start",
             [bk.meta, bk.results, k.leases, k.ready, k.queue, bk.items, k.open],
-            [batch_id, index, jid, now_ms, lease_until_ms, _CANCELLED_PAYLOAD],
+            [batch_id, index, jid, now_ms, lease_until_ms, CANCELLED_PAYLOAD],
         )
         if isinstance(res, list):
             return text(res[0]), int(res[1]), res[2] if len(res) > 2 else None
@@ -134,8 +131,9 @@ class Scripts:
         with ``ttl_ms``, and its try counter), looking at most at ``scan`` of them."""
         if limit <= 0:
             return []
-        res = await _call(
-            self._claim,
+        res = await SCRIPTS.run(
+            self.redis,
+            "claim",
             [self.keys.queue],
             [now_ms, ttl_ms, limit, scan, ARQ_IN_PROGRESS_PREFIX, ARQ_RETRY_PREFIX, ARQ_JOB_PREFIX],
         )
@@ -157,8 +155,9 @@ class Scripts:
     ) -> bool:
         """Record the item's result once; ``tokens`` (prompt, output) add to the batch's."""
         bk = self.keys.batch(batch_id)
-        res = await _call(
-            self._finish,
+        res = await SCRIPTS.run(
+            self.redis,
+            "finish",
             [
                 bk.meta,
                 bk.results,
@@ -194,8 +193,9 @@ class Scripts:
         """Give up the lease; with ``score``, make the job due again at that queue score; with
         ``refund``, the attempt it started does not count; with ``retried``, count the job in
         the batch's retries."""
-        await _call(
-            self._release,
+        await SCRIPTS.run(
+            self.redis,
+            "release",
             [self.keys.batch(batch_id).meta, self.keys.leases, self.keys.queue, self.keys.open],
             [jid, "" if score is None else score, "1" if refund else "0", "1" if retried else "0"],
         )
@@ -206,8 +206,9 @@ class Scripts:
         """Re-queue items whose worker died: lapsed leases, and arq claims older than
         ``grace_ms`` that never got a lease (``claim_ttl_ms``: the TTL arq gives a claim)."""
         k = self.keys
-        res = await _call(
-            self._reap,
+        res = await SCRIPTS.run(
+            self.redis,
+            "reap",
             [k.leases, k.queue, k.ready, k.workers, k.worker_slots, k.open],
             [
                 now_ms,
@@ -217,7 +218,7 @@ class Scripts:
                 grace_ms,
                 ARQ_IN_PROGRESS_PREFIX,
                 ARQ_JOB_PREFIX,
-                _CANCELLED_PAYLOAD,
+                CANCELLED_PAYLOAD,
             ],
         )
         return int(res)
@@ -226,8 +227,9 @@ class Scripts:
         """Re-queue the lost items among indices [start, end); -1 if there is no such batch."""
         k = self.keys
         bk = k.batch(batch_id)
-        res = await _call(
-            self._repair,
+        res = await SCRIPTS.run(
+            self.redis,
+            "repair",
             [bk.meta, bk.results, bk.redo, k.queue, k.leases, k.ready, k.open],
             [
                 batch_id,
@@ -236,11 +238,7 @@ class Scripts:
                 now_ms,
                 ARQ_IN_PROGRESS_PREFIX,
                 ARQ_JOB_PREFIX,
-                _CANCELLED_PAYLOAD,
+                CANCELLED_PAYLOAD,
             ],
         )
         return int(res)
-
-
-async def _call(script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
-    return await cast(Any, script)(keys=keys, args=args)
