@@ -304,8 +304,8 @@ def register(cmd: Command) -> None:
         redis=False,
         json_out=False,
     )
-    sp.add_argument("--host", default="127.0.0.1")
-    sp.add_argument("--port", type=int, default=11434)
+    sp.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    sp.add_argument("--port", type=int, default=11434, help="default 11434, as Ollama")
     for f in dataclasses.fields(SimConfig):
         about = f.metadata.get("help")
         sp.add_argument(

@@ -45,7 +45,7 @@ class SimConfig:
     per server, so a run's failure sequence is reproducible.
     """
 
-    seed: int = 0
+    seed: int = field(default=0, metadata={"help": "seed of the failure dice"})
     models: tuple[str, ...] = field(
         default=("llama3.2", "qwen3:8b", "gemma3:4b", "nomic-embed-text"),
         metadata={"parse": parse_models, "help": "models served, comma-separated"},
@@ -58,17 +58,46 @@ class SimConfig:
             "e.g. qwen3:8b=40,gemma3:4b=120 (each NAME must be one of --models)",
         },
     )
-    parallel: int = 1
-    max_queue: int = 512
-    max_loaded: int = 1
-    load_seconds: float = 0.0
-    prompt_tokens_per_s: float = 2000.0
-    eval_tokens_per_s: float = 100.0
-    latency: float = 0.0
-    response_tokens: int = 8
-    fail_500: float = 0.0
-    fail_503: float = 0.0
-    fail_midstream: float = 0.0
-    slow_rate: float = 0.0
-    slow_seconds: float = 30.0
-    embed_dim: int = 768  # nomic-embed-text's
+    parallel: int = field(
+        default=1, metadata={"help": "slots per loaded model, as OLLAMA_NUM_PARALLEL"}
+    )
+    max_queue: int = field(
+        default=512,
+        metadata={
+            "help": "requests waiting for a slot before 503 server busy, as OLLAMA_MAX_QUEUE"
+        },
+    )
+    max_loaded: int = field(
+        default=1,
+        metadata={"help": "models resident at once (0: no limit), as OLLAMA_MAX_LOADED_MODELS"},
+    )
+    load_seconds: float = field(
+        default=0.0, metadata={"help": "seconds to load a model that is not resident"}
+    )
+    prompt_tokens_per_s: float = field(default=2000.0, metadata={"help": "prompt evaluation speed"})
+    eval_tokens_per_s: float = field(
+        default=100.0, metadata={"help": "generation speed of one request alone in the GPU"}
+    )
+    latency: float = field(
+        default=0.0, metadata={"help": "seconds added to every request before its first token"}
+    )
+    response_tokens: int = field(
+        default=8, metadata={"help": "tokens in every reply (fewer if num_predict says so)"}
+    )
+    fail_500: float = field(
+        default=0.0,
+        metadata={"help": "probability of a 500 (the runner died) before a reply starts"},
+    )
+    fail_503: float = field(
+        default=0.0, metadata={"help": "probability of a 503 server busy whatever the queue"}
+    )
+    fail_midstream: float = field(
+        default=0.0, metadata={"help": "probability of an error line after streaming began"}
+    )
+    slow_rate: float = field(
+        default=0.0, metadata={"help": "probability of a request that stalls --slow-seconds more"}
+    )
+    slow_seconds: float = field(default=30.0, metadata={"help": "the stall of a slow request"})
+    embed_dim: int = field(
+        default=768, metadata={"help": "length of an embedding vector (nomic-embed-text's)"}
+    )

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from batchq.store.keys import Keys
-from batchq.store.lua import SCRIPTS
+from batchq.store.scripts import ScriptCaller
 
 __all__ = ["Admission", "EndpointLimits", "endpoint_id"]
 
@@ -45,7 +45,7 @@ class EndpointLimits:
     tokens_per_minute: int | None = None
 
 
-class Admission:
+class Admission(ScriptCaller):
     """Admission to one endpoint; one per worker process."""
 
     def __init__(self, redis: Redis, keys: Keys, endpoint: str) -> None:
@@ -96,8 +96,7 @@ class Admission:
     async def try_admit(self, token: str, *, now_ms: int, slot_until_ms: int) -> int:
         """0 if admitted (a slot is held until released or ``slot_until_ms``), else the
         milliseconds to wait before asking again."""
-        res = await SCRIPTS.run(
-            self.redis,
+        res = await self._run(
             "admit",
             keys=[self.limits_key, self.tat_key, self.inflight_key, self.token_tat_key],
             args=[now_ms, token, slot_until_ms, _SLOT_POLL_MS],
@@ -107,8 +106,7 @@ class Admission:
     async def spend_tokens(self, tokens: int, *, now_ms: int) -> int:
         """Charge a reply's tokens to the tokens-per-minute limit, if there is one; returns
         how many milliseconds of debt the endpoint now has."""
-        res = await SCRIPTS.run(
-            self.redis,
+        res = await self._run(
             "spend",
             keys=[self.limits_key, self.token_tat_key],
             args=[now_ms, max(0, tokens)],

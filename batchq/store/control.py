@@ -14,8 +14,7 @@ from redis.asyncio import Redis
 from batchq.records import ItemError
 from batchq.store.codec import text
 from batchq.store.keys import ARQ_IN_PROGRESS_PREFIX, ARQ_JOB_PREFIX, Keys
-from batchq.store.lua import SCRIPTS
-from batchq.store.scripts import CANCELLED_PAYLOAD
+from batchq.store.scripts import CANCELLED_PAYLOAD, ScriptCaller
 
 __all__ = ["ERROR_HISTORY", "ControlScripts"]
 
@@ -25,7 +24,7 @@ ERROR_HISTORY = 10
 _MESSAGE_CHARS = 300
 
 
-class ControlScripts:
+class ControlScripts(ScriptCaller):
     """The control scripts registered on one client; EVALSHA with a transparent reload."""
 
     def __init__(self, redis: Redis, keys: Keys) -> None:
@@ -36,8 +35,7 @@ class ControlScripts:
         """The batch's state afterwards ('cancelled' unless it was already final); None if
         there is no such batch."""
         bk = self.keys.batch(batch_id)
-        res = await SCRIPTS.run(
-            self.redis,
+        res = await self._run(
             "cancel",
             [bk.meta, bk.results, bk.redo, self.keys.ready, self.keys.queue, self.keys.open],
             [batch_id, now_ms, CANCELLED_PAYLOAD, ARQ_IN_PROGRESS_PREFIX, ARQ_JOB_PREFIX],
@@ -49,8 +47,7 @@ class ControlScripts:
         is no such batch."""
         k = self.keys
         bk = k.batch(batch_id)
-        res = await SCRIPTS.run(
-            self.redis,
+        res = await self._run(
             "pause",
             [bk.meta, bk.results, bk.redo, k.queue, k.ready, k.open],
             [batch_id, now_ms, ARQ_IN_PROGRESS_PREFIX, ARQ_JOB_PREFIX],
@@ -59,8 +56,7 @@ class ControlScripts:
 
     async def resume(self, batch_id: str, *, now_ms: int) -> str | None:
         k = self.keys
-        res = await SCRIPTS.run(
-            self.redis,
+        res = await self._run(
             "resume",
             [k.batch(batch_id).meta, k.queue, k.leases, k.ready, k.open],
             [batch_id, now_ms, ARQ_IN_PROGRESS_PREFIX],
@@ -84,8 +80,7 @@ class ControlScripts:
         k = self.keys
         bk = k.batch(batch_id)
         code = "" if error.status_code is None else error.status_code
-        await SCRIPTS.run(
-            self.redis,
+        await self._run(
             "release_failed",
             [bk.meta, k.leases, k.queue, bk.errors, bk.prior, k.open],
             [
@@ -116,8 +111,7 @@ class ControlScripts:
         k = self.keys
         bk = k.batch(batch_id)
         select: list[int | str] = ["range", *span] if span else ["list", *(indices or [])]
-        res = await SCRIPTS.run(
-            self.redis,
+        res = await self._run(
             "retry_stage",
             [bk.meta, bk.results, bk.retrying, bk.errors, bk.prior, bk.tries, k.open, bk.reruns],
             [batch_id, now_ms, statuses, ERROR_HISTORY, *select],
@@ -127,8 +121,8 @@ class ControlScripts:
     async def retry_commit(self, batch_id: str) -> int:
         """Dispatch the staged items again; how many."""
         bk = self.keys.batch(batch_id)
-        res = await SCRIPTS.run(
-            self.redis, "retry_commit", [bk.meta, bk.retrying, bk.redo, self.keys.ready], [batch_id]
+        res = await self._run(
+            "retry_commit", [bk.meta, bk.retrying, bk.redo, self.keys.ready], [batch_id]
         )
         return int(res)
 
@@ -137,8 +131,7 @@ class ControlScripts:
         write (0: done), -1 if there is no such batch, -2 if the deadline is not due."""
         k = self.keys
         bk = k.batch(batch_id)
-        res = await SCRIPTS.run(
-            self.redis,
+        res = await self._run(
             "expire",
             [bk.meta, bk.results, bk.redo, bk.tries, k.queue, k.ready, k.open],
             [batch_id, now_ms, chunk, payload, ARQ_IN_PROGRESS_PREFIX, ARQ_JOB_PREFIX],

@@ -32,7 +32,7 @@ from redis.asyncio import Redis
 from batchq import clock
 from batchq.store.batches import BatchStore
 from batchq.store.codec import text
-from batchq.store.lua import SCRIPTS
+from batchq.store.scripts import ScriptCaller
 
 __all__ = ["HookClaim", "Hooks"]
 
@@ -47,7 +47,7 @@ class HookClaim:
     token: str = ""
 
 
-class Hooks:
+class Hooks(ScriptCaller):
     def __init__(self, redis: Redis, store: BatchStore) -> None:
         self.redis = redis
         self.store = store
@@ -55,8 +55,7 @@ class Hooks:
 
     async def claim(self, *, now_ms: int, lease_ms: int) -> HookClaim | None:
         token = secrets.token_hex(8)
-        res = await SCRIPTS.run(
-            self.redis,
+        res = await self._run(
             "hook_claim",
             [self.keys.hooks],
             [now_ms, self.keys.batch_prefix(), lease_ms, token],
@@ -71,8 +70,7 @@ class Hooks:
     async def settle(
         self, claim: HookClaim, outcome: str, *, due_ms: int = 0, error: str = ""
     ) -> bool:
-        res = await SCRIPTS.run(
-            self.redis,
+        res = await self._run(
             "hook_settle",
             [self.keys.hooks],
             [

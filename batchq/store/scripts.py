@@ -10,6 +10,7 @@ prefixes reach them from :mod:`batchq.store.keys` as arguments, never as literal
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -24,7 +25,14 @@ from batchq.store.keys import (
 )
 from batchq.store.lua import SCRIPTS
 
-__all__ = ["CANCELLED_PAYLOAD", "Claim", "DispatchOutcome", "Scripts", "StartOutcome"]
+__all__ = [
+    "CANCELLED_PAYLOAD",
+    "Claim",
+    "DispatchOutcome",
+    "ScriptCaller",
+    "Scripts",
+    "StartOutcome",
+]
 
 # What an item cancelled before it ran gets as its result.
 CANCELLED_PAYLOAD = '{"s":"cancelled"}'
@@ -51,7 +59,18 @@ class Claim:
 StartOutcome = str  # 'ok' | 'final' | 'cancelled' | 'paused' | 'missing'
 
 
-class Scripts:
+class ScriptCaller:
+    """Runs the registry's scripts on one client (:meth:`ScriptRegistry.run`)."""
+
+    redis: Redis
+
+    async def _run(
+        self, name: str, keys: list[str], args: list[Any], *, client: Redis | Pipeline | None = None
+    ) -> Any:
+        return await SCRIPTS.run(self.redis, name, keys, args, client=client)
+
+
+class Scripts(ScriptCaller):
     """The scripts registered on one client; EVALSHA with a transparent reload."""
 
     def __init__(self, redis: Redis, keys: Keys) -> None:
@@ -69,8 +88,7 @@ class Scripts:
         min_window: int,
     ) -> DispatchOutcome:
         k = self.keys
-        res = await SCRIPTS.run(
-            self.redis,
+        res = await self._run(
             "dispatch",
             [k.ready, k.queue, k.workers, k.worker_slots, k.legacy_active],
             [
@@ -92,8 +110,7 @@ class Scripts:
         """Ready the batch for dispatch at its level's smallest pass (:mod:`batchq.store.stride`);
         ``client``: e.g. a transaction to do it in."""
         k = self.keys
-        await SCRIPTS.run(
-            self.redis,
+        await self._run(
             "join",
             keys=[k.ready, k.batch(batch_id).meta],
             args=[batch_id],
@@ -107,8 +124,7 @@ class Scripts:
         to run it."""
         k = self.keys
         bk = k.batch(batch_id)
-        res = await SCRIPTS.run(
-            self.redis,
+        res = await self._run(
             "start",
             [bk.meta, bk.results, k.leases, k.ready, k.queue, bk.items, k.open],
             [batch_id, index, jid, now_ms, lease_until_ms, CANCELLED_PAYLOAD],
@@ -131,8 +147,7 @@ class Scripts:
         with ``ttl_ms``, and its try counter), looking at most at ``scan`` of them."""
         if limit <= 0:
             return []
-        res = await SCRIPTS.run(
-            self.redis,
+        res = await self._run(
             "claim",
             [self.keys.queue],
             [now_ms, ttl_ms, limit, scan, ARQ_IN_PROGRESS_PREFIX, ARQ_RETRY_PREFIX, ARQ_JOB_PREFIX],
@@ -155,8 +170,7 @@ class Scripts:
     ) -> bool:
         """Record the item's result once; ``tokens`` (prompt, output) add to the batch's."""
         bk = self.keys.batch(batch_id)
-        res = await SCRIPTS.run(
-            self.redis,
+        res = await self._run(
             "finish",
             [
                 bk.meta,
@@ -193,8 +207,7 @@ class Scripts:
         """Give up the lease; with ``score``, make the job due again at that queue score; with
         ``refund``, the attempt it started does not count; with ``retried``, count the job in
         the batch's retries."""
-        await SCRIPTS.run(
-            self.redis,
+        await self._run(
             "release",
             [self.keys.batch(batch_id).meta, self.keys.leases, self.keys.queue, self.keys.open],
             [jid, "" if score is None else score, "1" if refund else "0", "1" if retried else "0"],
@@ -206,8 +219,7 @@ class Scripts:
         """Re-queue items whose worker died: lapsed leases, and arq claims older than
         ``grace_ms`` that never got a lease (``claim_ttl_ms``: the TTL arq gives a claim)."""
         k = self.keys
-        res = await SCRIPTS.run(
-            self.redis,
+        res = await self._run(
             "reap",
             [k.leases, k.queue, k.ready, k.workers, k.worker_slots, k.open],
             [
@@ -227,8 +239,7 @@ class Scripts:
         """Re-queue the lost items among indices [start, end); -1 if there is no such batch."""
         k = self.keys
         bk = k.batch(batch_id)
-        res = await SCRIPTS.run(
-            self.redis,
+        res = await self._run(
             "repair",
             [bk.meta, bk.results, bk.redo, k.queue, k.leases, k.ready, k.open],
             [
