@@ -9,15 +9,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import Any, Protocol, Self, TypedDict, runtime_checkable
 
 from batchq.records import Item
 
-__all__ = ["FIRST_TOKEN_FIELD", "Backend", "LoadedModel", "Reply"]
+__all__ = ["FIRST_TOKEN_FIELD", "Backend", "ConnectOptions", "LoadedModel", "Reply"]
 
 # Measured by batchq, not reported by the server: nanoseconds from sending a streamed request to
 # the first chunk that carries generated text (thinking included). Absent when not streaming.
 FIRST_TOKEN_FIELD = "time_to_first_token"
+
+
+class ConnectOptions(TypedDict, total=False):
+    """How a backend client talks to its server: ``timeout`` bounds each read (seconds),
+    ``connect_timeout`` the connection, ``stream`` asks for streamed replies,
+    ``max_connections`` caps the requests at once."""
+
+    timeout: float
+    connect_timeout: float
+    stream: bool
+    max_connections: int
 
 
 @dataclass(slots=True)

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from typing import Unpack
 
 from redis.asyncio import Redis
 
 from batchq import clock
-from batchq.backends.base import Backend
+from batchq.backends.base import Backend, ConnectOptions
 from batchq.backends.ollama import OllamaClient
 from batchq.errors import BackendError
 from batchq.settings import Settings
@@ -27,23 +28,10 @@ UNHEALTHY_KINDS = frozenset(
 _MAX_DOWN_S = 60.0
 
 
-def open_backend(
-    url: str,
-    *,
-    timeout: float = 600.0,
-    connect_timeout: float = 10.0,
-    stream: bool = True,
-    max_connections: int = 100,
-) -> Backend:
+def open_backend(url: str, **options: Unpack[ConnectOptions]) -> Backend:
     """The backend at ``url``: the one place that picks the implementation (today every host
-    is an Ollama). ``timeout`` bounds each read, ``max_connections`` the requests at once."""
-    return OllamaClient(
-        url,
-        timeout=timeout,
-        connect_timeout=connect_timeout,
-        stream=stream,
-        max_connections=max_connections,
-    )
+    is an Ollama), with the client's defaults for what ``options`` leave out."""
+    return OllamaClient(url, **options)
 
 
 @dataclass(eq=False)

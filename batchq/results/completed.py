@@ -26,6 +26,7 @@ yielded as cancelled once the cancel is seen.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Iterable
 from typing import cast
 
@@ -118,13 +119,8 @@ class _Reader:
 
 
 def _chunks(indices: Iterable[int], size: int) -> Iterable[list[int]]:
-    chunk: list[int] = []
-    for i in indices:
-        chunk.append(i)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
+    it = iter(indices)
+    while chunk := list(itertools.islice(it, size)):
         yield chunk
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["SimConfig", "parse_model_speeds", "parse_models"]
 
@@ -34,6 +35,11 @@ def parse_model_speeds(text: str) -> tuple[tuple[str, float], ...]:
     return tuple(speeds)
 
 
+def _flag(default: Any, about: str) -> Any:
+    """A field that ``batchq sim`` offers as a flag, with its help text."""
+    return field(default=default, metadata={"help": about})
+
+
 @dataclass
 class SimConfig:
     """How the simulated server behaves; the defaults look like one 8B model on a consumer GPU.
@@ -45,7 +51,7 @@ class SimConfig:
     per server, so a run's failure sequence is reproducible.
     """
 
-    seed: int = field(default=0, metadata={"help": "seed of the failure dice"})
+    seed: int = _flag(0, "seed of the failure dice")
     models: tuple[str, ...] = field(
         default=("llama3.2", "qwen3:8b", "gemma3:4b", "nomic-embed-text"),
         metadata={"parse": parse_models, "help": "models served, comma-separated"},
@@ -58,46 +64,17 @@ class SimConfig:
             "e.g. qwen3:8b=40,gemma3:4b=120 (each NAME must be one of --models)",
         },
     )
-    parallel: int = field(
-        default=1, metadata={"help": "slots per loaded model, as OLLAMA_NUM_PARALLEL"}
-    )
-    max_queue: int = field(
-        default=512,
-        metadata={
-            "help": "requests waiting for a slot before 503 server busy, as OLLAMA_MAX_QUEUE"
-        },
-    )
-    max_loaded: int = field(
-        default=1,
-        metadata={"help": "models resident at once (0: no limit), as OLLAMA_MAX_LOADED_MODELS"},
-    )
-    load_seconds: float = field(
-        default=0.0, metadata={"help": "seconds to load a model that is not resident"}
-    )
-    prompt_tokens_per_s: float = field(default=2000.0, metadata={"help": "prompt evaluation speed"})
-    eval_tokens_per_s: float = field(
-        default=100.0, metadata={"help": "generation speed of one request alone in the GPU"}
-    )
-    latency: float = field(
-        default=0.0, metadata={"help": "seconds added to every request before its first token"}
-    )
-    response_tokens: int = field(
-        default=8, metadata={"help": "tokens in every reply (fewer if num_predict says so)"}
-    )
-    fail_500: float = field(
-        default=0.0,
-        metadata={"help": "probability of a 500 (the runner died) before a reply starts"},
-    )
-    fail_503: float = field(
-        default=0.0, metadata={"help": "probability of a 503 server busy whatever the queue"}
-    )
-    fail_midstream: float = field(
-        default=0.0, metadata={"help": "probability of an error line after streaming began"}
-    )
-    slow_rate: float = field(
-        default=0.0, metadata={"help": "probability of a request that stalls --slow-seconds more"}
-    )
-    slow_seconds: float = field(default=30.0, metadata={"help": "the stall of a slow request"})
-    embed_dim: int = field(
-        default=768, metadata={"help": "length of an embedding vector (nomic-embed-text's)"}
-    )
+    parallel: int = _flag(1, "slots per loaded model, as OLLAMA_NUM_PARALLEL")
+    max_queue: int = _flag(512, "requests waiting for a slot before a 503, as OLLAMA_MAX_QUEUE")
+    max_loaded: int = _flag(1, "models resident at once (0: no limit), as OLLAMA_MAX_LOADED_MODELS")
+    load_seconds: float = _flag(0.0, "seconds to load a model that is not resident")
+    prompt_tokens_per_s: float = _flag(2000.0, "prompt evaluation speed")
+    eval_tokens_per_s: float = _flag(100.0, "generation speed of one request alone in the GPU")
+    latency: float = _flag(0.0, "seconds added to every request before its first token")
+    response_tokens: int = _flag(8, "tokens in every reply (fewer if num_predict says so)")
+    fail_500: float = _flag(0.0, "probability of a 500 (the runner died) before a reply starts")
+    fail_503: float = _flag(0.0, "probability of a 503 server busy whatever the queue")
+    fail_midstream: float = _flag(0.0, "probability of an error line after streaming began")
+    slow_rate: float = _flag(0.0, "probability of a request that stalls --slow-seconds more")
+    slow_seconds: float = _flag(30.0, "the stall of a slow request")
+    embed_dim: int = _flag(768, "length of an embedding vector (nomic-embed-text's)")
