@@ -111,7 +111,8 @@ def valkey_process(*args: str, password: str | None = None) -> Iterator[int]:
 
 async def run_burst(settings: Settings, redis_url: str | None = None) -> None:
     """An in-process BatchqWorker in burst mode: drains the queue and its batches, returns."""
-    from workers.settings import BatchqWorker, worker_kwargs
+    from workers.settings import worker_kwargs
+    from workers.worker import BatchqWorker
 
     url = redis_url or settings.redis_url
     assert url

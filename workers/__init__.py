@@ -1,11 +1,12 @@
 """batchq's arq workers: ``arq workers.WorkerSettings`` (configured from the environment), or
 ``batchq worker`` (configured from its flags).
 
-What one worker process does: ``settings`` (arq's settings, the ``Worker`` subclass that
-claims jobs in one script, the JSON codec), ``state`` (what a worker holds while it runs),
-``inference`` (the job: one item, one request to Ollama, its outcome), ``lifecycle`` (startup,
-shutdown, the heartbeat and dispatch loops), ``housekeeping`` (repair, expiry, the hook loop),
-``notify`` (the POST of a completion hook) and ``stats`` (its counts and Prometheus metrics).
+What one worker process does: ``settings`` (arq's settings and the JSON codec), ``worker``
+(the arq ``Worker`` subclass: claiming jobs in one script, refilling freed slots, bursts),
+``state`` (what a worker holds while it runs), ``inference`` (the job: one item, one request
+to Ollama, its outcome), ``lifecycle`` (startup, shutdown, the heartbeat and dispatch loops),
+``housekeeping`` (repair, expiry, the hook loop), ``notify`` (the POST of a completion hook)
+and ``stats`` (its counts and Prometheus metrics).
 
 May import the core, ``batchq.store`` and ``batchq.backends``; never the clients,
 ``batchq.local`` or the CLI. Nothing in ``batchq`` imports it but ``batchq worker`` (in

@@ -212,7 +212,8 @@ async def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from workers.settings import BatchqWorker, worker_kwargs
+    from workers.settings import worker_kwargs
+    from workers.worker import BatchqWorker
 
     settings = settings_from(args)
     logging.basicConfig(
