@@ -5,9 +5,11 @@ another.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, cast
 
 import pytest
 import redis
@@ -18,6 +20,7 @@ from batchq.inputs.native import iter_items
 from batchq.options import SubmitOptions
 from batchq.records import BatchState, BatchStatus, Endpoint, Item, ItemError, ItemStatus
 from batchq.settings import Settings
+from batchq.sim.process import SimConfig, SimServer, running_sim
 from batchq.store.batches import BatchStore
 from batchq.store.codec import encode_result
 from batchq.store.dispatch import Dispatcher
@@ -27,6 +30,8 @@ from batchq.store.keys import (
     parse_job_id,
 )
 from tests.waits import wait_until
+from workers.lifecycle import shutdown, startup_hook
+from workers.state import WorkerContext
 
 
 def items(n: int, model: str = "m") -> list[Item]:
@@ -172,6 +177,49 @@ def gen(i: int, model: str = "llama3.2") -> Item:
     return Item(str(i), Endpoint.GENERATE, {"model": model, "prompt": f"prompt {i}"})
 
 
+@contextlib.asynccontextmanager
+async def one_prompt(
+    store: BatchStore, settings: Settings, config: SimConfig, **overrides: Any
+) -> AsyncIterator[tuple[SimServer, Settings, str]]:
+    """The simulator running with ``config``, and a batch of one prompt (:func:`gen` 0)
+    submitted: the simulator, ``settings`` pointed at it with ``overrides``, the batch's id."""
+    with running_sim(config) as sim:
+        settings = settings.with_overrides(ollama_host=sim.url, **overrides)
+        bid, _ = await store.submit([gen(0)])
+        yield sim, settings, bid
+
+
+@contextlib.asynccontextmanager
+async def worker_hooks(store: BatchStore, settings: Settings) -> AsyncIterator[dict[str, object]]:
+    """A worker in-process without arq's loop: its context as the startup hook leaves it, shut
+    down on the way out."""
+    ctx: dict[str, object] = {"redis": store.redis}
+    await startup_hook(settings)(ctx)
+    try:
+        yield ctx
+    finally:
+        await shutdown(ctx)
+
+
+@contextlib.asynccontextmanager
+async def worker_on_sim(
+    store: BatchStore, settings: Settings, config: SimConfig, **overrides: Any
+) -> AsyncIterator[tuple[Settings, str, dict[str, object]]]:
+    """:func:`one_prompt` and a worker for it (:func:`worker_hooks`), to run its job by hand:
+    the settings pointed at the simulator, the batch's id, the worker's context."""
+    async with (
+        one_prompt(store, settings, config, **overrides) as (_, settings, bid),
+        worker_hooks(store, settings) as ctx,
+    ):
+        yield settings, bid, ctx
+
+
+def job_context(ctx: dict[str, object], job_id: str) -> WorkerContext:
+    """What arq hands the job on its first try of ``job_id``: the worker's context and the
+    job's own."""
+    return cast(WorkerContext, {**ctx, "job_id": job_id, "job_try": 1, "score": 0})
+
+
 def wait_for_workers(env: dict[str, str], n: int, timeout: float = 120) -> None:
     """Until ``n`` workers have registered: from then on, time is the batch's, not start-up's."""
     client = redis.Redis.from_url(env["BATCHQ_REDIS_URL"])
@@ -186,10 +234,36 @@ def wait_for_workers(env: dict[str, str], n: int, timeout: float = 120) -> None:
         client.close()
 
 
+async def dispatched(
+    store: BatchStore, settings: Settings, *sizes: int, slots: int, worker: str = "w"
+) -> tuple[Dispatcher, list[str]]:
+    """Batches of ``sizes`` items submitted in that order, one live worker of ``slots`` slots,
+    one dispatch run: the dispatcher, to run again, and the batches' ids."""
+    d = Dispatcher(store.scripts, settings)
+    bids = [(await store.submit(items(n)))[0] for n in sizes]
+    await register_worker(store, worker, slots)
+    await d.run()
+    return d, bids
+
+
+async def run_batch(
+    store: BatchStore,
+    settings: Settings,
+    n: int,
+    *,
+    slots: int,
+    failing: dict[int, ItemError] | None = None,
+    options: SubmitOptions | None = None,
+) -> str:
+    """A batch of ``n`` items submitted and run to its end (see :func:`finish_all`) with one
+    live worker of ``slots`` slots: its id."""
+    bid, _ = await store.submit(items(n), options)
+    await register_worker(store, "w", slots)
+    await finish_all(store, settings, bid, failing or {})
+    return bid
+
+
 async def finished_batch(
     store: BatchStore, settings: Settings, url: str | None = "http://127.0.0.1:9/h"
 ) -> str:
-    bid, _ = await store.submit(items(3), SubmitOptions(notify=url))
-    await register_worker(store, "w", 2)
-    await finish_all(store, settings, bid, {})
-    return bid
+    return await run_batch(store, settings, 3, slots=2, options=SubmitOptions(notify=url))
