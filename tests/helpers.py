@@ -235,12 +235,17 @@ def wait_for_workers(env: dict[str, str], n: int, timeout: float = 120) -> None:
 
 
 async def dispatched(
-    store: BatchStore, settings: Settings, *sizes: int, slots: int, worker: str = "w"
+    store: BatchStore,
+    settings: Settings,
+    *sizes: int,
+    slots: int,
+    worker: str = "w",
+    options: SubmitOptions | None = None,
 ) -> tuple[Dispatcher, list[str]]:
-    """Batches of ``sizes`` items submitted in that order, one live worker of ``slots`` slots,
-    one dispatch run: the dispatcher, to run again, and the batches' ids."""
+    """Batches of ``sizes`` items submitted in that order (with ``options``), one live worker
+    of ``slots`` slots, one dispatch run: the dispatcher, to run again, and the batches' ids."""
     d = Dispatcher(store.scripts, settings)
-    bids = [(await store.submit(items(n)))[0] for n in sizes]
+    bids = [(await store.submit(items(n), options))[0] for n in sizes]
     await register_worker(store, worker, slots)
     await d.run()
     return d, bids
