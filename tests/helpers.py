@@ -1,6 +1,6 @@
 """Helpers the tests share: items and batches made the way the tests need them, a worker's
-steps without Ollama, status objects. Test modules import helpers from here, never from one
-another.
+steps without Ollama, an in-process worker and the simulator, status and worker records.
+Test modules import helpers from here, never from one another.
 """
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -29,6 +30,8 @@ from batchq.store.keys import (
     Keys,
     parse_job_id,
 )
+from batchq.store.presence import WorkerInfo
+from tests.procs import env_for
 from tests.waits import wait_until
 from workers.lifecycle import shutdown, startup_hook
 from workers.state import WorkerContext
@@ -220,6 +223,32 @@ def job_context(ctx: dict[str, object], job_id: str) -> WorkerContext:
     return cast(WorkerContext, {**ctx, "job_id": job_id, "job_try": 1, "score": 0})
 
 
+@contextlib.contextmanager
+def sim_env(
+    redis_url: str, prefix: str, home: Path, config: SimConfig, **extra: str
+) -> Iterator[tuple[SimServer, dict[str, str]]]:
+    """The simulator running with ``config``, and the environment of batchq processes that
+    use it (:func:`tests.procs.env_for`)."""
+    with running_sim(config) as sim:
+        yield sim, env_for(redis_url, prefix, home, sim.url, **extra)
+
+
+def jsonl_prompts(path: Path, good: int) -> Path:
+    """``good`` prompts for llama3.2, then one for a model the simulator does not have: JSON
+    lines at ``path``."""
+    lines = [{"prompt": f"p{i}", "model": "llama3.2"} for i in range(good)]
+    lines.append({"prompt": "x", "model": "no-such-model"})
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def worker_info(worker_id: str, **fields: Any) -> WorkerInfo:
+    """A worker's record as its heartbeat writes it; its host and pid, unless given, read from
+    its id (``host:pid:tag``)."""
+    host, pid, _ = worker_id.rsplit(":", 2)
+    return WorkerInfo(worker_id, **{"host": host, "pid": int(pid), **fields})
+
+
 def wait_for_workers(env: dict[str, str], n: int, timeout: float = 120) -> None:
     """Until ``n`` workers have registered: from then on, time is the batch's, not start-up's."""
     client = redis.Redis.from_url(env["BATCHQ_REDIS_URL"])
@@ -235,17 +264,12 @@ def wait_for_workers(env: dict[str, str], n: int, timeout: float = 120) -> None:
 
 
 async def dispatched(
-    store: BatchStore,
-    settings: Settings,
-    *sizes: int,
-    slots: int,
-    worker: str = "w",
-    options: SubmitOptions | None = None,
+    store: BatchStore, settings: Settings, *sizes: int, slots: int, worker: str = "w"
 ) -> tuple[Dispatcher, list[str]]:
-    """Batches of ``sizes`` items submitted in that order (with ``options``), one live worker
-    of ``slots`` slots, one dispatch run: the dispatcher, to run again, and the batches' ids."""
+    """Batches of ``sizes`` items submitted in that order, one live worker of ``slots`` slots,
+    one dispatch run: the dispatcher, to run again, and the batches' ids."""
     d = Dispatcher(store.scripts, settings)
-    bids = [(await store.submit(items(n), options))[0] for n in sizes]
+    bids = [(await store.submit(items(n)))[0] for n in sizes]
     await register_worker(store, worker, slots)
     await d.run()
     return d, bids

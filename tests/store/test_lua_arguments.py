@@ -24,7 +24,7 @@ from batchq.store.keys import (
     ARQ_RETRY_PREFIX,
     job_id,
 )
-from tests.helpers import dispatched, items, queued_jobs
+from tests.helpers import items, queued_jobs, register_worker
 
 
 async def _dispatched(
@@ -37,8 +37,10 @@ async def _dispatched(
 ) -> tuple[str, list[str]]:
     """A new batch of ``n`` items, all of them dispatched, the first ``claimed`` of them claimed
     by a worker (:func:`_claimed`); its jobs in index order."""
+    bid, _ = await store.submit(items(n), options)
     # A worker with slots enough for every test's window.
-    _, (bid,) = await dispatched(store, settings, n, slots=100, options=options)
+    await register_worker(store, "w", 100)
+    await Dispatcher(store.scripts, settings).run()
     jobs = [job_id(bid, i) for i in range(n)]
     assert set(jobs) <= set(await queued_jobs(store))
     for jid in jobs[:claimed]:
