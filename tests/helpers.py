@@ -1,13 +1,16 @@
 """Helpers the tests share: items and batches made the way the tests need them, a worker's
-steps without Ollama, status objects. Test modules import helpers from here, never from one
-another.
+steps without Ollama, an in-process worker and the simulator, status and worker records.
+Test modules import helpers from here, never from one another.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import redis
@@ -18,6 +21,7 @@ from batchq.inputs.native import iter_items
 from batchq.options import SubmitOptions
 from batchq.records import BatchState, BatchStatus, Endpoint, Item, ItemError, ItemStatus
 from batchq.settings import Settings
+from batchq.sim.process import SimConfig, SimServer, running_sim
 from batchq.store.batches import BatchStore
 from batchq.store.codec import encode_result
 from batchq.store.dispatch import Dispatcher
@@ -26,7 +30,11 @@ from batchq.store.keys import (
     Keys,
     parse_job_id,
 )
+from batchq.store.presence import WorkerInfo
+from tests.procs import env_for
 from tests.waits import wait_until
+from workers.lifecycle import shutdown, startup_hook
+from workers.state import WorkerContext
 
 
 def items(n: int, model: str = "m") -> list[Item]:
@@ -172,6 +180,75 @@ def gen(i: int, model: str = "llama3.2") -> Item:
     return Item(str(i), Endpoint.GENERATE, {"model": model, "prompt": f"prompt {i}"})
 
 
+@contextlib.asynccontextmanager
+async def one_prompt(
+    store: BatchStore, settings: Settings, config: SimConfig, **overrides: Any
+) -> AsyncIterator[tuple[SimServer, Settings, str]]:
+    """The simulator running with ``config``, and a batch of one prompt (:func:`gen` 0)
+    submitted: the simulator, ``settings`` pointed at it with ``overrides``, the batch's id."""
+    with running_sim(config) as sim:
+        settings = settings.with_overrides(ollama_host=sim.url, **overrides)
+        bid, _ = await store.submit([gen(0)])
+        yield sim, settings, bid
+
+
+@contextlib.asynccontextmanager
+async def worker_hooks(store: BatchStore, settings: Settings) -> AsyncIterator[dict[str, object]]:
+    """A worker in-process without arq's loop: its context as the startup hook leaves it, shut
+    down on the way out."""
+    ctx: dict[str, object] = {"redis": store.redis}
+    await startup_hook(settings)(ctx)
+    try:
+        yield ctx
+    finally:
+        await shutdown(ctx)
+
+
+@contextlib.asynccontextmanager
+async def worker_on_sim(
+    store: BatchStore, settings: Settings, config: SimConfig, **overrides: Any
+) -> AsyncIterator[tuple[Settings, str, dict[str, object]]]:
+    """:func:`one_prompt` and a worker for it (:func:`worker_hooks`), to run its job by hand:
+    the settings pointed at the simulator, the batch's id, the worker's context."""
+    async with (
+        one_prompt(store, settings, config, **overrides) as (_, settings, bid),
+        worker_hooks(store, settings) as ctx,
+    ):
+        yield settings, bid, ctx
+
+
+def job_context(ctx: dict[str, object], job_id: str) -> WorkerContext:
+    """What arq hands the job on its first try of ``job_id``: the worker's context and the
+    job's own."""
+    return cast(WorkerContext, {**ctx, "job_id": job_id, "job_try": 1, "score": 0})
+
+
+@contextlib.contextmanager
+def sim_env(
+    redis_url: str, prefix: str, home: Path, config: SimConfig, **extra: str
+) -> Iterator[tuple[SimServer, dict[str, str]]]:
+    """The simulator running with ``config``, and the environment of batchq processes that
+    use it (:func:`tests.procs.env_for`)."""
+    with running_sim(config) as sim:
+        yield sim, env_for(redis_url, prefix, home, sim.url, **extra)
+
+
+def jsonl_prompts(path: Path, good: int) -> Path:
+    """``good`` prompts for llama3.2, then one for a model the simulator does not have: JSON
+    lines at ``path``."""
+    lines = [{"prompt": f"p{i}", "model": "llama3.2"} for i in range(good)]
+    lines.append({"prompt": "x", "model": "no-such-model"})
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def worker_info(worker_id: str, **fields: Any) -> WorkerInfo:
+    """A worker's record as its heartbeat writes it; its host and pid, unless given, read from
+    its id (``host:pid:tag``)."""
+    host, pid, _ = worker_id.rsplit(":", 2)
+    return WorkerInfo(worker_id, **{"host": host, "pid": int(pid), **fields})
+
+
 def wait_for_workers(env: dict[str, str], n: int, timeout: float = 120) -> None:
     """Until ``n`` workers have registered: from then on, time is the batch's, not start-up's."""
     client = redis.Redis.from_url(env["BATCHQ_REDIS_URL"])
@@ -186,10 +263,36 @@ def wait_for_workers(env: dict[str, str], n: int, timeout: float = 120) -> None:
         client.close()
 
 
+async def dispatched(
+    store: BatchStore, settings: Settings, *sizes: int, slots: int, worker: str = "w"
+) -> tuple[Dispatcher, list[str]]:
+    """Batches of ``sizes`` items submitted in that order, one live worker of ``slots`` slots,
+    one dispatch run: the dispatcher, to run again, and the batches' ids."""
+    d = Dispatcher(store.scripts, settings)
+    bids = [(await store.submit(items(n)))[0] for n in sizes]
+    await register_worker(store, worker, slots)
+    await d.run()
+    return d, bids
+
+
+async def run_batch(
+    store: BatchStore,
+    settings: Settings,
+    n: int,
+    *,
+    slots: int,
+    failing: dict[int, ItemError] | None = None,
+    options: SubmitOptions | None = None,
+) -> str:
+    """A batch of ``n`` items submitted and run to its end (see :func:`finish_all`) with one
+    live worker of ``slots`` slots: its id."""
+    bid, _ = await store.submit(items(n), options)
+    await register_worker(store, "w", slots)
+    await finish_all(store, settings, bid, failing or {})
+    return bid
+
+
 async def finished_batch(
     store: BatchStore, settings: Settings, url: str | None = "http://127.0.0.1:9/h"
 ) -> str:
-    bid, _ = await store.submit(items(3), SubmitOptions(notify=url))
-    await register_worker(store, "w", 2)
-    await finish_all(store, settings, bid, {})
-    return bid
+    return await run_batch(store, settings, 3, slots=2, options=SubmitOptions(notify=url))

@@ -16,9 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from batchq.monitor.metrics import scrape
 from batchq.options import SubmitOptions
-from batchq.sim.process import SimConfig, running_sim
+from batchq.sim.process import SimConfig
 from batchq.store.batches import BatchStore
 from tests.conftest import free_port
+from tests.helpers import jsonl_prompts, sim_env
 from tests.procs import Workers, batchq, env_for
 from tests.waits import wait_until
 
@@ -99,12 +100,8 @@ def test_metrics_during_a_real_batch(
 ) -> None:
     n = 200
     sim_config = SimConfig(parallel=4, eval_tokens_per_s=600, fail_503=0.1, seed=11)
-    with running_sim(sim_config) as sim:
-        env = env_for(valkey_url, prefix, tmp_path, sim.url)
-        src = tmp_path / "in.jsonl"
-        lines = [{"prompt": f"p{i}", "model": "llama3.2"} for i in range(n - 1)]
-        lines.append({"prompt": "x", "model": "no-such-model"})
-        src.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with sim_env(valkey_url, prefix, tmp_path, sim_config) as (sim, env):
+        src = jsonl_prompts(tmp_path / "in.jsonl", n - 1)
         ports = [free_port(), free_port()]
         with Workers(env, tmp_path) as workers:
             procs = [workers.start("--concurrency", "3", "--metrics-port", str(p)) for p in ports]

@@ -20,8 +20,7 @@ from batchq.records import BatchState
 from batchq.store.batches import BatchStore
 from batchq.store.connection import connect
 from batchq.store.keys import Keys
-from batchq.store.presence import WorkerInfo
-from tests.helpers import items
+from tests.helpers import items, worker_info
 from tests.helpers import status as batch_status
 from tests.procs import batchq, env_for
 
@@ -186,10 +185,8 @@ NOW = clock.now_ms()
 BATCH = "b_0123456789abcdef"
 LONG_HOST = "gpu-node-17.eu-west-1.compute.internal"
 WORKERS = [
-    WorkerInfo(
+    worker_info(
         f"{LONG_HOST}:123456:ab",
-        host=LONG_HOST,
-        pid=123456,
         endpoints=["http://ollama-a100-pool-3.ml.internal.example.com:11434", "http://gpu2:11434"],
         concurrency=16,
         running={BATCH: 12, "b_fedcba9876543210": 3},
@@ -200,10 +197,8 @@ WORKERS = [
         last_error_at=NOW - 5000,
         started_at=NOW - 3_600_000,
     ),
-    WorkerInfo(
+    worker_info(
         "ip-10-0-12-34:7:cd",
-        host="ip-10-0-12-34",
-        pid=7,
         endpoints=["http://[fd00:1234::17]:11434"],
         concurrency=4,
         running={BATCH: 1},

@@ -12,9 +12,9 @@ from rich.console import Console
 
 from batchq.monitor.top import Snapshot, render
 from batchq.monitor.watch import Rates
-from batchq.sim.process import SimConfig, running_sim
-from batchq.store.presence import WorkerInfo
-from tests.procs import Workers, batchq, env_for
+from batchq.sim.process import SimConfig
+from tests.helpers import jsonl_prompts, sim_env, worker_info
+from tests.procs import Workers, batchq
 from tests.waits import wait_for_value, wait_until
 
 
@@ -33,13 +33,10 @@ def test_top_shows_live_workers_in_flight_and_last_error(
 ) -> None:
     # 8 tokens at 1 token/s: each request takes 8 s, long enough to be seen in flight by a
     # `top` that a loaded machine takes seconds to start.
-    with running_sim(SimConfig(parallel=4, eval_tokens_per_s=1)) as sim:
-        env = env_for(valkey_url, prefix, tmp_path, sim.url)
+    sim_config = SimConfig(parallel=4, eval_tokens_per_s=1)
+    with sim_env(valkey_url, prefix, tmp_path, sim_config) as (sim, env):
         assert top_json(env) == {"workers": [], "queued_jobs": 0}
-        src = tmp_path / "in.jsonl"
-        lines = [{"prompt": f"p{i}", "model": "llama3.2"} for i in range(2)]
-        lines.append({"prompt": "x", "model": "no-such-model"})
-        src.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        src = jsonl_prompts(tmp_path / "in.jsonl", 2)
         with Workers(env, tmp_path) as workers:
             proc = workers.start("--concurrency", "2")
             bid = batchq(env, "submit", str(src)).stdout.strip()
@@ -71,8 +68,8 @@ def test_top_shows_live_workers_in_flight_and_last_error(
 def test_render_sums_slots_and_shows_rates() -> None:
     now = 1_700_000_000_000
     ws = [
-        WorkerInfo("a:1:x", host="a", pid=1, concurrency=4, running={"b_1": 3}, started_at=now),
-        WorkerInfo("b:2:y", host="b", pid=2, concurrency=2, succeeded=7, failed=2, seen_at=now),
+        worker_info("a:1:x", concurrency=4, running={"b_1": 3}, started_at=now),
+        worker_info("b:2:y", concurrency=2, succeeded=7, failed=2, seen_at=now),
     ]
     rates = Rates()
     rates.add(0, {"a:1:x": 0, "b:2:y": 0})

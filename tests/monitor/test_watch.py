@@ -16,10 +16,10 @@ from rich.console import Console
 from batchq import clock
 from batchq.monitor.watch import Rates, make_view, plain_line, render, view_json, watch
 from batchq.records import BatchState, Endpoint, Item
-from batchq.sim.process import SimConfig, running_sim
+from batchq.sim.process import SimConfig
 from batchq.store.batches import BatchStore
-from batchq.store.presence import NO_WORKERS_NOTICE, WorkerInfo
-from tests.helpers import status
+from batchq.store.presence import NO_WORKERS_NOTICE
+from tests.helpers import sim_env, status, worker_info
 from tests.procs import Workers, batchq, env_for
 from tests.waits import async_wait_until
 
@@ -51,10 +51,8 @@ def test_rates_of_a_counter_that_appears_or_resets() -> None:
 
 def test_view_rates_eta_and_workers() -> None:
     rates = Rates()
-    w = WorkerInfo(
+    w = worker_info(
         "vm:1:ab",
-        host="vm",
-        pid=1,
         endpoints=["http://gpu:11434"],
         concurrency=4,
         running={"b_0123456789abcdef": 3, "b_other": 1},
@@ -64,14 +62,8 @@ def test_view_rates_eta_and_workers() -> None:
     )
     v = make_view(status(1000, 100, tokens_out=5000), [w], rates, t=100.0)
     assert (v.items_per_s, v.tokens_per_s, v.eta_s) == (None, None, None)
-    w2 = WorkerInfo(
-        "vm:1:ab",
-        host="vm",
-        pid=1,
-        endpoints=w.endpoints,
-        concurrency=4,
-        running=w.running,
-        succeeded=30,
+    w2 = worker_info(
+        "vm:1:ab", endpoints=w.endpoints, concurrency=4, running=w.running, succeeded=30
     )
     v = make_view(status(1000, 300, failed=100, tokens_out=25000), [w2], rates, t=110.0)
     assert v.items_per_s == pytest.approx(30.0)  # 300 more final items in 10 s
@@ -108,8 +100,7 @@ def test_watch_follows_a_real_batch_through_a_pipe(
     n = 300
     # Some 503s, so that there are retries to count.
     sim_config = SimConfig(parallel=4, eval_tokens_per_s=800, fail_503=0.1, seed=7)
-    with running_sim(sim_config) as sim:
-        env = env_for(valkey_url, prefix, tmp_path, sim.url)
+    with sim_env(valkey_url, prefix, tmp_path, sim_config) as (sim, env):
         src = tmp_path / "in.txt"
         src.write_text("".join(f"prompt {i}\n" for i in range(n)))
         bid = batchq(env, "submit", str(src), "--model", "llama3.2").stdout.strip()
@@ -199,7 +190,7 @@ async def test_live_mode_says_no_worker_is_live_until_one_is(store: BatchStore) 
 
     async def worker_comes_then_batch_ends() -> None:
         await until(NO_WORKERS_NOTICE)
-        w = WorkerInfo("gpu7:99:ab", host="gpu7", pid=99, concurrency=4, running={bid: 1})
+        w = worker_info("gpu7:99:ab", concurrency=4, running={bid: 1})
         await store.redis.hset(store.keys.worker_info(w.worker_id), mapping=w.to_mapping())  # type: ignore[misc]
         await store.redis.zadd(store.keys.workers, {w.worker_id: clock.now_ms() + 60_000})
         await until("gpu7:99")

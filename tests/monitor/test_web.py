@@ -23,10 +23,9 @@ from batchq.records import BatchState
 from batchq.store.batches import BatchStore
 from batchq.store.connection import connect
 from batchq.store.keys import Keys
-from batchq.store.presence import WorkerInfo
 from tests.browser import Page, chromium, open_page
 from tests.conftest import free_port
-from tests.helpers import items
+from tests.helpers import items, worker_info
 from tests.procs import env_for
 from tests.waits import wait_until
 
@@ -45,10 +44,8 @@ async def fill(store: BatchStore) -> tuple[str, str]:
     meta = store.keys.batch(running).meta
     await store.redis.hset(meta, mapping={"state": "running", "succeeded": 6, "failed": 1})  # type: ignore[misc]
     await store.redis.hset(meta, mapping={"retried": 4, "running": 2})  # type: ignore[misc]
-    worker = WorkerInfo(
+    worker = worker_info(
         "gpu7:99:ab",
-        host="gpu7",
-        pid=99,
         endpoints=["http://gpu7:11434"],
         concurrency=4,
         running={running: 2},
@@ -120,10 +117,8 @@ async def fill_every_state(store: BatchStore) -> dict[str, str]:
             store.keys.batch(ids[role]).meta,
             mapping={"state": state, "finished_at": clock.now_ms(), **counts},
         )
-    worker = WorkerInfo(
+    worker = worker_info(
         "gpu-node-17.eu-west-1.compute.internal:123456:ab",
-        host="gpu-node-17.eu-west-1.compute.internal",
-        pid=123456,
         endpoints=[
             "http://ollama-a100-pool-3.ml.internal.example.com:11434",
             "http://ollama-a100-pool-4.ml.internal.example.com:11434",

@@ -21,11 +21,12 @@ from tests.helpers import (
     claim,
     complete,
     counts_add_up,
+    dispatched,
     finish_all,
     items,
     of,
     queued_jobs,
-    register_worker,
+    run_batch,
 )
 
 
@@ -36,11 +37,8 @@ async def redo(store: BatchStore, bid: str) -> list[int]:
 async def test_pause_takes_the_window_back_and_dispatches_nothing(
     store: BatchStore, settings: Settings
 ) -> None:
-    d = Dispatcher(store.scripts, settings)
-    bid, _ = await store.submit(items(20))
-    other, _ = await store.submit(items(4))
-    await register_worker(store, "w", 3)  # window 6: 3 of each batch
-    await d.run()
+    # Window 6: 3 of each batch.
+    d, (bid, other) = await dispatched(store, settings, 20, 4, slots=3)
     mine = of(bid, await queued_jobs(store))
     assert len(mine) == 3
     running, claimed, waiting = mine
@@ -84,10 +82,7 @@ async def test_pause_takes_the_window_back_and_dispatches_nothing(
 
 
 async def test_resume_continues_where_it_stopped(store: BatchStore, settings: Settings) -> None:
-    d = Dispatcher(store.scripts, settings)
-    bid, _ = await store.submit(items(10))
-    await register_worker(store, "w", 2)  # window 4
-    await d.run()
+    d, (bid,) = await dispatched(store, settings, 10, slots=2)  # window 4
     first = of(bid, await queued_jobs(store))
     await complete(store, first[0])
     parked = first[1]
@@ -140,9 +135,7 @@ async def test_pause_and_resume_edge_cases(store: BatchStore, settings: Settings
 async def test_paused_batch_completes_when_its_last_items_finish(
     store: BatchStore, settings: Settings
 ) -> None:
-    bid, _ = await store.submit(items(2))
-    await register_worker(store, "w", 1)
-    await Dispatcher(store.scripts, settings).run()
+    _, (bid,) = await dispatched(store, settings, 2, slots=1)
     jobs = of(bid, await queued_jobs(store))
     now = clock.now_ms()
     for jid in jobs:
@@ -161,9 +154,7 @@ async def test_paused_batch_completes_when_its_last_items_finish(
 async def test_release_failed_keeps_a_capped_error_history(
     store: BatchStore, settings: Settings
 ) -> None:
-    bid, _ = await store.submit(items(2))
-    await register_worker(store, "w", 1)
-    await Dispatcher(store.scripts, settings).run()
+    _, (bid,) = await dispatched(store, settings, 2, slots=1)
     jid = of(bid, await queued_jobs(store))[0]
     bk = store.keys.batch(bid)
     claimed_at = int(await store.redis.zscore(store.keys.queue, jid) or 0)
@@ -191,10 +182,8 @@ async def test_release_failed_keeps_a_capped_error_history(
 async def test_retry_failed_reruns_them_under_the_same_batch(
     store: BatchStore, settings: Settings
 ) -> None:
-    bid, _ = await store.submit(items(6))
-    await register_worker(store, "w", 4)
     gone = ItemError(type="model_not_found", message="model 'm' not found", status_code=404)
-    await finish_all(store, settings, bid, {1: gone, 4: gone})
+    bid = await run_batch(store, settings, 6, slots=4, failing={1: gone, 4: gone})
     s = await store.status(bid)
     assert (s.state, s.succeeded, s.failed) == (BatchState.COMPLETED, 4, 2) and s.finished_at
 
@@ -228,9 +217,7 @@ async def test_retry_failed_reruns_them_under_the_same_batch(
 
 
 async def test_retry_by_index_and_what_it_refuses(store: BatchStore, settings: Settings) -> None:
-    bid, _ = await store.submit(items(4))
-    await register_worker(store, "w", 1)
-    await Dispatcher(store.scripts, settings).run()  # items 0 and 1 in arq's window
+    _, (bid,) = await dispatched(store, settings, 4, slots=1)  # items 0 and 1 in arq's window
     await complete(store, of(bid, await queued_jobs(store))[0])
     # Item 0 is final (re-run whatever its status), 1 is queued and 3 never dispatched: left.
     assert await store.retry(bid, indices=[0, 1, 3, 0]) == 1
@@ -254,10 +241,8 @@ async def test_retry_by_index_and_what_it_refuses(store: BatchStore, settings: S
 async def test_a_retry_that_dies_half_way_strands_nothing(
     store: BatchStore, settings: Settings
 ) -> None:
-    bid, _ = await store.submit(items(3))
-    await register_worker(store, "w", 2)
     bad = ItemError(type="server_error", message="boom", status_code=500)
-    await finish_all(store, settings, bid, {0: bad, 2: bad})
+    bid = await run_batch(store, settings, 3, slots=2, failing={0: bad, 2: bad})
     # Staged, then the retrying process dies before its commit.
     staged = await store.control.retry_stage(
         bid, statuses="failed", now_ms=clock.now_ms(), span=(0, 3)
@@ -277,9 +262,9 @@ async def test_a_retry_that_dies_half_way_strands_nothing(
 async def test_retry_reads_any_result_layout_and_clips_long_messages(
     store: BatchStore, settings: Settings
 ) -> None:
-    bid, _ = await store.submit(items(1))
-    await register_worker(store, "w", 1)
-    await finish_all(store, settings, bid, {0: ItemError(type="x", message="y")})
+    bid = await run_batch(
+        store, settings, 1, slots=1, failing={0: ItemError(type="x", message="y")}
+    )
     # Status not first, and a message of two-byte characters far over the history's limit.
     payload = json.dumps(
         {"a": 7, "e": {"type": "server_error", "message": "é" * 1000, "status_code": None}},
@@ -295,9 +280,7 @@ async def test_retry_reads_any_result_layout_and_clips_long_messages(
 async def test_retry_of_any_status_reads_the_head_of_a_deflated_result(
     store: BatchStore, settings: Settings
 ) -> None:
-    bid, _ = await store.submit(items(1))
-    await register_worker(store, "w", 1)
-    await finish_all(store, settings, bid, {})
+    bid = await run_batch(store, settings, 1, slots=1)
     long = " ".join(f"sentence {i} of a long answer." for i in range(200))
     payload = encode_result(ItemStatus.SUCCEEDED, response=long, attempts=3)
     assert isinstance(payload, bytes)  # deflated: Lua cannot decode all of it

@@ -12,7 +12,7 @@ from batchq.store.batches import BatchStore
 from batchq.store.codec import encode_result
 from batchq.store.dispatch import JOB_FUNCTION, Dispatcher
 from batchq.store.keys import ARQ_IN_PROGRESS_PREFIX, ARQ_JOB_PREFIX, ARQ_RETRY_PREFIX, parse_job_id
-from tests.helpers import complete, items, queued_jobs, register_worker
+from tests.helpers import complete, dispatched, items, queued_jobs, register_worker
 
 
 async def reap(store: BatchStore, now: int) -> int:
@@ -60,10 +60,7 @@ async def test_round_robin_lets_a_small_batch_through(
 async def test_counters_add_up_and_duplicates_count_once(
     store: BatchStore, settings: Settings
 ) -> None:
-    d = Dispatcher(store.scripts, settings)
-    bid, _ = await store.submit(items(6))
-    await register_worker(store, "w", 10)
-    await d.run()
+    _, (bid,) = await dispatched(store, settings, 6, slots=10)
     jobs = await queued_jobs(store)
     assert len(jobs) == 6
     now = clock.now_ms()
@@ -97,9 +94,7 @@ async def test_counters_add_up_and_duplicates_count_once(
 async def test_release_returns_a_running_item_to_queued(
     store: BatchStore, settings: Settings
 ) -> None:
-    bid, _ = await store.submit(items(1))
-    await register_worker(store, "w", 1)
-    await Dispatcher(store.scripts, settings).run()
+    _, (bid,) = await dispatched(store, settings, 1, slots=1)
     (jid,) = await queued_jobs(store)
     now = clock.now_ms()
     await store.scripts.start(bid, 0, jid, now_ms=now, lease_until_ms=now + 1000)
@@ -116,11 +111,7 @@ async def test_release_returns_a_running_item_to_queued(
 
 
 async def test_cancel(store: BatchStore, settings: Settings) -> None:
-    d = Dispatcher(store.scripts, settings)
-    bid, _ = await store.submit(items(50))
-    other, _ = await store.submit(items(3))
-    await register_worker(store, "w", 2)  # window 4
-    await d.run()
+    d, (bid, other) = await dispatched(store, settings, 50, 3, slots=2)  # window 4
     jobs = [j for j in await queued_jobs(store) if j.startswith(bid)]
     # One of them is running (a worker holds arq's in-progress key): it finishes normally.
     running = jobs[0]
@@ -154,9 +145,7 @@ async def test_cancel(store: BatchStore, settings: Settings) -> None:
 async def test_job_started_after_cancel_is_recorded_cancelled(
     store: BatchStore, settings: Settings
 ) -> None:
-    bid, _ = await store.submit(items(2))
-    await register_worker(store, "w", 1)
-    await Dispatcher(store.scripts, settings).run()
+    _, (bid,) = await dispatched(store, settings, 2, slots=1)
     jid = (await queued_jobs(store))[0]
     # A worker already claimed it (in-progress) when the cancel arrived, but had not started.
     await store.redis.set("arq:in-progress:" + jid, b"1", px=60_000)
@@ -172,10 +161,7 @@ async def test_job_started_after_cancel_is_recorded_cancelled(
 async def test_reaper_requeues_items_of_a_dead_worker(
     store: BatchStore, settings: Settings
 ) -> None:
-    d = Dispatcher(store.scripts, settings)
-    bid, _ = await store.submit(items(3))
-    await register_worker(store, "w", 2)
-    await d.run()
+    d, (bid,) = await dispatched(store, settings, 3, slots=2)
     a, b, *_ = await queued_jobs(store)
     now = clock.now_ms()
     for jid in (a, b):
@@ -201,9 +187,7 @@ async def test_reaper_requeues_items_of_a_dead_worker(
 
 
 async def test_reaper_finishes_cancelled_items(store: BatchStore, settings: Settings) -> None:
-    bid, _ = await store.submit(items(1))
-    await register_worker(store, "w", 1)
-    await Dispatcher(store.scripts, settings).run()
+    _, (bid,) = await dispatched(store, settings, 1, slots=1)
     (jid,) = await queued_jobs(store)
     now = clock.now_ms()
     await store.redis.set("arq:in-progress:" + jid, b"1", px=600_000)
@@ -240,9 +224,7 @@ async def test_reaper_frees_claims_that_never_got_a_lease(
 async def test_claim_takes_due_unclaimed_jobs_up_to_the_limit(
     store: BatchStore, settings: Settings
 ) -> None:
-    await store.submit(items(6))
-    await register_worker(store, "w1", 3)
-    await Dispatcher(store.scripts, settings).run()
+    await dispatched(store, settings, 6, slots=3, worker="w1")
     jobs = await queued_jobs(store)
     r = store.redis
     now = clock.now_ms()
@@ -271,9 +253,7 @@ async def test_claim_takes_due_unclaimed_jobs_up_to_the_limit(
 async def test_begin_returns_the_item_and_finish_retires_arqs_keys(
     store: BatchStore, settings: Settings
 ) -> None:
-    await store.submit(items(1))
-    await register_worker(store, "w1", 1)
-    await Dispatcher(store.scripts, settings).run()
+    await dispatched(store, settings, 1, slots=1, worker="w1")
     (jid,) = await queued_jobs(store)
     bid, idx = parse_job_id(jid)
     r = store.redis

@@ -15,6 +15,7 @@ import re
 import secrets
 import tomllib
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
@@ -231,29 +232,33 @@ async def test_a_script_is_registered_once_per_client() -> None:
     assert gone() is None
 
 
-def _package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files: dict[str, str]) -> str:
-    name = "luapkg_" + secrets.token_hex(4)
-    (tmp_path / name / "lib").mkdir(parents=True)
-    (tmp_path / name / "__init__.py").write_text("")
-    for path, text in files.items():
-        (tmp_path / name / path).write_text(text)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return name
+RegistryOf = Callable[[dict[str, str]], ScriptRegistry]
 
 
-def test_includes_resolve_in_place_each_lib_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    pkg = _package(
-        tmp_path,
-        monkeypatch,
+@pytest.fixture
+def registry_of(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RegistryOf:
+    """The registry of a throw-away package holding ``files`` (path: text) and an empty lib/."""
+
+    def make(files: dict[str, str]) -> ScriptRegistry:
+        name = "luapkg_" + secrets.token_hex(4)
+        (tmp_path / name / "lib").mkdir(parents=True)
+        (tmp_path / name / "__init__.py").write_text("")
+        for path, text in files.items():
+            (tmp_path / name / path).write_text(text)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        return ScriptRegistry(name)
+
+    return make
+
+
+def test_includes_resolve_in_place_each_lib_once(registry_of: RegistryOf) -> None:
+    registry = registry_of(
         {
             "lib/a.lua": "-- a\nlocal function a() end\n",
             "lib/b.lua": '--- @include "lib/a"\nlocal function b() a() end\n',
             "s.lua": '-- s\n--- @include "lib/b"\n--- @include "lib/a"\nreturn b()\n',
-        },
+        }
     )
-    registry = ScriptRegistry(pkg)
     assert registry.names() == ["s"]
     assert registry.libs() == ["lib/a", "lib/b"]
     assert registry.source("s") == (
@@ -262,20 +267,15 @@ def test_includes_resolve_in_place_each_lib_once(
     assert registry.includes("s") == ["lib/b", "lib/a"]
 
 
-def test_an_include_cycle_or_a_missing_lib_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    pkg = _package(
-        tmp_path,
-        monkeypatch,
+def test_an_include_cycle_or_a_missing_lib_is_refused(registry_of: RegistryOf) -> None:
+    registry = registry_of(
         {
             "lib/a.lua": '--- @include "lib/b"\n',
             "lib/b.lua": '--- @include "lib/a"\n',
             "cycle.lua": '--- @include "lib/a"\nreturn 1\n',
             "missing.lua": '--- @include "lib/nothing"\nreturn 1\n',
-        },
+        }
     )
-    registry = ScriptRegistry(pkg)
     with pytest.raises(ValueError, match="lib/a -> lib/b -> lib/a"):
         registry.source("cycle")
     with pytest.raises(KeyError, match="lib/nothing"):

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from batchq import clock
 from batchq.options import SubmitOptions
-from batchq.records import Endpoint, Item, ItemStatus
+from batchq.records import ItemStatus
 from batchq.settings import Settings
 from batchq.store.admission import _SLOT_POLL_MS, Admission
 from batchq.store.batches import BatchStore
@@ -24,24 +24,27 @@ from batchq.store.keys import (
     ARQ_RETRY_PREFIX,
     job_id,
 )
-
-
-def _items(n: int) -> list[Item]:
-    return [Item(str(i), Endpoint.GENERATE, {"model": "m", "prompt": f"p{i}"}) for i in range(n)]
+from tests.helpers import items, queued_jobs, register_worker
 
 
 async def _dispatched(
-    store: BatchStore, settings: Settings, n: int, options: SubmitOptions | None = None
+    store: BatchStore,
+    settings: Settings,
+    n: int,
+    options: SubmitOptions | None = None,
+    *,
+    claimed: int = 0,
 ) -> tuple[str, list[str]]:
-    """A new batch of ``n`` items, all of them dispatched; its jobs in index order."""
-    bid, _ = await store.submit(_items(n), options)
+    """A new batch of ``n`` items, all of them dispatched, the first ``claimed`` of them claimed
+    by a worker (:func:`_claimed`); its jobs in index order."""
+    bid, _ = await store.submit(items(n), options)
     # A worker with slots enough for every test's window.
-    await store.redis.zadd(store.keys.workers, {"w": clock.now_ms() + 60_000})
-    await store.redis.hset(store.keys.worker_slots, "w", "100")  # type: ignore[misc]
+    await register_worker(store, "w", 100)
     await Dispatcher(store.scripts, settings).run()
-    queued = [j.decode() for j in await store.redis.zrange(store.keys.queue, 0, -1)]
     jobs = [job_id(bid, i) for i in range(n)]
-    assert set(jobs) <= set(queued)
+    assert set(jobs) <= set(await queued_jobs(store))
+    for jid in jobs[:claimed]:
+        await _claimed(store, jid)
     return bid, jobs
 
 
@@ -66,7 +69,7 @@ async def _result_status(store: BatchStore, bid: str, index: int) -> ItemStatus:
 async def test_dispatch_writes_arqs_job_key_and_skips_a_job_arq_has_a_result_for(
     store: BatchStore, settings: Settings
 ) -> None:
-    bid, _ = await store.submit(_items(2))
+    bid, _ = await store.submit(items(2))
     done = ARQ_RESULT_PREFIX + job_id(bid, 1)
     await store.redis.set(done, b"x", px=60_000)
     out = await Dispatcher(store.scripts, settings).run()
@@ -79,8 +82,8 @@ async def test_dispatch_writes_arqs_job_key_and_skips_a_job_arq_has_a_result_for
 async def test_start_records_a_cancelled_item_with_the_cancelled_result(
     store: BatchStore, settings: Settings
 ) -> None:
-    bid, (jid,) = await _dispatched(store, settings, 1)
-    await _claimed(store, jid)  # at a worker already: the cancel leaves it to the start
+    # At a worker already: the cancel leaves it to the start.
+    bid, (jid,) = await _dispatched(store, settings, 1, claimed=1)
     await store.cancel(bid)
     now = clock.now_ms()
     assert await store.scripts.start(bid, 0, jid, now_ms=now, lease_until_ms=now) == (
@@ -136,8 +139,7 @@ async def test_reap_uses_arqs_claim_and_job_keys_and_the_cancelled_result(
 async def test_repair_spares_claimed_items_drops_lost_jobs_and_cancels_with_the_result(
     store: BatchStore, settings: Settings
 ) -> None:
-    bid, (claimed, lost) = await _dispatched(store, settings, 2)
-    await _claimed(store, claimed)
+    bid, (claimed, lost) = await _dispatched(store, settings, 2, claimed=1)
     # Out of arq's queue and not running: lost, though its job key is still there.
     await store.redis.zrem(store.keys.queue, claimed, lost)
     assert await store.scripts.repair_range(bid, 0, 2, now_ms=clock.now_ms()) == 1
@@ -155,8 +157,7 @@ async def test_repair_spares_claimed_items_drops_lost_jobs_and_cancels_with_the_
 async def test_cancel_drops_unclaimed_jobs_with_their_keys_and_stores_the_cancelled_result(
     store: BatchStore, settings: Settings
 ) -> None:
-    bid, (claimed, waiting) = await _dispatched(store, settings, 2)
-    await _claimed(store, claimed)
+    bid, (claimed, waiting) = await _dispatched(store, settings, 2, claimed=1)
     assert await store.control.cancel(bid, now_ms=clock.now_ms()) == "cancelled"
     await _dropped_unclaimed(store, kept=claimed, dropped=waiting)
     assert await _result_status(store, bid, 1) == ItemStatus.CANCELLED
@@ -169,8 +170,7 @@ async def test_cancel_drops_unclaimed_jobs_with_their_keys_and_stores_the_cancel
 
 
 async def test_pause_takes_back_unclaimed_jobs_only(store: BatchStore, settings: Settings) -> None:
-    bid, (claimed, waiting) = await _dispatched(store, settings, 2)
-    await _claimed(store, claimed)
+    bid, (claimed, waiting) = await _dispatched(store, settings, 2, claimed=1)
     assert await store.control.pause(bid, now_ms=clock.now_ms()) == "paused"
     await _dropped_unclaimed(store, kept=claimed, dropped=waiting)
     assert await store.redis.lrange(store.keys.batch(bid).redo, 0, -1) == [b"1"]  # type: ignore[misc]
@@ -179,9 +179,7 @@ async def test_pause_takes_back_unclaimed_jobs_only(store: BatchStore, settings:
 async def test_resume_makes_parked_jobs_due_but_not_claimed_ones(
     store: BatchStore, settings: Settings
 ) -> None:
-    bid, (claimed, parked) = await _dispatched(store, settings, 2)
-    for jid in (claimed, parked):
-        await _claimed(store, jid)
+    bid, (claimed, parked) = await _dispatched(store, settings, 2, claimed=2)
     await store.control.pause(bid, now_ms=clock.now_ms())
     # The start script said 'paused' to both workers: one parked its job far ahead and let
     # go of the claim; the other still holds its claim.
@@ -198,10 +196,9 @@ async def test_expire_drops_unclaimed_jobs_with_their_keys_and_spares_claimed_on
     store: BatchStore, settings: Settings
 ) -> None:
     options = SubmitOptions(deadline=timedelta(minutes=1))
-    bid, (claimed, waiting) = await _dispatched(store, settings, 2, options)
+    bid, (claimed, waiting) = await _dispatched(store, settings, 2, options, claimed=1)
     assert options.deadline_ms is not None
     deadline = options.deadline_ms
-    await _claimed(store, claimed)
     payload = '{"s":"expired"}'
     assert await store.control.expire(bid, now_ms=deadline + 1, chunk=10, payload=payload) == 0
     await _dropped_unclaimed(store, kept=claimed, dropped=waiting)

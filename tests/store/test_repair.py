@@ -15,9 +15,8 @@ from batchq.store.batches import BatchStore
 from batchq.store.codec import encode_result
 from batchq.store.dispatch import Dispatcher
 from batchq.store.keys import ARQ_JOB_PREFIX, parse_job_id
-from tests.helpers import queued_jobs, register_worker
+from tests.helpers import queued_jobs, register_worker, worker_hooks
 from workers.housekeeping import repair_idle_batches
-from workers.lifecycle import shutdown, startup_hook
 from workers.state import WorkerState
 
 
@@ -81,17 +80,13 @@ async def test_repair_of_a_cancelled_batch_closes_it(store: BatchStore, settings
 async def test_workers_repair_idle_batches(store: BatchStore, settings: Settings) -> None:
     bid, jobs = await setup(store, settings, 4)
     await lose(store, jobs[1])
-    ctx: dict[str, object] = {"redis": store.redis}
-    await startup_hook(settings.with_overrides(repair_after=0.2))(ctx)
-    try:
+    async with worker_hooks(store, settings.with_overrides(repair_after=0.2)) as ctx:
         st = cast(WorkerState, ctx["batchq"])
         assert await repair_idle_batches(st) == 0  # not idle yet
         await store.redis.zadd(store.keys.open, {bid: clock.now_ms() - 1000})
         assert await repair_idle_batches(st) == 1
         await store.redis.delete(store.keys.repair_lock)
         assert await repair_idle_batches(st) == 0  # progress marked
-    finally:
-        await shutdown(ctx)
     assert await store.redis.lrange(store.keys.batch(bid).redo, 0, -1) in (  # type: ignore[misc]
         [b"1"],
         [],  # already re-dispatched by the worker's dispatch loop

@@ -23,11 +23,10 @@ from batchq.sim.process import SimConfig, SimServer, expected_response, running_
 from batchq.store.batches import BatchStore
 from batchq.store.keys import ARQ_IN_PROGRESS_PREFIX, Keys
 from tests.conftest import run_burst
-from tests.helpers import gen
+from tests.helpers import gen, job_context, one_prompt, worker_hooks, worker_on_sim
 from tests.procs import Workers, batchq, env_for, sim_stats, simulator, wait_done
 from workers.inference import run_item
-from workers.lifecycle import after_job_end, shutdown, startup_hook
-from workers.state import WorkerContext
+from workers.lifecycle import after_job_end
 
 
 @pytest.fixture
@@ -114,9 +113,8 @@ async def test_transient_failures_are_retried_until_they_pass(
 async def test_exhausted_attempts_record_the_last_error(
     store: BatchStore, settings: Settings
 ) -> None:
-    with running_sim(SimConfig(fail_503=1.0)) as sim:
-        settings = settings.with_overrides(ollama_host=sim.url, max_attempts=3)
-        bid, _ = await store.submit([gen(0)])
+    always_busy = SimConfig(fail_503=1.0)
+    async with one_prompt(store, settings, always_busy, max_attempts=3) as (sim, settings, bid):
         await run_burst(settings)
         assert sim.stats()["prompts"] == {"prompt 0": 3}
     (r,) = [r async for r in iter_results(store, bid)]
@@ -130,11 +128,8 @@ async def test_a_job_delivered_twice_leaves_one_result(
 ) -> None:
     settings = settings.with_overrides(ollama_host=sim.url)
     bid, _ = await store.submit([gen(0), gen(1)])
-    ctx: dict[str, object] = {"redis": store.redis}
-    await startup_hook(settings)(ctx)
-    try:
-        jid = f"{bid}:0"
-        job_ctx = WorkerContext(**ctx, job_id=jid, job_try=1, score=0)  # type: ignore[typeddict-item]
+    async with worker_hooks(store, settings) as ctx:
+        job_ctx = job_context(ctx, f"{bid}:0")
         first, second = await asyncio.gather(
             run_item(job_ctx, bid, 0), run_item(job_ctx.copy(), bid, 0)
         )
@@ -143,8 +138,6 @@ async def test_a_job_delivered_twice_leaves_one_result(
         s = await store.status(bid)
         assert (s.succeeded, s.running, s.queued) == (1, 0, 1)
         await after_job_end(ctx)
-    finally:
-        await shutdown(ctx)
     results = [r async for r in iter_results(store, bid)]
     assert len(results) == 1
 
@@ -152,33 +145,25 @@ async def test_a_job_delivered_twice_leaves_one_result(
 async def test_transient_failure_raises_retry_and_releases_the_lease(
     store: BatchStore, settings: Settings
 ) -> None:
-    with running_sim(SimConfig(fail_500=1.0)) as sim:
-        settings = settings.with_overrides(ollama_host=sim.url, max_attempts=2)
-        bid, _ = await store.submit([gen(0)])
-        ctx: dict[str, object] = {"redis": store.redis}
-        await startup_hook(settings)(ctx)
-        try:
-            job = WorkerContext(**ctx, job_id=f"{bid}:0", job_try=1, score=0)  # type: ignore[typeddict-item]
-            with pytest.raises(Retry):
-                await run_item(job, bid, 0)
-            s = await store.status(bid)
-            assert (s.running, s.queued, s.failed) == (0, 1, 0)
-            job["job_try"] = 2
-            assert await run_item(job, bid, 0) == "failed"
-        finally:
-            await shutdown(ctx)
+    always_failing = SimConfig(fail_500=1.0)
+    async with worker_on_sim(store, settings, always_failing, max_attempts=2) as (_, bid, ctx):
+        job = job_context(ctx, f"{bid}:0")
+        with pytest.raises(Retry):
+            await run_item(job, bid, 0)
+        s = await store.status(bid)
+        assert (s.running, s.queued, s.failed) == (0, 1, 0)
+        job["job_try"] = 2
+        assert await run_item(job, bid, 0) == "failed"
     s = await store.status(bid)
     assert (s.failed, s.state) == (1, BatchState.COMPLETED)
 
 
 async def test_worker_registers_and_leaves(store: BatchStore, settings: Settings) -> None:
-    ctx: dict[str, object] = {"redis": store.redis}
-    await startup_hook(settings.with_overrides(concurrency=7))(ctx)
-    wid = ctx["batchq"].worker_id  # type: ignore[attr-defined]
-    assert await store.redis.zscore(store.keys.workers, wid) > clock.now_ms()
-    # Its slots for the dispatch window: 7, and 2 more (a quarter) in Ollama's queue.
-    assert await store.redis.hget(store.keys.worker_slots, wid) == b"9"  # type: ignore[misc]
-    await shutdown(ctx)
+    async with worker_hooks(store, settings.with_overrides(concurrency=7)) as ctx:
+        wid = ctx["batchq"].worker_id  # type: ignore[attr-defined]
+        assert await store.redis.zscore(store.keys.workers, wid) > clock.now_ms()
+        # Its slots for the dispatch window: 7, and 2 more (a quarter) in Ollama's queue.
+        assert await store.redis.hget(store.keys.worker_slots, wid) == b"9"  # type: ignore[misc]
     assert await store.redis.zscore(store.keys.workers, wid) is None
 
 

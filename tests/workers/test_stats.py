@@ -8,13 +8,12 @@ from arq import Retry
 
 from batchq.records import tokens_of
 from batchq.settings import Settings
-from batchq.sim.process import SimConfig, running_sim
+from batchq.sim.process import SimConfig
 from batchq.store.batches import BatchStore
 from batchq.store.presence import live_workers
-from tests.helpers import gen
+from tests.helpers import job_context, worker_on_sim
 from workers.inference import run_item
-from workers.lifecycle import shutdown, startup_hook
-from workers.state import WorkerContext, WorkerState
+from workers.state import WorkerState
 from workers.stats import WorkerStats
 
 
@@ -50,11 +49,8 @@ def test_counts_and_running_items_by_batch(settings: Settings) -> None:
 async def test_heartbeat_publishes_and_shutdown_removes(
     store: BatchStore, settings: Settings
 ) -> None:
-    with running_sim(SimConfig(fail_503=1.0)) as sim:
-        settings = settings.with_overrides(ollama_host=sim.url, max_attempts=5)
-        bid, _ = await store.submit([gen(0)])
-        ctx: dict[str, object] = {"redis": store.redis}
-        await startup_hook(settings)(ctx)
+    always_busy = SimConfig(fail_503=1.0)
+    async with worker_on_sim(store, settings, always_busy, max_attempts=5) as (settings, bid, ctx):
         st: WorkerState = ctx["batchq"]  # type: ignore[assignment]
         key = store.keys.worker_info(st.worker_id)
         try:
@@ -62,7 +58,7 @@ async def test_heartbeat_publishes_and_shutdown_removes(
             # Requests it may have at Ollama: the concurrency of 4 and 1 in Ollama's queue.
             assert (info.worker_id, info.concurrency, info.retried) == (st.worker_id, 5, 0)
             assert info.endpoints == settings.ollama_hosts
-            job = WorkerContext(**ctx, job_id=f"{bid}:0", job_try=1, score=0)  # type: ignore[typeddict-item]
+            job = job_context(ctx, f"{bid}:0")
             with pytest.raises(Retry):
                 await run_item(job, bid, 0)
             assert (await store.status(bid)).retried == 1
@@ -76,6 +72,5 @@ async def test_heartbeat_publishes_and_shutdown_removes(
             assert 0 < await store.redis.pttl(key) <= st.lease_ms
         finally:
             st.running.clear()
-            await shutdown(ctx)
     assert not await store.redis.exists(key)
     assert await live_workers(store.redis, store.keys) == []
