@@ -129,11 +129,7 @@ class ControlScripts(ScriptCaller):
     async def expire(self, batch_id: str, *, now_ms: int, chunk: int, payload: str | bytes) -> int:
         """One step of expiring a batch past its deadline; how many results are left to
         write (0: done), -1 if there is no such batch, -2 if the deadline is not due."""
-        k = self.keys
-        bk = k.batch(batch_id)
-        res = await self._run(
-            "expire",
-            [bk.meta, bk.results, bk.redo, bk.tries, k.queue, k.ready, k.open],
-            [batch_id, now_ms, chunk, payload, ARQ_IN_PROGRESS_PREFIX, ARQ_JOB_PREFIX],
-        )
-        return int(res)
+        bk, k = self.keys.batch(batch_id), self.keys
+        keys = [bk.meta, bk.results, bk.redo, bk.tries, k.queue, k.ready, k.open]
+        args = [batch_id, now_ms, chunk, payload, ARQ_IN_PROGRESS_PREFIX, ARQ_JOB_PREFIX]
+        return int(await self._run("expire", keys, args))
