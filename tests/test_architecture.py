@@ -18,6 +18,7 @@ Imports under ``if TYPE_CHECKING:`` count: a cycle of types is a cycle of concep
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -195,3 +196,38 @@ def test_ls_batchq_shows_the_concepts() -> None:
     assert packages >= {"store", "inputs", "results", "backends", "monitor", "local", "sim", "cli"}
     flat = {p.stem for p in (ROOT / "batchq").glob("*.py")} - {"__init__", "__main__"}
     assert flat <= CORE | {"client", "sync_client"}, flat - CORE
+
+
+def _where_things_live() -> list[tuple[list[str], str]]:
+    """README's "Where things live" rows: (the paths of the first cell, the second cell)."""
+    text = (ROOT / "README.md").read_text()
+    table = text.split("### Where things live", 1)[1].split("\n\n", 2)[2]
+    rows: list[tuple[list[str], str]] = []
+    for line in table.splitlines()[2:]:  # after the header and its rule
+        if not line.startswith("| `"):
+            break
+        where, what = line.strip("|").split(" | ", 1)
+        paths: list[str] = []
+        for token in re.findall(r"`([^`]+)`", where):
+            # A bare name is a sibling of the path before it: `batchq/errors.py`, `settings.py`.
+            base = token if "/" in token else str(Path(paths[-1]).parent / token)
+            paths.append(base)
+        rows.append((paths, what))
+    return rows
+
+
+def test_where_things_live_names_real_places_and_every_package() -> None:
+    rows = _where_things_live()
+    assert rows, "README has no Where things live table"
+    named = {p.rstrip("/") for paths, _ in rows for p in paths}
+    for path in named:
+        assert (ROOT / path).exists(), f"README names {path}, which does not exist"
+    # The modules a row's description names (`keys.py`) live in the row's folder.
+    for paths, what in rows:
+        folder = ROOT / paths[0] if paths[0].endswith("/") else (ROOT / paths[0]).parent
+        for module in re.findall(r"`(\w+\.py)`", what):
+            assert (folder / module).exists(), f"README: {module} is not in {folder.name}/"
+    packages = {f"batchq/{p}" for p in ("store", "inputs", "results", "backends", "monitor")}
+    packages |= {f"batchq/{p}" for p in ("local", "cli", "sim")} | {"workers", "tests"}
+    flat = {f"batchq/{p.name}" for p in (ROOT / "batchq").glob("*.py")}
+    assert packages | flat - {"batchq/__init__.py", "batchq/__main__.py"} <= named
