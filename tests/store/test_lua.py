@@ -172,20 +172,24 @@ async def test_each_script_loads_on_the_server(name: str, redis_url: str) -> Non
 
 
 def _run_names() -> set[str]:
-    """The script names the package's code runs: the literal name of every SCRIPTS.run call."""
+    """The script names the package's code runs: the literal name of every ``SCRIPTS.run``
+    call and of every ``self._run`` (:class:`~batchq.store.scripts.ScriptCaller`) call."""
     names: set[str] = set()
-    for path in (ROOT / "batchq").rglob("*.py"):
+    for path in (ROOT / "batchq" / "store").rglob("*.py"):  # where scripts run, and only there
         for node in ast.walk(ast.parse(path.read_text())):
-            if (
-                isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "run"
-                and isinstance(node.func.value, ast.Name)
-                and node.func.value.id == "SCRIPTS"
-            ):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            on, attr = node.func.value, node.func.attr
+            if attr == "run" and isinstance(on, ast.Name) and on.id == "SCRIPTS":
                 name = node.args[1]
-                assert isinstance(name, ast.Constant) and isinstance(name.value, str), path
+            elif attr == "_run" and isinstance(on, ast.Name) and on.id == "self":
+                name = node.args[0]
+            else:
+                continue
+            if isinstance(name, ast.Constant) and isinstance(name.value, str):
                 names.add(name.value)
+            else:  # only ScriptCaller passes a name through
+                assert path.name == "scripts.py", f"{path}: a script not named by a literal"
     return names
 
 
