@@ -53,6 +53,12 @@ def batchq(env: dict[str, str], *args: str, check: bool = True, **kw: Any) -> An
     return proc
 
 
+def ctrl_c_reaches_it() -> None:
+    """A ``preexec_fn``: Ctrl-C does what it does at a terminal, even when the suite itself was
+    started in the background (``nohup ... &``), whose children inherit SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextlib.contextmanager
 def piped(
     env: dict[str, str], *args: str
@@ -64,6 +70,7 @@ def piped(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=ctrl_c_reaches_it,
     ) as proc:
         assert proc.stdout is not None and proc.stderr is not None
         yield proc, proc.stdout, proc.stderr

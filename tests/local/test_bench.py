@@ -36,7 +36,7 @@ from batchq.store.batches import BatchStore
 from batchq.store.namespace import drop_namespace, served_endpoints
 from batchq.store.presence import WorkerInfo
 from tests.helpers import wait_for_workers
-from tests.procs import Workers, batchq, env_for, sim_stats, simulator
+from tests.procs import Workers, batchq, ctrl_c_reaches_it, env_for, sim_stats, simulator
 
 MS = 1_000_000  # nanoseconds
 
@@ -358,6 +358,7 @@ def test_interrupted_bench_stops_its_workers_and_leaves_no_keys(
                 stderr=err_file,
                 # Its own process group, as at a terminal: Ctrl-C reaches bench and its workers.
                 start_new_session=True,
+                preexec_fn=ctrl_c_reaches_it,
             )
             try:
                 deadline = time.monotonic() + 60
