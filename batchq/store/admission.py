@@ -49,7 +49,7 @@ class Admission(ScriptCaller):
     """Admission to one endpoint; one per worker process."""
 
     def __init__(self, redis: Redis, keys: Keys, endpoint: str) -> None:
-        self.redis = redis
+        super().__init__(redis)
         self.endpoint = endpoint
         eid = endpoint_id(endpoint)
         self.limits_key = keys.endpoint_limits(eid)

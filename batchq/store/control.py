@@ -28,7 +28,7 @@ class ControlScripts(ScriptCaller):
     """The control scripts registered on one client; EVALSHA with a transparent reload."""
 
     def __init__(self, redis: Redis, keys: Keys) -> None:
-        self.redis = redis
+        super().__init__(redis)
         self.keys = keys
 
     async def cancel(self, batch_id: str, *, now_ms: int) -> str | None:

@@ -49,7 +49,7 @@ class HookClaim:
 
 class Hooks(ScriptCaller):
     def __init__(self, redis: Redis, store: BatchStore) -> None:
-        self.redis = redis
+        super().__init__(redis)
         self.store = store
         self.keys = store.keys
 

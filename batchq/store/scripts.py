@@ -10,10 +10,11 @@ prefixes reach them from :mod:`batchq.store.keys` as arguments, never as literal
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
 
 from batchq.store.codec import text
 from batchq.store.keys import (
@@ -60,21 +61,30 @@ StartOutcome = str  # 'ok' | 'final' | 'cancelled' | 'paused' | 'missing'
 
 
 class ScriptCaller:
-    """Runs the registry's scripts on one client (:meth:`ScriptRegistry.run`)."""
+    """Runs the registry's scripts on one client, by name. It holds each script it has run:
+    the registry keeps a script only while someone does, and registering one again hashes its
+    text, a cost on every job."""
 
-    redis: Redis
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._held: dict[str, AsyncScript] = {}
 
     async def _run(
         self, name: str, keys: list[str], args: list[Any], *, client: Redis | Pipeline | None = None
     ) -> Any:
-        return await SCRIPTS.run(self.redis, name, keys, args, client=client)
+        """Run the script ``name``; ``client``: a pipeline or transaction to queue it in
+        instead (then it returns the pipeline)."""
+        script = self._held.get(name)
+        if script is None:
+            script = self._held[name] = SCRIPTS.script(self.redis, name)
+        return await cast(Any, script)(keys=keys, args=args, client=client)
 
 
 class Scripts(ScriptCaller):
     """The scripts registered on one client; EVALSHA with a transparent reload."""
 
     def __init__(self, redis: Redis, keys: Keys) -> None:
-        self.redis = redis
+        super().__init__(redis)
         self.keys = keys
 
     async def dispatch(

@@ -172,7 +172,7 @@ async def test_each_script_loads_on_the_server(name: str, redis_url: str) -> Non
 
 
 def _run_names() -> set[str]:
-    """The script names the package's code runs: the literal name of every ``SCRIPTS.run``
+    """The script names the package's code runs: the literal name of every ``SCRIPTS.script``
     call and of every ``self._run`` (:class:`~batchq.store.scripts.ScriptCaller`) call."""
     names: set[str] = set()
     for path in (ROOT / "batchq" / "store").rglob("*.py"):  # where scripts run, and only there
@@ -180,7 +180,7 @@ def _run_names() -> set[str]:
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
                 continue
             on, attr = node.func.value, node.func.attr
-            if attr == "run" and isinstance(on, ast.Name) and on.id == "SCRIPTS":
+            if attr == "script" and isinstance(on, ast.Name) and on.id == "SCRIPTS":
                 name = node.args[1]
             elif attr == "_run" and isinstance(on, ast.Name) and on.id == "self":
                 name = node.args[0]

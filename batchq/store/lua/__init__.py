@@ -26,10 +26,8 @@ import re
 import weakref
 from importlib import resources
 from importlib.resources.abc import Traversable
-from typing import Any, cast
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
 __all__ = ["SCRIPTS", "ScriptRegistry"]
@@ -80,20 +78,6 @@ class ScriptRegistry:
         if src is None:
             src = self._sources[name] = self._expand(name, (name,), [])
         return src
-
-    async def run(
-        self,
-        redis: Redis,
-        name: str,
-        keys: list[str],
-        args: list[Any],
-        *,
-        client: Redis | Pipeline | None = None,
-    ) -> Any:
-        """Run the script ``name`` registered on ``redis``; ``client``: a pipeline or
-        transaction to queue it in instead (then it returns the pipeline)."""
-        script = cast(Any, self.script(redis, name))
-        return await script(keys=keys, args=args, client=client)
 
     def script(self, redis: Redis, name: str) -> AsyncScript:
         """The script ``name`` registered on ``redis``: the same object for every caller
