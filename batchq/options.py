@@ -11,6 +11,7 @@ local time unless it names its zone); from Python also a ``timedelta`` or a ``da
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -218,3 +219,10 @@ class SubmitOptions:
         if self.deadline is not None:
             ms = resolve_deadline(self.deadline, now_ms=clock.now_ms())
             object.__setattr__(self, "deadline_ms", ms)
+
+    def named(self, name: str) -> SubmitOptions:
+        """These options under ``name``. A copy, not :func:`dataclasses.replace`, which would
+        check everything again and resolve a relative deadline from a later now."""
+        named = copy.copy(self)
+        object.__setattr__(named, "name", name)
+        return named

@@ -116,3 +116,12 @@ def test_submit_options_are_checked_when_made_and_resolve_the_deadline_from_now(
     ):
         with pytest.raises(InputError, match=f"field '{field}'"):
             SubmitOptions(**bad)
+
+
+def test_naming_submit_options_resolves_nothing_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(clock, "now_ms", lambda: 1_000_000)
+    opts = SubmitOptions(deadline="1m")
+    monkeypatch.setattr(clock, "now_ms", lambda: 2_000_000)  # the file's name comes later
+    named = opts.named("prompts.jsonl")
+    assert (named.name, named.deadline_ms) == ("prompts.jsonl", 1_060_000)
+    assert opts.name is None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import dataclasses
 import io
 import json
 import os
@@ -174,7 +173,7 @@ async def submit_source(
     is bad. ``options`` are :meth:`BatchStore.submit`'s."""
     opts = options or SubmitOptions()
     if opts.name is None and isinstance(source, str | os.PathLike) and os.fspath(source) != "-":
-        opts = dataclasses.replace(opts, name=Path(source).name)
+        opts = opts.named(Path(source).name)
     with source_items(
         source, model=model, fmt=fmt, max_line_bytes=settings.max_line_bytes
     ) as items:
