@@ -28,6 +28,7 @@ from typing import IO, TypedDict, TypeVar, Unpack
 
 from redis.exceptions import RedisError
 
+from batchq import clock
 from batchq.errors import ConfigError
 from batchq.inputs.native import InputFormat
 from batchq.inputs.sources import Source, submit_source
@@ -110,7 +111,9 @@ class BatchClient:
         url = await asyncio.to_thread(resolve_redis_url, self.settings)
         redis = connect(url, retries=2)
         try:
-            await redis.ping()
+            # TIME, not PING: it checks that Redis answers and sets the clock every timestamp
+            # of this process is read from (see batchq.clock).
+            await clock.sync(redis)
         except (RedisError, OSError) as e:
             await redis.aclose()
             raise redis_unavailable(url, e) from None
@@ -185,8 +188,11 @@ class BatchClient:
         read, as the command checks them (:class:`InputError` naming the field); see
         :class:`batchq.options.SubmitOptions`.
         """
-        checked = SubmitOptions(**options)
+        # Checked before connecting, so a typo does not wait on Redis; then made again to read
+        # a relative deadline from the server's clock, which connect() measured.
+        SubmitOptions(**options)
         store = await self.connect()
+        checked = SubmitOptions(**options)
         with self._errors():
             batch_id, _ = await submit_source(
                 store, items, settings=self.settings, model=model, fmt=format, options=checked

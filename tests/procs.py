@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+import pytest
 
 from batchq.store.batches import BatchStore
 from batchq.store.connection import connect
@@ -37,6 +39,28 @@ def env_for(redis_url: str, prefix: str, home: Path, ollama: str, **extra: str) 
     )
     env.update(extra)
     return env
+
+
+def faketime_lib() -> str | None:
+    """libfaketime (Debian's package faketime), which shifts a process's wall clock."""
+    for pattern in (
+        "/usr/lib/*/faketime/libfaketimeMT.so.1",
+        "/usr/lib/faketime/libfaketimeMT.so.1",
+    ):
+        found = sorted(glob.glob(pattern))
+        if found:
+            return found[0]
+    return None
+
+
+def skewed(env: dict[str, str], offset: str) -> dict[str, str]:
+    """``env`` for a process whose wall clock is ``offset`` (``+2h``, ``-2h``) off the machine's,
+    as on another machine; its monotonic clock is left alone. The library is preloaded, not
+    run through the ``faketime`` command, which would stand between a signal and the process."""
+    lib = faketime_lib()
+    if lib is None:
+        pytest.skip("libfaketime is not installed (Debian package faketime)")
+    return {**env, "LD_PRELOAD": lib, "FAKETIME": offset, "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
 
 
 def batchq(env: dict[str, str], *args: str, check: bool = True, **kw: Any) -> Any:

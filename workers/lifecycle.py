@@ -27,9 +27,20 @@ __all__ = ["after_job_end", "shutdown", "startup_hook"]
 
 log = logging.getLogger("batchq.worker")
 
+# Worth a line in the log: the leases are unaffected, but the machine's own logs are not.
+_SKEW_WARN_MS = 2_000
+
 
 def startup_hook(settings: Settings) -> Any:
     async def startup(ctx: dict[str, Any]) -> None:
+        # Before anything is stamped or leased: every time this worker writes is the server's.
+        offset = await clock.sync(ctx["redis"])
+        if abs(offset) > _SKEW_WARN_MS:
+            log.warning(
+                "this machine's clock is %.1f s %s the Redis server's; batchq uses the server's",
+                abs(offset) / 1000,
+                "behind" if offset > 0 else "ahead of",
+            )
         st = WorkerState(settings=settings, redis=ctx["redis"])
         ctx["batchq"] = st
         port = st.stats.serve()
@@ -125,6 +136,8 @@ async def _heartbeat_loop(st: WorkerState) -> None:
         try:
             if await follow_master(st.redis):
                 log.warning("the sentinels name another Redis master; moving to it")
+            # Again each beat: this machine's clock may be stepped or drift while it runs.
+            await clock.sync(st.redis)
             await _heartbeat_once(st)
             # Every worker reaps: there is no single reaper whose death would stop recovery.
             reaped = await st.scripts.reap(

@@ -10,6 +10,7 @@ import logging
 from signal import Signals
 from typing import Any
 
+import arq.worker
 from arq import Retry, Worker
 from arq.jobs import SerializationError, deserialize_job_raw
 from arq.utils import ms_to_datetime
@@ -28,6 +29,11 @@ log = logging.getLogger("batchq.worker")
 # jobs a second it turns a poll per finished job into one per few.
 _COALESCE_S = 0.002
 
+# arq scores its queue and judges a job's due time with its own module's clock read; every
+# worker must read the same clock, the Redis server's, or one whose clock runs behind would not
+# see due jobs and one running ahead would start deferred ones early (see batchq.clock).
+arq.worker.timestamp_ms = clock.now_ms  # type: ignore[attr-defined]
+
 
 class BatchqWorker(Worker):
     """arq's worker, with the changes that batchq needs.
@@ -42,6 +48,7 @@ class BatchqWorker(Worker):
     - **Fewer round trips per job**: jobs are claimed in one script per poll, and arq's
       clean-up after a job is skipped when batchq's finish script already did it. A Redis
       disconnect while claiming does not kill the worker (arq's WATCH would raise).
+    - **One clock**: arq's reads of the time are the Redis server's time (see above).
     """
 
     def __init__(self, *args: Any, batchq_burst: bool = False, **kwargs: Any) -> None:
