@@ -3,14 +3,18 @@
     .venv/bin/python bench/soak.py --items 5000 --minutes 5
 
 While the batch runs, workers are SIGKILLed and SIGTERMed (and replaced), Redis is SIGKILLed
-and restarted from its AOF, and Ollama (the simulator, injecting 500s, 503s and mid-stream
-errors all along) goes away for a while. At the end every item must have exactly one result,
-a success whose text belongs to its own prompt. Prints the figures; exits 1 if any check fails.
+and restarted from its AOF, and Ollama (the simulator, injecting 500s, 503s, mid-stream errors
+and runaway replies that never end all along) goes away for a while. Workers run with their
+clocks two hours ahead of and behind the machine's, in turn (libfaketime, when installed). At
+the end every item must have exactly one result: a success whose text belongs to its own prompt,
+or, only for prompts that met a runaway reply, a failure naming the bound it broke; and no
+worker's memory may have grown past --max-rss-mb. Prints the figures; exits 1 if any check fails.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import random
@@ -32,6 +36,8 @@ from batchq.sim.process import expected_response
 from batchq.store.embedded import EmbeddedServer
 
 SEED = 11
+# The error types of the bounds a reply that never ends can break (batchq.backends.ollama).
+RUNAWAY_ERRORS = {"reply_deadline", "reply_too_long", "line_too_long", "body_too_large"}
 PY = sys.executable
 
 
@@ -79,6 +85,7 @@ class Sim:
         stats = httpx.get(self.url + "/_sim/stats", timeout=5).json()
         self.totals.update({k: int(v) for k, v in stats["by_status"].items()})
         self.prompts.update({k: int(v) for k, v in stats["prompts"].items()})
+        self.totals["runaway"] += int(stats["runaways"])
 
     def stop(self) -> None:
         if self.proc:
@@ -95,6 +102,9 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=3)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--chaos-every", type=float, default=4.0, help="seconds between faults")
+    ap.add_argument("--runaway", type=float, default=0.005, help="share of replies that never end")
+    ap.add_argument("--max-rss-mb", type=float, default=300.0, help="bound on any worker's RSS")
+    ap.add_argument("--no-skew", action="store_true", help="every worker on the machine's clock")
     args = ap.parse_args()
     rng = random.Random(SEED)
 
@@ -119,6 +129,8 @@ def main() -> int:
             "0.02",
             "--fail-midstream",
             "0.02",
+            "--fail-runaway",
+            str(args.runaway),
         ],
     )
     sim.start()
@@ -152,15 +164,33 @@ def main() -> int:
     workers: list[subprocess.Popen[bytes]] = []
     signalled: set[int] = set()
 
+    # Each worker in turn on the machine's clock, two hours ahead of it, two hours behind.
+    lib = next(iter(sorted(glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1"))), None)
+    skews = [0.0] if args.no_skew or lib is None else [0.0, 7200.0, -7200.0]
+    skew_of: dict[Path, float] = {}
+
     def spawn() -> None:
         path = tmp / f"worker-{len(logs)}.log"
         logs.append(path)
+        skew = skews[len(logs) % len(skews)]
+        skew_of[path] = skew
+        wenv = env
+        if skew:
+            wenv = {**env, "LD_PRELOAD": lib or "", "FAKETIME": f"{skew:+.0f}s"}
+            wenv["FAKETIME_DONT_FAKE_MONOTONIC"] = "1"
         with path.open("w") as log:
             workers.append(
                 subprocess.Popen(
-                    [PY, "-m", "batchq", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
+                    [PY, "-m", "batchq", "worker"], env=wenv, stdout=log, stderr=subprocess.STDOUT
                 )
             )
+
+    peak_rss: dict[int, float] = {}
+
+    def sample_rss() -> None:
+        for w in workers:
+            if w.poll() is None:
+                peak_rss[w.pid] = max(peak_rss.get(w.pid, 0.0), _peak_rss_mb(w.pid))
 
     for _ in range(args.workers):
         spawn()
@@ -182,6 +212,7 @@ def main() -> int:
             finished = False
         if finished:
             break
+        sample_rss()
         for w in workers:
             if w.poll() is not None and w.pid not in signalled:
                 # Died by itself: a bug this soak exists to find. Count it, keep going.
@@ -218,6 +249,7 @@ def main() -> int:
         time.sleep(0.2)
     elapsed = time.monotonic() - t0
 
+    sample_rss()
     for w in workers:
         if w.poll() is None:
             signalled.add(w.pid)
@@ -236,13 +268,10 @@ def main() -> int:
     seen = Counter(row["index"] for row in rows)
     lost = args.items - len(seen)
     duplicates = sum(c - 1 for c in seen.values())
-    wrong = sum(
-        1
-        for row in rows
-        if row["status"] != "succeeded"
-        or row["response"]
-        != expected_response("llama3.2", f"soak prompt {row['index']}", seed=SEED)
-    )
+    bounded = [r for r in rows if r["status"] == "failed" and _broke_a_bound(r)]
+    wrong = sum(1 for row in rows if not _right(row))
+    # A failed item must have met a runaway: never more of them than runaways served.
+    wrong += max(0, len(bounded) - sim.totals["runaway"])
     # Recovery delay: from each SIGKILL to the first reap of lapsed leases that follows it.
     reaps: list[float] = []
     pattern = re.compile(r"^(\S+ \S+) WARNING .*whose worker stopped renewing its lease")
@@ -250,9 +279,11 @@ def main() -> int:
         for line in path.read_text(errors="replace").splitlines():
             m = pattern.match(line)
             if m:
-                reaps.append(datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp())
+                at = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                reaps.append(at - skew_of[path])  # a skewed worker logs its own clock's time
     delays = [min((t for t in reaps if t >= k), default=float("nan")) - k for k in kills]
-    injected = {k: v for k, v in sim.totals.items() if k not in ("200",)}
+    injected = {k: v for k, v in sim.totals.items() if k not in ("200", "runaway")}
+    rss = max(peak_rss.values(), default=float("nan"))
 
     print(
         f"soak: {args.items} items, {args.workers} workers x {args.concurrency}, "
@@ -268,17 +299,46 @@ def main() -> int:
         print(f"  {name:<20} {events[name]}")
     print(f"  Ollama down in all   {outage_s:.1f} s")
     print(f"  error replies seen   {sum(injected.values())} {dict(sorted(injected.items()))}")
+    print(f"  runaway replies      {sim.totals['runaway']}")
     print(f"  requests to Ollama   {sum(sim.prompts.values())} for {args.items} prompts")
+    print(f"  worker clocks        {', '.join(f'{s / 3600:+.0f} h' for s in skews)}")
     print(
         f"  items with a result  {len(seen)}  lost {lost}  duplicates {duplicates}  "
-        f"wrong/failed {wrong}"
+        f"failed on a bound {len(bounded)}  wrong {wrong}"
     )
+    print(f"  peak worker RSS      {rss:.0f} MB (bound {args.max_rss_mb:.0f} MB)")
     shown = ", ".join(f"{d:.1f}" for d in delays)
     print(f"  SIGKILL -> re-queue  {shown or 'n/a'} s")
     ok = finished and lost == 0 and duplicates == 0 and wrong == 0
-    ok = ok and events["workers crashed"] == 0
+    ok = ok and events["workers crashed"] == 0 and rss <= args.max_rss_mb
     print("  RESULT", "OK" if ok else "FAILED", f"(logs in {tmp})")
     return 0 if ok else 1
+
+
+def _peak_rss_mb(pid: int) -> float:
+    """The process's peak resident memory so far (VmHWM), in MB; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _right(row: dict[str, object]) -> bool:
+    """A success with its own prompt's answer, or a failure on one of a reply's bounds."""
+    if row["status"] == "succeeded":
+        expected = expected_response("llama3.2", f"soak prompt {row['index']}", seed=SEED)
+        return row["response"] == expected
+    return row["status"] == "failed" and _broke_a_bound(row)
+
+
+def _broke_a_bound(row: dict[str, object]) -> bool:
+    """A failure that a runaway reply causes: one of the bounds on a reply."""
+    error = row.get("error")
+    return isinstance(error, dict) and error.get("type") in RUNAWAY_ERRORS
 
 
 if __name__ == "__main__":

@@ -75,6 +75,9 @@ class SimConfig:
     fail_500: float = _flag(0.0, "probability of a 500 (the runner died) before a reply starts")
     fail_503: float = _flag(0.0, "probability of a 503 server busy whatever the queue")
     fail_midstream: float = _flag(0.0, "probability of an error line after streaming began")
+    fail_runaway: float = _flag(
+        0.0, "probability of a runaway reply: text that streams without end, as a looping model"
+    )
     slow_rate: float = _flag(0.0, "probability of a request that stalls --slow-seconds more")
     slow_seconds: float = _flag(30.0, "the stall of a slow request")
     embed_dim: int = _flag(768, "length of an embedding vector (nomic-embed-text's)")

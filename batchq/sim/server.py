@@ -31,6 +31,7 @@ from batchq.sim.wire import (
     json_reply,
     read_body,
     reply_text,
+    run_away,
     write_line,
 )
 
@@ -69,6 +70,7 @@ class SimServer:
         self._requests = 0
         self._by_status: dict[str, int] = {}
         self._prompts: dict[str, int] = {}
+        self._runaways = 0  # replies that never end (--fail-runaway)
         # Arrival times (epoch s) of inference requests, for tests of global rate limits.
         self._arrivals: list[float] = []
         # The prompt of each arrival, by position: which batch a request came from, when a
@@ -152,6 +154,7 @@ class SimServer:
             "in_flight": self.sched.in_flight,
             "max_in_flight": self.sched.peak_in_flight,
             "prompts": dict(self._prompts),
+            "runaways": self._runaways,
             "arrivals": list(self._arrivals),
             "arrival_prompts": list(self._arrival_prompts),
         }
@@ -246,7 +249,7 @@ class SimServer:
         if len(self._arrivals) < _MAX_ARRIVALS:
             self._arrivals.append(time.time())
             self._arrival_prompts.append(job.prompt)
-        midstream, slow = self.sched.admit(job.name)
+        midstream, slow, runaway = self.sched.admit(job.name)
         with self.sched.counted():
             async with self.sched.slot(job.name) as st:
                 loaded = time.perf_counter_ns()
@@ -262,6 +265,9 @@ class SimServer:
                 if (stall := self.sched.stall(job.n_prompt, slow)) > 0:
                     await asyncio.sleep(stall)
                 evaled = time.perf_counter_ns()
+                if runaway:
+                    self._runaways += 1
+                    return await run_away(request, head, chat, job.stream)
                 if midstream:
                     words = words[: max(1, len(words) // 2)]
                 resp = None
@@ -327,7 +333,7 @@ class SimServer:
             dim = min(dim, dimensions)
         for t in texts:
             self._prompts[t] = self._prompts.get(t, 0) + 1
-        _, slow = self.sched.admit(name)
+        _, slow, _ = self.sched.admit(name)
         n_prompt = sum(count_tokens(t) for t in texts)
         with self.sched.counted():
             async with self.sched.slot(name):

@@ -3,6 +3,7 @@ Go decoder's complaints about a bad request body, and JSON and NDJSON replies.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -18,6 +19,7 @@ __all__ = [
     "json_reply",
     "read_body",
     "reply_text",
+    "run_away",
     "write_line",
 ]
 
@@ -91,3 +93,24 @@ async def write_line(request: web.Request, resp: web.StreamResponse, *objs: Any)
     if not resp.prepared:
         await resp.prepare(request)
     await resp.write("".join(dumps(obj) + "\n" for obj in objs).encode())
+
+
+# A looping model's reply: this much text per line, as fast as the client reads it.
+_RUNAWAY_LINE = " and so on" * 100
+
+
+async def run_away(
+    request: web.Request, head: dict[str, Any], chat: bool, stream: bool
+) -> web.StreamResponse:
+    """A reply that never ends, as from a model stuck in a loop with ``num_predict`` unset: a
+    stream of text lines without ``done: true``, or, not streaming, a body that never comes.
+    It ends when the client hangs up."""
+    resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await resp.prepare(request)
+    line = (dumps({**head, **reply_text(chat, _RUNAWAY_LINE), "done": False}) + "\n").encode()
+    while True:
+        if stream:
+            await resp.write(line)
+            await asyncio.sleep(0)  # the other requests' turn: this one never waits on the GPU
+        else:
+            await asyncio.sleep(3600)

@@ -329,6 +329,21 @@ def test_midstream_error() -> None:
     run(body)
 
 
+def test_runaway_reply_streams_without_end_until_the_client_hangs_up() -> None:
+    async def body() -> None:
+        async with sim(fast(fail_runaway=1.0)) as (server, client):
+            n = 0
+            # The official client's types parse every line; none of them ends the reply.
+            async for part in await client.generate("llama3.2", prompt="x", stream=True):
+                assert not part.done and part.response
+                n += 1
+                if n == 2000:
+                    break
+            assert server.stats()["runaways"] == 1
+
+    asyncio.run(body())
+
+
 def test_num_predict_cuts_the_reply() -> None:
     async def body() -> None:
         async with sim() as (_, client):
@@ -539,6 +554,7 @@ def test_stats_over_http_and_reset() -> None:
                 "in_flight": 0,
                 "max_in_flight": 0,
                 "prompts": {},
+                "runaways": 0,
                 "arrivals": [],
                 "arrival_prompts": [],
             }
