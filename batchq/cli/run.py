@@ -265,7 +265,11 @@ def register(cmd: Command) -> None:
         type=int,
         help="serve this worker's Prometheus metrics on this port (BATCHQ_METRICS_PORT)",
     )
-    sp.add_argument("--metrics-host", help="address the metrics port listens on (default 0.0.0.0)")
+    sp.add_argument(
+        "--metrics-host",
+        help="address the metrics port listens on (BATCHQ_METRICS_HOST; default 127.0.0.1, "
+        "0.0.0.0 for all interfaces)",
+    )
     sp.add_argument("-v", "--verbose", action="store_true")
     sp.set_defaults(handler=cmd_worker, sync=True)
 

@@ -8,6 +8,8 @@ Registered by :func:`register`; they share :mod:`batchq.cli.common`'s options, o
 from __future__ import annotations
 
 import argparse
+import socket
+import sys
 
 from rich.console import Console
 
@@ -71,10 +73,22 @@ async def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 async def cmd_serve(args: argparse.Namespace) -> int:
+    from batchq.monitor.hosts import HostCheck
     from batchq.monitor.web import app, run_server
 
-    async with open_store(settings_from(args)) as (store, _):
-        await run_server(app(store, limit=args.limit), args.host, args.port, "batchq status page")
+    settings = settings_from(args)
+    hosts = HostCheck.for_listen(
+        args.host, [*settings.allowed_host_names, *(args.allow_host or [])]
+    )
+    if hosts.wildcard and not hosts.allowed:
+        print(
+            f"answering Host headers naming localhost, {socket.gethostname()} or an address of "
+            "this machine; --allow-host NAME for any other name",
+            file=sys.stderr,
+        )
+    async with open_store(settings) as (store, _):
+        application = app(store, limit=args.limit, hosts=hosts)
+        await run_server(application, args.host, args.port, "batchq status page")
     return 0
 
 
@@ -131,7 +145,11 @@ def register(cmd: Command) -> None:
 
     sp = cmd("metrics", "serve queue-level Prometheus metrics read from Redis", json_out=False)
     sp.add_argument("--port", type=int, default=9464, help="default 9464")
-    sp.add_argument("--host", default="0.0.0.0", help="listen address (default 0.0.0.0)")
+    sp.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="listen address (default 127.0.0.1; 0.0.0.0 for all interfaces)",
+    )
     sp.add_argument(
         "--batches",
         type=int,
@@ -144,6 +162,13 @@ def register(cmd: Command) -> None:
     sp.add_argument("--port", type=int, default=8470, help="default 8470")
     sp.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     sp.add_argument("--limit", type=int, default=50, help="most recent batches shown")
+    sp.add_argument(
+        "--allow-host",
+        action="append",
+        metavar="NAME",
+        help="also answer requests whose Host header is NAME (repeatable; * for any), besides "
+        "the listen address and, on loopback, localhost (BATCHQ_ALLOWED_HOSTS, comma-separated)",
+    )
     sp.set_defaults(handler=cmd_serve)
 
     sp = cmd("list", "recent batches, newest first")
