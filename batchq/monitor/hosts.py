@@ -7,19 +7,33 @@ it listens on; ``localhost``, ``127.0.0.1`` and ``[::1]`` when that is a loopbac
 address; on a wildcard address (``0.0.0.0``, ``::``) also the machine's host name and the
 address a request came in on; and whatever ``--allow-host``/``BATCHQ_ALLOWED_HOSTS`` names
 (``*``: any). Anything else gets 421 Misdirected Request.
+
+The metrics endpoints (``batchq metrics``, ``worker --metrics-port``) check the Host header
+only while they listen on loopback, their default: Prometheus may scrape a network address by
+any name (a compose service, a DNS record) that batchq cannot know, and a listener on the
+network is readable by the network anyway.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+if TYPE_CHECKING:
+    from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
 __all__ = ["HostCheck", "host_of"]
+
+_REFUSED = (
+    "this Host header is not one of the server's names; start it with --allow-host NAME "
+    "(or BATCHQ_ALLOWED_HOSTS) to accept it\n"
+)
 
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _WILDCARDS = frozenset({"", "0.0.0.0", "::"})
@@ -66,6 +80,10 @@ class HostCheck:
     def wildcard(self) -> bool:
         return self.listen in _WILDCARDS
 
+    @property
+    def loopback(self) -> bool:
+        return _is_loopback(host_of(self.listen))
+
     def names(self) -> frozenset[str]:
         """The host names and address literals answered whatever the connection."""
         names = set(self.allowed)
@@ -104,11 +122,20 @@ class HostCheck:
             sockname = request.transport.get_extra_info("sockname") if request.transport else None
             local = str(sockname[0]) if sockname else None
             if not self.accepts(request.headers.get("Host"), local):
-                return web.Response(
-                    status=421,
-                    text="batchq serve: this Host header is not one of the server's names; "
-                    "start it with --allow-host NAME (or BATCHQ_ALLOWED_HOSTS) to accept it\n",
-                )
+                return web.Response(status=421, text=_REFUSED)
             return await handler(request)
+
+        return check_host
+
+    def wsgi(self, app: WSGIApplication) -> WSGIApplication:
+        """``app`` answering 421 to a Host header this check refuses (prometheus_client's
+        server is WSGI)."""
+
+        def check_host(environ: WSGIEnvironment, start_response: StartResponse) -> Iterator[bytes]:
+            if self.accepts(environ.get("HTTP_HOST")):
+                yield from app(environ, start_response)
+                return
+            start_response("421 Misdirected Request", [("Content-Type", "text/plain")])
+            yield _REFUSED.encode()
 
         return check_host

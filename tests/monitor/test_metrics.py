@@ -179,7 +179,7 @@ def test_metrics_during_a_real_batch(
         assert f"`{name}`" in readme, name
 
 
-def test_metrics_listens_on_loopback_unless_told(
+def test_metrics_listens_on_loopback_and_checks_the_host(
     valkey_url: str, prefix: str, tmp_path: Path
 ) -> None:
     port = free_port()
@@ -189,6 +189,8 @@ def test_metrics_listens_on_loopback_unless_told(
     try:
         wait_http(port, proc)
         assert refused_off_loopback(port)
+        forged = httpx.get(f"http://127.0.0.1:{port}/metrics", headers={"Host": "evil.example"})
+        assert forged.status_code == 421 and "batchq_" not in forged.text
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=60)

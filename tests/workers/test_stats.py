@@ -47,7 +47,7 @@ def test_counts_and_running_items_by_batch(settings: Settings) -> None:
     assert tokens_of({"prompt_eval_count": None, "eval_count": 3}) == (0, 3)
 
 
-def test_metrics_port_listens_on_loopback_unless_told(settings: Settings) -> None:
+def test_metrics_port_listens_on_loopback_and_checks_the_host(settings: Settings) -> None:
     stats = WorkerStats("h:1:x", settings.with_overrides(metrics_port=0), set())
     port = stats.serve()
     assert port is not None
@@ -55,6 +55,9 @@ def test_metrics_port_listens_on_loopback_unless_told(settings: Settings) -> Non
         reply = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
         assert reply.status_code == 200 and "batchq_worker_in_flight" in reply.text
         assert refused_off_loopback(port)
+        # A DNS-rebinding page's request names its own domain: refused.
+        forged = httpx.get(f"http://127.0.0.1:{port}/metrics", headers={"Host": "evil.example"})
+        assert forged.status_code == 421 and "batchq_" not in forged.text
     finally:
         stats.close()
 
