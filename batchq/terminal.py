@@ -8,7 +8,9 @@ terminals) answer back as typed input. Every human output passes them through
 
 from __future__ import annotations
 
-__all__ = ["printable"]
+import logging
+
+__all__ = ["EscapingFormatter", "printable"]
 
 # C0, DEL and C1 (0x9b is a one-byte CSI), plus the bidirectional overrides and isolates that
 # reorder what follows them ("Trojan Source") and the separators that break a line.
@@ -29,3 +31,11 @@ def printable(text: str) -> str:
     """``text`` with every control character written as a visible escape (``\\x1b``,
     ``\\n``'s ``\\x0a``, ``\\u202e``); a backslash stays as it is."""
     return text.translate(_ESCAPES)
+
+
+class EscapingFormatter(logging.Formatter):
+    """Log lines with :func:`printable` text (a worker logs Ollama's error messages to its
+    terminal), keeping the line breaks of a multi-line record such as a traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return "\n".join(printable(line) for line in super().format(record).split("\n"))

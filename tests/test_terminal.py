@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import sys
 import unicodedata
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from batchq.monitor.top import render as top_render
 from batchq.monitor.watch import Rates, make_view
 from batchq.monitor.watch import render as watch_render
 from batchq.records import AttemptError, ItemInfo, ItemState
-from batchq.terminal import printable
+from batchq.terminal import EscapingFormatter, printable
 from tests.helpers import status as batch_status
 from tests.helpers import worker_info
 from tests.procs import batchq, env_for
@@ -88,3 +90,15 @@ def test_item_top_and_watch_show_hostile_errors_escaped(capsys: pytest.CaptureFi
         console.print(renderable)
         text = console.export_text(styles=False)
         assert _raw_controls(text) == [] and printable(HOSTILE) in text
+
+
+def test_log_lines_are_escaped_and_keep_their_line_breaks() -> None:
+    formatter = EscapingFormatter("%(levelname)s %(message)s")
+    try:
+        raise ValueError(HOSTILE)
+    except ValueError:
+        record = logging.LogRecord("w", logging.ERROR, "f", 1, "ollama: %s", (HOSTILE,), None)
+        record.exc_info = sys.exc_info()
+    text = formatter.format(record)
+    assert text.startswith(f"ERROR ollama: {printable(HOSTILE)}\nTraceback")
+    assert _raw_controls(text) == [] and f"ValueError: {printable(HOSTILE)}" in text

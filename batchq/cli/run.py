@@ -38,7 +38,7 @@ from batchq.settings import Settings
 from batchq.sim.config import SimConfig
 from batchq.store.batches import BatchStore
 from batchq.store.connection import resolve_redis_url
-from batchq.terminal import printable
+from batchq.terminal import EscapingFormatter, printable
 
 __all__ = [
     "cmd_bench",
@@ -221,10 +221,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from workers.worker import BatchqWorker
 
     settings = settings_from(args)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     # arq logs two lines per job; the worker logs a progress summary instead (-v: both).
     logging.getLogger("arq.worker").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     url = resolve_redis_url(settings)
