@@ -1,4 +1,5 @@
-"""The Host check of ``batchq serve``: a defence against DNS rebinding.
+"""The Host check of batchq's HTTP servers (``serve``, and the metrics on loopback): a defence
+against DNS rebinding.
 
 A page on any web site can make its own name resolve to 127.0.0.1 (or a LAN address) and then
 read the status page as same-origin; all it cannot change is the Host header, which still

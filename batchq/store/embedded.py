@@ -89,7 +89,7 @@ class EmbeddedServer:
         our own still runs (its password file was lost), which must not get a twin on the
         same data."""
         pid = self._pid()
-        if pid is not None and _alive(pid):
+        if pid is not None and _alive(pid) and _may_be_valkey(pid):
             raise EmbeddedServerError(
                 f"the embedded Valkey server (pid {pid}, port {port}) refuses the password in "
                 f"{self.password_path}; stop that process and run the command again"
@@ -133,7 +133,10 @@ class EmbeddedServer:
                 os.fsync(f.fileno())
             os.link(tmp, self.password_path)  # fails if the file appeared meanwhile
         except FileExistsError:
-            return self._password()
+            existing = self._read_password()
+            if existing is not None:
+                return existing
+            os.replace(tmp, self.password_path)  # an empty file holds nothing to keep
         finally:
             tmp.unlink(missing_ok=True)
         return password
@@ -299,6 +302,15 @@ def _alive(pid: int) -> bool:
     except OSError:
         return True
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _may_be_valkey(pid: int) -> bool:
+    """False only for a process known to be something else (a pid reused after a reboot)."""
+    try:
+        name = Path(f"/proc/{pid}/comm").read_text()
+    except OSError:
+        return True
+    return "valkey" in name or "redis" in name
 
 
 def _free_port() -> int:

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import contextlib
 import stat
 from pathlib import Path
 
 import pytest
 import redis
 
+from batchq.errors import EmbeddedServerError
 from batchq.store.embedded import EmbeddedServer
 
 
@@ -114,3 +116,32 @@ def test_a_home_from_before_the_password_gets_one(tmp_path: Path) -> None:
     with redis.Redis.from_url(new_url) as client:
         assert client.get("kept") == b"yes"
     server.stop()
+
+
+def test_an_empty_password_file_is_replaced(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "valkey.password").write_text("")
+    server = EmbeddedServer(home)
+    url = server.ensure()
+    try:
+        password = server.password_path.read_text().strip()
+        assert password and url.startswith(f"redis://:{password}@")
+        assert mode(server.password_path) == 0o600
+    finally:
+        server.stop()
+
+
+def test_a_live_server_refusing_our_password_is_not_given_a_twin(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    server = EmbeddedServer(home)
+    url = server.ensure()
+    try:
+        server.password_path.unlink()  # lost while its server runs
+        with pytest.raises(EmbeddedServerError, match="refuses the password"):
+            server.ensure()
+        with redis.Redis.from_url(url) as client:
+            assert client.ping()  # still the one server, untouched
+    finally:
+        with redis.Redis.from_url(url) as client, contextlib.suppress(redis.ConnectionError):
+            client.shutdown()
