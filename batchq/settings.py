@@ -98,7 +98,12 @@ class Settings(BaseSettings):
     repair_after: float = Field(default=300.0, gt=0)
     # A worker's own Prometheus endpoint (batchq worker --metrics-port); none by default.
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
-    metrics_host: str = "0.0.0.0"
+
+    # Secrets and exposure.
+    # Loopback unless told otherwise: the metrics name every batch.
+    metrics_host: str = "127.0.0.1"
+    # Host header values `batchq serve` answers besides its own names (comma-separated).
+    allowed_hosts: str = ""
 
     # Completion hooks (submit --notify).
     notify_attempts: int = Field(default=5, ge=1, le=100)
@@ -142,6 +147,10 @@ class Settings(BaseSettings):
     @property
     def ollama_hosts(self) -> list[str]:
         return self.ollama_host.split(",")
+
+    @property
+    def allowed_host_names(self) -> list[str]:
+        return [h.strip() for h in self.allowed_hosts.split(",") if h.strip()]
 
     @field_validator("prefix")
     @classmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -296,3 +297,13 @@ async def finished_batch(
     store: BatchStore, settings: Settings, url: str | None = "http://127.0.0.1:9/h"
 ) -> str:
     return await run_batch(store, settings, 3, slots=2, options=SubmitOptions(notify=url))
+
+
+def refused_off_loopback(port: int) -> bool:
+    """Whether 127.0.0.2 (a loopback address too, but not the one bound) is refused: a server
+    on 0.0.0.0 would answer there, as on every other interface."""
+    try:
+        socket.create_connection(("127.0.0.2", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False

@@ -29,6 +29,7 @@ from redis.asyncio.client import Pipeline
 
 from batchq import clock
 from batchq.errors import ConfigError
+from batchq.monitor.hosts import HostCheck
 from batchq.records import tokens_of
 from batchq.settings import Settings
 from batchq.store.keys import parse_job_id
@@ -144,6 +145,11 @@ class WorkerStats:
             self._server, self._thread = start_http_server(port, host, registry=self.registry)
         except OSError as e:
             raise ConfigError(f"cannot serve metrics on {host}:{port}: {e.strerror}") from None
+        hosts = HostCheck.for_listen(host, self.settings.allowed_host_names)
+        if hosts.loopback:
+            # Against DNS rebinding (see batchq.monitor.hosts); in place before any scrape can
+            # have been sent, the server having just begun to listen.
+            self._server.set_app(hosts.wsgi(self._server.get_app()))
         return int(self._server.server_port)
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ from batchq.client import BatchClient
 from batchq.options import DEFAULT_PRIORITY, DEFAULT_WEIGHT
 from batchq.settings import Settings, build_settings
 from batchq.store.connection import redis_errors
+from batchq.terminal import printable
 
 if TYPE_CHECKING:
     from batchq.records import BatchStatus
@@ -82,10 +83,10 @@ def emit(args: argparse.Namespace, data: Any, human: Callable[[], None]) -> None
 
 
 def human_status(s: BatchStatus) -> None:
-    print(f"batch     {s.batch_id}" + (f"  ({s.name})" if s.name else ""))
+    print(f"batch     {s.batch_id}" + (f"  ({printable(s.name)})" if s.name else ""))
     print(f"state     {s.state.value}")
     if s.metadata:
-        print("meta      " + " ".join(f"{k}={v}" for k, v in s.metadata.items()))
+        print("meta      " + printable(" ".join(f"{k}={v}" for k, v in s.metadata.items())))
     expired = f", {s.expired} expired" if s.deadline or s.expired else ""
     print(
         f"items     {s.total} total: {s.queued} queued, {s.running} running, "
@@ -93,7 +94,7 @@ def human_status(s: BatchStatus) -> None:
     )
     print(f"dispatch  priority {s.priority}, weight {s.weight:g}")
     if s.notify:
-        print(f"notify    {s.notify}")
+        print(f"notify    {printable(s.notify)}")
     for label, value in (
         ("deadline", s.deadline),
         ("created", s.created_at),

@@ -16,6 +16,7 @@ from batchq.errors import ConfigError
 from batchq.records import BatchStatus, ItemInfo, ItemStatus
 from batchq.store.batches import BatchStore
 from batchq.store.items import item_info, retry_items
+from batchq.terminal import printable
 
 __all__ = [
     "cmd_cancel",
@@ -93,19 +94,19 @@ async def cmd_limits(args: argparse.Namespace) -> int:
 
 def _human_item(info: ItemInfo) -> None:
     print(f"batch     {info.batch_id}")
-    print(f"item      {info.custom_id}  (index {info.index})")
+    print(f"item      {printable(info.custom_id)}  (index {info.index})")
     print(f"status    {info.status.value}")
     print(f"attempts  {info.attempts}")
     for e in info.errors:
         code = f" {e.status_code}" if e.status_code is not None else ""
         when = f"  ({e.at})" if e.at else ""
-        print(f"error     #{e.attempt} {e.type}{code}: {e.message}{when}")
+        print(f"error     #{e.attempt} {printable(f'{e.type}{code}: {e.message}')}{when}")
     r = info.result
     if r is not None and r.response is not None:
         text = r.response.replace("\n", " ")
         if len(text) > _RESPONSE_CHARS:
             text = text[:_RESPONSE_CHARS] + "…"
-        print(f"response  {text}")
+        print(f"response  {printable(text)}")
 
 
 async def cmd_item(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ import argparse
 from typing import Any
 
 from batchq.cli.common import Command, emit, settings_from
+from batchq.redact import redact_url
 from batchq.store.embedded import EmbeddedServer
 
 __all__ = ["cmd_home", "register"]
@@ -20,7 +21,7 @@ def cmd_home(args: argparse.Namespace) -> int:
     server = EmbeddedServer(settings_from(args).home)
     where = f"BATCHQ_HOME={server.home}"
     if args.action == "stop":
-        url = server.url()
+        url = _shown(server.url())
         stopped = server.stop()
         data: dict[str, Any] = {"home": str(server.home), "stopped": stopped}
         text = (
@@ -29,11 +30,16 @@ def cmd_home(args: argparse.Namespace) -> int:
             else f"no embedded server runs for {where}"
         )
     else:
-        url = server.url()
+        url = _shown(server.url())
         data = {"home": str(server.home), "running": url is not None, "url": url}
         text = f"{where}: embedded server " + (f"running at {url}" if url else "not running")
     emit(args, data, lambda: print(text))
     return 0
+
+
+def _shown(url: str | None) -> str | None:
+    # Its password is in the home's password file, for whoever may read it; not on screen.
+    return None if url is None else redact_url(url)
 
 
 def register(cmd: Command) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from batchq.cli import control, home, run, watch
 from batchq.errors import BatchqError, ConfigError
+from batchq.terminal import printable
 
 __all__ = ["main"]
 
@@ -95,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.flush()  # here, where a closed pipe can still be handled
         return code
     except BatchqError as e:
-        print(f"batchq: error: {e}", file=sys.stderr)
+        # A message may quote a server's reply or a stored name: no raw escapes.
+        print(f"batchq: error: {printable(str(e))}", file=sys.stderr)
         return 2 if isinstance(e, ConfigError) else 1
     except KeyboardInterrupt:
         return 130

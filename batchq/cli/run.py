@@ -16,6 +16,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from batchq import clock
 from batchq.cli.common import (
@@ -32,10 +33,12 @@ from batchq.errors import BackendError, ConfigError
 from batchq.inputs.native import detect_format
 from batchq.inputs.sources import open_input, submit_source
 from batchq.options import SubmitOptions, parse_meta_pairs
+from batchq.redact import redact_url
 from batchq.settings import Settings
 from batchq.sim.config import SimConfig
 from batchq.store.batches import BatchStore
-from batchq.store.connection import redact, resolve_redis_url
+from batchq.store.connection import resolve_redis_url
+from batchq.terminal import EscapingFormatter, printable
 
 __all__ = [
     "cmd_bench",
@@ -129,8 +132,10 @@ async def cmd_run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     async with open_store(settings) as (store, url):
         batch_id, total = await _submit(args, settings, store)
+        # Ollama's version is the server's text: neither rich markup nor raw escapes.
+        shown = escape(printable(version))
         console.print(
-            f"batch {batch_id}: {total} items → Ollama {version} at {settings.ollama_host}, "
+            f"batch {batch_id}: {total} items → Ollama {shown} at {settings.ollama_host}, "
             f"{args.workers} worker(s) x {settings.concurrency}",
             soft_wrap=True,  # one line in a log, however long its paths
         )
@@ -216,16 +221,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from workers.worker import BatchqWorker
 
     settings = settings_from(args)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     # arq logs two lines per job; the worker logs a progress summary instead (-v: both).
     logging.getLogger("arq.worker").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     url = resolve_redis_url(settings)
     logging.getLogger("batchq.worker").info(
         "worker: redis %s, ollama %s, concurrency %d, ollama queue %d",
-        redact(url),
+        redact_url(url),
         settings.ollama_host,
         settings.concurrency,
         settings.ollama_queue_size,
@@ -265,7 +269,11 @@ def register(cmd: Command) -> None:
         type=int,
         help="serve this worker's Prometheus metrics on this port (BATCHQ_METRICS_PORT)",
     )
-    sp.add_argument("--metrics-host", help="address the metrics port listens on (default 0.0.0.0)")
+    sp.add_argument(
+        "--metrics-host",
+        help="address the metrics port listens on (BATCHQ_METRICS_HOST; default 127.0.0.1, "
+        "0.0.0.0 for all interfaces)",
+    )
     sp.add_argument("-v", "--verbose", action="store_true")
     sp.set_defaults(handler=cmd_worker, sync=True)
 

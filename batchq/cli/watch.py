@@ -8,12 +8,19 @@ Registered by :func:`register`; they share :mod:`batchq.cli.common`'s options, o
 from __future__ import annotations
 
 import argparse
+import socket
+import sys
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from batchq import clock
 from batchq.cli.common import Command, emit, human_status, open_store, settings_from
 from batchq.errors import ConfigError
+from batchq.settings import Settings
+
+if TYPE_CHECKING:
+    from batchq.monitor.hosts import HostCheck
 
 __all__ = ["cmd_list", "cmd_metrics", "cmd_serve", "cmd_status", "cmd_top", "register"]
 
@@ -60,12 +67,22 @@ async def cmd_top(args: argparse.Namespace) -> int:
     return 0
 
 
+def _host_check(args: argparse.Namespace, settings: Settings) -> HostCheck:
+    from batchq.monitor.hosts import HostCheck
+
+    return HostCheck.for_listen(args.host, [*settings.allowed_host_names, *(args.allow_host or [])])
+
+
 async def cmd_metrics(args: argparse.Namespace) -> int:
     from batchq.monitor.metrics import app
     from batchq.monitor.web import run_server
 
-    async with open_store(settings_from(args)) as (store, _):
-        application = app(store.redis, store.keys, recent=args.batches)
+    settings = settings_from(args)
+    hosts = _host_check(args, settings)
+    async with open_store(settings) as (store, _):
+        application = app(
+            store.redis, store.keys, recent=args.batches, hosts=hosts if hosts.loopback else None
+        )
         await run_server(application, args.host, args.port, "Prometheus metrics")
     return 0
 
@@ -73,8 +90,17 @@ async def cmd_metrics(args: argparse.Namespace) -> int:
 async def cmd_serve(args: argparse.Namespace) -> int:
     from batchq.monitor.web import app, run_server
 
-    async with open_store(settings_from(args)) as (store, _):
-        await run_server(app(store, limit=args.limit), args.host, args.port, "batchq status page")
+    settings = settings_from(args)
+    hosts = _host_check(args, settings)
+    if hosts.wildcard and not hosts.allowed:
+        print(
+            f"answering Host headers naming localhost, {socket.gethostname()} or an address of "
+            "this machine; --allow-host NAME for any other name",
+            file=sys.stderr,
+        )
+    async with open_store(settings) as (store, _):
+        application = app(store, limit=args.limit, hosts=hosts)
+        await run_server(application, args.host, args.port, "batchq status page")
     return 0
 
 
@@ -131,21 +157,37 @@ def register(cmd: Command) -> None:
 
     sp = cmd("metrics", "serve queue-level Prometheus metrics read from Redis", json_out=False)
     sp.add_argument("--port", type=int, default=9464, help="default 9464")
-    sp.add_argument("--host", default="0.0.0.0", help="listen address (default 0.0.0.0)")
+    sp.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="listen address (default 127.0.0.1; 0.0.0.0 for all interfaces)",
+    )
     sp.add_argument(
         "--batches",
         type=int,
         default=20,
         help="recent batches given per-batch series, besides the unfinished ones (default 20)",
     )
+    _allow_host_arg(sp)
     sp.set_defaults(handler=cmd_metrics)
 
     sp = cmd("serve", "a web page of batches and workers, refreshed live", json_out=False)
     sp.add_argument("--port", type=int, default=8470, help="default 8470")
     sp.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     sp.add_argument("--limit", type=int, default=50, help="most recent batches shown")
+    _allow_host_arg(sp)
     sp.set_defaults(handler=cmd_serve)
 
     sp = cmd("list", "recent batches, newest first")
     sp.add_argument("--limit", type=int, default=50)
     sp.set_defaults(handler=cmd_list)
+
+
+def _allow_host_arg(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument(
+        "--allow-host",
+        action="append",
+        metavar="NAME",
+        help="also answer requests whose Host header is NAME (repeatable; * for any), besides "
+        "the listen address and, on loopback, localhost (BATCHQ_ALLOWED_HOSTS, comma-separated)",
+    )

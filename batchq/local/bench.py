@@ -34,6 +34,7 @@ from batchq.settings import Settings
 from batchq.store.batches import BatchStore
 from batchq.store.keys import Keys
 from batchq.store.namespace import bench_prefix, drop_namespace, served_endpoints
+from batchq.terminal import printable
 
 __all__ = [
     "ModelReport",
@@ -236,7 +237,7 @@ def render_table(reports: Sequence[ModelReport]) -> str:
     model, then what failed and why."""
     # One line per endpoint: bench serves one, but a row must never sit under another's name.
     served = dict.fromkeys((r.ollama_version, r.ollama_host) for r in reports if r.ollama_host)
-    lines = [f"Ollama {version or '?'} at {host}" for version, host in served]
+    lines = [printable(f"Ollama {version or '?'} at {host}") for version, host in served]
     rows = [[name for name, _ in _COLUMNS]]
     for r in reports:
         rows.append(
@@ -261,7 +262,9 @@ def render_table(reports: Sequence[ModelReport]) -> str:
     ]
     for r in reports:
         for kind, e in r.errors.items():
-            lines.append(f"{r.model}: {e['count']} failed with {kind}: {e['message'] or '-'}")
+            # Ollama's error text: no raw escapes on the terminal.
+            detail = printable(f"{kind}: {e['message'] or '-'}")
+            lines.append(f"{r.model}: {e['count']} failed with {detail}")
     return "\n".join(line.rstrip() for line in lines)
 
 

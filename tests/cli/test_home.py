@@ -40,11 +40,16 @@ def test_home_stop_ends_the_embedded_server_and_a_new_home_says_so(tmp_path: Pat
         assert json.loads(batchq(env, "list", "--json").stdout) == []
         pid = int((home / "valkey.pid").read_text())
         port = int((home / "valkey.port").read_text())
+        password = (home / "valkey.password").read_text().strip()
         shown = json.loads(batchq(env, "home", "--json").stdout)
-        assert shown == {"home": str(home), "running": True, "url": f"redis://127.0.0.1:{port}"}
+        url = f"redis://***@127.0.0.1:{port}"  # the password stays in its file
+        assert shown == {"home": str(home), "running": True, "url": url}
+        assert (
+            batchq(env, "home").stdout == f"BATCHQ_HOME={home}: embedded server running at {url}\n"
+        )
 
         out = batchq(env, "home", "stop").stdout
-        assert out.startswith(f"stopped the embedded server at redis://127.0.0.1:{port} ")
+        assert out.startswith(f"stopped the embedded server at {url} ") and password not in out
         assert gone(pid)  # the command returns once the process is gone, not before
         with pytest.raises(redis_sync.ConnectionError):
             redis_sync.Redis(port=port, socket_connect_timeout=2).ping()

@@ -118,6 +118,15 @@ def test_table_shows_dashes_and_the_reason_for_a_model_that_only_failed() -> Non
     assert render_table(served).splitlines()[0] == "Ollama 0.12.0 at http://gpu:11434"
 
 
+def test_table_escapes_what_a_hostile_ollama_sends() -> None:
+    hostile = "\x1b]0;pwned\x07\x1b[2J"
+    bad = summarize("nope", "b_2", [failed(0, kind="ollama_error")], 1)
+    bad.errors["ollama_error"]["message"] = hostile
+    text = render_table([replace(bad, ollama_host="http://gpu:11434", ollama_version=hostile)])
+    assert "\x1b" not in text and "\x07" not in text
+    assert text.count("\\x1b]0;pwned\\x07\\x1b[2J") == 2
+
+
 def test_items_run_after_run_with_each_model() -> None:
     prompts = [
         Item("0", Endpoint.GENERATE, {"model": "-", "prompt": "a", "options": {"seed": 1}}),

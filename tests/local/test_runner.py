@@ -15,6 +15,7 @@ from batchq.records import BatchState, BatchStatus
 from batchq.settings import Settings
 from batchq.sim.process import SimConfig, running_sim
 from batchq.store.batches import BatchStore
+from batchq.store.embedded import EmbeddedServer
 from tests.procs import batchq, env_for
 
 
@@ -95,3 +96,28 @@ def test_run_ends_with_the_time_taken_and_the_pace(
     summary = json.loads(again.stdout)
     assert summary["succeeded"] == 5 and summary["elapsed_s"] > 0
     assert summary["items_per_s"] == pytest.approx(5 / summary["elapsed_s"], rel=0.01)
+
+
+def test_run_on_the_embedded_server_gives_its_workers_the_password_unprinted(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    src, out = tmp_path / "p.jsonl", tmp_path / "out.jsonl"
+    src.write_text("".join(json.dumps(f"prompt {i}") + "\n" for i in range(5)))
+    env = {k: v for k, v in env_for("", "", home, "").items() if not k.startswith("BATCHQ_")}
+    env.pop("REDIS_URL", None)
+    env["BATCHQ_HOME"] = str(home)
+    try:
+        with running_sim(SimConfig(parallel=4, eval_tokens_per_s=0)) as sim:
+            env["OLLAMA_HOST"] = sim.url
+            args = ["run", str(src), "-o", str(out), "--model", "llama3.2", "--workers", "2"]
+            proc = batchq(env, *args)
+        password = (home / "valkey.password").read_text().strip()
+        assert [json.loads(line)["status"] for line in out.read_text().splitlines()] == [
+            "succeeded"
+        ] * 5
+        logs = [p.read_text() for p in (home / "logs").glob("*/worker-*.log")]
+        assert len(logs) == 2 and all("redis redis://***@127.0.0.1:" in log for log in logs)
+        assert all(password not in text for text in [proc.stdout, proc.stderr, *logs])
+    finally:
+        EmbeddedServer(home).stop()

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,7 +20,7 @@ from batchq.options import SubmitOptions
 from batchq.sim.process import SimConfig
 from batchq.store.batches import BatchStore
 from tests.conftest import free_port
-from tests.helpers import jsonl_prompts, sim_env
+from tests.helpers import jsonl_prompts, refused_off_loopback, sim_env
 from tests.procs import Workers, batchq, env_for
 from tests.waits import wait_until
 
@@ -51,7 +52,7 @@ def scrape_http(port: int) -> Samples:
     return parse(reply.text)
 
 
-def wait_http(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+def wait_http(port: int, proc: subprocess.Popen[Any], timeout: float = 60) -> None:
     def serving() -> bool:
         assert proc.poll() is None, "the server exited"
         return bool(scrape_http(port) is not None)
@@ -176,3 +177,21 @@ def test_metrics_during_a_real_batch(
             if "request_seconds" in name:
                 name = name.removesuffix(suffix)
         assert f"`{name}`" in readme, name
+
+
+def test_metrics_listens_on_loopback_and_checks_the_host(
+    valkey_url: str, prefix: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = env_for(valkey_url, prefix, tmp_path, "http://127.0.0.1:9")
+    cmd = [sys.executable, "-m", "batchq", "metrics", "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_http(port, proc)
+        assert refused_off_loopback(port)
+        forged = httpx.get(f"http://127.0.0.1:{port}/metrics", headers={"Host": "evil.example"})
+        assert forged.status_code == 421 and "batchq_" not in forged.text
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    assert f"Prometheus metrics on http://127.0.0.1:{port}/" in err

@@ -134,11 +134,11 @@ async def fill_every_state(store: BatchStore) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def serving(valkey_url: str, prefix: str, tmp_path: Path) -> Iterator[str]:
-    """``batchq serve`` as a process; yields its URL once it answers."""
+def serving(valkey_url: str, prefix: str, tmp_path: Path, *args: str) -> Iterator[str]:
+    """``batchq serve`` as a process (with ``args``); yields its URL once it answers."""
     port = free_port()
     env = env_for(valkey_url, prefix, tmp_path, "http://127.0.0.1:9")
-    cmd = [sys.executable, "-m", "batchq", "serve", "--port", str(port)]
+    cmd = [sys.executable, "-m", "batchq", "serve", "--port", str(port), *args]
     server = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
     try:
         url = f"http://127.0.0.1:{port}/"
@@ -274,3 +274,19 @@ LAYOUT_JS = """(() => {
       t => t.getBoundingClientRect().right)),
   };
 })()"""
+
+
+# What a DNS-rebinding page's requests carry: its own domain, sometimes dressed as ours.
+FORGED_HOSTS = ["evil.example:8470", "127.0.0.1.evil.example", "localhost.evil.example"]
+
+
+def test_serve_refuses_a_forged_host_header(valkey_url: str, prefix: str, tmp_path: Path) -> None:
+    with serving(valkey_url, prefix, tmp_path, "--allow-host", "status.lan") as url:
+        for host in FORGED_HOSTS:
+            for path in ("api/status", ""):
+                reply = httpx.get(url + path, headers={"Host": host}, timeout=5)
+                assert reply.status_code == 421, (host, path)
+                assert "batches" not in reply.text and "--allow-host" in reply.text
+        for host in ("status.lan:8470", "localhost", "127.0.0.1"):
+            reply = httpx.get(url + "api/status", headers={"Host": host}, timeout=5)
+            assert reply.status_code == 200 and "batches" in reply.json(), host

@@ -3,6 +3,7 @@ when the worker stops."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from arq import Retry
 
@@ -11,7 +12,7 @@ from batchq.settings import Settings
 from batchq.sim.process import SimConfig
 from batchq.store.batches import BatchStore
 from batchq.store.presence import live_workers
-from tests.helpers import job_context, worker_on_sim
+from tests.helpers import job_context, refused_off_loopback, worker_on_sim
 from workers.inference import run_item
 from workers.state import WorkerState
 from workers.stats import WorkerStats
@@ -44,6 +45,21 @@ def test_counts_and_running_items_by_batch(settings: Settings) -> None:
     assert value("batchq_worker_request_seconds_bucket", {"endpoint": "http://h:1", "le": "0.5"})
     assert stats.serve() is None  # no port configured: nothing listens
     assert tokens_of({"prompt_eval_count": None, "eval_count": 3}) == (0, 3)
+
+
+def test_metrics_port_listens_on_loopback_and_checks_the_host(settings: Settings) -> None:
+    stats = WorkerStats("h:1:x", settings.with_overrides(metrics_port=0), set())
+    port = stats.serve()
+    assert port is not None
+    try:
+        reply = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        assert reply.status_code == 200 and "batchq_worker_in_flight" in reply.text
+        assert refused_off_loopback(port)
+        # A DNS-rebinding page's request names its own domain: refused.
+        forged = httpx.get(f"http://127.0.0.1:{port}/metrics", headers={"Host": "evil.example"})
+        assert forged.status_code == 421 and "batchq_" not in forged.text
+    finally:
+        stats.close()
 
 
 async def test_heartbeat_publishes_and_shutdown_removes(
