@@ -87,3 +87,20 @@ async def test_each_completion_is_announced(store: BatchStore, settings: Setting
     again = await hooks.claim(now_ms=clock.now_ms(), lease_ms=LEASE)
     assert again is not None and (again.action, again.attempt) == ("send", 1)
     assert again.finished_ms != first.finished_ms
+
+
+async def test_a_post_cut_short_is_settled_unknown_and_never_sent_again(
+    store: BatchStore, settings: Settings
+) -> None:
+    # A stopping worker whose POST outlived its grace: it may have arrived.
+    bid = await finished_batch(store, settings)
+    hooks = Hooks(store.redis, store)
+    now = clock.now_ms()
+    cut = await hooks.claim(now_ms=now, lease_ms=LEASE)
+    assert cut is not None and cut.action == "send"
+    assert await hooks.settle(cut, "unknown", error="the worker stopped mid-POST")
+    assert (await store.status(bid)).notify == "unknown"
+    meta = store.keys.batch(bid).meta
+    assert await store.redis.hget(meta, "hook_error") == b"the worker stopped mid-POST"  # type: ignore[misc]
+    assert await store.redis.zcard(store.keys.hooks) == 0
+    assert await hooks.claim(now_ms=now + 10 * LEASE, lease_ms=LEASE) is None

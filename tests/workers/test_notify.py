@@ -18,7 +18,8 @@ from batchq.store.batches import BatchStore
 from batchq.store.hooks import Hooks
 from tests.conftest import free_port
 from tests.helpers import finished_batch
-from workers.notify import deliver_due, hook_session
+from workers.hook_http import hook_session
+from workers.notify import deliver_due
 
 
 @dataclass
@@ -86,7 +87,7 @@ async def test_a_stopping_worker_finishes_its_post_first(
 ) -> None:
     receiver.delay = 0.3
     bid = await finished_batch(store, settings, receiver.url)
-    async with hook_session() as client:
+    async with hook_session(settings) as client:
         task = asyncio.create_task(deliver_due(Hooks(store.redis, store), client, settings))
         await receiver.arrived.wait()
         task.cancel()
@@ -103,7 +104,7 @@ def final_ms(status: dict[str, Any]) -> int:
 async def drain(store: BatchStore, settings: Settings, bid: str) -> int:
     """What a worker's hook loop does, until the batch's hook is settled; claims made."""
     n = 0
-    async with hook_session() as client:
+    async with hook_session(settings) as client:
         while (await store.status(bid)).notify in ("pending", "sending"):
             n += await deliver_due(Hooks(store.redis, store), client, settings)
             await asyncio.sleep(0.01)
@@ -138,4 +139,5 @@ async def test_a_redirect_is_not_followed(
         await runner.cleanup()
     assert elsewhere == []
     assert (await store.status(bid)).notify == "failed"
-    assert await store.redis.hget(store.keys.batch(bid).meta, "hook_error") == b"HTTP 307"  # type: ignore[misc]
+    error = await store.redis.hget(store.keys.batch(bid).meta, "hook_error")  # type: ignore[misc]
+    assert error == b"HTTP 307 (redirects are not followed)"
