@@ -57,8 +57,8 @@ class Reply:
 class _CheckingResolver(AbstractResolver):
     """The system resolver, whose every answer must be an allowed address."""
 
-    def __init__(self, *, allow_private: bool) -> None:
-        self._inner = aiohttp.ThreadedResolver()
+    def __init__(self, inner: AbstractResolver, *, allow_private: bool) -> None:
+        self._inner = inner
         self._allow_private = allow_private
 
     async def resolve(
@@ -69,7 +69,7 @@ class _CheckingResolver(AbstractResolver):
             ip = ipaddress.ip_address(answer["host"].partition("%")[0])
             refusal = address_refusal(ip, allow_private=self._allow_private)
             if refusal is not None:
-                raise TargetRefused(f"{host} resolves to {refusal}")
+                raise TargetRefused(f"{host}: {refusal}")
         return answers
 
     async def close(self) -> None:
@@ -84,13 +84,18 @@ async def _headers_sent(
         progress.started = True
 
 
-def hook_session(settings: Settings) -> aiohttp.ClientSession:
+def hook_session(
+    settings: Settings, *, resolver: AbstractResolver | None = None
+) -> aiohttp.ClientSession:
     """The HTTP session a worker sends its hooks with: aiohttp, the stack that already talks to
-    Ollama, so the runtime needs one HTTP library. Made inside the event loop."""
+    Ollama, so the runtime needs one HTTP library. Made inside the event loop. ``resolver``:
+    the one whose answers are checked (the system's by default)."""
     trace = aiohttp.TraceConfig()
     trace.on_request_headers_sent.append(_headers_sent)
     connector = aiohttp.TCPConnector(
-        resolver=_CheckingResolver(allow_private=settings.notify_allow_private),
+        resolver=_CheckingResolver(
+            resolver or aiohttp.ThreadedResolver(), allow_private=settings.notify_allow_private
+        ),
         # A cached answer would skip no check (only checked answers are cached), but one
         # connection per POST keeps a slow receiver's socket from being reused for another.
         force_close=True,
@@ -125,18 +130,23 @@ async def post(
         "Accept-Encoding": "identity",
     }
     trace_ctx: dict[str, Any] = {"progress": progress}
-    async with client.post(
-        url,
-        data=body,
-        headers=sent,
-        # A redirect would repeat the POST somewhere the submitter did not name.
-        allow_redirects=False,
-        timeout=aiohttp.ClientTimeout(total=settings.notify_timeout),
-        trace_request_ctx=trace_ctx,
-    ) as resp:
-        if resp.status < 400:
-            return Reply(resp.status)
-        return Reply(resp.status, await _excerpt(resp))
+    try:
+        async with client.post(
+            url,
+            data=body,
+            headers=sent,
+            # A redirect would repeat the POST somewhere the submitter did not name.
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=settings.notify_timeout),
+            trace_request_ctx=trace_ctx,
+        ) as resp:
+            if resp.status < 400:
+                return Reply(resp.status)
+            return Reply(resp.status, await _excerpt(resp))
+    except aiohttp.ClientConnectorError as e:
+        if isinstance(e.os_error, TargetRefused):
+            raise e.os_error from None  # the resolver's refusal, as a literal's is raised
+        raise
 
 
 async def _excerpt(resp: aiohttp.ClientResponse) -> str:

@@ -107,12 +107,11 @@ async def _send(
         raise
     except TimeoutError:
         error = f"no answer within {settings.notify_timeout:g} s (BATCHQ_NOTIFY_TIMEOUT)"
-    except (aiohttp.ClientError, TargetRefused, ValueError) as e:
-        refusal = _refusal(e)
-        if refusal is not None:
-            await hooks.settle(claim, "failed", error=refusal)
-            log.warning("batch %s: hook to %s not sent: %s", claim.batch_id, shown, refusal)
-            return
+    except TargetRefused as e:
+        await hooks.settle(claim, "failed", error=f"refused: {e}")
+        log.warning("batch %s: hook to %s not sent, refused: %s", claim.batch_id, shown, e)
+        return
+    except (aiohttp.ClientError, ValueError) as e:
         error = redact_urls_in(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
     if not error:
         await hooks.settle(claim, "delivered")
@@ -156,15 +155,6 @@ def _http_error(status: int, excerpt: str) -> str:
     if 300 <= status < 400:
         return f"HTTP {status} (redirects are not followed)"
     return f"HTTP {status}: {excerpt}" if excerpt else f"HTTP {status}"
-
-
-def _refusal(e: BaseException) -> str | None:
-    """The reason, if ``e`` is a refused target (raised as is, or by the resolver inside
-    aiohttp's connection error)."""
-    for err in (e, getattr(e, "os_error", None), e.__cause__):
-        if isinstance(err, TargetRefused):
-            return f"refused: {err}"
-    return None
 
 
 async def _cut_short(hooks: Hooks, claim: HookClaim, progress: Progress, shown: str) -> None:
