@@ -15,6 +15,7 @@ URLs are logged and recorded redacted (:func:`batchq.redact.redact_url`): they m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -29,7 +30,7 @@ from batchq.redact import redact_url, redact_urls_in
 from batchq.settings import Settings
 from batchq.signing import signature_headers
 from batchq.store.hooks import HookClaim, Hooks
-from workers.hook_http import Progress, TargetRefused, post
+from workers.hook_http import Progress, Reply, TargetRefused, post
 
 __all__ = ["deliver_due"]
 
@@ -60,9 +61,7 @@ async def deliver_due(
     loses it."""
     n = 0
     lease_ms = int((settings.notify_timeout + 30) * 1000)
-    while stop_began() is None and (
-        (claim := await hooks.claim(now_ms=clock.now_ms(), lease_ms=lease_ms)) is not None
-    ):
+    while stop_began() is None and (claim := await _claim(hooks, lease_ms)) is not None:
         n += 1
         if claim.action == "unknown":
             log.warning("batch %s: its hook's sender died mid-POST; not sent again", claim.batch_id)
@@ -82,25 +81,30 @@ async def deliver_due(
     return n
 
 
+async def _claim(hooks: Hooks, lease_ms: int) -> HookClaim | None:
+    task = asyncio.ensure_future(hooks.claim(now_ms=clock.now_ms(), lease_ms=lease_ms))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        # Stopped while claiming: a claim made then would sit "sending" with no POST, and
+        # become "unknown" (never sent) once its lease ran out. Give it back unsent.
+        with contextlib.suppress(Exception):
+            late = await task
+            if late is not None and late.action == "send":
+                await hooks.settle(late, "retry", due_ms=clock.now_ms(), error="the worker stopped")
+        raise
+
+
 async def _send(
     hooks: Hooks, client: aiohttp.ClientSession, settings: Settings, claim: HookClaim
 ) -> None:
-    try:
-        status = await hooks.store.status(claim.batch_id)
-    except BatchNotFound:
-        await hooks.settle(claim, "failed", error="the batch is gone")
-        return
-    msg_id = f"{claim.batch_id}:{claim.finished_ms}"
-    # Serialised here, once: the signature is over these exact bytes.
-    body = json.dumps(
-        status.model_dump(mode="json", exclude={"notify"}), separators=(",", ":")
-    ).encode()
-    headers = {"User-Agent": "batchq", "Idempotency-Key": msg_id}
-    headers |= _signed(settings, msg_id, body)
     progress = Progress()
     shown = redact_url(claim.url)
     try:
-        reply = await post(client, claim.url, body, headers, settings=settings, progress=progress)
+        reply = await _status_and_post(hooks, client, settings, claim, progress)
+        if reply is None:
+            await hooks.settle(claim, "failed", error="the batch is gone")
+            return
         error = "" if 200 <= reply.status < 300 else _http_error(reply.status, reply.excerpt)
     except asyncio.CancelledError:
         await _cut_short(hooks, claim, progress, shown)
@@ -136,6 +140,28 @@ async def _send(
             error,
             delay,
         )
+
+
+async def _status_and_post(
+    hooks: Hooks,
+    client: aiohttp.ClientSession,
+    settings: Settings,
+    claim: HookClaim,
+    progress: Progress,
+) -> Reply | None:
+    """The batch's status POSTed as the hook's body; None if the batch is gone."""
+    try:
+        status = await hooks.store.status(claim.batch_id)
+    except BatchNotFound:
+        return None
+    msg_id = f"{claim.batch_id}:{claim.finished_ms}"
+    # Serialised here, once: the signature is over these exact bytes.
+    body = json.dumps(
+        status.model_dump(mode="json", exclude={"notify"}), separators=(",", ":")
+    ).encode()
+    headers = {"User-Agent": "batchq", "Idempotency-Key": msg_id}
+    headers |= _signed(settings, msg_id, body)
+    return await post(client, claim.url, body, headers, settings=settings, progress=progress)
 
 
 def _signed(settings: Settings, msg_id: str, body: bytes) -> dict[str, str]:

@@ -22,7 +22,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from batchq import clock
 from batchq.settings import Settings
 from batchq.store.batches import BatchStore
-from batchq.store.hooks import Hooks
+from batchq.store.hooks import HookClaim, Hooks
 from tests.conftest import free_port
 from tests.helpers import finished_batch
 from tests.receivers import raw_receiver, trickled_head
@@ -307,3 +307,52 @@ async def test_a_stopping_worker_claims_no_more_hooks(
         hooks = Hooks(store.redis, store)
         assert await deliver_due(hooks, client, settings, stop_began=clock.monotonic) == 0
     assert (await store.status(bid)).notify == "pending" and receiver.got == []
+
+
+async def test_errors_that_quote_the_url_are_recorded_redacted(
+    store: BatchStore, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    # aiohttp's own message for a bad URL is the URL, secrets and all.
+    bid = await finished_batch(store, settings)
+    url = "http://u:s3cr3t@127.0.0.1:99999/h?t=s3cr3t"
+    await store.redis.hset(store.keys.batch(bid).meta, "notify", url)  # type: ignore[misc]
+    caplog.set_level(logging.DEBUG)
+    await drain(store, settings.with_overrides(notify_attempts=1), bid)
+    error = await store.redis.hget(store.keys.batch(bid).meta, "hook_error")  # type: ignore[misc]
+    # (Today's aiohttp: "InvalidUrlClientError: " and the URL, redacted.)
+    assert error.startswith(b"Invalid") and b"s3cr3t" not in error, error
+    assert not [r for r in caplog.records if "s3cr3t" in r.getMessage()]
+
+
+class SlowReplies(Hooks):
+    """Hooks whose claim reply is held back after Redis made the claim."""
+
+    def __init__(self, store: BatchStore) -> None:
+        super().__init__(store.redis, store)
+        self.claimed = asyncio.Event()
+        self.reply = asyncio.Event()
+
+    async def claim(self, *, now_ms: int, lease_ms: int) -> HookClaim | None:
+        made = await super().claim(now_ms=now_ms, lease_ms=lease_ms)
+        self.claimed.set()
+        await self.reply.wait()
+        return made
+
+
+async def test_a_claim_a_stop_interrupts_is_given_back_unsent(
+    store: BatchStore, settings: Settings, receiver: Receiver
+) -> None:
+    bid = await finished_batch(store, settings, receiver.url)
+    hooks = SlowReplies(store)
+    async with hook_session(settings) as client:
+        task = asyncio.create_task(deliver_due(hooks, client, settings))
+        await asyncio.wait_for(hooks.claimed.wait(), 60)
+        assert (await store.status(bid)).notify == "sending"
+        task.cancel()
+        hooks.reply.set()  # the reply comes after the stop
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    # Not left "sending" (which a later claimer would settle as unknown, never sent).
+    assert (await store.status(bid)).notify == "pending" and receiver.got == []
+    assert await drain(store, settings, bid) == 1
+    assert len(receiver.got) == 1
