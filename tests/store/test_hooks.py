@@ -9,10 +9,20 @@ from batchq import clock
 from batchq.records import ItemStatus
 from batchq.settings import Settings
 from batchq.store.batches import BatchStore
-from batchq.store.hooks import Hooks
+from batchq.store.hooks import HookClaim, Hooks
 from tests.helpers import finish_all, finished_batch
 
 LEASE = 60_000
+
+
+async def claimed(store: BatchStore, settings: Settings) -> tuple[str, Hooks, int, HookClaim]:
+    """A finished batch whose hook was just claimed for sending: (id, hooks, when, claim)."""
+    bid = await finished_batch(store, settings)
+    hooks = Hooks(store.redis, store)
+    now = clock.now_ms()
+    claim = await hooks.claim(now_ms=now, lease_ms=LEASE)
+    assert claim is not None and claim.action == "send"
+    return bid, hooks, now, claim
 
 
 async def test_a_finished_batch_is_claimed_by_one_worker(
@@ -41,11 +51,7 @@ async def test_a_finished_batch_is_claimed_by_one_worker(
 async def test_a_sender_that_died_mid_post_is_never_repeated(
     store: BatchStore, settings: Settings
 ) -> None:
-    bid = await finished_batch(store, settings)
-    hooks = Hooks(store.redis, store)
-    now = clock.now_ms()
-    lost = await hooks.claim(now_ms=now, lease_ms=LEASE)
-    assert lost is not None and lost.action == "send"
+    bid, hooks, now, lost = await claimed(store, settings)
     assert await hooks.claim(now_ms=now + LEASE - 1, lease_ms=LEASE) is None  # still leased
     after = await hooks.claim(now_ms=now + LEASE, lease_ms=LEASE)
     assert after is not None and (after.batch_id, after.action) == (bid, "unknown")
@@ -93,11 +99,7 @@ async def test_a_post_cut_short_is_settled_unknown_and_never_sent_again(
     store: BatchStore, settings: Settings
 ) -> None:
     # A stopping worker whose POST outlived its grace: it may have arrived.
-    bid = await finished_batch(store, settings)
-    hooks = Hooks(store.redis, store)
-    now = clock.now_ms()
-    cut = await hooks.claim(now_ms=now, lease_ms=LEASE)
-    assert cut is not None and cut.action == "send"
+    bid, hooks, now, cut = await claimed(store, settings)
     assert await hooks.settle(cut, "unknown", error="the worker stopped mid-POST")
     assert (await store.status(bid)).notify == "unknown"
     meta = store.keys.batch(bid).meta
