@@ -63,6 +63,10 @@ class RawReceiver:
             await self.respond(self, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             self.sender_left = True
+        except asyncio.CancelledError:
+            # The receiver closing under a reply still trickling: the handler's end, quietly
+            # (asyncio's server logs a handler that ends cancelled as an error).
+            pass
         finally:
             self.done.set()
             writer.close()

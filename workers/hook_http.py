@@ -18,6 +18,7 @@ A receiver is anyone's URL, so nothing it does may cost a worker more than a bou
 from __future__ import annotations
 
 import ipaddress
+import math
 import socket
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -137,7 +138,8 @@ async def post(
             headers=sent,
             # A redirect would repeat the POST somewhere the submitter did not name.
             allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=settings.notify_timeout),
+            # Not rounded up to a whole second, as aiohttp does past 5 s by default.
+            timeout=aiohttp.ClientTimeout(total=settings.notify_timeout, ceil_threshold=math.inf),
             trace_request_ctx=trace_ctx,
         ) as resp:
             if resp.status < 400:
