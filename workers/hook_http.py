@@ -97,8 +97,7 @@ def hook_session(
         resolver=_CheckingResolver(
             resolver or aiohttp.ThreadedResolver(), allow_private=settings.notify_allow_private
         ),
-        # A cached answer would skip no check (only checked answers are cached), but one
-        # connection per POST keeps a slow receiver's socket from being reused for another.
+        # One connection per POST: no receiver's kept-alive socket carries the next hook.
         force_close=True,
     )
     return aiohttp.ClientSession(
