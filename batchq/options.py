@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 
 from batchq import clock
 from batchq.errors import InputError
+from batchq.redact import redact_url
+from batchq.targets import host_refusal
 
 __all__ = [
     "DEFAULT_PRIORITY",
@@ -169,15 +171,22 @@ def resolve_deadline(value: Deadline, *, now_ms: int) -> int:
     )
 
 
-def check_notify_url(url: str) -> str:
-    """``--notify``: an http(s) URL that the final status is POSTed to."""
+def check_notify_url(url: str, *, allow_private: bool = True) -> str:
+    """``--notify``: an http(s) URL that the final status is POSTed to, to an address that
+    :mod:`batchq.targets` allows as far as the URL alone tells (the worker checks again, on
+    the addresses its name resolves to). Shown redacted: it may carry a token."""
     try:
         parts = urlsplit(url)
         ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
     except ValueError:
         ok = False
     if not ok or len(url) > 2048 or any(c.isspace() for c in url):
-        raise InputError(f"{url!r:.80} is not an http:// or https:// URL", field="notify")
+        raise InputError(
+            f"{redact_url(url)!r:.80} is not an http:// or https:// URL", field="notify"
+        )
+    refusal = host_refusal(url, allow_private=allow_private)
+    if refusal is not None:
+        raise InputError(f"{redact_url(url)!r:.80} is refused: {refusal}", field="notify")
     return url
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["MASK", "redact_url"]
+__all__ = ["MASK", "redact_url", "redact_urls_in"]
 
 MASK = "***"
 
@@ -37,6 +37,16 @@ def redact_url(url: str) -> str:
     if fragment:
         out += "#" + MASK
     return out
+
+
+# A URL inside free text (an exception's message): up to whitespace or a quote.
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+
+
+def redact_urls_in(text: str) -> str:
+    """``text`` with every ``scheme://`` URL in it redacted (see :func:`redact_url`): for
+    messages that libraries build around the URL they were given."""
+    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group()), text)
 
 
 def _split_userinfo(rest: str) -> tuple[str, str]:

@@ -8,10 +8,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from batchq.errors import ConfigError
+from batchq.signing import webhook_key
 
 __all__ = [
     "DEFAULT_OLLAMA_HOST",
@@ -110,6 +118,12 @@ class Settings(BaseSettings):
     notify_timeout: float = Field(default=10.0, gt=0)
     notify_retry_delay: float = Field(default=2.0, ge=0)
 
+    # Safe webhooks (issue 12): hooks to private and loopback addresses (link-local ones are
+    # always refused, see batchq.targets); the Standard Webhooks signing secret (see
+    # batchq.signing), None: hooks go unsigned.
+    notify_allow_private: bool = True
+    webhook_secret: SecretStr | None = None
+
     # Submission.
     max_line_bytes: int = Field(default=8 << 20, ge=1024)
     submit_chunk: int = Field(default=1000, ge=1)
@@ -122,6 +136,19 @@ class Settings(BaseSettings):
         return ",".join(normalize_ollama_host(h) for h in v.split(",") if h.strip()) or (
             DEFAULT_OLLAMA_HOST
         )
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _check_secret(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and v.get_secret_value().strip():
+            webhook_key(v.get_secret_value())  # ValueError: pydantic names the field
+            return v
+        return None  # set but empty: unsigned, as if unset
+
+    @property
+    def webhook_key(self) -> bytes | None:
+        """The HMAC key hooks are signed with, None if they go unsigned."""
+        return webhook_key(self.webhook_secret.get_secret_value()) if self.webhook_secret else None
 
     @property
     def max_in_flight(self) -> int:

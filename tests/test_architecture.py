@@ -4,7 +4,8 @@ packages; no module grows past 400 lines; every package says what it owns and wh
 Layers, lowest first (a module may import its own layer's modules of its own package, and any
 lower layer's):
 
-0. core: errors, settings, clock, records, options, pacing, vectors, redact, terminal
+0. core: errors, settings, clock, records, options, pacing, vectors, redact, terminal, signing,
+   targets
 1. store/
 2. inputs/, results/, backends/, monitor/ (none imports another)
 3. client, sync_client, workers/, local/
@@ -37,6 +38,8 @@ CORE = {
     "vectors",
     "redact",
     "terminal",
+    "signing",
+    "targets",
 }
 LAYER = {
     "store": 1,

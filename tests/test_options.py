@@ -13,6 +13,7 @@ from batchq.errors import InputError
 from batchq.options import (
     SubmitOptions,
     check_metadata,
+    check_notify_url,
     check_priority,
     check_weight,
     parse_deadline,
@@ -116,6 +117,29 @@ def test_submit_options_are_checked_when_made_and_resolve_the_deadline_from_now(
     ):
         with pytest.raises(InputError, match=f"field '{field}'"):
             SubmitOptions(**bad)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/?token=s3cr3t",
+        "http://u:s3cr3t@[fe80::1]/hook",
+        "http://[fd00:ec2::254]/?k=s3cr3t",
+    ],
+)
+def test_a_link_local_notify_url_is_refused_and_shown_redacted(url: str) -> None:
+    with pytest.raises(InputError, match=r"field .notify.: .* is refused: ") as e:
+        SubmitOptions(notify=url)
+    assert "s3cr3t" not in str(e.value) and "***" in str(e.value)
+    with pytest.raises(InputError, match="is refused"):
+        check_notify_url(url, allow_private=True)
+
+
+def test_private_notify_urls_are_refused_only_when_asked() -> None:
+    assert SubmitOptions(notify="http://127.0.0.1:8080/h").notify == "http://127.0.0.1:8080/h"
+    with pytest.raises(InputError, match="private or loopback"):
+        check_notify_url("http://192.168.1.5/h?t=x", allow_private=False)
+    assert check_notify_url("https://hooks.example.com/h", allow_private=False)
 
 
 def test_naming_submit_options_resolves_nothing_again(monkeypatch: pytest.MonkeyPatch) -> None:

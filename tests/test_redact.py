@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from batchq.redact import MASK, redact_url
+from batchq.redact import MASK, redact_url, redact_urls_in
 
 SECRET = "s3cr3t"
 
@@ -59,3 +59,12 @@ def test_redacting_twice_changes_nothing() -> None:
 def test_text_that_is_no_url_keeps_all_but_its_query() -> None:
     assert redact_url("not a url") == "not a url"
     assert redact_url(f"h/p?k={SECRET}") == "h/p?k=***"
+
+
+def test_urls_inside_a_message_are_redacted() -> None:
+    message = f"Connection timeout to host https://u:{SECRET}@h:1/p?t={SECRET} (after 10 s)"
+    assert redact_urls_in(message) == (
+        "Connection timeout to host https://u:***@h:1/p?t=*** (after 10 s)"
+    )
+    assert redact_urls_in(f"'http://h/?k={SECRET}'") == "'http://h/?k=***'"
+    assert redact_urls_in("no url here") == "no url here"

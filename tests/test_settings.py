@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from batchq.settings import DEFAULT_OLLAMA_HOST, Settings, normalize_ollama_host
+from batchq.errors import ConfigError
+from batchq.settings import DEFAULT_OLLAMA_HOST, Settings, build_settings, normalize_ollama_host
 
 
 @pytest.mark.parametrize(
@@ -81,3 +83,27 @@ def test_every_setting_is_in_the_readmes_configuration_table() -> None:
     rows = "\n".join(line for line in section.splitlines() if line.startswith("| `"))
     missing = [name for name in Settings.model_fields if f"`BATCHQ_{name.upper()}`" not in rows]
     assert not missing, missing
+
+
+def test_the_webhook_secret_is_checked_and_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = b"k" * 32
+    secret = "whsec_" + base64.b64encode(key).decode()
+    monkeypatch.setenv("BATCHQ_WEBHOOK_SECRET", secret)
+    s = Settings()
+    assert s.webhook_key == key
+    assert secret not in repr(s) and secret not in str(s.model_dump())
+    assert s.with_overrides(concurrency=2).webhook_key == key
+    monkeypatch.setenv("BATCHQ_WEBHOOK_SECRET", "")
+    assert Settings().webhook_key is None  # set but empty: unsigned
+    monkeypatch.delenv("BATCHQ_WEBHOOK_SECRET")
+    assert Settings().webhook_key is None
+    with pytest.raises(ConfigError, match=r"webhook_secret.*whsec_"):
+        build_settings(webhook_secret="my password")
+
+
+def test_private_hook_targets_are_allowed_unless_turned_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings().notify_allow_private is True
+    monkeypatch.setenv("BATCHQ_NOTIFY_ALLOW_PRIVATE", "false")
+    assert Settings().notify_allow_private is False

@@ -5,8 +5,9 @@ What one worker process does: ``settings`` (arq's settings and the JSON codec), 
 (the arq ``Worker`` subclass: claiming jobs in one script, refilling freed slots, bursts),
 ``state`` (what a worker holds while it runs), ``inference`` (the job: one item, one request
 to Ollama, its outcome), ``lifecycle`` (startup, shutdown, the heartbeat and dispatch loops),
-``housekeeping`` (repair, expiry, the hook loop), ``notify`` (the POST of a completion hook)
-and ``stats`` (its counts and Prometheus metrics).
+``housekeeping`` (repair, expiry, the hook loop), ``notify`` (sending a completion hook and
+recording what came of it), ``hook_http`` (its POST, bounded against hostile receivers) and
+``stats`` (its counts and Prometheus metrics).
 
 May import the core, ``batchq.store`` and ``batchq.backends``; never the clients,
 ``batchq.local`` or the CLI. Nothing in ``batchq`` imports it but ``batchq worker`` (in

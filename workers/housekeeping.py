@@ -15,7 +15,8 @@ from batchq import clock
 from batchq.errors import BatchNotFound
 from batchq.store.deadlines import expire_due
 from batchq.store.hooks import Hooks
-from workers.notify import deliver_due, hook_session
+from workers.hook_http import hook_session
+from workers.notify import deliver_due
 from workers.state import WorkerState
 
 __all__ = ["expiry_loop", "hooks_loop", "repair_idle_batches", "start_housekeeping"]
@@ -68,10 +69,10 @@ _HOOK_POLL_S = 1.0
 
 async def hooks_loop(st: WorkerState) -> None:
     hooks = Hooks(st.redis, st.store)
-    async with hook_session() as client:
+    async with hook_session(st.settings) as client:
         while True:
             try:
-                await deliver_due(hooks, client, st.settings)
+                await deliver_due(hooks, client, st.settings, stop_began=lambda: st.stop_began)
             except RedisError as e:
                 log.warning("sending completion hooks failed: %s", e)
             await asyncio.sleep(min(st.settings.heartbeat, _HOOK_POLL_S))

@@ -41,6 +41,7 @@ class WorkerState:
     ollama_slots: asyncio.Semaphore = field(init=False)
     waiting: set[str] = field(default_factory=set)  # claimed jobs waiting for a slot
     draining: bool = False  # set on SIGTERM: start no more requests
+    stop_began: float | None = None  # when (clock.monotonic()): the grace counts from it
     # Jobs whose arq keys the finish script already removed (see BatchqWorker.finish_job).
     retired: set[str] = field(default_factory=set)
 

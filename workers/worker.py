@@ -68,6 +68,7 @@ class BatchqWorker(Worker):
         st: WorkerState | None = self.ctx.get("batchq")
         if st is not None:
             st.draining = True
+            st.stop_began = clock.monotonic()
         super().handle_sig_wait_for_completion(signum)
 
     async def _claim_and_start(self) -> None:

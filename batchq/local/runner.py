@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from pydantic import SecretStr
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn
 from rich.text import Text
@@ -44,6 +45,8 @@ def settings_env(settings: Settings, redis_url: str) -> dict[str, str]:
         if value is None or name == "metrics_port":
             env.pop(f"BATCHQ_{name.upper()}", None)
             continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()  # its str() is a mask
         env[f"BATCHQ_{name.upper()}"] = (
             str(value).lower() if isinstance(value, bool) else str(value)
         )

@@ -11,7 +11,9 @@ before the POST. So:
   lease runs;
 - **never two successful deliveries**: a worker that dies mid-POST leaves ``sending`` behind;
   whether that POST arrived cannot be known, so the next claimer records ``unknown`` and does
-  not send again. A worker asked to stop lets its POST finish and records the outcome first;
+  not send again. A worker asked to stop lets its POST run for what is left of its grace
+  and records the outcome; a POST cut short there is recorded ``unknown`` too, unless nothing
+  of it was sent yet (then it is due again at once, for another worker);
 - **failures are retried**: a refused or failed POST is tried again with backoff, by any
   worker, up to ``notify_attempts`` times, then recorded as ``failed``.
 
@@ -70,6 +72,9 @@ class Hooks(ScriptCaller):
     async def settle(
         self, claim: HookClaim, outcome: str, *, due_ms: int = 0, error: str = ""
     ) -> bool:
+        """Record what became of ``claim``'s POST: ``delivered``, ``retry`` (due again at
+        ``due_ms``), ``failed`` or ``unknown`` (cut short: it may have arrived); False if the
+        claim is no longer this one's."""
         res = await self._run(
             "hook_settle",
             [self.keys.hooks],

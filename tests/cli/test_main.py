@@ -155,3 +155,23 @@ def test_submit_notify(cli: Cli, tmp_path: Path) -> None:
         _, err = cli("submit", src, "--model", "m", "--notify", bad, code=1)
         assert err == f"batchq: error: field 'notify': {bad!r} is not an http:// or https:// URL\n"
     assert len(cli.json("list")) == 1
+
+
+def test_submit_refuses_a_notify_target_naming_it_redacted(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = str(prompts(tmp_path, 1))
+    metadata = "http://169.254.169.254/latest/meta-data/?token=s3cr3t"
+    _, err = cli("submit", src, "--model", "m", "--notify", metadata, code=1)
+    assert err == (
+        "batchq: error: field 'notify': 'http://169.254.169.254/latest/meta-data/?token=***' "
+        "is refused: 169.254.169.254 is link-local (where cloud metadata services live)\n"
+    )
+    # Loopback: allowed by default, refused once the setting is off.
+    local = "http://u:s3cr3t@127.0.0.1:8080/h"
+    assert cli("submit", src, "--model", "m", "--notify", local)[0].strip()
+    monkeypatch.setenv("BATCHQ_NOTIFY_ALLOW_PRIVATE", "false")
+    _, err = cli("submit", src, "--model", "m", "--notify", local, code=1)
+    assert "'http://u:***@127.0.0.1:8080/h' is refused: 127.0.0.1 is a private" in err
+    assert "s3cr3t" not in err
+    assert len(cli.json("list")) == 1

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import cast
 
 import pytest
+from pydantic import SecretStr
 from rich.console import Console
 
 from batchq import clock
@@ -27,6 +28,15 @@ def test_local_workers_get_the_settings_but_no_metrics_port(
     env = settings_env(Settings(concurrency=7, metrics_port=9466), "redis://h:1/0")
     assert "BATCHQ_METRICS_PORT" not in env
     assert env["BATCHQ_CONCURRENCY"] == "7" and env["BATCHQ_REDIS_URL"] == "redis://h:1/0"
+
+
+def test_local_workers_get_the_webhook_secret_itself_not_its_mask() -> None:
+    secret = "whsec_" + "a" * 44
+    env = settings_env(Settings(webhook_secret=SecretStr(secret)), "redis://h:1/0")
+    assert env["BATCHQ_WEBHOOK_SECRET"] == secret
+    assert "BATCHQ_WEBHOOK_SECRET" not in settings_env(
+        Settings(webhook_secret=None), "redis://h:1/0"
+    )
 
 
 class CountingStore:

@@ -9,10 +9,20 @@ from batchq import clock
 from batchq.records import ItemStatus
 from batchq.settings import Settings
 from batchq.store.batches import BatchStore
-from batchq.store.hooks import Hooks
+from batchq.store.hooks import HookClaim, Hooks
 from tests.helpers import finish_all, finished_batch
 
 LEASE = 60_000
+
+
+async def claimed(store: BatchStore, settings: Settings) -> tuple[str, Hooks, int, HookClaim]:
+    """A finished batch whose hook was just claimed for sending: (id, hooks, when, claim)."""
+    bid = await finished_batch(store, settings)
+    hooks = Hooks(store.redis, store)
+    now = clock.now_ms()
+    claim = await hooks.claim(now_ms=now, lease_ms=LEASE)
+    assert claim is not None and claim.action == "send"
+    return bid, hooks, now, claim
 
 
 async def test_a_finished_batch_is_claimed_by_one_worker(
@@ -41,11 +51,7 @@ async def test_a_finished_batch_is_claimed_by_one_worker(
 async def test_a_sender_that_died_mid_post_is_never_repeated(
     store: BatchStore, settings: Settings
 ) -> None:
-    bid = await finished_batch(store, settings)
-    hooks = Hooks(store.redis, store)
-    now = clock.now_ms()
-    lost = await hooks.claim(now_ms=now, lease_ms=LEASE)
-    assert lost is not None and lost.action == "send"
+    bid, hooks, now, lost = await claimed(store, settings)
     assert await hooks.claim(now_ms=now + LEASE - 1, lease_ms=LEASE) is None  # still leased
     after = await hooks.claim(now_ms=now + LEASE, lease_ms=LEASE)
     assert after is not None and (after.batch_id, after.action) == (bid, "unknown")
@@ -87,3 +93,16 @@ async def test_each_completion_is_announced(store: BatchStore, settings: Setting
     again = await hooks.claim(now_ms=clock.now_ms(), lease_ms=LEASE)
     assert again is not None and (again.action, again.attempt) == ("send", 1)
     assert again.finished_ms != first.finished_ms
+
+
+async def test_a_post_cut_short_is_settled_unknown_and_never_sent_again(
+    store: BatchStore, settings: Settings
+) -> None:
+    # A stopping worker whose POST outlived its grace: it may have arrived.
+    bid, hooks, now, cut = await claimed(store, settings)
+    assert await hooks.settle(cut, "unknown", error="the worker stopped mid-POST")
+    assert (await store.status(bid)).notify == "unknown"
+    meta = store.keys.batch(bid).meta
+    assert await store.redis.hget(meta, "hook_error") == b"the worker stopped mid-POST"  # type: ignore[misc]
+    assert await store.redis.zcard(store.keys.hooks) == 0
+    assert await hooks.claim(now_ms=now + 10 * LEASE, lease_ms=LEASE) is None
