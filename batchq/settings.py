@@ -106,11 +106,12 @@ class Settings(BaseSettings):
     # Bounded replies (issue 12): what one reply from Ollama may take at most, so that a
     # generation that never ends (a model looping without num_predict) or a hostile server
     # cannot hold a worker's slot forever or eat its memory. The defaults fit real long
-    # generations: 128k tokens at ~18 tokens/s in the deadline, at 16 characters a token in
-    # the text; at concurrency 16 the streamed caps hold at most 16 x (4 MiB line + 2 Mi
-    # characters) in flight. Each breach fails the item at once (batchq.backends.bounds).
+    # generations: 128k tokens at ~18 tokens/s in the deadline, at 16 bytes a token in the
+    # text; at concurrency 16 (20 requests in flight with Ollama's queue) the streamed caps
+    # hold at most 20 x (4 MiB line + 2 MiB text) = 120 MiB. Each breach fails the item at
+    # once (batchq.backends.bounds).
     reply_deadline: float = Field(default=7200.0, gt=0)  # seconds per request, all of it
-    reply_max_chars: int = Field(default=2 << 20, ge=1024)  # generated text + thinking
+    reply_max_text_bytes: int = Field(default=2 << 20, ge=1024)  # UTF-8, thinking included
     reply_max_line_bytes: int = Field(default=4 << 20, ge=1024)  # one line of a stream
     reply_max_body_bytes: int = Field(default=64 << 20, ge=1024)  # a reply not streamed
 

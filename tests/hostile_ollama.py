@@ -47,11 +47,13 @@ def _text_of(body: dict[str, Any]) -> str:
 @dataclass
 class Hostile:
     """The server's behaviour. ``piece``: characters of text per streamed chunk of a reply
-    that never ends; ``size``: bytes of a huge line, body or error; ``content_length``: a huge
-    body announces its size; ``trickle``: seconds between the chunks of a slow one."""
+    that never ends, each ``char``; ``size``: bytes of a huge line, body or error;
+    ``content_length``: a huge body announces its size; ``trickle``: seconds between the
+    chunks of a slow one."""
 
     mode: str = "normal"
     piece: int = 8
+    char: str = "x"  # what a reply that never ends repeats
     size: int = 10 << 20
     content_length: bool = False
     trickle: float = 0.2
@@ -148,6 +150,18 @@ async def _normal(s: Hostile, r: _Reply, **metrics: object) -> web.StreamRespons
     return r.resp
 
 
+async def _long_text(s: Hostile, r: _Reply) -> web.StreamResponse:
+    """A whole reply of ``size`` times ``char``, in one chunk or one body."""
+    text = s.char * s.size
+    if not r.stream:
+        return web.json_response({**_final(), "response": text})
+    await r.start()
+    await r.write(_line({"response": text, "done": False}) + _line(_final()))
+    assert r.resp is not None
+    await r.resp.write_eof()
+    return r.resp
+
+
 async def _huge_count(s: Hostile, r: _Reply) -> web.StreamResponse:
     # Infinity parses too (json.loads takes it), and a count below zero means nothing.
     return await _normal(
@@ -157,7 +171,7 @@ async def _huge_count(s: Hostile, r: _Reply) -> web.StreamResponse:
 
 async def _runaway(s: Hostile, r: _Reply) -> web.StreamResponse:
     await r.start()
-    lines = _line({"response": "x" * s.piece, "done": False})
+    lines = _line({"response": s.char * s.piece, "done": False})
     block = lines * max(1, _BLOCK // len(lines))
     return await r.forever(lambda: block)
 
@@ -225,6 +239,7 @@ async def _done_open(s: Hostile, r: _Reply) -> web.StreamResponse:
 BEHAVIOURS: dict[str, Callable[[Hostile, _Reply], Awaitable[web.StreamResponse]]] = {
     "normal": _normal,
     "huge_count": _huge_count,
+    "long_text": _long_text,
     "runaway": _runaway,
     "trickle": _trickle,
     "endless_line": _endless_line,
@@ -251,10 +266,11 @@ def main() -> None:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--mode", choices=sorted(BEHAVIOURS), default="normal")
     ap.add_argument("--piece", type=int, default=8)
+    ap.add_argument("--char", default="x")
     ap.add_argument("--size", type=int, default=10 << 20)
     ap.add_argument("--trickle", type=float, default=0.2)
     a = ap.parse_args()
-    hostile = Hostile(mode=a.mode, piece=a.piece, size=a.size, trickle=a.trickle)
+    hostile = Hostile(mode=a.mode, piece=a.piece, char=a.char, size=a.size, trickle=a.trickle)
     web.run_app(hostile.app(), host="127.0.0.1", port=a.port, print=None, shutdown_timeout=1)
 
 

@@ -24,12 +24,12 @@ FIRST_TOKEN_FIELD = "time_to_first_token"
 @dataclass(frozen=True, slots=True)
 class ReplyLimits:
     """The most one reply may take: ``deadline`` seconds for the whole request, and at most
-    ``max_text_chars`` characters of generated text (thinking included), ``max_line_bytes``
+    ``max_text_bytes`` bytes of generated text (UTF-8, thinking included), ``max_line_bytes``
     in one line of a stream, ``max_body_bytes`` in a reply that is not streamed. The values
     are the settings of the same names with ``reply_`` in front."""
 
     deadline: float
-    max_text_chars: int
+    max_text_bytes: int
     max_line_bytes: int
     max_body_bytes: int
 
@@ -37,7 +37,7 @@ class ReplyLimits:
     def of(cls, settings: Settings) -> ReplyLimits:
         return cls(
             deadline=settings.reply_deadline,
-            max_text_chars=settings.reply_max_chars,
+            max_text_bytes=settings.reply_max_text_bytes,
             max_line_bytes=settings.reply_max_line_bytes,
             max_body_bytes=settings.reply_max_body_bytes,
         )
@@ -48,7 +48,7 @@ class ReplyLimits:
         fields = Settings.model_fields
         return cls(
             deadline=fields["reply_deadline"].default,
-            max_text_chars=fields["reply_max_chars"].default,
+            max_text_bytes=fields["reply_max_text_bytes"].default,
             max_line_bytes=fields["reply_max_line_bytes"].default,
             max_body_bytes=fields["reply_max_body_bytes"].default,
         )

@@ -78,12 +78,11 @@ def deadline_passed(seconds: float) -> PermanentBackendError:
     )
 
 
-def text_too_long(chars: int) -> PermanentBackendError:
+def text_too_long(limit: int) -> PermanentBackendError:
     return _breach(
         "reply_too_long",
-        f"generated text passed {chars} characters: a generation that does not end? "
-        "(set num_predict)",
-        "reply_max_chars",
+        f"generated text passed {_bytes(limit)}: a generation that does not end? (set num_predict)",
+        "reply_max_text_bytes",
     )
 
 

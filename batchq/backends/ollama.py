@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import re
 from dataclasses import dataclass
@@ -290,11 +289,18 @@ def _object(raw: bytes | bytearray, what: str) -> dict[str, Any]:
     return d
 
 
+def _utf8(text: str) -> bytes:
+    # A lone surrogate (JSON's "\ud800") is kept as it came, not an error.
+    return text.encode("utf-8", "surrogatepass")
+
+
 def _plain(endpoint: Endpoint, body: bytearray, limits: ReplyLimits) -> _Answer:
     d = _object(body, "reply")
     text, thinking = _chunk_text(endpoint, d)
-    if len(text) + len(thinking) > limits.max_text_chars:
-        raise text_too_long(limits.max_text_chars)
+    cap = limits.max_text_bytes
+    # At most 4 bytes a character: only a long text needs encoding to be measured.
+    if 4 * (len(text) + len(thinking)) > cap and len(_utf8(text)) + len(_utf8(thinking)) > cap:
+        raise text_too_long(cap)
     return _Answer(d, text, thinking)
 
 
@@ -302,9 +308,10 @@ async def _read_stream(
     endpoint: Endpoint, content: aiohttp.StreamReader, limits: ReplyLimits
 ) -> _Answer:
     """The stream up to its final chunk, keeping only the text and the final chunk: a chunk
-    dict a token would hold a worker's memory at ~0.5 KB a token."""
-    text, thinking = io.StringIO(), io.StringIO()
-    chars, chunks = 0, 0
+    dict a token would hold a worker's memory at ~0.5 KB a token. The text is kept as UTF-8,
+    which the cap counts: in a str, one emoji would make every character take four bytes."""
+    text, thinking = bytearray(), bytearray()
+    chunks = 0
     first_token: float | None = None
     async with contextlib.aclosing(lines(content, limits.max_line_bytes)) as stream:
         async for line in stream:
@@ -315,17 +322,20 @@ async def _read_stream(
             if t or th:
                 if first_token is None:
                     first_token = clock.monotonic()
-                chars += len(t) + len(th)
-                if chars > limits.max_text_chars:
-                    raise text_too_long(limits.max_text_chars)
-                text.write(t)
-                thinking.write(th)
+                text += _utf8(t)
+                thinking += _utf8(th)
+                if len(text) + len(thinking) > limits.max_text_bytes:
+                    raise text_too_long(limits.max_text_bytes)
             chunks += 1
             if d.get("done"):
                 # The answer is complete whatever the server does next.
                 await drain(content, limits.max_line_bytes)
-                return _Answer(d, text.getvalue(), thinking.getvalue(), chunks, first_token)
+                return _Answer(d, _text(text), _text(thinking), chunks, first_token)
     raise TransientBackendError("stream ended before the final chunk", kind="incomplete_response")
+
+
+def _text(utf8: bytearray) -> str:
+    return utf8.decode("utf-8", "surrogatepass")
 
 
 def _chunk_text(endpoint: Endpoint, chunk: dict[str, Any]) -> tuple[str, str]:

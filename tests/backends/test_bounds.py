@@ -65,20 +65,21 @@ def test_the_defaults_are_the_settings_and_fit_16_runaways_in_300_mb() -> None:
     assert ReplyLimits.of(s) == DEFAULTS
     assert s.job_timeout > 2 * s.reply_deadline
     # What 20 requests in flight (concurrency 16, a quarter more in Ollama's queue) hold at
-    # most while streaming: a pending line each, and the text at up to 4 bytes a character.
-    held = 20 * (DEFAULTS.max_line_bytes + 4 * DEFAULTS.max_text_chars)
-    assert held < 300 * MiB
-    # A long generation fits: 128k tokens at 16 characters each, for two hours at 18 tokens/s.
-    assert DEFAULTS.max_text_chars >= 128_000 * 16 and DEFAULTS.deadline >= 128_000 / 18
+    # most while streaming: a pending line each, and the text so far.
+    assert Settings(concurrency=16).max_in_flight == 20
+    held = 20 * (DEFAULTS.max_line_bytes + DEFAULTS.max_text_bytes)
+    assert held <= 120 * MiB
+    # A long generation fits: 128k tokens at 16 bytes each, for two hours at 18 tokens/s.
+    assert DEFAULTS.max_text_bytes >= 128_000 * 16 and DEFAULTS.deadline >= 128_000 / 18
 
 
 async def test_a_reply_that_never_ends_fails_at_the_text_cap(
     hostile: tuple[Hostile, str],
 ) -> None:
     h, url = hostile
-    err = await fails(url, gen("runaway"), limits(max_text_chars=300_000))
+    err = await fails(url, gen("runaway"), limits(max_text_bytes=300_000))
     assert isinstance(err, PermanentBackendError) and err.kind == "reply_too_long"
-    assert "300000 characters" in err.message and "BATCHQ_REPLY_MAX_CHARS" in err.message
+    assert "300000 bytes" in err.message and "BATCHQ_REPLY_MAX_TEXT_BYTES" in err.message
     await handler_ended(h, "runaway")
     # Read as far as the cap, plus what the sockets buffer: not without end.
     assert h.written["runaway"] < 64 * MiB
@@ -89,8 +90,27 @@ async def test_the_default_text_cap_stops_a_runaway(hostile: tuple[Hostile, str]
     async with OllamaClient(url) as c:
         with pytest.raises(PermanentBackendError) as e:
             await c.send(gen("runaway"))
-    assert e.value.kind == "reply_too_long" and f"{2 << 20} characters" in e.value.message
+    assert e.value.kind == "reply_too_long" and "passed 2 MiB" in e.value.message
     await handler_ended(h, "runaway")
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_the_text_cap_counts_utf8_bytes(hostile: tuple[Hostile, str], stream: bool) -> None:
+    h, url = hostile
+    lim = limits(max_text_bytes=3000)
+    h.size = 2000
+    async with OllamaClient(url, limits=lim, stream=stream) as c:
+        for char, fits in (("x", True), ("\u00e9", False), ("\ud800", False)):
+            h.char = char
+            if fits:
+                assert (await c.send(gen("long_text"))).text == char * 2000
+                continue
+            with pytest.raises(PermanentBackendError) as e:
+                await c.send(gen("long_text"))
+            assert e.value.kind == "reply_too_long" and "3000 bytes" in e.value.message
+        # Under the cap, a lone surrogate comes back as it was sent.
+        h.size = 10
+        assert (await c.send(gen("long_text"))).text == "\ud800" * 10
 
 
 async def test_a_reply_that_keeps_trickling_fails_at_the_deadline(

@@ -58,7 +58,7 @@ def test_each_breach_fails_its_item_and_the_batch_finishes(
             BATCHQ_MAX_ATTEMPTS="2",
             BATCHQ_TIMEOUT="60",
             BATCHQ_REPLY_DEADLINE="3",
-            BATCHQ_REPLY_MAX_CHARS="200000",
+            BATCHQ_REPLY_MAX_TEXT_BYTES="200000",
             BATCHQ_REPLY_MAX_LINE_BYTES=str(1 << 20),
             BATCHQ_REPLY_MAX_BODY_BYTES=str(2 << 20),
         )
