@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     global_rate: float | None = Field(default=None, ge=0)
     global_concurrency: int | None = Field(default=None, ge=0)
     global_tpm: int | None = Field(default=None, ge=0)
+    # The longest a request waits for its next bytes from Ollama (the reply to start, then
+    # each chunk of it): a silent server fails fast. The whole request is bounded by
+    # reply_deadline (below).
     timeout: float = Field(default=600.0, gt=0)
     connect_timeout: float = Field(default=10.0, gt=0)
     max_attempts: int = Field(default=5, ge=1, le=1000)
@@ -112,6 +115,18 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     # Host header values `batchq serve` answers besides its own names (comma-separated).
     allowed_hosts: str = ""
+
+    # Bounded replies (issue 12): what one reply from Ollama may take at most, so that a
+    # generation that never ends (a model looping without num_predict) or a hostile server
+    # cannot hold a worker's slot forever or eat its memory. The defaults fit real long
+    # generations: 128k tokens at ~18 tokens/s in the deadline, at 16 bytes a token in the
+    # text; at concurrency 16 (20 requests in flight with Ollama's queue) the streamed caps
+    # hold at most 20 x (4 MiB line + 2 MiB text) = 120 MiB. Each breach fails the item at
+    # once (batchq.backends.bounds).
+    reply_deadline: float = Field(default=7200.0, gt=0)  # seconds per request, all of it
+    reply_max_text_bytes: int = Field(default=2 << 20, ge=1024)  # UTF-8, thinking included
+    reply_max_line_bytes: int = Field(default=4 << 20, ge=1024)  # one line of a stream
+    reply_max_body_bytes: int = Field(default=64 << 20, ge=1024)  # a reply not streamed
 
     # Completion hooks (submit --notify).
     notify_attempts: int = Field(default=5, ge=1, le=100)
@@ -205,8 +220,9 @@ class Settings(BaseSettings):
     @property
     def job_timeout(self) -> float:
         """arq's own timeout is terminal (no retry), so it must only ever fire after ours; a
-        prefetched job may first wait for another request to end before sending its own."""
-        return 2 * (self.timeout + self.connect_timeout) + 30.0
+        prefetched job may first wait for another request to end before sending its own, and
+        each request is bounded by the reply deadline (which covers connecting and reading)."""
+        return 2 * (self.reply_deadline + self.connect_timeout) + 30.0
 
     def with_overrides(self, **kwargs: Any) -> Settings:
         """A copy with the non-None values of ``kwargs`` applied and validated."""

@@ -153,11 +153,22 @@ def wait_done(env: dict[str, str], batch_id: str, timeout: float = 180) -> dict[
 def simulator(log_dir: Path, *args: str, port: int | None = None) -> Iterator[str]:
     """``batchq sim`` in its own process; yields its URL."""
     port = port or free_port()
-    with (log_dir / f"sim-{port}.log").open("w") as log:
+    with ollama_process(["batchq", "sim", *args], log_dir / f"sim-{port}.log", port) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def ollama_process(
+    module_args: list[str], log_path: Path, port: int, cwd: Path | None = None
+) -> Iterator[str]:
+    """``python -m MODULE_ARGS --port PORT``, a server that plays Ollama, in its own process;
+    yields its URL once it answers."""
+    with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "batchq", "sim", "--port", str(port), *args],
+            [sys.executable, "-m", *module_args, "--port", str(port)],
             stdout=log,
             stderr=subprocess.STDOUT,
+            cwd=cwd,
         )
         url = f"http://127.0.0.1:{port}"
         try:
@@ -165,7 +176,7 @@ def simulator(log_dir: Path, *args: str, port: int | None = None) -> Iterator[st
                 lambda: bool(httpx.get(url + "/api/version", timeout=5).status_code),
                 timeout=60,
                 interval=0.1,
-                what="the simulator started",
+                what=f"{module_args[0]} started",
                 ignore=(httpx.HTTPError,),
             )
             yield url

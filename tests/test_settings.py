@@ -60,6 +60,10 @@ def test_invalid_settings(kwargs: dict[str, object]) -> None:
 def test_arq_never_times_out_before_batchq() -> None:
     s = Settings(timeout=120, connect_timeout=5)
     assert s.job_timeout > s.timeout + s.connect_timeout
+    # The deadline bounds a whole request; a prefetched job may wait out another one first.
+    for deadline in (60.0, 7200.0, 86400.0):
+        s = Settings(reply_deadline=deadline)
+        assert s.job_timeout > 2 * s.reply_deadline
 
 
 @pytest.mark.parametrize(

@@ -183,7 +183,7 @@ async def _attempt(job: _Job, raw: bytes | None) -> str:
 
 async def _request(job: _Job, item: Item) -> tuple[Reply, Host] | BackendError:
     """One request to Ollama; the job's slot is freed as soon as the reply is in."""
-    st, s = job.st, job.st.settings
+    st = job.st
     await st.limiter.wait()
     host = st.hosts.choose()
     if host.limited:
@@ -191,14 +191,9 @@ async def _request(job: _Job, item: Item) -> tuple[Reply, Host] | BackendError:
     host.in_flight += 1
     sent_at = clock.monotonic()
     try:
-        async with asyncio.timeout(s.timeout):
-            reply = await host.backend.send(item)
-    except TimeoutError:
-        err: BackendError = TransientBackendError(
-            f"no complete reply within {s.timeout:g} s", kind="timeout"
-        )
-        st.hosts.failed(host, err)
-        return err
+        # The backend bounds the request itself: each wait for data (``timeout``), and all of
+        # it (``reply_deadline``, a permanent failure: see batchq.backends.bounds).
+        reply = await host.backend.send(item)
     except TransientBackendError as e:
         st.hosts.failed(host, e)
         return e

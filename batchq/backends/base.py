@@ -12,21 +12,56 @@ from datetime import datetime
 from typing import Any, Protocol, Self, TypedDict, runtime_checkable
 
 from batchq.records import Item
+from batchq.settings import Settings
 
-__all__ = ["FIRST_TOKEN_FIELD", "Backend", "ConnectOptions", "LoadedModel", "Reply"]
+__all__ = ["FIRST_TOKEN_FIELD", "Backend", "ConnectOptions", "LoadedModel", "Reply", "ReplyLimits"]
 
 # Measured by batchq, not reported by the server: nanoseconds from sending a streamed request to
 # the first chunk that carries generated text (thinking included). Absent when not streaming.
 FIRST_TOKEN_FIELD = "time_to_first_token"
 
 
+@dataclass(frozen=True, slots=True)
+class ReplyLimits:
+    """The most one reply may take: ``deadline`` seconds for the whole request, and at most
+    ``max_text_bytes`` bytes of generated text (UTF-8, thinking included), ``max_line_bytes``
+    in one line of a stream, ``max_body_bytes`` in a reply that is not streamed. The values
+    are the settings of the same names with ``reply_`` in front."""
+
+    deadline: float
+    max_text_bytes: int
+    max_line_bytes: int
+    max_body_bytes: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> ReplyLimits:
+        return cls(
+            deadline=settings.reply_deadline,
+            max_text_bytes=settings.reply_max_text_bytes,
+            max_line_bytes=settings.reply_max_line_bytes,
+            max_body_bytes=settings.reply_max_body_bytes,
+        )
+
+    @classmethod
+    def defaults(cls) -> ReplyLimits:
+        """The settings' defaults, whatever the environment says (a client built by hand)."""
+        fields = Settings.model_fields
+        return cls(
+            deadline=fields["reply_deadline"].default,
+            max_text_bytes=fields["reply_max_text_bytes"].default,
+            max_line_bytes=fields["reply_max_line_bytes"].default,
+            max_body_bytes=fields["reply_max_body_bytes"].default,
+        )
+
+
 class ConnectOptions(TypedDict, total=False):
-    """How a backend client talks to its server: ``timeout`` bounds each read (seconds),
-    ``connect_timeout`` the connection, ``stream`` asks for streamed replies,
-    ``max_connections`` caps the requests at once."""
+    """How a backend client talks to its server: ``timeout`` bounds each wait for data
+    (seconds), ``connect_timeout`` the connection, ``limits`` the whole reply, ``stream`` asks
+    for streamed replies, ``max_connections`` caps the requests at once."""
 
     timeout: float
     connect_timeout: float
+    limits: ReplyLimits
     stream: bool
     max_connections: int
 

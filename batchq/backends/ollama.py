@@ -9,15 +9,28 @@ machine that CPU is what caps a worker's throughput.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator
+import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import aiohttp
 
 from batchq import clock
-from batchq.backends.base import FIRST_TOKEN_FIELD, LoadedModel, Reply
+from batchq.backends.base import FIRST_TOKEN_FIELD, LoadedModel, Reply, ReplyLimits
+from batchq.backends.bounds import (
+    cap_error,
+    clamp_metrics,
+    deadline_passed,
+    drain,
+    lines,
+    read_at_most,
+    read_body,
+    text_too_long,
+)
 from batchq.errors import BackendError, PermanentBackendError, TransientBackendError
 from batchq.records import Endpoint, Item
 from batchq.vectors import pack
@@ -58,18 +71,35 @@ def classify_status(status: int, message: str) -> BackendError:
     return PermanentBackendError(message, kind="invalid_request", status_code=status)
 
 
-def _error_text(body: bytes) -> str:
+# Of an error reply, only this much is read: the text kept is a few KB (bounds.cap_error).
+_ERROR_BODY_BYTES = 64 << 10
+# A GET's reply (/api/version, /api/ps) is a few KB at most.
+_GET_BODY_BYTES = 1 << 20
+_ERROR_START = re.compile(rb'^\s*\{\s*"error"\s*:\s*"')
+
+
+def _error_text(body: bytes | bytearray, cut: bool = False) -> str:
+    """What a server's error reply says, capped; ``cut``: only the start of it was read."""
+    if cut:
+        # Not JSON any more: the text of {"error": "..."} without its opening, as it came.
+        start = _ERROR_START.match(body)
+        return cap_error(body[start.end() if start else 0 :].decode("utf-8", "replace"))
     try:
         d = json.loads(body)
     except ValueError:
-        return body.decode("utf-8", "replace").strip()[:500] or "(empty body)"
+        return cap_error(body.decode("utf-8", "replace").strip()[:500] or "(empty body)")
     if isinstance(d, dict):
         err = d.get("error")
         if isinstance(err, dict):  # the OpenAI-compatible shape
-            return str(err.get("message", err))
+            return cap_error(str(err.get("message", err)))
         if err is not None:
-            return str(err)
+            return cap_error(str(err))
     return json.dumps(d)[:500]
+
+
+async def _status_error(r: aiohttp.ClientResponse) -> BackendError:
+    body, cut = await read_at_most(r.content, _ERROR_BODY_BYTES)
+    return classify_status(r.status, _error_text(body, cut))
 
 
 def _transport_error(e: Exception, base_url: str) -> TransientBackendError:
@@ -87,19 +117,6 @@ def _transport_error(e: Exception, base_url: str) -> TransientBackendError:
     )
 
 
-async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
-    # Split by hand: aiohttp's line iterator refuses lines over 128 KiB, and the final chunk of
-    # /api/generate carries the whole context as token ids, which a long prompt makes larger.
-    buf = b""
-    async for chunk in content.iter_any():
-        buf += chunk
-        *lines, buf = buf.split(b"\n")
-        for line in lines:
-            yield line
-    if buf:
-        yield buf
-
-
 class OllamaClient:
     """One per worker process and host. The HTTP session opens on first use, inside the
     event loop that uses it."""
@@ -110,12 +127,14 @@ class OllamaClient:
         *,
         timeout: float = 600.0,
         connect_timeout: float = 10.0,
+        limits: ReplyLimits | None = None,
         stream: bool = True,
         max_connections: int = 100,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.stream = stream
         self.timeout = timeout
+        self.limits = limits or ReplyLimits.defaults()
         self._connect_timeout = connect_timeout
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
@@ -127,7 +146,7 @@ class OllamaClient:
                 self.base_url,
                 connector=aiohttp.TCPConnector(limit=self._max_connections),
                 # Generations take minutes: the read timeout is per chunk when streaming, and
-                # the whole request is bounded separately by the caller's overall timeout.
+                # the whole request is bounded by the reply deadline (send).
                 timeout=aiohttp.ClientTimeout(
                     total=None, connect=self._connect_timeout, sock_read=self.timeout
                 ),
@@ -167,39 +186,53 @@ class OllamaClient:
         """The body of a short GET that answered 200."""
         try:
             async with self.session.get(path, timeout=aiohttp.ClientTimeout(total=5.0)) as r:
-                body = await r.read()
+                if r.status != 200:
+                    raise await _status_error(r)
+                body, cut = await read_at_most(r.content, _GET_BODY_BYTES)
         except (aiohttp.ClientError, TimeoutError) as e:
             raise TransientBackendError(
                 f"cannot reach Ollama at {self.base_url}: {type(e).__name__}: {e}",
                 kind="connection_error",
             ) from e
-        if r.status != 200:
-            raise classify_status(r.status, _error_text(body))
-        return body
+        if cut:
+            raise TransientBackendError(f"{path} reply is over 1 MiB", kind="invalid_response")
+        return bytes(body)
 
     async def send(self, item: Item) -> Reply:
+        """The reply, within the deadline: leaving ``async with`` on any failure, a breach
+        included, closes a connection whose body was not read to its end."""
+        deadline = asyncio.timeout(self.limits.deadline)
+        try:
+            async with deadline:
+                return await self._send(item)
+        except TimeoutError:
+            if deadline.expired():
+                raise deadline_passed(self.limits.deadline) from None
+            raise
+
+    async def _send(self, item: Item) -> Reply:
         body = dict(item.body)
         embed = item.endpoint is Endpoint.EMBED
         stream = self.stream and not embed
         if not embed:  # /api/embed answers in one piece and takes no stream field
             body["stream"] = stream
-        first_token: float | None = None
+        limits = self.limits
         try:
             sent = clock.monotonic()
             async with self.session.post(PATHS[item.endpoint], json=body) as r:
                 if r.status != 200:
-                    raise classify_status(r.status, _error_text(await r.read()))
+                    raise await _status_error(r)
                 if stream:
-                    chunks, first_token = await _read_stream(item.endpoint, r.content)
+                    got = await _read_stream(item.endpoint, r.content, limits)
                 else:
-                    chunks = [await _read_plain(r)]
+                    got = _plain(item.endpoint, await read_body(r, limits.max_body_bytes), limits)
         except (aiohttp.ClientError, TimeoutError) as e:
             raise _transport_error(e, self.base_url) from e
         if embed:
-            return _embed_reply(chunks[0], len(body["input"]))
-        reply = _reply_from_chunks(item.endpoint, chunks)
-        if first_token is not None:
-            reply.metrics[FIRST_TOKEN_FIELD] = round((first_token - sent) * 1e9)
+            return _embed_reply(got.final, len(body["input"]))
+        reply = got.reply(item.endpoint)
+        if got.first_token is not None:
+            reply.metrics[FIRST_TOKEN_FIELD] = round((got.first_token - sent) * 1e9)
         return reply
 
 
@@ -221,68 +254,97 @@ def _loaded_model(d: dict[str, Any]) -> LoadedModel:
     )
 
 
-async def _read_plain(r: aiohttp.ClientResponse) -> dict[str, Any]:
+@dataclass(slots=True)
+class _Answer:
+    """What a reply brought: its final chunk (the metrics), the text and thinking of all its
+    chunks, how many there were, and when the first one with generated text arrived."""
+
+    final: dict[str, Any]
+    text: str
+    thinking: str
+    chunks: int = 1
+    first_token: float | None = None
+
+    def reply(self, endpoint: Endpoint) -> Reply:
+        if endpoint is Endpoint.CHAT and "message" not in self.final and self.chunks == 1:
+            raise TransientBackendError("chat reply has no message", kind="invalid_response")
+        metrics = clamp_metrics(self.final, METRIC_FIELDS)
+        return Reply(text=self.text, metrics=metrics, thinking=self.thinking or None)
+
+
+def _object(raw: bytes | bytearray, what: str) -> dict[str, Any]:
+    """One JSON object of the reply; Ollama's error object, which may come after the headers
+    went out (as a stream's last line), as a transient failure."""
     try:
-        d = json.loads(await r.read())
+        d = json.loads(raw)
     except ValueError as e:
-        raise TransientBackendError("reply is not JSON", kind="invalid_response") from e
+        raise TransientBackendError(
+            f"{what} is not JSON: {bytes(raw[:200])!r}", kind="invalid_response"
+        ) from e
     if not isinstance(d, dict):
-        raise TransientBackendError("reply is not a JSON object", kind="invalid_response")
+        raise TransientBackendError(f"{what} is not a JSON object", kind="invalid_response")
     if "error" in d:
-        raise TransientBackendError(str(d["error"]), kind="stream_error", status_code=200)
+        err = cap_error(str(d["error"]))
+        raise TransientBackendError(err, kind="stream_error", status_code=200)
     return d
 
 
+def _utf8(text: str) -> bytes:
+    # A lone surrogate (JSON's "\ud800") is kept as it came, not an error.
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _plain(endpoint: Endpoint, body: bytearray, limits: ReplyLimits) -> _Answer:
+    d = _object(body, "reply")
+    text, thinking = _chunk_text(endpoint, d)
+    cap = limits.max_text_bytes
+    # At most 4 bytes a character: only a long text needs encoding to be measured.
+    if 4 * (len(text) + len(thinking)) > cap and len(_utf8(text)) + len(_utf8(thinking)) > cap:
+        raise text_too_long(cap)
+    return _Answer(d, text, thinking)
+
+
 async def _read_stream(
-    endpoint: Endpoint, content: aiohttp.StreamReader
-) -> tuple[list[dict[str, Any]], float | None]:
-    """The stream's chunks, and when the first one with generated text arrived."""
-    chunks: list[dict[str, Any]] = []
+    endpoint: Endpoint, content: aiohttp.StreamReader, limits: ReplyLimits
+) -> _Answer:
+    """The stream up to its final chunk, keeping only the text and the final chunk: a chunk
+    dict a token would hold a worker's memory at ~0.5 KB a token. The text is kept as UTF-8,
+    which the cap counts: in a str, one emoji would make every character take four bytes."""
+    text, thinking = bytearray(), bytearray()
+    chunks = 0
     first_token: float | None = None
-    async for line in _lines(content):
-        # No break at the final chunk: a body read to its end keeps the connection alive.
-        if not line.strip() or (chunks and chunks[-1].get("done")):
-            continue
-        try:
-            d = json.loads(line)
-        except ValueError as e:
-            raise TransientBackendError(
-                f"unparseable stream line: {line[:200]!r}", kind="invalid_response"
-            ) from e
-        if "error" in d:
-            # Ollama reports a failure after the headers went out as a last line.
-            raise TransientBackendError(str(d["error"]), kind="stream_error", status_code=200)
-        if first_token is None and any(_chunk_text(endpoint, d)):
-            first_token = clock.monotonic()
-        chunks.append(d)
-    if not chunks or not chunks[-1].get("done"):
-        raise TransientBackendError(
-            "stream ended before the final chunk", kind="incomplete_response"
-        )
-    return chunks, first_token
+    async with contextlib.aclosing(lines(content, limits.max_line_bytes)) as stream:
+        async for line in stream:
+            if not line.strip():
+                continue
+            d = _object(line, "stream line")
+            t, th = _chunk_text(endpoint, d)
+            if t or th:
+                if first_token is None:
+                    first_token = clock.monotonic()
+                text += _utf8(t)
+                thinking += _utf8(th)
+                if len(text) + len(thinking) > limits.max_text_bytes:
+                    raise text_too_long(limits.max_text_bytes)
+            chunks += 1
+            if d.get("done"):
+                # The answer is complete whatever the server does next.
+                await drain(content, limits.max_line_bytes)
+                return _Answer(d, _text(text), _text(thinking), chunks, first_token)
+    raise TransientBackendError("stream ended before the final chunk", kind="incomplete_response")
+
+
+def _text(utf8: bytearray) -> str:
+    return utf8.decode("utf-8", "surrogatepass")
 
 
 def _chunk_text(endpoint: Endpoint, chunk: dict[str, Any]) -> tuple[str, str]:
-    """A chunk's (text, thinking)."""
-    if endpoint is Endpoint.CHAT:
-        msg = chunk.get("message") or {}
-        return msg.get("content") or "", msg.get("thinking") or ""
-    return chunk.get("response") or "", chunk.get("thinking") or ""
-
-
-def _reply_from_chunks(endpoint: Endpoint, chunks: list[dict[str, Any]]) -> Reply:
-    text: list[str] = []
-    thinking: list[str] = []
-    for c in chunks:
-        t, th = _chunk_text(endpoint, c)
-        text.append(t)
-        thinking.append(th)
-    final = chunks[-1]
-    if endpoint is Endpoint.CHAT and "message" not in final and len(chunks) == 1:
-        raise TransientBackendError("chat reply has no message", kind="invalid_response")
-    metrics = {k: final[k] for k in METRIC_FIELDS if k in final}
-    joined_thinking = "".join(thinking)
-    return Reply(text="".join(text), metrics=metrics, thinking=joined_thinking or None)
+    """A chunk's (text, thinking); what is not a string counts as none."""
+    src = chunk.get("message") if endpoint is Endpoint.CHAT else chunk
+    if not isinstance(src, dict):
+        return "", ""
+    t, th = src.get("content" if endpoint is Endpoint.CHAT else "response"), src.get("thinking")
+    return (t if isinstance(t, str) else ""), (th if isinstance(th, str) else "")
 
 
 def _embed_reply(d: dict[str, Any], inputs: int) -> Reply:
@@ -296,5 +358,4 @@ def _embed_reply(d: dict[str, Any], inputs: int) -> Reply:
         packed = [pack(v) for v in vectors]
     except ValueError as e:
         raise TransientBackendError(f"embed reply: {e}", kind="invalid_response") from None
-    metrics = {k: d[k] for k in METRIC_FIELDS if k in d}
-    return Reply(text="", metrics=metrics, embeddings=packed)
+    return Reply(text="", metrics=clamp_metrics(d, METRIC_FIELDS), embeddings=packed)

@@ -11,7 +11,7 @@ from typing import Unpack
 from redis.asyncio import Redis
 
 from batchq import clock
-from batchq.backends.base import Backend, ConnectOptions
+from batchq.backends.base import Backend, ConnectOptions, ReplyLimits
 from batchq.backends.ollama import OllamaClient
 from batchq.errors import BackendError
 from batchq.settings import Settings
@@ -55,6 +55,7 @@ class HostPool:
                     url,
                     timeout=settings.timeout,
                     connect_timeout=settings.connect_timeout,
+                    limits=ReplyLimits.of(settings),
                     stream=settings.stream,
                     max_connections=max(settings.concurrency, 1) * 2,
                 ),

@@ -157,7 +157,12 @@ def worker_args(sp: argparse.ArgumentParser) -> None:
         help="requests beyond the concurrency, waiting in Ollama's queue (default: a quarter)",
     )
     sp.add_argument("--rate", type=float, help="most requests started per second")
-    sp.add_argument("--timeout", type=float, help="seconds per request (default 600)")
+    sp.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds a request may wait for data from Ollama (default 600; all of it: "
+        "BATCHQ_REPLY_DEADLINE)",
+    )
     sp.add_argument("--max-attempts", type=int, help="attempts per item (default 5)")
     sp.add_argument("--retry-delay", type=float, help="backoff base in seconds (default 1)")
     sp.add_argument(
