@@ -177,4 +177,6 @@ async def submit_source(
     with source_items(
         source, model=model, fmt=fmt, max_line_bytes=settings.max_line_bytes
     ) as items:
-        return await store.submit(items, opts, chunk=settings.submit_chunk)
+        return await store.submit(
+            items, opts, chunk=settings.submit_chunk, staging_ttl=settings.staging_ttl
+        )
