@@ -40,9 +40,13 @@ from batchq.inputs.fields import (
 from batchq.inputs.openai import openai_item
 from batchq.records import Endpoint, Item
 
-__all__ = ["InputFormat", "detect_format", "iter_items"]
+__all__ = ["MAX_CUSTOM_ID_BYTES", "InputFormat", "detect_format", "iter_items"]
 
 InputFormat = Literal["jsonl", "txt"]
+
+# A custom id is a key: it is stored twice (the id index, the result) and shown by `item` and
+# in every result line. Room for a path or a URL; not for a document.
+MAX_CUSTOM_ID_BYTES = 1024
 
 _NATIVE_KEYS = frozenset({"custom_id", "model", "prompt", "messages", "system", "images"})
 # "stream" is accepted and dropped: copied Ollama requests often say stream=false, and batchq
@@ -140,6 +144,9 @@ def _items(
                 item = Item(str(index), Endpoint.GENERATE, {"model": model, "prompt": text})
             else:
                 item = _json_item(text, index, model)
+                # Only a long one is encoded: a character is at most 4 bytes.
+                if len(item.custom_id) > MAX_CUSTOM_ID_BYTES // 4:
+                    _check_id_size(item.custom_id)
                 first = seen.setdefault(hash(item.custom_id), lineno)
                 if first != lineno:
                     message = f"duplicate custom_id {item.custom_id!r:.80} (first on line {first})"
@@ -150,6 +157,12 @@ def _items(
         yield item
     if index == 0:
         raise InputError("the input has no items")
+
+
+def _check_id_size(custom_id: str) -> None:
+    size = len(custom_id.encode("utf-8", "surrogatepass"))
+    if size > MAX_CUSTOM_ID_BYTES:
+        raise Bad(f"is {size} bytes long; the most is {MAX_CUSTOM_ID_BYTES} (UTF-8)", "custom_id")
 
 
 def _parse(text: str) -> Any:

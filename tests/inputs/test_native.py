@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchq.errors import InputError
-from batchq.inputs.native import detect_format, iter_items
+from batchq.inputs.native import MAX_CUSTOM_ID_BYTES, detect_format, iter_items
 from batchq.records import Endpoint, Item
 from tests.helpers import CHAT, GEN, USER, as_bytes, chat_line, fail, fail_line, one, parse
 
@@ -386,6 +386,20 @@ def test_duplicate_custom_id() -> None:
     err = fail(lines, default_model="m")
     assert (err.line, err.field) == (4, "custom_id")
     assert "duplicate" in err.reason and "first on line 1" in err.reason
+
+
+def test_custom_ids_are_at_most_1024_bytes() -> None:
+    assert MAX_CUSTOM_ID_BYTES == 1024
+    longest = ["a" * 1024, "é" * 512, "🙂" * 256, 10 ** (1023)]  # bytes of UTF-8; an int's digits
+    lines = [{"custom_id": cid, "prompt": "p"} for cid in longest]
+    assert [len(i.custom_id.encode()) for i in parse(lines, default_model="m")] == [1024] * 4
+    openai = {"custom_id": "x" * 1024, "url": "/v1/completions", "body": {"prompt": "p"}}
+    assert one(openai).custom_id == "x" * 1024
+    for cid, size in (("a" * 1025, 1025), ("é" * 513, 1026), ("🙂" * 257, 1028), (10**1024, 1025)):
+        err = fail(['"first"', {"custom_id": cid, "prompt": "p"}], default_model="m")
+        assert (err.line, err.field) == (2, "custom_id")
+        assert err.reason == f"is {size} bytes long; the most is 1024 (UTF-8)"
+    fail_line({**openai, "custom_id": "x" * 1025}, "custom_id", match="1025 bytes long")
 
 
 def test_duplicate_of_a_default_id_and_of_an_int_id() -> None:
