@@ -146,7 +146,7 @@ async def _attempt(job: _Job, raw: bytes | None) -> str:
     if raw is None:
         return await _fail(job, ItemError(type="invalid_item", message="item is missing"))
     try:
-        item = Item.loads(raw)
+        item = Item.loads(raw, checked=True)
     except (ValueError, KeyError, TypeError) as e:
         return await _fail(
             job, ItemError(type="invalid_item", message=f"stored item is unreadable: {e}")

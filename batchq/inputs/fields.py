@@ -13,11 +13,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from batchq.errors import BatchqError
+from batchq.records import MAX_JSON_DEPTH, deeper_than
 
 __all__ = [
     "DECODER",
     "NO_MODEL",
     "Bad",
+    "check_depth",
     "check_int",
     "check_list",
     "check_model",
@@ -61,6 +63,22 @@ class Bad(BatchqError):
         super().__init__(message)
         self.message = message
         self.field = field
+
+
+def check_depth(value: object, prefix: str = "") -> None:
+    """Refuse ``value`` (decoded JSON at the field ``prefix``) if it nests deeper than
+    :data:`~batchq.records.MAX_JSON_DEPTH`, naming where it does."""
+    path = deeper_than(value, MAX_JSON_DEPTH)
+    if path is None:
+        return
+    # The first few levels say where; all 64 would not fit a line.
+    field = prefix
+    for key in path[:4]:
+        field += f"[{key}]" if isinstance(key, int) else (f".{key:.40}" if field else f"{key:.40}")
+    raise Bad(
+        f"nested deeper than {MAX_JSON_DEPTH} levels of arrays and objects",
+        field + ("…" if len(path) > 4 else "") if field else None,
+    )
 
 
 def check_model(obj: dict[str, Any], default_model: str | None, field: str) -> str:

@@ -28,6 +28,7 @@ from batchq.inputs.fields import (
     DECODER,
     NO_MODEL,
     Bad,
+    check_depth,
     check_model,
     check_obj,
     check_obj_list,
@@ -38,7 +39,7 @@ from batchq.inputs.fields import (
     type_name,
 )
 from batchq.inputs.openai import openai_item
-from batchq.records import Endpoint, Item
+from batchq.records import MAX_JSON_DEPTH, Endpoint, Item, may_nest_deeper
 
 __all__ = ["MAX_CUSTOM_ID_BYTES", "InputFormat", "detect_format", "iter_items"]
 
@@ -183,9 +184,13 @@ def _json_item(text: str, index: int, default_model: str | None) -> Item:
     except json.JSONDecodeError as e:
         raise Bad(f"invalid JSON: {e.msg} (column {e.colno})") from None
     except RecursionError:
-        raise Bad("invalid JSON: nested too deeply") from None
+        raise Bad(f"nested deeper than {MAX_JSON_DEPTH} levels of arrays and objects") from None
     except ValueError as e:  # a number the decoder refused, or an integer too long to convert
         raise Bad(f"invalid JSON: {e}") from None
+    # A worker decodes what submit accepts, and sends it on: neither may run out of stack.
+    deep = may_nest_deeper(text, MAX_JSON_DEPTH)
+    if deep:
+        check_depth(value)
     if isinstance(value, str):
         if default_model is None:
             raise Bad(NO_MODEL, "model")
@@ -196,6 +201,9 @@ def _json_item(text: str, index: int, default_model: str | None) -> Item:
         item = openai_item(value, default_model)
     else:
         item = _native_item(value, index, default_model)
+    if deep:
+        # Deeper than the line itself only where a string held JSON (tool-call arguments).
+        check_depth(item.body, "body")
     # JSON can escape a lone UTF-16 surrogate ("\ud800"), which Python accepts but no UTF-8
     # writer (Redis, the HTTP body) can encode. Only lines with such an escape pay for the check.
     if "\\u" in text and _SURROGATE_ESCAPE.search(text):
