@@ -19,6 +19,7 @@ __all__ = [
     "DECODER",
     "NO_MODEL",
     "Bad",
+    "DuplicateKey",
     "check_depth",
     "check_int",
     "check_list",
@@ -51,9 +52,31 @@ def _reject_constant(text: str) -> float:
     raise _NumberError(f"{text} is not valid JSON")
 
 
+class DuplicateKey(ValueError):
+    """An object of the line has a key twice: json keeps the last, silently."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"duplicate key {key!r:.80}")
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
 # Strict JSON for every line and every JSON string inside one (OpenAI's tool-call arguments).
 # One decoder for all: json.loads with keyword arguments would build a new one per call.
-DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_reject_constant)
+# The pairs hook costs ~0.3 µs per object (a submit of 1M lines spends ~18 µs on each).
+DECODER = json.JSONDecoder(
+    parse_float=_finite_float, parse_constant=_reject_constant, object_pairs_hook=_unique_keys
+)
 
 
 class Bad(BatchqError):

@@ -28,6 +28,7 @@ from batchq.inputs.fields import (
     DECODER,
     NO_MODEL,
     Bad,
+    DuplicateKey,
     check_depth,
     check_model,
     check_obj,
@@ -183,6 +184,8 @@ def _json_item(text: str, index: int, default_model: str | None) -> Item:
         value = _parse(text)
     except json.JSONDecodeError as e:
         raise Bad(f"invalid JSON: {e.msg} (column {e.colno})") from None
+    except DuplicateKey as e:
+        raise Bad(f"invalid JSON: {e}: a key may appear once in an object") from None
     except RecursionError:
         raise Bad(f"nested deeper than {MAX_JSON_DEPTH} levels of arrays and objects") from None
     except ValueError as e:  # a number the decoder refused, or an integer too long to convert

@@ -487,6 +487,36 @@ def test_custom_ids_are_at_most_1024_bytes() -> None:
     fail_line({**openai, "custom_id": "x" * 1025}, "custom_id", match="1025 bytes long")
 
 
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ('{"prompt": "a", "model": "m", "prompt": "b"}', "prompt"),
+        ('{"prompt": "a", "options": {"seed": 1, "top_k": 2, "seed": 3}}', "seed"),
+        ('{"messages": [{"role": "user", "content": "x", "role": "system"}]}', "role"),
+        ('{"prompt": "p", "format": {"properties": {"a": {}, "a": {}}}}', "a"),
+        (
+            '{"custom_id": "1", "url": "/v1/completions", "body": {"prompt": "p"}, "url": "x"}',
+            "url",
+        ),
+        ('{"prompt": "p", "": 1, "": 2}', ""),
+    ],
+)
+def test_a_key_given_twice_is_refused_naming_it(line: str, key: str) -> None:
+    # json would keep the last silently: a line that does not say what it seems to.
+    err = fail_line(line, None)
+    assert err.reason == f"invalid JSON: duplicate key {key!r}: a key may appear once in an object"
+
+
+def test_keys_twice_in_tool_call_arguments_or_apart_are_told_apart() -> None:
+    call = {"function": {"name": "f", "arguments": '{"x": 1, "x": 2}'}}
+    msg = {"role": "assistant", "tool_calls": [call]}
+    where = "body.messages[0].tool_calls[0].function.arguments"
+    fail_line(chat_line({"messages": [msg]}), where, match="duplicate key 'x'")
+    # The same key in different objects, or as text, is no duplicate.
+    same = {"prompt": '{"a": 1, "a": 2}', "options": {"a": 1}, "format": {"a": {"a": 1}}}
+    assert one(same).body["options"] == {"a": 1}
+
+
 def test_duplicate_of_a_default_id_and_of_an_int_id() -> None:
     err = fail(['"x"', '"y"', {"custom_id": "1", "prompt": "z"}], default_model="m")
     assert (err.line, err.field) == (3, "custom_id") and "line 2" in err.reason
