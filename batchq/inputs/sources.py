@@ -24,7 +24,7 @@ from typing import IO, Any, BinaryIO, cast
 from batchq.errors import ConfigError, InputError
 from batchq.inputs.native import InputFormat, detect_format, iter_items
 from batchq.options import SubmitOptions
-from batchq.records import Endpoint, Item
+from batchq.records import MAX_JSON_DEPTH, Endpoint, Item
 from batchq.settings import Settings
 from batchq.store.batches import BatchStore
 
@@ -94,7 +94,9 @@ class ValueLines:
         except (TypeError, ValueError) as e:  # a set, an object, NaN: nothing a file can hold
             raise InputError(f"not JSON: {e}", line=self._line) from None
         except RecursionError:
-            raise InputError("not JSON: nested too deeply", line=self._line) from None
+            raise InputError(
+                f"nested deeper than {MAX_JSON_DEPTH} levels of arrays and objects", line=self._line
+            ) from None
         try:
             return text.encode() + b"\n"
         except UnicodeEncodeError:
