@@ -191,7 +191,8 @@ def _json_item(text: str, index: int, default_model: str | None) -> Item:
     except ValueError as e:  # a number the decoder refused, or an integer too long to convert
         raise Bad(f"invalid JSON: {e}") from None
     # A worker decodes what submit accepts, and sends it on: neither may run out of stack.
-    deep = may_nest_deeper(text, MAX_JSON_DEPTH)
+    # (A bare prompt cannot nest: the bench's lines, and many files, skip the count.)
+    deep = type(value) is not str and may_nest_deeper(text, MAX_JSON_DEPTH)
     if deep:
         check_depth(value)
     if isinstance(value, str):
