@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         PermanentBackendError,
         PermanentOllamaError,
         RedisUnavailable,
+        SubmissionIncomplete,
         TransientBackendError,
         TransientOllamaError,
     )
@@ -80,6 +81,7 @@ _WHERE = {
     "PermanentOllamaError": "errors",
     "RedisUnavailable": "errors",
     "Settings": "settings",
+    "SubmissionIncomplete": "errors",
     "SyncBatchClient": "sync_client",
     "TransientBackendError": "errors",
     "TransientOllamaError": "errors",
@@ -121,6 +123,7 @@ __all__ = [
     "PermanentOllamaError",
     "RedisUnavailable",
     "Settings",
+    "SubmissionIncomplete",
     "SyncBatchClient",
     "TransientBackendError",
     "TransientOllamaError",

@@ -4,6 +4,7 @@
 BatchqError
 ├── ConfigError            bad settings or command-line values
 ├── InputError             a bad line in a submitted file (carries line number and field)
+├── SubmissionIncomplete   staged items expired before the commit (carries the counts)
 ├── BatchNotFound          an unknown or malformed batch id (carries the batch id)
 ├── BatchStateError        the batch's state rules the operation out (carries id and state)
 ├── ItemNotFound           no item of the batch has this custom id (carries both ids)
@@ -34,6 +35,7 @@ __all__ = [
     "PermanentBackendError",
     "PermanentOllamaError",
     "RedisUnavailable",
+    "SubmissionIncomplete",
     "TransientBackendError",
     "TransientOllamaError",
 ]
@@ -64,6 +66,20 @@ class InputError(BatchqError):
         if field is not None:
             where.append(f"field {field!r}")
         super().__init__(f"{', '.join(where)}: {message}" if where else message)
+
+
+class SubmissionIncomplete(BatchqError):
+    """Some of a submission's staged items expired before its commit: the gap between two
+    chunks outlasted the staging TTL. Nothing was committed, nothing is left behind."""
+
+    def __init__(self, staged: int, total: int, *, ttl_s: float) -> None:
+        self.staged = staged
+        self.total = total
+        super().__init__(
+            f"submission incomplete: staged {staged} of {total} items (the staging area "
+            f"expired: a pause in the input outlasted BATCHQ_STAGING_TTL, {ttl_s:g} s; raise "
+            "it or submit faster)"
+        )
 
 
 class BatchNotFound(BatchqError):

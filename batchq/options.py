@@ -6,7 +6,10 @@ command line or the Python API down to the store.
 Metadata follows OpenAI's batch ``metadata``: string keys and values, at most 16 pairs, keys at
 most 64 characters and values at most 512, so that a status line stays small however a script
 uses it. A deadline is a duration from now (``90m``, ``1h30m``, ``2d``) or a moment (ISO 8601;
-local time unless it names its zone); from Python also a ``timedelta`` or a ``datetime``.
+local time unless it names its zone); from Python also a ``timedelta`` or a ``datetime``. It
+is at most :data:`MAX_DEADLINE` (ten years) from now: a batch meant to run by then has no use
+for a later one, and an unbounded one (``99999999999999999999d``) would be a time that no
+date can show.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from batchq.targets import host_refusal
 __all__ = [
     "DEFAULT_PRIORITY",
     "DEFAULT_WEIGHT",
+    "MAX_DEADLINE",
     "MAX_META_KEY",
     "MAX_META_PAIRS",
     "MAX_META_VALUE",
@@ -52,6 +56,8 @@ MAX_META_VALUE = 512
 
 # What the Python API takes for a deadline: the command line's text, or its Python values.
 Deadline = str | datetime | timedelta
+MAX_DEADLINE = timedelta(days=3650)
+_MAX_DEADLINE_MS = MAX_DEADLINE // timedelta(milliseconds=1)
 
 DEFAULT_PRIORITY = 0
 DEFAULT_WEIGHT = 1.0
@@ -134,7 +140,7 @@ def parse_deadline(text: str, *, now_ms: int) -> int:
         seconds = sum(float(n) * _UNIT_S[unit] for n, unit in _DURATION.findall(value))
         if seconds <= 0:
             raise InputError(f"{text!r:.80} is not after now", field="deadline")
-        return now_ms + int(seconds * 1000)
+        return _bounded(seconds * 1000, now_ms, text)
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
@@ -148,10 +154,23 @@ def parse_deadline(text: str, *, now_ms: int) -> int:
 
 def _moment_ms(moment: datetime, now_ms: int, shown: str) -> int:
     # A time without a zone is the user's local time, as a clock on the wall shows it.
-    ms = int(moment.astimezone().timestamp() * 1000)
+    try:
+        ms = moment.astimezone().timestamp() * 1000
+    except (OverflowError, ValueError):  # 9999-12-31T23:59-14:00 is in the year 10000
+        ms = math.inf if moment.year > 1970 else -math.inf
     if ms <= now_ms:
         raise InputError(f"{shown!r:.80} is in the past", field="deadline")
-    return ms
+    return _bounded(ms - now_ms, now_ms, shown)
+
+
+def _bounded(after_ms: float, now_ms: int, shown: str) -> int:
+    # Compared as a float first: a duration of 1e400 seconds is inf, which int() refuses.
+    if not after_ms <= _MAX_DEADLINE_MS:
+        raise InputError(
+            f"{shown!r:.80} is more than {MAX_DEADLINE.days // 365} years from now",
+            field="deadline",
+        )
+    return now_ms + int(after_ms)
 
 
 def resolve_deadline(value: Deadline, *, now_ms: int) -> int:
@@ -162,7 +181,7 @@ def resolve_deadline(value: Deadline, *, now_ms: int) -> int:
     if isinstance(value, timedelta):
         if value <= timedelta(0):
             raise InputError(f"{value!s:.80} is not after now", field="deadline")
-        return now_ms + int(value.total_seconds() * 1000)
+        return _bounded(value / timedelta(milliseconds=1), now_ms, str(value))
     if isinstance(value, datetime):
         return _moment_ms(value, now_ms, value.isoformat())
     raise InputError(

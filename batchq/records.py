@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "TERMINAL_BATCH_STATES",
     "AttemptError",
     "BatchState",
@@ -21,8 +23,56 @@ __all__ = [
     "ItemResult",
     "ItemState",
     "ItemStatus",
+    "deeper_than",
+    "may_nest_deeper",
     "tokens_of",
 ]
+
+# The deepest nesting of arrays and objects a line, and the request made of it, may have (a
+# line's own object is level 1), checked at submit; a stored item, one level more, is checked
+# again when a worker decodes it. Real requests (a JSON schema, tool parameters) stay within a
+# dozen levels; far below Python's recursion limit, so that no decoder or encoder on the way,
+# however deep its own stack, runs out of it.
+MAX_JSON_DEPTH = 64
+
+Path = tuple[str | int, ...]
+
+
+def may_nest_deeper(text: str | bytes, limit: int) -> bool:
+    """Whether the JSON ``text`` has more than ``limit`` opening brackets (strings included):
+    without them it cannot nest deeper than ``limit``, and counting is far cheaper than a walk
+    of the decoded value."""
+    if isinstance(text, bytes):
+        return text.count(b"[") + text.count(b"{") > limit
+    return text.count("[") + text.count("{") > limit
+
+
+def deeper_than(value: Any, limit: int) -> Path | None:
+    """The path to an array or object of decoded JSON ``value`` at a level beyond ``limit``
+    (``value`` itself, if a container, is level 1), or None. Iterative: any depth."""
+    # (node, its level, the entry of its parent, its key there): paths only built for the one.
+    Entry = tuple[Any, int, Any, str | int]
+    stack: list[Entry] = [(value, 1, None, "")]
+    while stack:
+        entry = stack.pop()
+        node, level = entry[0], entry[1]
+        if type(node) is dict:
+            pairs: Iterable[tuple[str | int, Any]] = node.items()
+        elif type(node) is list:
+            pairs = enumerate(node)
+        else:
+            continue
+        if level > limit:
+            path: list[str | int] = []
+            while entry[2] is not None:
+                path.append(entry[3])
+                entry = entry[2]
+            return tuple(reversed(path))
+        for key, child in pairs:
+            # Decoded JSON holds exactly these two types.
+            if type(child) is dict or type(child) is list:
+                stack.append((child, level + 1, entry, key))
+    return None
 
 
 class Endpoint(enum.StrEnum):
@@ -81,8 +131,21 @@ class Item:
         )
 
     @classmethod
-    def loads(cls, raw: str | bytes) -> Item:
-        d = json.loads(raw)
+    def loads(cls, raw: str | bytes, *, checked: bool = False) -> Item:
+        """An item from its stored form. ``checked`` (the worker, before it sends it on):
+        ValueError if it nests deeper than submit allows (:data:`MAX_JSON_DEPTH`, plus the
+        level of the stored form itself), however deep, instead of a RecursionError here or
+        further on."""
+        if not checked:
+            d = json.loads(raw)
+            return cls(custom_id=d["c"], endpoint=Endpoint(d["e"]), body=d["b"])
+        limit = MAX_JSON_DEPTH + 1
+        try:
+            d = json.loads(raw)
+        except RecursionError:
+            d = None
+        if d is None or (may_nest_deeper(raw, limit) and deeper_than(d, limit) is not None):
+            raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
         return cls(custom_id=d["c"], endpoint=Endpoint(d["e"]), body=d["b"])
 
     @property

@@ -144,6 +144,11 @@ class Settings(BaseSettings):
     submit_chunk: int = Field(default=1000, ge=1)
     job_ttl: float = Field(default=30 * 86400, gt=0)
 
+    # Bounds at the door (issue 12). Seconds a submission's staged items wait for its next
+    # chunk before they expire (batchq.store.staging): the longest pause a slow producer of
+    # ``batchq submit -`` may take.
+    staging_ttl: float = Field(default=3600.0, gt=0)
+
     @field_validator("ollama_host")
     @classmethod
     def _normalize_host(cls, v: str) -> str:

@@ -11,6 +11,7 @@ import pytest
 from batchq import clock
 from batchq.errors import InputError
 from batchq.options import (
+    MAX_DEADLINE,
     SubmitOptions,
     check_metadata,
     check_notify_url,
@@ -18,6 +19,7 @@ from batchq.options import (
     check_weight,
     parse_deadline,
     parse_meta_pairs,
+    resolve_deadline,
 )
 
 
@@ -79,12 +81,26 @@ def test_deadline_moments() -> None:
         ("5", "neither a duration"),
         ("1h 30m", "neither a duration"),
         ("-1h", "neither a duration"),
+        ("99999999999999999999d", "'99999999999999999999d' is more than 10 years from now"),
+        ("9" * 400 + "s", "is more than 10 years from now"),  # a float duration of inf
+        ("3651d", "is more than 10 years from now"),
+        ("9999-12-31T23:59:59-14:00", "is more than 10 years from now"),  # the year 10000
+        ("0001-01-01T00:00+14:00", "is in the past"),
     ],
 )
 def test_bad_deadlines(text: str, message: str) -> None:
     with pytest.raises(InputError, match="field 'deadline'") as e:
         parse_deadline(text, now_ms=NOW)
     assert message in str(e.value)
+
+
+def test_a_deadline_is_at_most_ten_years_from_now() -> None:
+    assert timedelta(days=3650) == MAX_DEADLINE
+    assert parse_deadline("3650d", now_ms=NOW) == NOW + 3650 * 86_400_000
+    assert resolve_deadline(MAX_DEADLINE, now_ms=NOW) == NOW + 3650 * 86_400_000
+    for far in (MAX_DEADLINE + timedelta(milliseconds=1), timedelta.max, datetime.max):
+        with pytest.raises(InputError, match=r"field 'deadline'.*more than 10 years from now"):
+            resolve_deadline(far, now_ms=NOW)
 
 
 def test_priority_and_weight_checks() -> None:

@@ -24,7 +24,7 @@ from batchq.errors import BackendError, PermanentBackendError, TransientBackendE
 from batchq.pacing import backoff
 from batchq.records import Item, ItemError, ItemStatus
 from batchq.store.codec import encode_result
-from batchq.store.keys import parse_job_id
+from batchq.store.keys import BATCH_ID_RE, parse_job_id
 from workers.state import WorkerContext, WorkerState
 
 __all__ = ["PAUSED_PARK_S", "REJECT_FUNCTION", "reject_job", "run_item"]
@@ -122,23 +122,27 @@ async def _run_started(
         st.running.discard(jid)
 
 
-async def reject_job(ctx: WorkerContext) -> str:
-    """Record the item of a job whose payload was not batchq's JSON as failed."""
+async def reject_job(ctx: WorkerContext, reason: str = "is not batchq's JSON") -> str:
+    """Record the item of a job whose payload was not batchq's (see
+    :func:`workers.settings.json_loads`) as failed, at once; a job whose id names no item of a
+    live batch is dropped."""
     st = ctx["batchq"]
     jid = ctx["job_id"]
-    log.error("job %s: payload is not a batchq job; refusing to run it", jid)
+    log.error("job %s: payload %s; refusing to run it", jid, reason)
     try:
         batch_id, index = parse_job_id(jid)
     except ValueError:
+        batch_id, index = "", -1
+    if not BATCH_ID_RE.match(batch_id) or index < 0:
+        log.warning("job %s: its id names no item; dropped", jid)
         return "ignored"
     now = clock.now_ms()
     outcome, attempt = await st.scripts.start(batch_id, index, jid, now_ms=now, lease_until_ms=now)
     if outcome != "ok":
+        log.warning("job %s: item %s; dropped", jid, outcome)
         return "ignored"
     job = _Job(st, batch_id, index, jid, attempt, ctx["job_try"], ctx["score"])
-    return await _fail(
-        job, ItemError(type="invalid_job", message="job payload is not batchq's JSON; not run")
-    )
+    return await _fail(job, ItemError(type="invalid_job", message=f"job payload {reason}; not run"))
 
 
 async def _attempt(job: _Job, raw: bytes | None) -> str:
@@ -146,7 +150,7 @@ async def _attempt(job: _Job, raw: bytes | None) -> str:
     if raw is None:
         return await _fail(job, ItemError(type="invalid_item", message="item is missing"))
     try:
-        item = Item.loads(raw)
+        item = Item.loads(raw, checked=True)
     except (ValueError, KeyError, TypeError) as e:
         return await _fail(
             job, ItemError(type="invalid_item", message=f"stored item is unreadable: {e}")

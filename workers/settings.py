@@ -9,6 +9,7 @@ from typing import Any, cast
 
 from arq.worker import func
 
+from batchq.records import MAX_JSON_DEPTH, may_nest_deeper
 from batchq.settings import Settings
 from batchq.store.connection import arq_pool, arq_redis_settings, resolve_redis_url
 from batchq.store.dispatch import JOB_FUNCTION
@@ -29,20 +30,42 @@ def json_dumps(value: Any) -> bytes:
 def json_loads(raw: bytes) -> Any:
     """JSON, never pickle: whoever can write to Redis must not be able to run code on workers.
 
-    A payload that is not a batchq job (a planted pickle, say) is not run; it becomes a call
-    of :func:`~workers.inference.reject_job`, which records the item as failed, so the item
-    still gets its one result instead of vanishing in arq's error path.
+    A payload that is not a batchq job (a planted pickle, JSON nested too deeply to decode, a
+    field missing) is not run; it becomes a call of :func:`~workers.inference.reject_job` with
+    the reason, which records the item of the job's id as failed at once, so the item still
+    gets its one result instead of vanishing in arq's error path. Never raises.
     """
+    # The dispatcher's payload nests two levels; one far deeper is not decoded at all.
+    if may_nest_deeper(raw, MAX_JSON_DEPTH):
+        return _rejected(f"nests deeper than {MAX_JSON_DEPTH} levels")
     try:
         d = json.loads(raw)
-        f, a, k = d["f"], d["a"], d["k"]
-        ok = f == JOB_FUNCTION and len(a) == 2 and isinstance(a[0], str) and k == {}
-        ok = ok and isinstance(a[1], int)
-    except (ValueError, TypeError, KeyError, UnicodeDecodeError):
-        ok = False
-    if not ok:
-        return {"f": REJECT_FUNCTION, "a": [], "k": {}, "t": None, "et": 0}
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return _rejected("is not JSON")
+    if not (isinstance(d, dict) and _is_job(d)):
+        return _rejected("is not a batchq job (f, a, k, t and et)")
     return d
+
+
+def _is_job(d: dict[str, Any]) -> bool:
+    # Everything arq reads of it (f, a, k, t, et), of the types the dispatcher writes: a
+    # KeyError in arq would drop the job without a result.
+    a, t = d.get("a"), d.get("t", False)
+    return (
+        d.get("f") == JOB_FUNCTION
+        and type(a) is list
+        and len(a) == 2
+        and type(a[0]) is str
+        and type(a[1]) is int
+        and a[1] >= 0
+        and d.get("k") == {}
+        and (t is None or type(t) is int)
+        and type(d.get("et")) is int
+    )
+
+
+def _rejected(reason: str) -> dict[str, Any]:
+    return {"f": REJECT_FUNCTION, "a": [reason], "k": {}, "t": None, "et": 0}
 
 
 def worker_kwargs(settings: Settings, redis_url: str | None = None) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from batchq.cli.common import (
     worker_args,
 )
 from batchq.client import BatchClient
-from batchq.errors import BackendError, ConfigError
+from batchq.errors import BackendError, ConfigError, InputError
 from batchq.inputs.native import detect_format
 from batchq.inputs.sources import open_input, submit_source
 from batchq.options import SubmitOptions, parse_meta_pairs
@@ -51,16 +51,25 @@ __all__ = [
 ]
 
 
+# The flag of each SubmitOptions field whose flag is not --<field>.
+_OPTION_FLAGS = {"metadata": "--meta"}
+
+
 async def _submit(args: argparse.Namespace, settings: Settings, store: BatchStore) -> Any:
     # Checked before the file is read: a typo in an option must not cost a long upload.
-    options = SubmitOptions(
-        name=args.name,
-        metadata=parse_meta_pairs(args.meta or ()),
-        deadline=args.deadline,
-        notify=args.notify,
-        priority=args.priority,
-        weight=args.weight,
-    )
+    try:
+        options = SubmitOptions(
+            name=args.name,
+            metadata=parse_meta_pairs(args.meta or ()),
+            deadline=args.deadline,
+            notify=args.notify,
+            priority=args.priority,
+            weight=args.weight,
+        )
+    except InputError as e:
+        # On the command line a bad option is a bad flag: named as typed, a usage error.
+        field = e.field or "?"
+        raise ConfigError(f"{_OPTION_FLAGS.get(field, '--' + field)}: {e.reason}") from None
     return await submit_source(
         store,
         args.file,  # "-": standard input

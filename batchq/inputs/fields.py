@@ -13,11 +13,14 @@ from collections.abc import Iterator
 from typing import Any
 
 from batchq.errors import BatchqError
+from batchq.records import MAX_JSON_DEPTH, deeper_than
 
 __all__ = [
     "DECODER",
     "NO_MODEL",
     "Bad",
+    "DuplicateKey",
+    "check_depth",
     "check_int",
     "check_list",
     "check_model",
@@ -49,9 +52,31 @@ def _reject_constant(text: str) -> float:
     raise _NumberError(f"{text} is not valid JSON")
 
 
+class DuplicateKey(ValueError):
+    """An object of the line has a key twice: json keeps the last, silently."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"duplicate key {key!r:.80}")
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
 # Strict JSON for every line and every JSON string inside one (OpenAI's tool-call arguments).
 # One decoder for all: json.loads with keyword arguments would build a new one per call.
-DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_reject_constant)
+# The pairs hook costs ~0.3 µs per object (a submit of 1M lines spends ~18 µs on each).
+DECODER = json.JSONDecoder(
+    parse_float=_finite_float, parse_constant=_reject_constant, object_pairs_hook=_unique_keys
+)
 
 
 class Bad(BatchqError):
@@ -61,6 +86,22 @@ class Bad(BatchqError):
         super().__init__(message)
         self.message = message
         self.field = field
+
+
+def check_depth(value: object, prefix: str = "") -> None:
+    """Refuse ``value`` (decoded JSON at the field ``prefix``) if it nests deeper than
+    :data:`~batchq.records.MAX_JSON_DEPTH`, naming where it does."""
+    path = deeper_than(value, MAX_JSON_DEPTH)
+    if path is None:
+        return
+    # The first few levels say where; all 64 would not fit a line.
+    field = prefix
+    for key in path[:4]:
+        field += f"[{key}]" if isinstance(key, int) else (f".{key:.40}" if field else f"{key:.40}")
+    raise Bad(
+        f"nested deeper than {MAX_JSON_DEPTH} levels of arrays and objects",
+        field + ("…" if len(path) > 4 else "") if field else None,
+    )
 
 
 def check_model(obj: dict[str, Any], default_model: str | None, field: str) -> str:

@@ -28,6 +28,8 @@ from batchq.inputs.fields import (
     DECODER,
     NO_MODEL,
     Bad,
+    DuplicateKey,
+    check_depth,
     check_model,
     check_obj,
     check_obj_list,
@@ -38,11 +40,15 @@ from batchq.inputs.fields import (
     type_name,
 )
 from batchq.inputs.openai import openai_item
-from batchq.records import Endpoint, Item
+from batchq.records import MAX_JSON_DEPTH, Endpoint, Item, may_nest_deeper
 
-__all__ = ["InputFormat", "detect_format", "iter_items"]
+__all__ = ["MAX_CUSTOM_ID_BYTES", "InputFormat", "detect_format", "iter_items"]
 
 InputFormat = Literal["jsonl", "txt"]
+
+# A custom id is a key: it is stored twice (the id index, the result) and shown by `item` and
+# in every result line. Room for a path or a URL; not for a document.
+MAX_CUSTOM_ID_BYTES = 1024
 
 _NATIVE_KEYS = frozenset({"custom_id", "model", "prompt", "messages", "system", "images"})
 # "stream" is accepted and dropped: copied Ollama requests often say stream=false, and batchq
@@ -140,6 +146,9 @@ def _items(
                 item = Item(str(index), Endpoint.GENERATE, {"model": model, "prompt": text})
             else:
                 item = _json_item(text, index, model)
+                # Only a long one is encoded: a character is at most 4 bytes.
+                if len(item.custom_id) > MAX_CUSTOM_ID_BYTES // 4:
+                    _check_id_size(item.custom_id)
                 first = seen.setdefault(hash(item.custom_id), lineno)
                 if first != lineno:
                     message = f"duplicate custom_id {item.custom_id!r:.80} (first on line {first})"
@@ -150,6 +159,12 @@ def _items(
         yield item
     if index == 0:
         raise InputError("the input has no items")
+
+
+def _check_id_size(custom_id: str) -> None:
+    size = len(custom_id.encode("utf-8", "surrogatepass"))
+    if size > MAX_CUSTOM_ID_BYTES:
+        raise Bad(f"is {size} bytes long; the most is {MAX_CUSTOM_ID_BYTES} (UTF-8)", "custom_id")
 
 
 def _parse(text: str) -> Any:
@@ -169,10 +184,17 @@ def _json_item(text: str, index: int, default_model: str | None) -> Item:
         value = _parse(text)
     except json.JSONDecodeError as e:
         raise Bad(f"invalid JSON: {e.msg} (column {e.colno})") from None
+    except DuplicateKey as e:
+        raise Bad(f"invalid JSON: {e}: a key may appear once in an object") from None
     except RecursionError:
-        raise Bad("invalid JSON: nested too deeply") from None
+        raise Bad(f"nested deeper than {MAX_JSON_DEPTH} levels of arrays and objects") from None
     except ValueError as e:  # a number the decoder refused, or an integer too long to convert
         raise Bad(f"invalid JSON: {e}") from None
+    # A worker decodes what submit accepts, and sends it on: neither may run out of stack.
+    # (A bare prompt cannot nest: the bench's lines, and many files, skip the count.)
+    deep = type(value) is not str and may_nest_deeper(text, MAX_JSON_DEPTH)
+    if deep:
+        check_depth(value)
     if isinstance(value, str):
         if default_model is None:
             raise Bad(NO_MODEL, "model")
@@ -183,6 +205,9 @@ def _json_item(text: str, index: int, default_model: str | None) -> Item:
         item = openai_item(value, default_model)
     else:
         item = _native_item(value, index, default_model)
+    if deep:
+        # Deeper than the line itself only where a string held JSON (tool-call arguments).
+        check_depth(item.body, "body")
     # JSON can escape a lone UTF-16 surrogate ("\ud800"), which Python accepts but no UTF-8
     # writer (Redis, the HTTP body) can encode. Only lines with such an escape pay for the check.
     if "\\u" in text and _SURROGATE_ESCAPE.search(text):

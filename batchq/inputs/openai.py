@@ -13,6 +13,7 @@ from batchq.inputs.embeddings import EMBEDDINGS_URL, openai_embed_body
 from batchq.inputs.fields import (
     DECODER,
     Bad,
+    DuplicateKey,
     check_int,
     check_model,
     check_obj,
@@ -205,6 +206,8 @@ def _openai_tool_calls(value: object, field: str, names: dict[str, str]) -> list
         if isinstance(arguments, str):
             try:
                 arguments = DECODER.decode(arguments) if arguments.strip() else {}
+            except DuplicateKey as e:
+                raise Bad(f"must be a JSON object: {e}", f"{where}.arguments") from None
             except (ValueError, RecursionError):
                 raise Bad("must be a JSON object", f"{where}.arguments") from None
         out.append(

@@ -24,7 +24,7 @@ from typing import IO, Any, BinaryIO, cast
 from batchq.errors import ConfigError, InputError
 from batchq.inputs.native import InputFormat, detect_format, iter_items
 from batchq.options import SubmitOptions, check_notify_url
-from batchq.records import Endpoint, Item
+from batchq.records import MAX_JSON_DEPTH, Endpoint, Item
 from batchq.settings import Settings
 from batchq.store.batches import BatchStore
 
@@ -94,7 +94,9 @@ class ValueLines:
         except (TypeError, ValueError) as e:  # a set, an object, NaN: nothing a file can hold
             raise InputError(f"not JSON: {e}", line=self._line) from None
         except RecursionError:
-            raise InputError("not JSON: nested too deeply", line=self._line) from None
+            raise InputError(
+                f"nested deeper than {MAX_JSON_DEPTH} levels of arrays and objects", line=self._line
+            ) from None
         try:
             return text.encode() + b"\n"
         except UnicodeEncodeError:
@@ -180,4 +182,6 @@ async def submit_source(
     with source_items(
         source, model=model, fmt=fmt, max_line_bytes=settings.max_line_bytes
     ) as items:
-        return await store.submit(items, opts, chunk=settings.submit_chunk)
+        return await store.submit(
+            items, opts, chunk=settings.submit_chunk, staging_ttl=settings.staging_ttl
+        )

@@ -1,5 +1,6 @@
 """batchq's storage in Redis: every key name (``keys``), the connection and the embedded
-server (``connection``, ``embedded``), batches and their items (``batches``, ``items``), the
+server (``connection``, ``embedded``), batches and their items (``batches``, ``items``, and
+``staging`` for a submission's items before its commit), the
 dispatcher and its stride order (``dispatch``, ``stride``), global limits (``admission``),
 deadlines, worker heartbeats (``presence``), completion-hook claims (``hooks``), the stored
 result format (``codec``), and the Lua scripts that change several keys at once

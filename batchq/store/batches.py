@@ -7,16 +7,14 @@ dispatcher moves them there a small window at a time (see :mod:`batchq.store.dis
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import secrets
-import threading
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError, ResponseError, WatchError
 
 from batchq import clock
 from batchq.errors import BatchNotFound, BatchStateError, InputError
@@ -24,14 +22,11 @@ from batchq.options import DEFAULT_PRIORITY, DEFAULT_WEIGHT, SubmitOptions
 from batchq.records import BatchState, BatchStatus, Item, ItemStatus
 from batchq.store.codec import text
 from batchq.store.control import ControlScripts
-from batchq.store.keys import BATCH_ID_RE, BatchKeys, Keys
+from batchq.store.keys import BATCH_ID_RE, Keys
 from batchq.store.scripts import Scripts
+from batchq.store.staging import STAGING_TTL_S, Staging, chunks
 
-__all__ = ["STAGING_TTL_S", "BatchStore", "new_batch_id"]
-
-# Items written before the batch is committed expire by themselves, so a submit that dies
-# half-way (killed, Redis full, a bad line) leaves nothing behind for long.
-STAGING_TTL_S = 3600
+__all__ = ["BatchStore", "new_batch_id"]
 
 
 def new_batch_id() -> str:
@@ -54,11 +49,14 @@ class BatchStore:
         *,
         chunk: int = 1000,
         durable: bool = True,
+        staging_ttl: float = STAGING_TTL_S,
     ) -> tuple[str, int]:
         """Store every item, then make the batch visible in one transaction.
 
         ``items`` is consumed lazily, so a parser that raises on line N aborts the submission
-        with nothing enqueued: staged items are deleted (and would expire anyway).
+        with nothing enqueued: staged items are deleted (and would expire anyway). Staged
+        items live ``staging_ttl`` seconds after the latest chunk; if some expire before the
+        commit, it raises :class:`SubmissionIncomplete` (see :mod:`batchq.store.staging`).
         ``options``: its name, metadata, deadline (see :mod:`batchq.store.deadlines`), the URL
         a worker POSTs the final status to (see :mod:`batchq.store.hooks`), and its place in
         the dispatch order (see :mod:`batchq.store.stride`).
@@ -75,18 +73,22 @@ class BatchStore:
             extra["hooks"] = self.keys.hooks
         batch_id = new_batch_id()
         bk = self.keys.batch(batch_id)
-        total = 0
+        staging = Staging(self.redis, bk, staging_ttl)
         # The batch is committed on a connection of its own: WAITAOF and WAIT wait for the
         # writes of the connection they are sent on, and a pooled one may have made none.
         async with self.redis.client() as conn:
             try:
-                async for buf, ids in _chunks(items, chunk):
-                    total += len(buf)
-                    await self._stage(bk, buf, ids, first=total == len(buf))
+                async for buf, ids in chunks(items, chunk):
+                    await staging.add(buf, ids)
+                total = staging.items
                 if total == 0:
                     raise InputError("the input has no items")
                 now = clock.now_ms()
                 async with conn.pipeline(transaction=True) as tx:
+                    # Watched, the staged items cannot expire between the check and the commit.
+                    await tx.watch(bk.items, bk.ids)
+                    await staging.check(tx)
+                    tx.multi()  # type: ignore[no-untyped-call]
                     tx.hset(
                         bk.meta,
                         mapping={
@@ -115,26 +117,19 @@ class BatchStore:
                         tx.zadd(self.keys.deadlines, {batch_id: opts.deadline_ms})
                     # Ready at its level's smallest pass, atomically with the rest.
                     await self.scripts.join(batch_id, client=tx)
-                    await tx.execute()
+                    try:
+                        await tx.execute()
+                    except WatchError:
+                        # Only their expiry changes staged items: the check now says so.
+                        await staging.check(self.redis)
+                        raise
             except BaseException:
                 with contextlib.suppress(RedisError):  # else the staging TTL removes them
-                    await self.redis.unlink(bk.items, bk.ids)
+                    await staging.discard()
                 raise
             if durable:
                 await self.wait_durable(client=conn)
         return batch_id, total
-
-    async def _stage(
-        self, bk: BatchKeys, items: dict[str, str], ids: dict[str, int], *, first: bool
-    ) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(bk.items, mapping=items)
-            if first:
-                pipe.expire(bk.items, STAGING_TTL_S)
-            if ids:
-                pipe.hset(bk.ids, mapping=ids)
-                pipe.expire(bk.ids, STAGING_TTL_S)
-            await pipe.execute()
 
     async def wait_durable(self, timeout_ms: int = 5000, *, client: Redis | None = None) -> bool:
         """Wait until the writes made on ``client`` (default: the store's) are fsynced to the
@@ -294,62 +289,6 @@ def _check_id(batch_id: str) -> None:
     # Also keeps a malformed id from reaching key names.
     if not BATCH_ID_RE.match(batch_id):
         raise BatchNotFound(batch_id)
-
-
-async def _chunks(
-    items: Iterable[Item], size: int
-) -> AsyncIterator[tuple[dict[str, str], dict[str, int]]]:
-    """``items`` as (index → stored form, custom id → index), ``size`` at a time, read and
-    encoded on a thread.
-
-    Parsing is most of a submission's CPU and the server's storing of each chunk most of the
-    rest; on a thread the parser goes on while the event loop writes, so the two overlap
-    instead of taking turns (the server works on another core). At most two chunks wait.
-    The custom-id index (``batchq item``, ``retry --ids``) holds only ids that are not the
-    item's own index: a file of bare prompts costs it nothing.
-    """
-    Chunk = tuple[dict[str, str], dict[str, int]]
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[Chunk | BaseException | None] = asyncio.Queue(maxsize=2)
-    stop = threading.Event()
-
-    def put(value: Chunk | BaseException | None) -> None:
-        asyncio.run_coroutine_threadsafe(queue.put(value), loop).result()
-
-    def produce() -> None:
-        try:
-            buf: dict[str, str] = {}
-            ids: dict[str, int] = {}
-            for n, item in enumerate(items):
-                if stop.is_set():
-                    return
-                key = str(n)
-                buf[key] = item.dumps()
-                if item.custom_id != key:
-                    ids[item.custom_id] = n
-                if len(buf) >= size:
-                    put((buf, ids))
-                    buf, ids = {}, {}
-            if buf:
-                put((buf, ids))
-            put(None)
-        except BaseException as e:  # the parser's InputError, mostly: raised in the caller
-            put(e)
-
-    producer = loop.run_in_executor(None, produce)
-    try:
-        while (got := await queue.get()) is not None:
-            if isinstance(got, BaseException):
-                raise got
-            yield got
-    finally:
-        stop.set()
-        # Unblock a producer waiting on a full queue, then wait for it to notice the stop.
-        while not producer.done():
-            while not queue.empty():
-                queue.get_nowait()
-            await asyncio.sleep(0.001)
-        await producer
 
 
 def _status(batch_id: str, m: dict[str, str]) -> BatchStatus:

@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from batchq.cli.main import main
+from batchq.store.keys import Keys
 
 
 class Cli:
@@ -51,10 +53,10 @@ def test_submit_meta_shows_in_status_and_list(cli: Cli, tmp_path: Path) -> None:
 def test_bad_meta_is_one_line_and_stores_nothing(cli: Cli, tmp_path: Path) -> None:
     src = prompts(tmp_path, 2)
     for bad, message in (
-        ("nokey", "field 'metadata': 'nokey' is not KEY=VALUE"),
-        ("k=" + "v" * 513, "field 'metadata': value of 'k' is longer than 512 characters (513)"),
+        ("nokey", "--meta: 'nokey' is not KEY=VALUE"),
+        ("k=" + "v" * 513, "--meta: value of 'k' is longer than 512 characters (513)"),
     ):
-        _, err = cli("submit", str(src), "--model", "m", "--meta", bad, code=1)
+        _, err = cli("submit", str(src), "--model", "m", "--meta", bad, code=2)
         assert err == f"batchq: error: {message}\n"
     assert cli.json("list") == []
 
@@ -141,9 +143,35 @@ def test_submit_deadline(cli: Cli, tmp_path: Path) -> None:
     assert (s["expired"], s["queued"]) == (0, 2) and s["deadline"] > s["created_at"]
     human = cli("status", bid)[0]
     assert "0 cancelled, 0 expired\n" in human and f"deadline  {s['deadline']}\n" in human
-    _, err = cli("submit", src, "--model", "m", "--deadline", "2001-01-01T00:00Z", code=1)
-    assert err == "batchq: error: field 'deadline': '2001-01-01T00:00Z' is in the past\n"
+    _, err = cli("submit", src, "--model", "m", "--deadline", "2001-01-01T00:00Z", code=2)
+    assert err == "batchq: error: --deadline: '2001-01-01T00:00Z' is in the past\n"
+    far = "99999999999999999999d"
+    _, err = cli("submit", src, "--model", "m", "--deadline", far, code=2)
+    assert err == f"batchq: error: --deadline: {far!r} is more than 10 years from now\n"
     assert len(cli.json("list")) == 1
+
+
+def test_a_bad_stored_time_breaks_neither_list_nor_status(
+    cli: Cli, tmp_path: Path, redis_url: str, prefix: str
+) -> None:
+    # What a deadline of 99999999999999999999d was stored as before it was refused, and
+    # values no batchq writes: another client's, or a hand's.
+    bad = {"deadline": str(86_400_000 * 99999999999999999999), "created_at": "yesterday"}
+    bad_too = {"deadline": "-1e400", "started_at": "1.7e+12", "finished_at": "\xff"}
+    bids = [cli("submit", str(prompts(tmp_path, 1)), "--model", "m")[0].strip() for _ in "ab"]
+    with redis.Redis.from_url(redis_url) as r:
+        for bid, fields in zip(bids, (bad, bad_too), strict=True):
+            r.hset(Keys(prefix).batch(bid).meta, mapping=fields)
+    listed = {b["batch_id"]: b for b in cli.json("list")}
+    assert listed.keys() == set(bids)
+    first, second = listed[bids[0]], listed[bids[1]]
+    assert (first["deadline"], first["created_at"]) == ("9999-12-31T23:59:59.999+00:00", None)
+    assert (second["deadline"], second["finished_at"]) == ("0001-01-01T00:00:00.000+00:00", None)
+    assert second["started_at"] == "2023-11-14T22:13:20.000+00:00"
+    status = cli.json("status", bids[0])
+    assert (status["deadline"], status["created_at"]) == (first["deadline"], None)
+    assert "deadline  9999-12-31T23:59:59.999+00:00\n" in cli("status", bids[0])[0]
+    assert all(bid in cli("list")[0] for bid in bids)
 
 
 def test_submit_notify(cli: Cli, tmp_path: Path) -> None:
@@ -152,8 +180,8 @@ def test_submit_notify(cli: Cli, tmp_path: Path) -> None:
     assert cli.json("status", bid)["notify"] == "waiting"
     assert "notify    waiting\n" in cli("status", bid)[0]
     for bad in ("ftp://example.test/x", "example.test/x", "http:///x"):
-        _, err = cli("submit", src, "--model", "m", "--notify", bad, code=1)
-        assert err == f"batchq: error: field 'notify': {bad!r} is not an http:// or https:// URL\n"
+        _, err = cli("submit", src, "--model", "m", "--notify", bad, code=2)
+        assert err == f"batchq: error: --notify: {bad!r} is not an http:// or https:// URL\n"
     assert len(cli.json("list")) == 1
 
 

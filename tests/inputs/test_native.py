@@ -7,6 +7,7 @@ import io
 import json
 import tracemalloc
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -14,9 +15,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchq.errors import InputError
-from batchq.inputs.native import detect_format, iter_items
-from batchq.records import Endpoint, Item
-from tests.helpers import CHAT, GEN, USER, as_bytes, chat_line, fail, fail_line, one, parse
+from batchq.inputs.native import MAX_CUSTOM_ID_BYTES, detect_format, iter_items
+from batchq.records import MAX_JSON_DEPTH, Endpoint, Item
+from tests.helpers import (
+    CHAT,
+    GEN,
+    USER,
+    as_bytes,
+    chat_line,
+    completion_line,
+    fail,
+    fail_line,
+    one,
+    parse,
+)
 
 # --- format detection and the txt format -----------------------------------------------------
 
@@ -278,13 +290,86 @@ def test_non_object_lines(line: str, kind: str) -> None:
         ('{"prompt": 1e999}', "range"),
         ('["a", -Infinity]', "Infinity"),
         ('{"prompt": "a\x01"}', "control character"),
-        ("[" * 100_000, "nested too deeply"),
         ('{"prompt": 1' + "0" * 5000 + "}", "invalid JSON"),
     ],
 )
 def test_malformed_json(line: str, match: str) -> None:
     err = fail_line(line, None, match=match)
     assert err.reason.startswith("invalid JSON")
+
+
+def nested(levels: int, leaf: object = 1) -> object:
+    """``levels`` objects and arrays, alternating from an object outside, around ``leaf``."""
+    value = leaf
+    for n in range(levels):
+        value = {"k": value} if (levels - n) % 2 else [value]
+    return value
+
+
+def nested_text(levels: int) -> str:
+    """:func:`nested` as JSON text, written without recursion."""
+    opens = ['{"k":' if (levels - n) % 2 else "[" for n in reversed(range(levels))]
+    return (
+        "".join(opens) + "1" + "".join("}" if o.startswith("{") else "]" for o in reversed(opens))
+    )
+
+
+DEEP = "nested deeper than 64 levels of arrays and objects"
+
+
+@pytest.mark.parametrize(
+    ("field", "line"),
+    [
+        ("format", lambda v: {"prompt": "p", "format": v}),
+        ("options", lambda v: {"prompt": "p", "options": v}),
+        ("tools[0]", lambda v: {"messages": [USER], "tools": [v]}),
+        (
+            "body.response_format.json_schema.schema",
+            lambda v: completion_line(
+                {"response_format": {"type": "json_schema", "json_schema": {"schema": v}}}
+            ),
+        ),
+    ],
+)
+def test_a_line_nests_at_most_64_levels_and_the_worker_decodes_all_it_may(
+    field: str, line: Any
+) -> None:
+    # Levels of the line above the value: 1 for a native field, 2 in an OpenAI body; one more
+    # for the list around each tool.
+    above = 1 + field.count(".") + field.count("[")
+    deepest = line(nested(MAX_JSON_DEPTH - above))
+    item = one(deepest)
+    assert Item.loads(item.dumps(), checked=True) == item  # what submit accepts, a worker decodes
+    for levels in (MAX_JSON_DEPTH - above + 1, 975):  # 975: the line of the issue
+        # As text: the test's own stack is too deep to encode 975 levels.
+        text = json.dumps(line("DEEP")).replace('"DEEP"', nested_text(levels))
+        # On a thread of its own, as submit parses: the decoder has the whole stack.
+        with ThreadPoolExecutor(1) as pool:
+            err = pool.submit(fail, text + "\n", default_model="m").result()
+        assert (err.line, err.reason) == (1, DEEP)
+        assert err.field is not None and err.field.startswith(field) and err.field.endswith("…")
+
+
+def test_nesting_too_deep_for_the_decoder_or_hidden_in_a_string_is_refused_too() -> None:
+    err = fail_line("[" * 100_000, None, match=DEEP)
+    assert err.reason == DEEP
+
+    # OpenAI sends tool-call arguments as a string of JSON, which becomes part of the request.
+    def call(arguments: object) -> dict[str, Any]:
+        msg = {
+            "role": "assistant",
+            "tool_calls": [{"function": {"name": "f", "arguments": arguments}}],
+        }
+        return chat_line({"messages": [msg]})
+
+    # body, messages, the message, tool_calls, the call, function: the arguments are level 7.
+    item = one(call(json.dumps(nested(MAX_JSON_DEPTH - 6))))
+    assert Item.loads(item.dumps(), checked=True) == item
+    fail_line(
+        call(json.dumps(nested(MAX_JSON_DEPTH - 5))), "body.messages[0].tool_calls[0]…", match=DEEP
+    )
+    small = {"custom_id": "x", "prompt": "[[[[" * 100}  # brackets in a string are text
+    assert one(small).body["prompt"] == small["prompt"]
 
 
 def test_malformed_json_reports_decoder_message_and_column() -> None:
@@ -386,6 +471,50 @@ def test_duplicate_custom_id() -> None:
     err = fail(lines, default_model="m")
     assert (err.line, err.field) == (4, "custom_id")
     assert "duplicate" in err.reason and "first on line 1" in err.reason
+
+
+def test_custom_ids_are_at_most_1024_bytes() -> None:
+    assert MAX_CUSTOM_ID_BYTES == 1024
+    longest = ["a" * 1024, "é" * 512, "🙂" * 256, 10 ** (1023)]  # bytes of UTF-8; an int's digits
+    lines = [{"custom_id": cid, "prompt": "p"} for cid in longest]
+    assert [len(i.custom_id.encode()) for i in parse(lines, default_model="m")] == [1024] * 4
+    openai = {"custom_id": "x" * 1024, "url": "/v1/completions", "body": {"prompt": "p"}}
+    assert one(openai).custom_id == "x" * 1024
+    for cid, size in (("a" * 1025, 1025), ("é" * 513, 1026), ("🙂" * 257, 1028), (10**1024, 1025)):
+        err = fail(['"first"', {"custom_id": cid, "prompt": "p"}], default_model="m")
+        assert (err.line, err.field) == (2, "custom_id")
+        assert err.reason == f"is {size} bytes long; the most is 1024 (UTF-8)"
+    fail_line({**openai, "custom_id": "x" * 1025}, "custom_id", match="1025 bytes long")
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ('{"prompt": "a", "model": "m", "prompt": "b"}', "prompt"),
+        ('{"prompt": "a", "options": {"seed": 1, "top_k": 2, "seed": 3}}', "seed"),
+        ('{"messages": [{"role": "user", "content": "x", "role": "system"}]}', "role"),
+        ('{"prompt": "p", "format": {"properties": {"a": {}, "a": {}}}}', "a"),
+        (
+            '{"custom_id": "1", "url": "/v1/completions", "body": {"prompt": "p"}, "url": "x"}',
+            "url",
+        ),
+        ('{"prompt": "p", "": 1, "": 2}', ""),
+    ],
+)
+def test_a_key_given_twice_is_refused_naming_it(line: str, key: str) -> None:
+    # json would keep the last silently: a line that does not say what it seems to.
+    err = fail_line(line, None)
+    assert err.reason == f"invalid JSON: duplicate key {key!r}: a key may appear once in an object"
+
+
+def test_keys_twice_in_tool_call_arguments_or_apart_are_told_apart() -> None:
+    call = {"function": {"name": "f", "arguments": '{"x": 1, "x": 2}'}}
+    msg = {"role": "assistant", "tool_calls": [call]}
+    where = "body.messages[0].tool_calls[0].function.arguments"
+    fail_line(chat_line({"messages": [msg]}), where, match="duplicate key 'x'")
+    # The same key in different objects, or as text, is no duplicate.
+    same = {"prompt": '{"a": 1, "a": 2}', "options": {"a": 1}, "format": {"a": {"a": 1}}}
+    assert one(same).body["options"] == {"a": 1}
 
 
 def test_duplicate_of_a_default_id_and_of_an_int_id() -> None:
@@ -599,6 +728,7 @@ def _check(data: bytes, **kwargs: Any) -> None:
         assert "stream" not in item.body
         assert item.body.get("options", True)
         item.dumps().encode()  # storable: no lone surrogates, no NaN
+        assert Item.loads(item.dumps(), checked=True) == item  # and what a worker decodes
 
 
 @given(st.binary(max_size=300))

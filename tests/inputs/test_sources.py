@@ -102,6 +102,22 @@ def test_a_bad_value_is_named_by_line_and_field(value: Any, field: str, message:
     assert str(err).startswith("line 2")
 
 
+def test_values_nest_as_deeply_as_lines_may() -> None:
+    def nested(levels: int) -> dict[str, Any]:
+        value: dict[str, Any] = {}
+        for _ in range(levels - 1):
+            value = {"k": value}
+        return value
+
+    assert value_items([{"prompt": "p", "options": nested(63)}])  # 64 with the line's own
+    deep = "nested deeper than 64 levels of arrays and objects"
+    err = value_error([{"prompt": "p", "options": nested(64)}])
+    assert (err.line, err.field, err.reason) == (1, "options.k.k.k…", deep)
+    # Too deep for json.dumps itself to encode: refused as well, not a RecursionError.
+    err = value_error(["fine", {"prompt": "p", "options": nested(100_000)}])
+    assert (err.line, err.field, err.reason) == (2, None, deep)
+
+
 def test_no_model_and_no_items() -> None:
     err = value_error(["p"], model=None)
     assert (err.line, err.field) == (1, "model")

@@ -97,6 +97,18 @@ async def test_json_endpoint_over_http(store: BatchStore, served: str) -> None:
     assert "api/status" in page.text and "<script>" in page.text
 
 
+async def test_json_endpoint_survives_a_bad_stored_time(store: BatchStore, served: str) -> None:
+    bid, _ = await store.submit(items(2))
+    huge = str(86_400_000 * 99999999999999999999)  # what --deadline 99999999999999999999d stored
+    bad = {"deadline": huge, "created_at": "x"}
+    await store.redis.hset(store.keys.batch(bid).meta, mapping=bad)  # type: ignore[misc]
+    async with httpx.AsyncClient(base_url=served, timeout=5) as client:
+        reply = await client.get("/api/status")
+    assert reply.status_code == 200
+    [b] = reply.json()["batches"]
+    assert (b["batch_id"], b["deadline"]) == (bid, "9999-12-31T23:59:59.999+00:00")
+
+
 async def fill_every_state(store: BatchStore) -> dict[str, str]:
     """:func:`fill`'s batches, one in each other state, and the finished ones that read
     wrong: every item failed; nothing ran before the cancel. By role: their ids."""

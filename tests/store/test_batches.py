@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from batchq.errors import BatchNotFound, InputError
 from batchq.options import SubmitOptions
 from batchq.records import BatchState, Item
-from batchq.store.batches import STAGING_TTL_S, BatchStore
+from batchq.store.batches import BatchStore
 from batchq.store.connection import connect
 from batchq.store.keys import Keys
 from tests.conftest import valkey_process
@@ -54,17 +54,6 @@ async def test_failed_submission_leaves_nothing(store: BatchStore) -> None:
     assert not await store.redis.exists(store.keys.ready, store.keys.ready_level(0))
     keys = [k async for k in store.redis.scan_iter(match=f"{store.keys.prefix}:*")]
     assert keys == []
-
-
-async def test_staged_items_expire_if_the_submitter_dies(store: BatchStore) -> None:
-    # Simulate a submitter killed between chunks: the generator never finishes.
-    gen = iter(items(1500))
-    # Stage one chunk by hand the way submit does, then check the TTL guards it.
-    bk = store.keys.batch("b_" + "0" * 16)
-    await store._stage(bk, {"0": next(gen).dumps()}, {"x": 0}, first=True)
-    assert 0 < await store.redis.ttl(bk.items) <= STAGING_TTL_S
-    assert 0 < await store.redis.ttl(bk.ids) <= STAGING_TTL_S
-    await store.redis.delete(bk.items, bk.ids)
 
 
 async def test_empty_submission_is_an_error(store: BatchStore) -> None:
