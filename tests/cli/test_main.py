@@ -190,16 +190,16 @@ def test_submit_refuses_a_notify_target_naming_it_redacted(
 ) -> None:
     src = str(prompts(tmp_path, 1))
     metadata = "http://169.254.169.254/latest/meta-data/?token=s3cr3t"
-    _, err = cli("submit", src, "--model", "m", "--notify", metadata, code=1)
+    _, err = cli("submit", src, "--model", "m", "--notify", metadata, code=2)
     assert err == (
-        "batchq: error: field 'notify': 'http://169.254.169.254/latest/meta-data/?token=***' "
+        "batchq: error: --notify: 'http://169.254.169.254/latest/meta-data/?token=***' "
         "is refused: 169.254.169.254 is link-local (where cloud metadata services live)\n"
     )
     # Loopback: allowed by default, refused once the setting is off.
     local = "http://u:s3cr3t@127.0.0.1:8080/h"
     assert cli("submit", src, "--model", "m", "--notify", local)[0].strip()
     monkeypatch.setenv("BATCHQ_NOTIFY_ALLOW_PRIVATE", "false")
-    _, err = cli("submit", src, "--model", "m", "--notify", local, code=1)
-    assert "'http://u:***@127.0.0.1:8080/h' is refused: 127.0.0.1 is a private" in err
+    _, err = cli("submit", src, "--model", "m", "--notify", local, code=2)
+    assert "--notify: 'http://u:***@127.0.0.1:8080/h' is refused: 127.0.0.1 is a private" in err
     assert "s3cr3t" not in err
     assert len(cli.json("list")) == 1
