@@ -74,8 +74,10 @@ class BatchStore:
         batch_id = new_batch_id()
         bk = self.keys.batch(batch_id)
         staging = Staging(self.redis, bk, staging_ttl)
-        # The batch is committed on a connection of its own: WAITAOF and WAIT wait for the
-        # writes of the connection they are sent on, and a pooled one may have made none.
+        # WAITAOF and WAIT wait for the writes of the connection they are sent on, and the
+        # transaction's pipeline takes whichever pooled connection is free: so after it, a
+        # write on this connection of its own, later in the AOF and the replication stream
+        # than the commit, is what the wait is for.
         async with self.redis.client() as conn:
             try:
                 async for buf, ids in chunks(items, chunk):
@@ -128,6 +130,7 @@ class BatchStore:
                     await staging.discard()
                 raise
             if durable:
+                await conn.incr(self.keys.committed)
                 await self.wait_durable(client=conn)
         return batch_id, total
 

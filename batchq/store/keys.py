@@ -104,6 +104,12 @@ class Keys:
         return f"{self.prefix}:active"
 
     @property
+    def committed(self) -> str:
+        """How many batches were committed: each submit counts itself on the connection that
+        then waits for the AOF (see BatchStore.submit)."""
+        return f"{self.prefix}:committed"
+
+    @property
     def open(self) -> str:
         return f"{self.prefix}:open"
 

@@ -113,6 +113,24 @@ async def test_submit_returns_once_every_replica_has_the_batch(tmp_path: Path) -
             async with client.client() as conn:
                 await conn.set("repl:x", 2)
                 assert await store.wait_durable(5000, client=conn)
+
+            # submit's own wait is for its commit: with the replica stopped it cannot succeed
+            # (a wait on a connection that wrote nothing would, at once, promising nothing).
+            waits: list[bool] = []
+            wait = store.wait_durable
+
+            async def short_wait(timeout_ms: int = 5000, *, client: Redis | None = None) -> bool:
+                waits.append(await wait(300, client=client))
+                return waits[-1]
+
+            store.wait_durable = short_wait  # type: ignore[method-assign]
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                await store.submit(items(2))
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            await store.submit(items(2))
+            assert waits == [False, True]
         finally:
             await client.aclose()
 
