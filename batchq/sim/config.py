@@ -76,7 +76,8 @@ class SimConfig:
     fail_503: float = _flag(0.0, "probability of a 503 server busy whatever the queue")
     fail_midstream: float = _flag(0.0, "probability of an error line after streaming began")
     fail_runaway: float = _flag(
-        0.0, "probability of a runaway reply: text that streams without end, as a looping model"
+        0.0,
+        "share of prompts whose replies never end (on every attempt), as from a looping model",
     )
     slow_rate: float = _flag(0.0, "probability of a request that stalls --slow-seconds more")
     slow_seconds: float = _flag(30.0, "the stall of a slow request")

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterator
 
 from batchq.sim.config import SimConfig, parse_model_speeds, parse_models
-from batchq.sim.replies import expected_embedding, expected_response
+from batchq.sim.replies import expected_embedding, expected_response, runs_away
 from batchq.sim.server import SimServer
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "parse_model_speeds",
     "parse_models",
     "running_sim",
+    "runs_away",
     "serve",
 ]
 

@@ -18,6 +18,7 @@ __all__ = [
     "listed_model",
     "loaded_model",
     "reply_words",
+    "runs_away",
     "shown_model",
     "stamp",
 ]
@@ -47,6 +48,16 @@ def reply_words(seed: int, model: str, prompt: str, n: int) -> list[str]:
 def expected_response(model: str, prompt: str, *, seed: int = 0, tokens: int = 8) -> str:
     """The reply the simulator gives `model` (the name as sent) for `prompt`."""
     return " ".join(reply_words(seed, model, prompt, tokens))
+
+
+def runs_away(prompt: str, share: float, *, seed: int = 0) -> bool:
+    """Whether the simulator run with ``--fail-runaway share`` gives ``prompt`` a reply that
+    never ends: on every attempt, as a model that loops on a prompt loops again, and so that a
+    test knows which of its prompts must fail."""
+    if share <= 0:
+        return False
+    digest = hashlib.sha256(f"{seed}\0runaway\0{prompt}".encode()).digest()
+    return int.from_bytes(digest[:8]) / 2**64 < share
 
 
 def expected_embedding(model: str, text: str, *, seed: int = 0, dim: int = 768) -> list[float]:

@@ -64,14 +64,11 @@ class Scheduler:
             raise ErrorReply(404, f"model '{model}' not found")
         return name
 
-    def admit(self, name: str) -> tuple[bool, bool, bool]:
-        """Roll the failure dice and apply the pending-queue bound; returns (midstream, slow,
-        runaway)."""
+    def admit(self, name: str) -> tuple[bool, bool]:
+        """Roll the failure dice and apply the pending-queue bound; returns (midstream, slow)."""
         cfg, rng = self.config, self._rng
-        # Always four draws, so the failure sequence depends only on the seed and request order
-        # (a fifth only with runaways asked for, so the sequences of earlier seeds stay).
+        # Always four draws, so the failure sequence depends only on the seed and request order.
         r503, r500, rmid, rslow = rng.random(), rng.random(), rng.random(), rng.random()
-        runaway = cfg.fail_runaway > 0 and rng.random() < cfg.fail_runaway
         if r503 < cfg.fail_503:
             raise ErrorReply(503, BUSY)
         if r500 < cfg.fail_500:
@@ -80,7 +77,7 @@ class Scheduler:
         ready = name in self.loaded and st.busy < self.parallel and not st.waiters
         if not (ready and not self._lock.locked()) and self.waiting >= cfg.max_queue:
             raise ErrorReply(503, BUSY)
-        return rmid < cfg.fail_midstream, rslow < cfg.slow_rate, runaway
+        return rmid < cfg.fail_midstream, rslow < cfg.slow_rate
 
     @contextlib.asynccontextmanager
     async def slot(self, name: str) -> AsyncIterator[ModelState]:

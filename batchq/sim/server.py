@@ -20,6 +20,7 @@ from batchq.sim.replies import (
     listed_model,
     loaded_model,
     reply_words,
+    runs_away,
     shown_model,
     stamp,
 )
@@ -249,7 +250,7 @@ class SimServer:
         if len(self._arrivals) < _MAX_ARRIVALS:
             self._arrivals.append(time.time())
             self._arrival_prompts.append(job.prompt)
-        midstream, slow, runaway = self.sched.admit(job.name)
+        midstream, slow = self.sched.admit(job.name)
         with self.sched.counted():
             async with self.sched.slot(job.name) as st:
                 loaded = time.perf_counter_ns()
@@ -265,7 +266,7 @@ class SimServer:
                 if (stall := self.sched.stall(job.n_prompt, slow)) > 0:
                     await asyncio.sleep(stall)
                 evaled = time.perf_counter_ns()
-                if runaway:
+                if runs_away(job.prompt, self.config.fail_runaway, seed=self.config.seed):
                     self._runaways += 1
                     return await run_away(request, head, chat, job.stream)
                 if midstream:
@@ -333,7 +334,7 @@ class SimServer:
             dim = min(dim, dimensions)
         for t in texts:
             self._prompts[t] = self._prompts.get(t, 0) + 1
-        _, slow, _ = self.sched.admit(name)
+        _, slow = self.sched.admit(name)
         n_prompt = sum(count_tokens(t) for t in texts)
         with self.sched.counted():
             async with self.sched.slot(name):

@@ -24,6 +24,7 @@ from batchq.sim.process import (
     parse_model_speeds,
     parse_models,
     running_sim,
+    runs_away,
 )
 from tests.waits import async_wait_until
 
@@ -340,6 +341,14 @@ def test_runaway_reply_streams_without_end_until_the_client_hangs_up() -> None:
                 if n == 2000:
                     break
             assert server.stats()["runaways"] == 1
+
+        # Which prompts run away is a property of the prompt (so a test knows which must fail).
+        share = [runs_away(f"p{i}", 0.1) for i in range(2000)]
+        assert 150 < sum(share) < 250 and share == [runs_away(f"p{i}", 0.1) for i in range(2000)]
+        async with sim(fast(fail_runaway=0.1)) as (server, client):
+            calm = next(f"p{i}" for i, r in enumerate(share) if not r)
+            assert (await client.generate("llama3.2", prompt=calm)).done
+            assert server.stats()["runaways"] == 0
 
     asyncio.run(body())
 
