@@ -309,7 +309,7 @@ def main() -> int:
         f"failed on a bound {len(bounded)}  wrong {wrong}"
     )
     print(f"  peak worker RSS      {rss:.0f} MB (bound {args.max_rss_mb:.0f} MB)")
-    shown = ", ".join(f"{d:.1f}" for d in delays)
+    shown = ", ".join(f"{d:.2f}" for d in delays)
     print(f"  SIGKILL -> re-queue  {shown or 'n/a'} s")
     ok = finished and lost == 0 and duplicates == 0 and wrong == 0
     ok = ok and events["workers crashed"] == 0 and rss <= args.max_rss_mb

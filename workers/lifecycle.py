@@ -56,6 +56,7 @@ def startup_hook(settings: Settings) -> Any:
                 )
         await _heartbeat_once(st)
         st.tasks.append(asyncio.create_task(_heartbeat_loop(st)))
+        st.tasks.append(asyncio.create_task(_reap_loop(st)))
         st.tasks.append(asyncio.create_task(_dispatch_loop(st)))
         st.tasks.extend(start_housekeeping(st))
         for host in st.hosts.hosts:
@@ -139,17 +140,35 @@ async def _heartbeat_loop(st: WorkerState) -> None:
             # Again each beat: this machine's clock may be stepped or drift while it runs.
             await clock.sync(st.redis)
             await _heartbeat_once(st)
-            # Every worker reaps: there is no single reaper whose death would stop recovery.
-            reaped = await st.scripts.reap(
-                now_ms=clock.now_ms(),
-                claim_ttl_ms=st.claim_ttl_ms,
-                grace_ms=st.lease_ms,
-            )
-            if reaped:
-                log.warning("re-queued %d item(s) whose worker stopped renewing its lease", reaped)
             await repair_idle_batches(st)
         except RedisError as e:
             log.warning("heartbeat failed: %s", e)
+
+
+async def _reap_loop(st: WorkerState) -> None:
+    """Re-queue the items of dead workers the moment their first lease lapses, not at the next
+    heartbeat after it: a SIGKILLed worker's items run again within one lease (three
+    heartbeats, 15 s by default) of its last renewal, whatever its own clock said. Every worker
+    reaps: there is no single reaper whose death would stop recovery."""
+    heartbeat = st.settings.heartbeat
+    while True:
+        wait = heartbeat
+        try:
+            first = await st.redis.zrange(st.keys.leases, 0, 0, withscores=True)
+            if first:
+                # A hair past the lapse, so that the script's now has reached it.
+                wait = min(wait, max(0.0, (first[0][1] - clock.now_ms()) / 1000) + 0.01)
+        except RedisError:
+            pass
+        await asyncio.sleep(wait)
+        try:
+            reaped = await st.scripts.reap(
+                now_ms=clock.now_ms(), claim_ttl_ms=st.claim_ttl_ms, grace_ms=st.lease_ms
+            )
+            if reaped:
+                log.warning("re-queued %d item(s) whose worker stopped renewing its lease", reaped)
+        except RedisError as e:
+            log.warning("reaping failed: %s", e)
 
 
 async def _dispatch_loop(st: WorkerState) -> None:
