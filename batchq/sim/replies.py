@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import time
 from array import array
 from datetime import UTC, datetime
 from typing import Any
@@ -103,11 +104,23 @@ def listed_model(name: str) -> dict[str, Any]:
     return _describe(name) | {"modified_at": stamp(_MODIFIED)}
 
 
-def loaded_model(name: str, used: float) -> dict[str, Any]:
-    """`name`'s entry in ``GET /api/ps``, last used at `used` (epoch seconds)."""
+# Ollama's "forever" (a negative keep_alive) is the largest time.Duration, 292 years on.
+_FOREVER = 2**63 / 1e9
+
+
+def loaded_model(name: str, expires: float, size_gb: float) -> dict[str, Any]:
+    """`name`'s entry in ``GET /api/ps``: it unloads at `expires` (epoch s; inf: never, which
+    Ollama shows 292 years on) and takes `size_gb`, all of it in VRAM."""
     info = _describe(name)
-    expires = stamp(datetime.fromtimestamp(used + 300, UTC))  # keep_alive 5m
-    return info | {"expires_at": expires, "size_vram": info["size"], "context_length": 4096}
+    if expires == math.inf:
+        expires = time.time() + _FOREVER
+    size = int(size_gb * 1e9)
+    return info | {
+        "size": size,
+        "size_vram": size,
+        "expires_at": stamp(datetime.fromtimestamp(expires, UTC)),
+        "context_length": 4096,
+    }
 
 
 def shown_model(name: str) -> dict[str, Any]:

@@ -1,7 +1,30 @@
-"""The simulator's scheduler: which request runs when. Models are made resident one load at a
-time (a load blocks the queue, as in Ollama), the least recently used model is evicted once its
-admitted requests finish, each resident model has ``parallel`` slots granted in FIFO order, the
-pending queue is bounded (503 beyond it), and failures are injected by seeded dice."""
+"""The simulator's scheduler: which request runs when, and which models are resident. It models
+Ollama's ``server/sched.go``:
+
+- ``GetRunner``: a request beyond ``max_queue`` pending ones is refused at once with
+  ``ErrMaxQueue`` (a 503, :meth:`Scheduler.admit`).
+- ``processPending``: pending requests are taken one at a time (one lock, held across a load and
+  the unloads before it, so one request for another model stalls everything behind it). A model
+  not loaded loads if it fits ``OLLAMA_MAX_LOADED_MODELS`` (``max_loaded``) and the VRAM budget
+  (``vram_gb``, the sum of the loaded models' sizes, as ``updateFreeSpace``/``pickBestFitGPUs``
+  predict it); else ``findRunnerToUnload`` picks a victim, whose session duration is set to 0 so
+  it unloads once its admitted requests finish, and the loop waits for that unload and looks
+  again. The first model always loads, whatever its size (Ollama then spills to the CPU).
+- ``findRunnerToUnload``: loaded models sorted by session duration (``ByDuration``, ties by least
+  recent use here, where Go's order is the map's), the first idle one, else the first.
+- ``load``: the session duration is the request's ``keep_alive``, else ``OLLAMA_KEEP_ALIVE``
+  (``keep_alive``); it takes the model's load seconds.
+- ``useLoadedRunner``: a request pins the model (``refCount``), stops its expiry timer and, when it
+  gives a ``keep_alive``, replaces the model's session duration.
+- ``processCompleted``: when the last request of a model finishes, a duration <= 0 unloads it at
+  once, else a timer unloads it after the duration and ``expiresAt`` is set (what ``/api/ps``
+  reports; a busy model reports now + its duration, as ``PsHandler`` does before ``expiresAt``
+  is set).
+- ``expireRunner`` (an empty prompt with ``keep_alive: 0``): the duration becomes 0 and the
+  model unloads once idle.
+
+Each resident model has ``parallel`` slots granted in FIFO order (``NUM_PARALLEL``), and
+failures are injected by seeded dice."""
 
 from __future__ import annotations
 
@@ -14,7 +37,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 
 from batchq.errors import ConfigError
-from batchq.sim.config import SimConfig
+from batchq.sim.config import SimConfig, default_size_gb, parse_duration
 from batchq.sim.slots import ModelState
 from batchq.sim.wire import BUSY, RUNNER_DIED, ErrorReply
 
@@ -33,30 +56,51 @@ class Scheduler:
         self.parallel = max(1, config.parallel)  # zero slots would hang every request
         self.names = {n: n for n in config.models}
         self.names |= {f"{n}:latest": n for n in config.models if ":" not in n}
-        self.eval_rates = {name: config.eval_tokens_per_s for name in config.models}
-        for model, rate in config.model_speeds:
-            if model not in self.names:
-                raise ConfigError(
-                    f"a model speed is given for {model!r}, which the simulator does not serve "
-                    f"(its models: {', '.join(config.models)})"
-                )
-            self.eval_rates[self.names[model]] = rate
+        models = config.models
+        speeds = {n: config.eval_tokens_per_s for n in models}
+        self.eval_rates = self._per_model("speed", speeds, config.model_speeds)
+        loads = {n: config.load_seconds for n in models}
+        self.load_seconds = self._per_model("load time", loads, config.model_load_seconds)
+        sizes = {n: default_size_gb(n) for n in models}
+        self.sizes = self._per_model("size", sizes, config.model_sizes)
+        try:
+            self.keep_alive = parse_duration(config.keep_alive)
+        except ValueError as e:
+            raise ConfigError(f"--keep-alive: {e}") from None
         # Requests admitted at once, the ones waiting in the queue for a slot included.
         self.peak_in_flight = 0
         self.new_runtime()
+
+    def _per_model(
+        self, what: str, values: dict[str, float], given: tuple[tuple[str, float], ...]
+    ) -> dict[str, float]:
+        for model, value in given:
+            if model not in self.names:
+                raise ConfigError(
+                    f"a model {what} is given for {model!r}, which the simulator does not serve "
+                    f"(its models: {', '.join(self.config.models)})"
+                )
+            values[self.names[model]] = value
+        return values
 
     def new_runtime(self) -> None:
         # asyncio primitives bind to the loop that first uses them, so each start gets fresh ones.
         self.states = {name: ModelState() for name in self.config.models}
         self.loaded: OrderedDict[str, float] = OrderedDict()  # model -> last use (epoch s)
+        self.durations: dict[str, float] = {}  # a loaded model's session duration (s; inf)
+        self._expires: dict[str, float] = {}  # an idle model's expiresAt (epoch s; inf)
+        self._timers: dict[str, asyncio.TimerHandle] = {}
         self._lock = asyncio.Lock()
         self.waiting = 0
         self.in_flight = 0
+        self.loads: dict[str, int] = {}
+        self.unloads: dict[str, int] = {}
 
     def clear_peaks(self) -> None:
         for st in self.states.values():
             st.peak = st.busy
         self.peak_in_flight = self.in_flight
+        self.loads, self.unloads = {}, {}
 
     def resolve(self, model: str) -> str:
         name = self.names.get(model)
@@ -79,23 +123,27 @@ class Scheduler:
             raise ErrorReply(503, BUSY)
         return rmid < cfg.fail_midstream, rslow < cfg.slow_rate
 
+    def expires_at(self, name: str) -> float:
+        """When the loaded `name` unloads if no request comes (epoch s; inf: never)."""
+        if name in self._expires:
+            return self._expires[name]
+        return time.time() + self.durations.get(name, self.keep_alive)  # busy: now + duration
+
     @contextlib.asynccontextmanager
-    async def slot(self, name: str) -> AsyncIterator[ModelState]:
-        """Hold `name` resident and one of its slots, both granted in FIFO order."""
+    async def slot(self, name: str, keep_alive: float | None = None) -> AsyncIterator[ModelState]:
+        """Hold `name` resident and one of its slots, both granted in FIFO order; `keep_alive`
+        is the request's own (seconds, inf: forever), None for the model's current one."""
         st = self.states[name]
         self.waiting += 1
         try:
-            async with self._lock:  # one load at a time, and it blocks the queue, as in Ollama
+            async with self._lock:  # processPending: one pending request at a time
                 if name not in self.loaded:
-                    await self._load(name)
-                self.loaded[name] = time.time()
-                self.loaded.move_to_end(name)
-                st.refs += 1
-                st.idle.clear()
+                    await self._load(name, keep_alive)
+                self._pin(name, keep_alive)
             try:
                 await st.acquire(self.parallel)
             except BaseException:
-                st.unpin()
+                self._unpin(name)
                 raise
         finally:
             self.waiting -= 1
@@ -104,17 +152,87 @@ class Scheduler:
             yield st
         finally:
             st.release()
-            st.unpin()
+            self._unpin(name)
 
-    async def _load(self, name: str) -> None:
+    def _pin(self, name: str, keep_alive: float | None) -> None:
+        # useLoadedRunner: pinned, its timer stopped, its duration the request's if it gives one.
+        self.loaded[name] = time.time()
+        self.loaded.move_to_end(name)
+        st = self.states[name]
+        st.refs += 1
+        st.idle.clear()
+        self._stop_timer(name)
+        if keep_alive is not None:
+            self.durations[name] = keep_alive
+
+    def _unpin(self, name: str) -> None:
+        # processCompleted: the last request gone, unload now or once the duration has passed.
+        st = self.states[name]
+        st.unpin()
+        if st.refs or name not in self.loaded:
+            return
+        duration = self.durations.get(name, self.keep_alive)
+        if duration <= 0:
+            self._unload(name)
+            return
+        self._expires[name] = time.time() + duration
+        if duration < math.inf:
+            loop = asyncio.get_running_loop()
+            self._timers[name] = loop.call_later(duration, self._expired, name)
+
+    def _expired(self, name: str) -> None:
+        self._timers.pop(name, None)
+        if self.states[name].refs == 0:
+            self._unload(name)
+
+    def expire(self, name: str) -> None:
+        """expireRunner: unload `name` as soon as it is idle (an empty prompt, keep_alive 0)."""
+        if name in self.loaded:
+            self.durations[name] = 0.0
+            self._stop_timer(name)
+            if self.states[name].refs == 0:
+                self._unload(name)
+
+    def _stop_timer(self, name: str) -> None:
+        self._expires.pop(name, None)
+        if (timer := self._timers.pop(name, None)) is not None:
+            timer.cancel()
+
+    def _unload(self, name: str) -> None:
+        if self.loaded.pop(name, None) is None:
+            return  # already gone: a timer and an eviction may both get here
+        self._stop_timer(name)
+        self.durations.pop(name, None)
+        self.unloads[name] = self.unloads.get(name, 0) + 1
+
+    def _fits(self, name: str) -> bool:
         limit = self.config.max_loaded
-        while limit > 0 and len(self.loaded) >= limit:
-            victim = next(iter(self.loaded))
+        if limit > 0 and len(self.loaded) >= limit:
+            return False
+        if self.config.vram_gb <= 0:
+            return True
+        used = sum(self.sizes[m] for m in self.loaded)
+        return used + self.sizes[name] <= self.config.vram_gb + 1e-9
+
+    def _victim(self) -> str:
+        # findRunnerToUnload: by session duration (least recently used first among equals),
+        # the first idle one, else the first.
+        order = sorted(self.loaded, key=lambda m: self.durations.get(m, self.keep_alive))
+        idle = [m for m in order if self.states[m].refs == 0]
+        return (idle or order)[0]
+
+    async def _load(self, name: str, keep_alive: float | None) -> None:
+        while self.loaded and not self._fits(name):
+            victim = self._victim()
+            # "resetting model to expire immediately to make room": it unloads once idle.
+            self.expire(victim)
             # Like Ollama, the evicted model first finishes every request already admitted to it.
             await self.states[victim].idle.wait()
-            del self.loaded[victim]
-        if self.config.load_seconds > 0:
-            await asyncio.sleep(self.config.load_seconds)
+            self._unload(victim)
+        if (load := self.load_seconds[name]) > 0:
+            await asyncio.sleep(load)
+        self.loads[name] = self.loads.get(name, 0) + 1
+        self.durations[name] = self.keep_alive if keep_alive is None else keep_alive
 
     def stall(self, n_prompt: int, slow: bool) -> float:
         cfg = self.config

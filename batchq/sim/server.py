@@ -30,6 +30,7 @@ from batchq.sim.wire import (
     ErrorReply,
     body_field,
     json_reply,
+    keep_alive_field,
     read_body,
     reply_text,
     run_away,
@@ -54,6 +55,7 @@ class _Job:
     stream: bool
     tokens: int
     reason: str
+    keep_alive: float | None  # seconds (inf: forever), None: the model's current one
 
 
 class SimServer:
@@ -154,6 +156,8 @@ class SimServer:
             "max_concurrency": {m: s.peak for m, s in self.sched.states.items() if s.peak},
             "in_flight": self.sched.in_flight,
             "max_in_flight": self.sched.peak_in_flight,
+            "loads": dict(self.sched.loads),
+            "unloads": dict(self.sched.unloads),
             "prompts": dict(self._prompts),
             "runaways": self._runaways,
             "arrivals": list(self._arrivals),
@@ -194,7 +198,10 @@ class SimServer:
         return json_reply({"models": [listed_model(m) for m in self.config.models]})
 
     async def _ps(self, request: web.Request) -> web.Response:
-        models = [loaded_model(m, used) for m, used in reversed(self.sched.loaded.items())]
+        # Latest expiry first, as Ollama's PsHandler sorts; most recently used first among equals.
+        sched = self.sched
+        names = sorted(reversed(sched.loaded), key=sched.expires_at, reverse=True)
+        models = [loaded_model(m, sched.expires_at(m), sched.sizes[m]) for m in names]
         return json_reply({"models": models})
 
     async def _show(self, request: web.Request) -> web.Response:
@@ -241,7 +248,8 @@ class SimServer:
         tokens, reason = self.config.response_tokens, "stop"
         if 0 <= num_predict < tokens:
             tokens, reason = int(num_predict), "length"
-        return _Job(model, name, prompt, n_prompt, empty, stream, tokens, reason)
+        keep_alive = keep_alive_field(body)
+        return _Job(model, name, prompt, n_prompt, empty, stream, tokens, reason, keep_alive)
 
     async def _infer(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
         start = time.perf_counter_ns()
@@ -250,9 +258,13 @@ class SimServer:
         if len(self._arrivals) < _MAX_ARRIVALS:
             self._arrivals.append(time.time())
             self._arrival_prompts.append(job.prompt)
+        if job.empty and job.keep_alive == 0:  # Ollama's way to unload a model: expireRunner
+            self.sched.expire(job.name)
+            head = {"model": job.model, "created_at": stamp(), "done": True}
+            return json_reply(head | reply_text(chat, "") | {"done_reason": "unload"})
         midstream, slow = self.sched.admit(job.name)
         with self.sched.counted():
-            async with self.sched.slot(job.name) as st:
+            async with self.sched.slot(job.name, job.keep_alive) as st:
                 loaded = time.perf_counter_ns()
                 head = {"model": job.model, "created_at": stamp()}
                 if job.empty:  # Ollama answers an empty prompt by only loading the model
@@ -334,12 +346,15 @@ class SimServer:
             dim = min(dim, dimensions)
         for t in texts:
             self._prompts[t] = self._prompts.get(t, 0) + 1
+        keep_alive = keep_alive_field(body)
         _, slow = self.sched.admit(name)
         n_prompt = sum(count_tokens(t) for t in texts)
         with self.sched.counted():
-            async with self.sched.slot(name):
+            async with self.sched.slot(name, keep_alive):
                 loaded = time.perf_counter_ns()
-                if (stall := self.sched.stall(n_prompt, slow)) > 0:
+                # One pass for all the inputs: they share the overhead (see SimConfig).
+                stall = self.sched.stall(n_prompt, slow) + max(self.config.embed_overhead, 0.0)
+                if stall > 0:
                     await asyncio.sleep(stall)
                 seed = self.config.seed
                 vectors = [expected_embedding(model, t, seed=seed, dim=dim) for t in texts]

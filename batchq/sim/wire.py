@@ -9,6 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
+from batchq.sim.config import parse_duration
+
 __all__ = [
     "BUSY",
     "MIDSTREAM",
@@ -17,6 +19,7 @@ __all__ = [
     "body_field",
     "dumps",
     "json_reply",
+    "keep_alive_field",
     "read_body",
     "reply_text",
     "run_away",
@@ -85,6 +88,17 @@ def body_field(body: dict[str, Any], key: str, kind: type, go_type: str) -> Any:
     raise ErrorReply(
         400, f"json: cannot unmarshal {got} into Go struct field {go_type}.{key} of type {want}"
     )
+
+
+def keep_alive_field(body: dict[str, Any]) -> float | None:
+    """The request's ``keep_alive`` in seconds (inf: forever), None when it gives none."""
+    value = body.get("keep_alive")
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as e:
+        raise ErrorReply(400, str(e)) from None
 
 
 async def write_line(request: web.Request, resp: web.StreamResponse, *objs: Any) -> None:

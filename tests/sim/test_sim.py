@@ -555,6 +555,7 @@ def test_stats_over_http_and_reset() -> None:
             assert len(stats["arrivals"]) == 3  # inference requests for a known model
             assert stats["arrivals"] == sorted(stats["arrivals"])
             assert sorted(stats["arrival_prompts"]) == ["a", "a", "b"]
+            assert (stats["loads"], stats["unloads"]) == ({"llama3.2": 1}, {})
             assert (await http.post("/_sim/reset")).status_code == 200
             assert server.stats() == {
                 "requests": 0,
@@ -562,6 +563,8 @@ def test_stats_over_http_and_reset() -> None:
                 "max_concurrency": {},
                 "in_flight": 0,
                 "max_in_flight": 0,
+                "loads": {},
+                "unloads": {},
                 "prompts": {},
                 "runaways": 0,
                 "arrivals": [],
