@@ -2,8 +2,10 @@
 
 It speaks enough of Ollama's native API (generate, chat, embed, tags, ps, show, version) that the
 official ``ollama`` client parses every reply, and models what matters to a batch queue: per-model
-parallel slots with a FIFO wait, a bounded pending queue (503), LRU model residency with load
-time, slot-dependent eval speed, and injected failures. Reply text is a pure function of
+parallel slots with a FIFO wait, a bounded pending queue (503), model residency as Ollama's
+``server/sched.go`` decides it (loaded-model and VRAM limits, load time, keep_alive expiry; see
+:mod:`batchq.sim.scheduler`), slot-dependent eval speed, batched embedding cost, and injected
+failures. Reply text is a pure function of
 (seed, model, prompt), so a test can check that every result belongs to its prompt.
 """
 

@@ -85,6 +85,8 @@ class Scheduler:
 
     def new_runtime(self) -> None:
         # asyncio primitives bind to the loop that first uses them, so each start gets fresh ones.
+        for timer in getattr(self, "_timers", {}).values():
+            timer.cancel()  # a restart on the same loop must not have old expiries fire
         self.states = {name: ModelState() for name in self.config.models}
         self.loaded: OrderedDict[str, float] = OrderedDict()  # model -> last use (epoch s)
         self.durations: dict[str, float] = {}  # a loaded model's session duration (s; inf)

@@ -251,3 +251,10 @@ def test_expiry_waits_on_the_clock_not_on_requests() -> None:
             assert time.monotonic() - start >= 0.2
 
     run(body)
+
+
+def test_sim_command_rejects_a_bad_keep_alive(capsys: pytest.CaptureFixture[str]) -> None:
+    from batchq.cli.main import main
+
+    assert main(["sim", "--port", "0", "--keep-alive", "soon"]) == 2
+    assert '--keep-alive: time: invalid duration "soon"' in capsys.readouterr().err
