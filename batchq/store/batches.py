@@ -74,62 +74,62 @@ class BatchStore:
         batch_id = new_batch_id()
         bk = self.keys.batch(batch_id)
         staging = Staging(self.redis, bk, staging_ttl)
-        # WAITAOF and WAIT wait for the writes of the connection they are sent on, and the
-        # transaction's pipeline takes whichever pooled connection is free: so after it, a
-        # write on this connection of its own, later in the AOF and the replication stream
-        # than the commit, is what the wait is for.
-        async with self.redis.client() as conn:
-            try:
-                async for buf, ids in chunks(items, chunk):
-                    await staging.add(buf, ids)
-                total = staging.items
-                if total == 0:
-                    raise InputError("the input has no items")
-                now = clock.now_ms()
-                async with conn.pipeline(transaction=True) as tx:
-                    # Watched, the staged items cannot expire between the check and the commit.
-                    await tx.watch(bk.items, bk.ids)
-                    await staging.check(tx)
-                    tx.multi()  # type: ignore[no-untyped-call]
-                    tx.hset(
-                        bk.meta,
-                        mapping={
-                            "name": opts.name or "",
-                            "state": BatchState.QUEUED.value,
-                            "total": total,
-                            "next": 0,
-                            "running": 0,
-                            "succeeded": 0,
-                            "failed": 0,
-                            "cancelled": 0,
-                            "expired": 0,
-                            "cancel_from": -1,
-                            "created_at": now,
-                            "priority": opts.priority,
-                            "weight": repr(opts.weight),
-                            "active": 0,
-                            **extra,
-                        },
-                    )
-                    tx.persist(bk.items)
-                    tx.persist(bk.ids)
-                    tx.zadd(self.keys.batches, {batch_id: now})
-                    tx.zadd(self.keys.open, {batch_id: now})
-                    if opts.deadline_ms is not None:
-                        tx.zadd(self.keys.deadlines, {batch_id: opts.deadline_ms})
-                    # Ready at its level's smallest pass, atomically with the rest.
-                    await self.scripts.join(batch_id, client=tx)
-                    try:
-                        await tx.execute()
-                    except WatchError:
-                        # Only their expiry changes staged items: the check now says so.
-                        await staging.check(self.redis)
-                        raise
-            except BaseException:
-                with contextlib.suppress(RedisError):  # else the staging TTL removes them
-                    await staging.discard()
-                raise
-            if durable:
+        try:
+            async for buf, ids in chunks(items, chunk):
+                await staging.add(buf, ids)
+            total = staging.items
+            if total == 0:
+                raise InputError("the input has no items")
+            now = clock.now_ms()
+            async with self.redis.pipeline(transaction=True) as tx:
+                # Watched, the staged items cannot expire between the check and the commit.
+                await tx.watch(bk.items, bk.ids)
+                await staging.check(tx)
+                tx.multi()  # type: ignore[no-untyped-call]
+                tx.hset(
+                    bk.meta,
+                    mapping={
+                        "name": opts.name or "",
+                        "state": BatchState.QUEUED.value,
+                        "total": total,
+                        "next": 0,
+                        "running": 0,
+                        "succeeded": 0,
+                        "failed": 0,
+                        "cancelled": 0,
+                        "expired": 0,
+                        "cancel_from": -1,
+                        "created_at": now,
+                        "priority": opts.priority,
+                        "weight": repr(opts.weight),
+                        "active": 0,
+                        **extra,
+                    },
+                )
+                tx.persist(bk.items)
+                tx.persist(bk.ids)
+                tx.zadd(self.keys.batches, {batch_id: now})
+                tx.zadd(self.keys.open, {batch_id: now})
+                if opts.deadline_ms is not None:
+                    tx.zadd(self.keys.deadlines, {batch_id: opts.deadline_ms})
+                # Ready at its level's smallest pass, atomically with the rest.
+                await self.scripts.join(batch_id, client=tx)
+                try:
+                    await tx.execute()
+                except WatchError:
+                    # Only their expiry changes staged items: the check now says so.
+                    await staging.check(self.redis)
+                    raise
+        except BaseException:
+            with contextlib.suppress(RedisError):  # else the staging TTL removes them
+                await staging.discard()
+            raise
+        if durable:
+            # WAITAOF and WAIT wait for the writes of the connection they are sent on, and the
+            # transaction took whichever pooled connection was free: a write after it on a
+            # connection of its own, later in the AOF and the replication stream than the
+            # commit, is what the wait is for.
+            async with self.redis.client() as conn:
                 await conn.incr(self.keys.committed)
                 await self.wait_durable(client=conn)
         return batch_id, total
