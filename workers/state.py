@@ -40,8 +40,8 @@ class WorkerState:
     # a few more jobs.
     ollama_slots: asyncio.Semaphore = field(init=False)
     waiting: set[str] = field(default_factory=set)  # claimed jobs waiting for a slot
-    draining: bool = False  # set on SIGTERM: start no more requests
-    stop_began: float | None = None  # when (clock.monotonic()): the grace counts from it
+    # When SIGTERM came (clock.monotonic()): the grace counts from it; None until then.
+    stop_began: float | None = None
     # Jobs whose arq keys the finish script already removed (see BatchqWorker.finish_job).
     retired: set[str] = field(default_factory=set)
 
@@ -54,6 +54,11 @@ class WorkerState:
         self.limiter = RateLimiter(self.settings.rate)
         self.hosts = HostPool(self.settings, self.redis, self.keys)
         self.stats = WorkerStats(self.worker_id, self.settings, self.running)
+
+    @property
+    def draining(self) -> bool:
+        """Told to stop: start no more requests."""
+        return self.stop_began is not None
 
     @property
     def lease_ms(self) -> int:

@@ -67,7 +67,6 @@ class BatchqWorker(Worker):
         # Jobs claimed ahead (prefetch) must not start requests during the grace period.
         st: WorkerState | None = self.ctx.get("batchq")
         if st is not None:
-            st.draining = True
             st.stop_began = clock.monotonic()
         super().handle_sig_wait_for_completion(signum)
 
