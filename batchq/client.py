@@ -190,7 +190,7 @@ class BatchClient:
         """
         # Checked before connecting, so a typo does not wait on Redis; then made again to read
         # a relative deadline from the server's clock, which connect() measured.
-        SubmitOptions(**options)
+        SubmitOptions(**options).check_target(allow_private=self.settings.notify_allow_private)
         store = await self.connect()
         checked = SubmitOptions(**options)
         with self._errors():

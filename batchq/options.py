@@ -248,6 +248,12 @@ class SubmitOptions:
             ms = resolve_deadline(self.deadline, now_ms=clock.now_ms())
             object.__setattr__(self, "deadline_ms", ms)
 
+    def check_target(self, *, allow_private: bool) -> None:
+        """The check of ``notify`` that depends on a setting (``notify_allow_private``): link-
+        local targets were refused when these options were made, private ones only here."""
+        if self.notify is not None and not allow_private:
+            check_notify_url(self.notify, allow_private=False)
+
     def named(self, name: str) -> SubmitOptions:
         """These options under ``name``. A copy, not :func:`dataclasses.replace`, which would
         check everything again and resolve a relative deadline from a later now."""

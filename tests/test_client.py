@@ -30,6 +30,7 @@ from batchq import (
     ItemResult,
     ItemStatus,
     RedisUnavailable,
+    Settings,
     SyncBatchClient,
 )
 from batchq.sim.process import expected_response
@@ -214,6 +215,20 @@ async def test_submit_options_are_checked_before_any_item_is_read(
             await client.submit(never(), model="m", **{option: value})
         assert info.value.field == option
         assert await client.list() == []
+
+
+async def test_a_private_notify_target_is_refused_when_the_setting_says_so(
+    redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    url = "http://u:s3cr3t@127.0.0.1:8080/h"
+    deny = Settings(home=tmp_path / "home", notify_allow_private=False)
+    async with BatchClient(deny, redis_url=redis_url, prefix=prefix) as client:
+        with pytest.raises(InputError, match="private or loopback") as info:
+            await client.submit(["x"], model="m", notify=url)
+        assert info.value.field == "notify" and "s3cr3t" not in str(info.value)
+        assert await client.list() == []
+    async with BatchClient(redis_url=redis_url, prefix=prefix) as client:
+        assert (await client.submit(["x"], model="m", notify=url)).total == 1
 
 
 async def _stored_items(client: BatchClient, batch_id: str) -> Any:

@@ -156,6 +156,10 @@ def test_private_notify_urls_are_refused_only_when_asked() -> None:
     with pytest.raises(InputError, match="private or loopback"):
         check_notify_url("http://192.168.1.5/h?t=x", allow_private=False)
     assert check_notify_url("https://hooks.example.com/h", allow_private=False)
+    private = SubmitOptions(notify="http://192.168.1.5/h")
+    private.check_target(allow_private=True)
+    with pytest.raises(InputError, match="private or loopback"):
+        private.check_target(allow_private=False)
 
 
 def test_naming_submit_options_resolves_nothing_again(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -32,7 +32,7 @@ from batchq.client import BatchClient
 from batchq.errors import BackendError, ConfigError, InputError
 from batchq.inputs.native import detect_format
 from batchq.inputs.sources import open_input, submit_source
-from batchq.options import SubmitOptions, check_notify_url, parse_meta_pairs
+from batchq.options import SubmitOptions, parse_meta_pairs
 from batchq.redact import redact_url
 from batchq.settings import Settings
 from batchq.sim.config import SimConfig
@@ -66,8 +66,7 @@ async def _submit(args: argparse.Namespace, settings: Settings, store: BatchStor
             priority=args.priority,
             weight=args.weight,
         )
-        if options.notify is not None and not settings.notify_allow_private:
-            check_notify_url(options.notify, allow_private=False)
+        options.check_target(allow_private=settings.notify_allow_private)
     except InputError as e:
         # On the command line a bad option is a bad flag: named as typed, a usage error.
         field = e.field or "?"

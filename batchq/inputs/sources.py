@@ -23,7 +23,7 @@ from typing import IO, Any, BinaryIO, cast
 
 from batchq.errors import ConfigError, InputError
 from batchq.inputs.native import InputFormat, detect_format, iter_items
-from batchq.options import SubmitOptions, check_notify_url
+from batchq.options import SubmitOptions
 from batchq.records import MAX_JSON_DEPTH, Endpoint, Item
 from batchq.settings import Settings
 from batchq.store.batches import BatchStore
@@ -174,9 +174,6 @@ async def submit_source(
     batch is named after the file unless ``options`` name it. Nothing is enqueued if any item
     is bad. ``options`` are :meth:`BatchStore.submit`'s."""
     opts = options or SubmitOptions()
-    if opts.notify is not None and not settings.notify_allow_private:
-        # SubmitOptions refused link-local targets already; private ones are this setting's.
-        check_notify_url(opts.notify, allow_private=False)
     if opts.name is None and isinstance(source, str | os.PathLike) and os.fspath(source) != "-":
         opts = opts.named(Path(source).name)
     with source_items(
