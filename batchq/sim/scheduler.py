@@ -140,7 +140,7 @@ class Scheduler:
         try:
             async with self._lock:  # processPending: one pending request at a time
                 if name not in self.loaded:
-                    await self._load(name, keep_alive)
+                    await self._load(name)
                 self._pin(name, keep_alive)
             try:
                 await st.acquire(self.parallel)
@@ -223,7 +223,7 @@ class Scheduler:
         idle = [m for m in order if self.states[m].refs == 0]
         return (idle or order)[0]
 
-    async def _load(self, name: str, keep_alive: float | None) -> None:
+    async def _load(self, name: str) -> None:
         while self.loaded and not self._fits(name):
             victim = self._victim()
             # "resetting model to expire immediately to make room": it unloads once idle.
@@ -234,7 +234,8 @@ class Scheduler:
         if (load := self.load_seconds[name]) > 0:
             await asyncio.sleep(load)
         self.loads[name] = self.loads.get(name, 0) + 1
-        self.durations[name] = self.keep_alive if keep_alive is None else keep_alive
+        # The server's default; the request's own keep_alive replaces it as it pins the model.
+        self.durations[name] = self.keep_alive
 
     def stall(self, n_prompt: int, slow: bool) -> float:
         cfg = self.config
