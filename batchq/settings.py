@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     stream: bool = True
     poll_delay: float = Field(default=0.05, gt=0)
     dispatch_window: float = Field(default=2.0, ge=1)
+    # The longest a model with ready work waits while its host serves another model at the
+    # same priority (see batchq.store.models): each switch costs Ollama a model load, so turns
+    # are long next to a load (seconds), short next to a night's batch.
+    model_switch_after: float = Field(default=120.0, gt=0)
     heartbeat: float = Field(default=5.0, gt=0)
     shutdown_grace: int = Field(default=30, ge=0)
     repair_after: float = Field(default=300.0, gt=0)

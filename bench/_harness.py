@@ -148,8 +148,11 @@ def batchq_cmd(*args: str) -> list[str]:
 class Sim:
     """The simulator (``batchq sim``) as its own process, for the duration of a ``with``."""
 
-    def __init__(self, log: Path, *, parallel: int, latency: float) -> None:
+    def __init__(
+        self, log: Path, *, parallel: int, latency: float, extra: Sequence[str] = ()
+    ) -> None:
         self.log, self.parallel, self.latency = log, parallel, latency
+        self.extra = list(extra)  # more of the simulator's flags
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -157,7 +160,7 @@ class Sim:
     def __enter__(self) -> Sim:
         args = ["--port", str(self.port), "--parallel", str(self.parallel)]
         args += ["--latency", str(self.latency)]
-        args += ["--eval-tokens-per-s", "0", "--prompt-tokens-per-s", "0"]
+        args += ["--eval-tokens-per-s", "0", "--prompt-tokens-per-s", "0", *self.extra]
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 batchq_cmd("sim", *args), stdout=log, stderr=subprocess.STDOUT
@@ -261,10 +264,17 @@ class Lab:
 
     @contextlib.contextmanager
     def workers(
-        self, prefix: str, count: int, *, ollama: str, concurrency: int
+        self,
+        prefix: str,
+        count: int,
+        *,
+        ollama: str,
+        concurrency: int,
+        extra: dict[str, str] | None = None,
     ) -> Iterator[Workers]:
-        """``count`` worker processes, registered (start-up done) before the block runs."""
-        env = self.env(prefix, ollama=ollama, concurrency=concurrency)
+        """``count`` worker processes, registered (start-up done) before the block runs;
+        ``extra``: more environment (settings) for them."""
+        env = self.env(prefix, ollama=ollama, concurrency=concurrency) | (extra or {})
         group = Workers()
         logs: list[IO[bytes]] = []
         try:

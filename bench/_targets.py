@@ -25,6 +25,7 @@ from _harness import (
     run_child,
     write_prompts,
 )
+from _models import t_models, t_models_turns
 
 from batchq.options import SubmitOptions
 from batchq.records import Endpoint, Item, ItemStatus
@@ -604,6 +605,8 @@ TARGETS: dict[str, Callable[[Ctx], None]] = {
     "saturation": t_saturation,
     "scaling": t_scaling,
     "fairness": t_fairness,
+    "models": t_models,
+    "models-turns": t_models_turns,
 }
 
 NUMBERS = {
@@ -617,6 +620,8 @@ NUMBERS = {
     "dispatch": 8,
     "dispatch-cost": 8,
     "fairness": 9,
+    "models": 10,
+    "models-turns": 10,
 }
 
 __all__ = ["NUMBERS", "TARGETS"]

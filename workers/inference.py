@@ -189,7 +189,7 @@ async def _request(job: _Job, item: Item) -> tuple[Reply, Host] | BackendError:
     """One request to Ollama; the job's slot is freed as soon as the reply is in."""
     st = job.st
     await st.limiter.wait()
-    host = st.hosts.choose()
+    host = st.hosts.choose(item.model)
     if host.limited:
         await _admit(job, host)
     host.in_flight += 1

@@ -175,7 +175,8 @@ async def _dispatch_loop(st: WorkerState) -> None:
     while True:
         st.dispatch_wanted.clear()
         try:
-            await st.dispatcher.run()
+            await st.models.refresh()
+            await st.dispatcher.run(models=st.models.models())
         except RedisError as e:
             log.warning("dispatch failed: %s", e)
             await asyncio.sleep(1.0)

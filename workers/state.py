@@ -20,6 +20,8 @@ from batchq.settings import Settings
 from batchq.store.batches import BatchStore
 from batchq.store.dispatch import Dispatcher
 from batchq.store.keys import Keys
+from batchq.store.models import Serving
+from workers.serving import HostModels
 from workers.stats import WorkerStats
 
 __all__ = ["WorkerContext", "WorkerState"]
@@ -53,6 +55,7 @@ class WorkerState:
         self.dispatcher = Dispatcher(self.scripts, self.settings)
         self.limiter = RateLimiter(self.settings.rate)
         self.hosts = HostPool(self.settings, self.redis, self.keys)
+        self.models = HostModels(self.settings, self.hosts, Serving(self.redis, self.keys))
         self.stats = WorkerStats(self.worker_id, self.settings, self.running)
 
     @property

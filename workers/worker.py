@@ -76,9 +76,16 @@ class BatchqWorker(Worker):
         if st is None or free <= 0:
             return
         try:
+            await st.models.refresh()
             claimed = await st.scripts.claim(
-                now_ms=clock.now_ms(), ttl_ms=int(self.in_progress_timeout_s * 1000), limit=free
+                now_ms=clock.now_ms(),
+                ttl_ms=int(self.in_progress_timeout_s * 1000),
+                limit=free,
+                models=st.models.models(),
             )
+            if not claimed:
+                # Its model may have run dry: ask now, not at the next regular ask.
+                await st.models.refresh(force=True)
         except (RedisConnectionError, RedisTimeoutError, OSError) as e:
             log.warning("lost Redis while claiming jobs (%s); will retry", type(e).__name__)
             await asyncio.sleep(0.5)
@@ -169,7 +176,7 @@ class BatchqWorker(Worker):
         st = self.ctx.get("batchq")
         if st is None:
             return
-        outcome = await st.dispatcher.run()
+        outcome = await st.dispatcher.run(models=st.models.models())
         if outcome.in_queue == 0 and outcome.active_batches == 0:
             # arq's own burst check runs next and sees the empty queue.
             self.burst = True

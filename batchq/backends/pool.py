@@ -44,6 +44,10 @@ class Host:
     failures: int = 0
     down_until: float = 0.0  # monotonic seconds
     slots: set[str] = field(default_factory=set)  # admission tokens held
+    # The models it serves (batchq.store.models) and the ones it holds (its /api/ps), as this
+    # worker last heard (workers.serving).
+    models: tuple[str, ...] = ()
+    loaded: tuple[str, ...] = ()
 
 
 class HostPool:
@@ -65,13 +69,17 @@ class HostPool:
         ]
         self._turn = itertools.count()
 
-    def choose(self) -> Host:
-        """The least-loaded healthy host (in turn on ties); with none healthy, the one that
-        comes back soonest, so a recovered host is noticed."""
+    def choose(self, model: str | None = None) -> Host:
+        """The least-loaded healthy host (in turn on ties), among those that serve ``model``
+        if any does; with none healthy, the one that comes back soonest, so a recovered host
+        is noticed."""
         now = clock.monotonic()
         healthy = [h for h in self.hosts if h.down_until <= now]
         if not healthy:
             return min(self.hosts, key=lambda h: h.down_until)
+        serving = [h for h in healthy if model in h.models]
+        if serving:
+            healthy = serving
         turn = next(self._turn)
         n = len(healthy)
         return min(healthy, key=lambda h: (h.in_flight, (healthy.index(h) - turn) % n))

@@ -74,12 +74,16 @@ class BatchStore:
         batch_id = new_batch_id()
         bk = self.keys.batch(batch_id)
         staging = Staging(self.redis, bk, staging_ttl)
+        models: set[str] = set()
         try:
-            async for buf, ids in chunks(items, chunk):
+            async for buf, ids in chunks(items, chunk, models):
                 await staging.add(buf, ids)
             total = staging.items
             if total == 0:
                 raise InputError("the input has no items")
+            if len(models) == 1:
+                # Dispatched by model (batchq.store.models); a batch of several is a wildcard.
+                extra["model"] = models.pop()
             now = clock.now_ms()
             async with self.redis.pipeline(transaction=True) as tx:
                 # Watched, the staged items cannot expire between the check and the commit.

@@ -9,6 +9,8 @@ full without any process being "the" dispatcher.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from batchq import clock
 from batchq.settings import Settings
 from batchq.store.scripts import DispatchOutcome, Scripts
@@ -26,7 +28,9 @@ class Dispatcher:
         self.scripts = scripts
         self.settings = settings
 
-    async def run(self, max_items: int = 1000) -> DispatchOutcome:
+    async def run(self, max_items: int = 1000, models: Sequence[str] = ()) -> DispatchOutcome:
+        """Fill the window; ``models``: only those models' batches, a window each (see
+        :mod:`batchq.store.models`)."""
         return await self.scripts.dispatch(
             now_ms=clock.now_ms(),
             job_ttl_ms=int(self.settings.job_ttl * 1000),
@@ -34,4 +38,5 @@ class Dispatcher:
             max_items=max_items,
             window_factor=self.settings.dispatch_window,
             min_window=_MIN_WINDOW,
+            models=models,
         )

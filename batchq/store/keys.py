@@ -22,6 +22,8 @@ name can — but every job id embeds an unguessable batch id, so they cannot col
 | ``{p}:ep:{e}:tat`` | STRING | GCRA theoretical arrival time (ms) of the endpoint's rate |
 | ``{p}:ep:{e}:inflight`` | ZSET | token → slot lease deadline (ms): the endpoint's concurrency |
 | ``{p}:ep:{e}:ttat`` | STRING | arrival time (ms) of the endpoint's tokens-per-minute debt |
+| ``{p}:serving`` | HASH | endpoint id → ``model|ms|loads``: a host's model, when said, its loads |
+| ``{p}:models`` | HASH | model with ready work → when a host last served it, or its work came |
 | ``{p}:b:{id}`` | HASH | batch metadata and its O(1) counters |
 | ``{p}:b:{id}:items`` | HASH | index → item (JSON) |
 | ``{p}:b:{id}:results`` | HASH | index → result (JSON); written once (HSETNX) |
@@ -143,6 +145,14 @@ class Keys:
     @property
     def queue(self) -> str:
         return f"{self.prefix}:arq:queue"
+
+    @property
+    def serving(self) -> str:
+        return f"{self.prefix}:serving"
+
+    @property
+    def models(self) -> str:
+        return f"{self.prefix}:models"
 
     def endpoint_limits(self, eid: str) -> str:
         return f"{self.prefix}:ep:{eid}:limits"

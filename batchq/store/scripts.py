@@ -9,6 +9,7 @@ prefixes reach them from :mod:`batchq.store.keys` as arguments, never as literal
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -96,7 +97,10 @@ class Scripts(ScriptCaller):
         max_items: int,
         window_factor: float,
         min_window: int,
+        models: Sequence[str] = (),
     ) -> DispatchOutcome:
+        """``models``: dispatch only batches of these models (and the wildcards), each with
+        a window of its own; none: every batch, one window (see dispatch.lua)."""
         k = self.keys
         res = await self._run(
             "dispatch",
@@ -111,6 +115,8 @@ class Scripts(ScriptCaller):
                 min_window,
                 ARQ_JOB_PREFIX,
                 ARQ_RESULT_PREFIX,
+                len(models),
+                *models,
             ],
         )
         sent, in_queue, window, active = (int(x) for x in res)
@@ -152,15 +158,35 @@ class Scripts(ScriptCaller):
         )
         return outcome, attempt
 
-    async def claim(self, *, now_ms: int, ttl_ms: int, limit: int, scan: int = 1000) -> list[Claim]:
+    async def claim(
+        self,
+        *,
+        now_ms: int,
+        ttl_ms: int,
+        limit: int,
+        scan: int = 1000,
+        models: Sequence[str] = (),
+    ) -> list[Claim]:
         """Claim up to ``limit`` due jobs for this worker, as arq does (its in-progress key,
-        with ``ttl_ms``, and its try counter), looking at most at ``scan`` of them."""
+        with ``ttl_ms``, and its try counter), looking at most at ``scan`` of them; with
+        ``models``, only jobs of those models and the wildcards (see claim.lua)."""
         if limit <= 0:
             return []
         res = await self._run(
             "claim",
             [self.keys.queue],
-            [now_ms, ttl_ms, limit, scan, ARQ_IN_PROGRESS_PREFIX, ARQ_RETRY_PREFIX, ARQ_JOB_PREFIX],
+            [
+                now_ms,
+                ttl_ms,
+                limit,
+                scan,
+                ARQ_IN_PROGRESS_PREFIX,
+                ARQ_RETRY_PREFIX,
+                ARQ_JOB_PREFIX,
+                self.keys.batch_prefix(),
+                len(models),
+                *models,
+            ],
         )
         return [
             Claim(text(res[i]), int(float(res[i + 1])), res[i + 2] or None, int(res[i + 3]))

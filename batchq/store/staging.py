@@ -73,7 +73,7 @@ class Staging:
 
 
 async def chunks(
-    items: Iterable[Item], size: int
+    items: Iterable[Item], size: int, models: set[str] | None = None
 ) -> AsyncIterator[tuple[dict[str, str], dict[str, int]]]:
     """``items`` as (index → stored form, custom id → index), ``size`` at a time, read and
     encoded on a thread.
@@ -82,7 +82,8 @@ async def chunks(
     rest; on a thread the parser goes on while the event loop writes, so the two overlap
     instead of taking turns (the server works on another core). At most two chunks wait.
     The custom-id index (``batchq item``, ``retry --ids``) holds only ids that are not the
-    item's own index: a file of bare prompts costs it nothing.
+    item's own index: a file of bare prompts costs it nothing. ``models`` collects the models
+    the items name (complete once the iteration ends).
     """
     Chunk = tuple[dict[str, str], dict[str, int]]
     loop = asyncio.get_running_loop()
@@ -103,6 +104,8 @@ async def chunks(
                 buf[key] = item.dumps()
                 if item.custom_id != key:
                     ids[item.custom_id] = n
+                if models is not None:
+                    models.add(item.model)
                 if len(buf) >= size:
                     put((buf, ids))
                     buf, ids = {}, {}

@@ -2,6 +2,9 @@
 --
 -- Fills the window, the live workers' slots times a factor, one item at a time: the highest
 -- priority level first and within it the batch with the smallest pass (lib/stride).
+-- Given models (the ones the calling worker's hosts serve), only batches of those models and
+-- the wildcards (lib/models) are dispatched, and the window counts only their jobs: each model
+-- served has its own window, so jobs of a model no host serves now cannot crowd it out.
 --
 -- KEYS[1] = ready: the levels of ready batches
 -- KEYS[2] = queue: arq's queue
@@ -17,8 +20,11 @@
 -- ARGV[7] = minimum window
 -- ARGV[8] = arq's job key prefix
 -- ARGV[9] = arq's result key prefix
+-- ARGV[10] = n: how many models follow (0: every model, one window for all)
+-- ARGV[11 .. 10 + n] = the models to dispatch
 -- Returns: {items sent, jobs now in arq's queue, the window, ready batches}.
 --- @include "lib/stride"
+--- @include "lib/models"
 
 local now = tonumber(ARGV[1])
 local bprefix = ARGV[2]
@@ -29,6 +35,14 @@ local factor = tonumber(ARGV[6])
 local min_window = tonumber(ARGV[7])
 local job_prefix = ARGV[8]
 local result_prefix = ARGV[9]
+local wanted = model_set(ARGV, 11, tonumber(ARGV[10]))
+local cache = {}
+
+local function eligible(bid)
+  if not wanted then return true end
+  local model = batch_info(cache, bprefix, bid)[1]
+  return model == '' or wanted[model]
+end
 
 -- Batches readied by a batchq from before priorities (a round-robin list) join their level.
 if redis.call('EXISTS', KEYS[5]) == 1 then
@@ -44,48 +58,75 @@ for _, w in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], now, '+inf')) do
 end
 local window = math.max(math.ceil(slots * factor), min_window)
 local queued = redis.call('ZCARD', KEYS[2])
-local room = math.min(window - queued, max_items)
+local mine = queued
+if wanted then
+  mine = 0
+  for _, jid in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+    if eligible(batch_of(jid)) then mine = mine + 1 end
+  end
+end
+local room = math.min(window - mine, max_items)
+
+-- The highest level with a batch to look at, and its batch of smallest pass: with models
+-- given, the first whose model is among them, read a page at a time (most levels hold one
+-- model's batches, so the first page decides). An empty level goes.
+local function next_batch()
+  for _, prio in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1, 'REV')) do
+    local lvl = level_key(KEYS[1], prio)
+    if not wanted then
+      local bid = redis.call('ZRANGE', lvl, 0, 0)[1]
+      if bid then return prio, lvl, bid end
+      redis.call('ZREM', KEYS[1], prio)
+    else
+      local start = 0
+      while true do
+        local page = redis.call('ZRANGE', lvl, start, start + 31)
+        if #page == 0 then break end
+        for _, bid in ipairs(page) do
+          if eligible(bid) then return prio, lvl, bid end
+        end
+        start = start + 32
+      end
+    end
+  end
+  return nil
+end
+
 local sent = 0
 -- Each turn either moves a batch's cursor or takes a dry batch out of its level: it ends.
 while sent < room do
-  local prio = redis.call('ZRANGE', KEYS[1], 0, 0, 'REV')[1]
+  local prio, lvl, bid = next_batch()
   if not prio then break end
-  local lvl = level_key(KEYS[1], prio)
-  local bid = redis.call('ZRANGE', lvl, 0, 0)[1]
-  if not bid then
-    redis.call('ZREM', KEYS[1], prio)
+  local meta = bprefix .. bid
+  local m = redis.call('HMGET', meta, 'state', 'next', 'total', 'weight')
+  local idx = false
+  if m[1] == 'queued' or m[1] == 'running' then
+    idx = redis.call('LPOP', meta .. ':redo')
+    if not idx then
+      local nxt = tonumber(m[2])
+      if nxt < tonumber(m[3]) then
+        redis.call('HSET', meta, 'next', nxt + 1)
+        idx = tostring(nxt)
+      end
+    end
+  end
+  if idx then
+    -- The stride: the smallest pass goes next, so shares follow the weights.
+    redis.call('ZINCRBY', lvl, 1 / tonumber(m[4] or '1'), bid)
+    local jid = bid .. ':' .. idx
+    if redis.call('HEXISTS', meta .. ':results', idx) == 0
+       and redis.call('EXISTS', job_prefix .. jid, result_prefix .. jid) == 0 then
+      -- arq's invariants: the job key is written with (before) its queue entry, carries the
+      -- worker's serializer (JSON), and an existing id is never overwritten.
+      local payload = '{"t":1,"f":"' .. fn .. '","a":["' .. bid .. '",' .. idx
+        .. '],"k":{},"et":' .. ARGV[1] .. '}'
+      redis.call('SET', job_prefix .. jid, payload, 'PX', ttl)
+      redis.call('ZADD', KEYS[2], now, jid)
+      sent = sent + 1
+    end
   else
-    local meta = bprefix .. bid
-    local m = redis.call('HMGET', meta, 'state', 'next', 'total', 'weight')
-    local idx = false
-    if m[1] == 'queued' or m[1] == 'running' then
-      idx = redis.call('LPOP', meta .. ':redo')
-      if not idx then
-        local nxt = tonumber(m[2])
-        if nxt < tonumber(m[3]) then
-          redis.call('HSET', meta, 'next', nxt + 1)
-          idx = tostring(nxt)
-        end
-      end
-    end
-    if idx then
-      -- The stride: the smallest pass goes next, so shares follow the weights.
-      redis.call('ZINCRBY', lvl, 1 / tonumber(m[4] or '1'), bid)
-      local jid = bid .. ':' .. idx
-      if redis.call('HEXISTS', meta .. ':results', idx) == 0
-         and redis.call('EXISTS', job_prefix .. jid, result_prefix .. jid) == 0 then
-        -- arq's invariants: the job key is written with (before) its queue entry, carries the
-        -- worker's serializer (JSON), and an existing id is never overwritten.
-        local payload = '{"t":1,"f":"' .. fn .. '","a":["' .. bid .. '",' .. idx
-          .. '],"k":{},"et":' .. ARGV[1] .. '}'
-        redis.call('SET', job_prefix .. jid, payload, 'PX', ttl)
-        redis.call('ZADD', KEYS[2], now, jid)
-        sent = sent + 1
-      end
-    else
-      leave_level(KEYS[1], prio, bid)
-      if m[1] then redis.call('HSET', meta, 'active', 0) end
-    end
+    leave_level(KEYS[1], prio, bid)
+    if m[1] then redis.call('HSET', meta, 'active', 0) end
   end
 end
 return {sent, queued + sent, window, ready_count(KEYS[1])}
