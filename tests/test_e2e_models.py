@@ -1,0 +1,64 @@
+"""Model-aware dispatch end to end: real ``batchq worker`` processes against a simulator that
+holds one model at a time and pays a load for each switch (as Ollama's scheduler does)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import wait_for_workers
+from tests.procs import Workers, batchq, env_for, sim_stats, simulator, wait_done
+
+pytestmark = pytest.mark.e2e
+
+MODELS = ("llama3.2", "qwen3:8b", "gemma3:4b")
+
+
+def submit(env: dict[str, str], path: Path, model: str, n: int, *options: str) -> str:
+    path.write_text("".join(json.dumps(f"{model} {i}") + "\n" for i in range(n)))
+    return str(batchq(env, "submit", str(path), "--model", model, *options).stdout.strip())
+
+
+def test_batches_of_three_models_load_each_model_once(
+    redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    # One resident model, a load of 0.3 s: round robin between these batches would load a
+    # model for nearly every request (three dozen loads).
+    args = ["--max-loaded", "1", "--load-seconds", "0.3", "--parallel", "2", "--latency", "0.02"]
+    with simulator(tmp_path, *args) as sim:
+        env = env_for(redis_url, prefix, tmp_path / "home", sim)
+        ids = [submit(env, tmp_path / f"{i}.jsonl", m, 12) for i, m in enumerate(MODELS)]
+        with Workers(env, tmp_path) as workers:
+            for _ in range(2):
+                workers.start("--concurrency", "2")
+            wait_for_workers(env, 2)
+            for bid in ids:
+                assert wait_done(env, bid)["succeeded"] == 12
+        stats = sim_stats(sim)
+        loads = sum(stats["loads"].values())
+        # One host: each model loaded once; one more if a switch raced the last requests.
+        assert loads <= len(MODELS) + 1, stats["loads"]
+        assert set(stats["loads"]) == set(MODELS)
+
+
+def test_a_host_serves_one_model_until_it_runs_dry(
+    redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    args = ["--max-loaded", "1", "--load-seconds", "0.2", "--parallel", "2", "--latency", "0.05"]
+    with simulator(tmp_path, *args) as sim:
+        env = env_for(redis_url, prefix, tmp_path / "home", sim)
+        first = submit(env, tmp_path / "a.jsonl", "llama3.2", 20)
+        second = submit(env, tmp_path / "b.jsonl", "qwen3:8b", 20)
+        with Workers(env, tmp_path) as workers:
+            workers.start("--concurrency", "2")
+            wait_for_workers(env, 1)
+            wait_done(env, first)
+            wait_done(env, second)
+        stats = sim_stats(sim)
+    seen = [p.split(" ", 1)[0] for p in stats["arrival_prompts"]]
+    # All of one model, then all of the other: one switch.
+    switches = sum(1 for a, b in itertools.pairwise(seen) if a != b)
+    assert switches == 1, seen
