@@ -58,6 +58,7 @@ def startup_hook(settings: Settings) -> Any:
         st.tasks.append(asyncio.create_task(_heartbeat_loop(st)))
         st.tasks.append(asyncio.create_task(_reap_loop(st)))
         st.tasks.append(asyncio.create_task(_dispatch_loop(st)))
+        st.tasks.append(asyncio.create_task(st.models.watch_loaded()))
         st.tasks.extend(start_housekeeping(st))
         for host in st.hosts.hosts:
             try:

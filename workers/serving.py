@@ -4,27 +4,30 @@ dispatches and claims.
 
 A worker asks about each host every :data:`~batchq.store.models.PICK_INTERVAL_S`, and sooner
 (at most every :data:`_FORCED_S`) when a claim finds nothing for it: its model may have run
-dry. Each host's ``/api/ps`` is read at most every :data:`_PS_TTL_S`: a host holding several
-models at once (enough VRAM, ``OLLAMA_MAX_LOADED_MODELS`` > 1) also gets work for the others
-it holds, which costs it no load.
+dry. Each host's ``/api/ps`` is read every :data:`PS_EVERY_S` by a loop of its own
+(:meth:`HostModels.watch_loaded`), never on the way to a claim, which a slow Ollama would hold
+up: a host holding several models at once (enough VRAM, ``OLLAMA_MAX_LOADED_MODELS`` > 1) also
+gets work for the others it holds, which costs it no load.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Iterable
 
 from batchq import clock
-from batchq.backends.pool import Host, HostPool
+from batchq.backends.pool import HostPool
 from batchq.errors import BackendError
 from batchq.settings import Settings
 from batchq.store.admission import endpoint_id
 from batchq.store.models import PICK_INTERVAL_S, Serving
 
-__all__ = ["HostModels"]
+__all__ = ["PS_EVERY_S", "HostModels"]
 
 log = logging.getLogger("batchq.worker")
 
-_PS_TTL_S = 5.0
+PS_EVERY_S = 5.0
 _FORCED_S = 0.25
 
 
@@ -35,7 +38,6 @@ class HostModels:
         self.serving = serving
         self._next = 0.0  # clock.monotonic() of the next regular ask
         self._last = float("-inf")
-        self._ps_at: dict[str, float] = {}
 
     def models(self) -> list[str]:
         """The models whose jobs this worker takes; ``''`` (no model: only the wildcards, the
@@ -53,7 +55,7 @@ class HostModels:
         self._next = now + PICK_INTERVAL_S
         s = self.settings
         for host in self.hosts.hosts:
-            loaded = await self._loaded(host, now)
+            loaded = _names(host.loaded)
             pick = await self.serving.pick(
                 endpoint_id(host.url),
                 now_ms=clock.now_ms(),
@@ -64,18 +66,34 @@ class HostModels:
             if pick.changed and pick.model:
                 log.info("Ollama at %s: now serving %s", host.url, pick.model)
             models = [pick.model] if pick.model else []
-            if len(loaded) > 1:
+            if len(host.loaded) > 1:
                 # It holds several at once: the others it holds cost it nothing to serve too.
                 waiting = {w.model for w in pick.work}
                 models += [m for m in loaded if m in waiting and m != pick.model]
             host.models = tuple(models)
 
-    async def _loaded(self, host: Host, now: float) -> tuple[str, ...]:
-        if now < self._ps_at.get(host.url, float("-inf")) + _PS_TTL_S:
-            return host.loaded
-        self._ps_at[host.url] = now
-        try:
-            host.loaded = tuple(m.name for m in await host.backend.loaded_models())
-        except BackendError:
-            host.loaded = ()  # unknown while it does not answer
-        return host.loaded
+    async def read_loaded(self) -> None:
+        """Each host's ``/api/ps``, once."""
+        for host in self.hosts.hosts:
+            try:
+                host.loaded = tuple(m.name for m in await host.backend.loaded_models())
+            except BackendError:
+                host.loaded = ()  # unknown while it does not answer
+
+    async def watch_loaded(self) -> None:
+        """:meth:`read_loaded` every :data:`PS_EVERY_S`, until cancelled."""
+        while True:
+            await self.read_loaded()
+            await asyncio.sleep(PS_EVERY_S)
+
+
+def _names(names: Iterable[str]) -> tuple[str, ...]:
+    """The names a batch may give each model: Ollama's ``/api/ps`` says ``llama3.2:latest``
+    where a batch says ``llama3.2``, the same model."""
+    out: list[str] = []
+    for name in names:
+        out.append(name)
+        base, _, tag = name.rpartition(":")
+        if tag == "latest" and base:
+            out.append(base)
+    return tuple(out)
