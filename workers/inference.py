@@ -82,6 +82,11 @@ async def run_item(ctx: WorkerContext, batch_id: str, index: int) -> str:
         if st.draining:
             # SIGTERM: finish the requests in flight, start none. Back in the queue at once.
             raise Retry(defer=0)
+        if not st.models.takes(ctx.get("model", "")):
+            # Claimed ahead for a model its host has since left (batchq.store.models): sent
+            # now it would make Ollama load that model back. Back in the queue, unstarted, for
+            # a host that serves it.
+            raise Retry(defer=0)
         return await _run_started(ctx, st, batch_id, index, jid, slot)
     finally:
         slot.free()

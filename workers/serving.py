@@ -45,6 +45,12 @@ class HostModels:
         out = {m for h in self.hosts.hosts for m in h.models}
         return sorted(out) or [""]
 
+    def takes(self, model: str) -> bool:
+        """Whether a job of ``model`` may go to Ollama now: claimed for a model its host no
+        longer serves, it would make the host load that model back (see
+        :func:`workers.inference.run_item`)."""
+        return not model or any(model in h.models for h in self.hosts.hosts)
+
     async def refresh(self, *, force: bool = False) -> None:
         """Ask which model each host serves, if it is time (``force``: the worker found
         nothing to claim)."""

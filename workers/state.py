@@ -80,4 +80,5 @@ class WorkerContext(TypedDict, total=False):
     job_id: str
     job_try: int
     score: int
+    model: str  # the model the job's item names ('' if not known: see batchq.store.models)
     batchq: WorkerState

@@ -120,6 +120,7 @@ class BatchqWorker(Worker):
             "job_try": c.job_try,
             "enqueue_time": ms_to_datetime(enqueued_ms),
             "score": c.score,
+            "model": c.model,
         }
         finish, incr_score = False, None
         try:

@@ -24,7 +24,7 @@ from batchq.store.codec import text
 from batchq.store.control import ControlScripts
 from batchq.store.keys import BATCH_ID_RE, Keys
 from batchq.store.scripts import Scripts
-from batchq.store.staging import STAGING_TTL_S, Staging, chunks
+from batchq.store.staging import STAGING_TTL_S, ModelCodes, Staging, chunks
 
 __all__ = ["BatchStore", "new_batch_id"]
 
@@ -74,20 +74,26 @@ class BatchStore:
         batch_id = new_batch_id()
         bk = self.keys.batch(batch_id)
         staging = Staging(self.redis, bk, staging_ttl)
-        models: set[str] = set()
+        models = ModelCodes()
         try:
-            async for buf, ids in chunks(items, chunk, models):
-                await staging.add(buf, ids)
+            async for buf, ids, codes in chunks(items, chunk, models):
+                await staging.add(buf, ids, codes)
             total = staging.items
             if total == 0:
                 raise InputError("the input has no items")
-            if len(models) == 1:
-                # Dispatched by model (batchq.store.models); a batch of several is a wildcard.
-                extra["model"] = models.pop()
+            # Dispatched by model (batchq.store.models): one model in the hash; several by
+            # their codes, one byte an item.
+            several = len(models.names) > 1 and not models.overflow
+            if len(models.names) == 1:
+                extra["model"] = models.names[0]
+            elif several:
+                extra["models"] = json.dumps(models.names, ensure_ascii=False)
+                for c, n in enumerate(models.counts):
+                    extra[f"n:{c}"] = str(n)
             now = clock.now_ms()
             async with self.redis.pipeline(transaction=True) as tx:
                 # Watched, the staged items cannot expire between the check and the commit.
-                await tx.watch(bk.items, bk.ids)
+                await tx.watch(bk.items, bk.ids, bk.codes)
                 await staging.check(tx)
                 tx.multi()  # type: ignore[no-untyped-call]
                 tx.hset(
@@ -112,6 +118,10 @@ class BatchStore:
                 )
                 tx.persist(bk.items)
                 tx.persist(bk.ids)
+                if several:
+                    tx.persist(bk.codes)
+                else:
+                    tx.unlink(bk.codes)
                 tx.zadd(self.keys.batches, {batch_id: now})
                 tx.zadd(self.keys.open, {batch_id: now})
                 if opts.deadline_ms is not None:

@@ -34,6 +34,8 @@ name can — but every job id embeds an unguessable batch id, so they cannot col
 | ``{p}:b:{id}:prior`` | HASH | index → attempts of the item's earlier runs (``batchq retry``) |
 | ``{p}:b:{id}:retrying`` | LIST | indices taken out of the results by a retry in progress |
 | ``{p}:b:{id}:reruns`` | LIST | indices retry took out of the results, in order, for as_completed |
+| ``{p}:b:{id}:codes`` | STRING | many models: byte i is item i's model (its place in ``models``) |
+| ``{p}:b:{id}:park:{c}`` | LIST | many models: indices of model ``c`` the cursor passed, in order |
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ class BatchKeys:
     prior: str
     retrying: str
     reruns: str
+    codes: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,4 +187,6 @@ class Keys:
             prior=f"{base}:prior",
             retrying=f"{base}:retrying",
             reruns=f"{base}:reruns",
+            # Parked indices of model code c: the scripts reach them as meta .. ':park:' .. c.
+            codes=f"{base}:codes",
         )

@@ -56,6 +56,7 @@ class Claim:
     score: int
     payload: bytes | None  # None if the job's key is gone (expired)
     job_try: int
+    model: str = ""  # the model its item names; '' for a batch dispatched without regard to it
 
 
 StartOutcome = str  # 'ok' | 'final' | 'cancelled' | 'paused' | 'missing'
@@ -189,8 +190,14 @@ class Scripts(ScriptCaller):
             ],
         )
         return [
-            Claim(text(res[i]), int(float(res[i + 1])), res[i + 2] or None, int(res[i + 3]))
-            for i in range(0, len(res), 4)
+            Claim(
+                text(res[i]),
+                int(float(res[i + 1])),
+                res[i + 2] or None,
+                int(res[i + 3]),
+                text(res[i + 4]),
+            )
+            for i in range(0, len(res), 5)
         ]
 
     async def finish(

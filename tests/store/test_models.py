@@ -3,6 +3,7 @@ dispatch and claim then keep to it (dispatch.lua, claim.lua)."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 from batchq import clock
@@ -142,27 +143,102 @@ async def test_dispatch_and_claim_keep_to_the_models_given(
 ) -> None:
     await store.submit(items(20, model="a"))
     await store.submit(items(20, model="b"))
-    mixed, _ = await store.submit([*items(1, model="a"), *items(1, model="c")])
     await register_worker(store, "w", 2)  # window 4
     d = Dispatcher(store.scripts, settings)
     await d.run(models=["a"])
-    assert (await models_of_queue(store))["b"] == 0
-    # a's window is full; b's is its own, not crowded out by a's jobs (the wildcards' jobs
-    # count in every model's window).
+    assert await models_of_queue(store) == {"a": 4}
+    # a's window is full; b's is its own, not crowded out by a's jobs.
     await d.run(models=["b"])
-    seen = await models_of_queue(store)
-    assert seen["a"] + seen[""] == 4 and seen["b"] + seen[""] == 4 and seen["b"] > 0
+    assert await models_of_queue(store) == {"a": 4, "b": 4}
     now = clock.now_ms()
     claimed = await store.scripts.claim(now_ms=now, ttl_ms=60_000, limit=100, models=["b"])
-    bids = {c.job_id.rpartition(":")[0] for c in claimed}
-    models = {
-        (await store.redis.hget(store.keys.batch(b).meta, "model") or b"").decode()  # type: ignore[misc]
-        for b in bids
-    }
-    assert models <= {"b", ""} and len(claimed) == 4
-    # A worker whose hosts serve nothing yet takes only the wildcards (a batch of several).
-    rest = await store.scripts.claim(now_ms=now, ttl_ms=60_000, limit=100, models=[""])
-    assert {c.job_id.rpartition(":")[0] for c in rest} <= {mixed}
+    assert len(claimed) == 4
+    assert {await job_model(store, c.job_id) for c in claimed} == {"b"}
+    # A worker whose hosts serve nothing yet takes only the wildcards: none here.
+    assert await store.scripts.claim(now_ms=now, ttl_ms=60_000, limit=100, models=[""]) == []
+
+
+async def job_model(store: BatchStore, jid: str) -> str:
+    """The model a job's item names, read from the item itself."""
+    bid, _, idx = jid.rpartition(":")
+    raw = await store.redis.hget(store.keys.batch(bid).items, idx)  # type: ignore[misc]
+    return Item.loads(raw).model
+
+
+def alternating(n: int, models: tuple[str, ...] = ("a", "b", "c")) -> list[Item]:
+    return [
+        Item(str(i), Endpoint.GENERATE, {"model": models[i % len(models)], "prompt": f"p{i}"})
+        for i in range(n)
+    ]
+
+
+async def drain(store: BatchStore, d: Dispatcher, model: str) -> list[int]:
+    """Dispatch and complete ``model``'s items until none comes; their indices in order."""
+    got: list[int] = []
+    while True:
+        await d.run(models=[model])
+        # One call's jobs share a score: in index order, as dispatched.
+        jobs = sorted(await queued_jobs(store), key=lambda j: int(j.rpartition(":")[2]))
+        if not jobs:
+            return got
+        for jid in jobs:
+            assert await job_model(store, jid) == model
+            got.append(int(jid.rpartition(":")[2]))
+            await complete(store, jid)
+
+
+async def test_a_batch_of_several_models_is_dispatched_one_model_at_a_time(
+    store: BatchStore, settings: Settings
+) -> None:
+    bid, _ = await store.submit(alternating(30))
+    meta = await store.redis.hgetall(store.keys.batch(bid).meta)  # type: ignore[misc]
+    assert b"model" not in meta and json.loads(meta[b"models"]) == ["a", "b", "c"]
+    await register_worker(store, "w", 2)
+    d = Dispatcher(store.scripts, settings)
+    assert (await pick(store, "h1")).model in {"a", "b", "c"}
+    assert await drain(store, d, "b") == list(range(1, 30, 3))
+    # The cursor passed every a and c on its way: parked, each still dispatched once, in order.
+    assert await drain(store, d, "a") == list(range(0, 30, 3))
+    pick_c = await pick(store, "h1")
+    assert pick_c.model == "c" and {w.model for w in pick_c.work} == {"c"}
+    assert await drain(store, d, "c") == list(range(2, 30, 3))
+    s = await store.status(bid)
+    assert s.succeeded == 30 and s.state.value == "completed"
+
+
+async def test_a_batch_of_several_models_without_models_given_is_in_input_order(
+    store: BatchStore, settings: Settings
+) -> None:
+    await store.submit(alternating(9))
+    await register_worker(store, "w", 4)
+    await Dispatcher(store.scripts, settings).run()
+    got = sorted(int(j.rpartition(":")[2]) for j in await queued_jobs(store))
+    assert got == [0, 1, 2, 3, 4, 5, 6, 7]
+
+
+async def test_parked_items_are_cancelled_with_their_batch(
+    store: BatchStore, settings: Settings
+) -> None:
+    bid, _ = await store.submit(alternating(12))
+    await register_worker(store, "w", 2)
+    d = Dispatcher(store.scripts, settings)
+    await d.run(models=["c"])  # window 4: items 2, 5, 8 and 11 sent; the others parked
+    for jid in await queued_jobs(store):
+        await complete(store, jid)
+    await store.control.cancel(bid, now_ms=clock.now_ms())
+    s = await store.status(bid)
+    assert (s.succeeded, s.cancelled) == (4, 8)
+    assert await store.redis.exists(f"{store.keys.batch(bid).meta}:park:0") == 0
+
+
+async def test_repair_counts_parked_items_as_waiting(store: BatchStore, settings: Settings) -> None:
+    bid, _ = await store.submit(alternating(12))
+    await register_worker(store, "w", 2)
+    await Dispatcher(store.scripts, settings).run(models=["c"])
+    for jid in await queued_jobs(store):
+        await complete(store, jid)
+    # The a and b items are parked: owed a dispatch, not lost.
+    assert await store.scripts.repair_range(bid, 0, 12, now_ms=clock.now_ms()) == 0
 
 
 async def test_without_models_dispatch_is_as_before(store: BatchStore, settings: Settings) -> None:

@@ -16,6 +16,7 @@
 --   there is no such batch.
 --- @include "lib/finalize"
 --- @include "lib/window"
+--- @include "lib/models"
 
 local m = redis.call('HMGET', KEYS[1], 'state', 'next', 'total')
 if not m[1] then return false end
@@ -26,6 +27,13 @@ for _, idx in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
   n = n + redis.call('HSETNX', KEYS[2], idx, ARGV[3])
 end
 redis.call('DEL', KEYS[3])
+-- The items of a batch of several models that its cursor passed and parked (lib/models).
+for _, park in ipairs(park_keys(KEYS[1])) do
+  for _, idx in ipairs(redis.call('LRANGE', park, 0, -1)) do
+    n = n + redis.call('HSETNX', KEYS[2], idx, ARGV[3])
+  end
+  redis.call('DEL', park)
+end
 -- Items waiting in arq's small window are dropped here too; ones a worker already claimed
 -- run to the end or see the cancel at start.
 for _, job in ipairs(unclaimed(KEYS[5], bid, ARGV[4])) do

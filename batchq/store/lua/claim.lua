@@ -18,7 +18,8 @@
 -- ARGV[8] = the batch key prefix (a batch's hash is this .. batch id)
 -- ARGV[9] = n: how many models follow (0: take every model's jobs)
 -- ARGV[10 .. 9 + n] = the models this worker may take jobs of
--- Returns: four entries per claimed job: job id, score, payload ('' if gone), try number.
+-- Returns: five entries per claimed job: job id, score, payload ('' if gone), try number, and
+--   the model its item names ('' for a wildcard's: lib/models).
 --- @include "lib/models"
 
 local now = tonumber(ARGV[1])
@@ -28,10 +29,10 @@ local cache = {}
 local out = {}
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, ARGV[4])
 for i = 1, #due, 2 do
-  if #out >= 4 * limit then break end
+  if #out >= 5 * limit then break end
   local jid = due[i]
   local claim = ARGV[5] .. jid
-  local model = wanted and batch_info(cache, ARGV[8], batch_of(jid))[1]
+  local model = job_model(cache, ARGV[8], jid)
   if (not wanted or model == '' or wanted[model]) and redis.call('EXISTS', claim) == 0 then
     redis.call('SET', claim, '1', 'PX', ARGV[2])
     local tries = ARGV[6] .. jid
@@ -42,6 +43,7 @@ for i = 1, #due, 2 do
     out[#out + 1] = due[i + 1]
     out[#out + 1] = redis.call('GET', ARGV[7] .. jid) or ''
     out[#out + 1] = try
+    out[#out + 1] = model
   end
 end
 return out

@@ -38,10 +38,18 @@ local result_prefix = ARGV[9]
 local wanted = model_set(ARGV, 11, tonumber(ARGV[10]))
 local cache = {}
 
+-- Per batch of several models: the codes of its models to dispatch now (lib/models).
+local want = {}
+local function codes_of(bid, info)
+  if want[bid] == nil then want[bid] = wanted_codes(info, wanted) end
+  return want[bid]
+end
+
 local function eligible(bid)
   if not wanted then return true end
-  local model = batch_info(cache, bprefix, bid)[1]
-  return model == '' or wanted[model]
+  local info = batch_info(cache, bprefix, bid)
+  if info[4] then return next(codes_of(bid, info)) ~= nil end
+  return info[1] == '' or wanted[info[1]]
 end
 
 -- Batches readied by a batchq from before priorities (a round-robin list) join their level.
@@ -62,10 +70,14 @@ local mine = queued
 if wanted then
   mine = 0
   for _, jid in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-    if eligible(batch_of(jid)) then mine = mine + 1 end
+    local model = job_model(cache, bprefix, jid)
+    if model == '' or wanted[model] then mine = mine + 1 end
   end
 end
 local room = math.min(window - mine, max_items)
+
+-- Batches of several models with nothing of the models given left to dispatch in this call.
+local skip = {}
 
 -- The highest level with a batch to look at, and its batch of smallest pass: with models
 -- given, the first whose model is among them, read a page at a time (most levels hold one
@@ -73,9 +85,7 @@ local room = math.min(window - mine, max_items)
 local function next_batch()
   for _, prio in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1, 'REV')) do
     local lvl = level_key(KEYS[1], prio)
-    if not wanted then
-      local bid = redis.call('ZRANGE', lvl, 0, 0)[1]
-      if bid then return prio, lvl, bid end
+    if redis.call('EXISTS', lvl) == 0 then
       redis.call('ZREM', KEYS[1], prio)
     else
       local start = 0
@@ -83,7 +93,7 @@ local function next_batch()
         local page = redis.call('ZRANGE', lvl, start, start + 31)
         if #page == 0 then break end
         for _, bid in ipairs(page) do
-          if eligible(bid) then return prio, lvl, bid end
+          if not skip[bid] and eligible(bid) then return prio, lvl, bid end
         end
         start = start + 32
       end
@@ -99,8 +109,17 @@ while sent < room do
   if not prio then break end
   local meta = bprefix .. bid
   local m = redis.call('HMGET', meta, 'state', 'next', 'total', 'weight')
+  local info = batch_info(cache, bprefix, bid)
   local idx = false
-  if m[1] == 'queued' or m[1] == 'running' then
+  local live = m[1] == 'queued' or m[1] == 'running'
+  if live and info[4] then
+    idx = mixed_take(meta, codes_of(bid, info), tonumber(m[2]), tonumber(m[3]), 4096) or false
+    if not idx then
+      local nxt = tonumber(redis.call('HGET', meta, 'next'))
+      -- Only other models' items left (or the look-ahead ran out): another call's.
+      if not mixed_dry(meta, info, nxt, tonumber(m[3])) then skip[bid] = 'skip' end
+    end
+  elseif live then
     idx = redis.call('LPOP', meta .. ':redo')
     if not idx then
       local nxt = tonumber(m[2])
@@ -110,7 +129,9 @@ while sent < room do
       end
     end
   end
-  if idx then
+  if skip[bid] then
+    -- Neither sent nor dry: left in its level for a call for its other models.
+  elseif idx then
     -- The stride: the smallest pass goes next, so shares follow the weights.
     redis.call('ZINCRBY', lvl, 1 / tonumber(m[4] or '1'), bid)
     local jid = bid .. ':' .. idx

@@ -23,6 +23,7 @@
 --   its deadline is not due.
 --- @include "lib/finalize"
 --- @include "lib/window"
+--- @include "lib/models"
 
 local m = redis.call('HMGET', KEYS[1], 'state', 'next', 'total', 'deadline', 'expire_from')
 if not m[1] then return -1 end
@@ -44,14 +45,19 @@ if from < 0 then
   from = tonumber(m[2])
   redis.call('HSET', KEYS[1], 'next', total, 'expire_from', from, 'expired_at', now)
   local keep = {}
-  for _, idx in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
-    if not fresh(idx) then
-      table.insert(keep, idx)
-    else
-      n = n + redis.call('HSETNX', KEYS[2], idx, ARGV[4])
+  -- The redo list, and the items a batch of several models parked (lib/models): both wait
+  -- behind the cursor.
+  local waiting = {KEYS[3], unpack(park_keys(KEYS[1]))}
+  for _, list in ipairs(waiting) do
+    for _, idx in ipairs(redis.call('LRANGE', list, 0, -1)) do
+      if not fresh(idx) then
+        table.insert(keep, idx)
+      else
+        n = n + redis.call('HSETNX', KEYS[2], idx, ARGV[4])
+      end
     end
+    redis.call('DEL', list)
   end
-  redis.call('DEL', KEYS[3])
   for _, idx in ipairs(keep) do redis.call('RPUSH', KEYS[3], idx) end
   -- Claimed jobs are at a worker already: they run.
   for _, job in ipairs(unclaimed(KEYS[5], bid, ARGV[5])) do

@@ -41,9 +41,12 @@ end
 for _, prio in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   for _, bid in ipairs(redis.call('ZRANGE', level_key(KEYS[1], prio), 0, scan - 1)) do
     local info = batch_info(cache, bprefix, bid)
-    if info[3] == 'queued' or info[3] == 'running' then
-      local m = redis.call('HMGET', bprefix .. bid, 'next', 'total')
-      if tonumber(m[1]) < tonumber(m[2]) or redis.call('LLEN', bprefix .. bid .. ':redo') > 0 then
+    local meta = bprefix .. bid
+    if (info[3] == 'queued' or info[3] == 'running') and info[4] then
+      for _, model in ipairs(mixed_work(meta, info)) do note(model, tonumber(prio)) end
+    elseif info[3] == 'queued' or info[3] == 'running' then
+      local m = redis.call('HMGET', meta, 'next', 'total')
+      if tonumber(m[1]) < tonumber(m[2]) or redis.call('LLEN', meta .. ':redo') > 0 then
         note(info[1], tonumber(prio))
       end
     end
@@ -52,7 +55,9 @@ end
 -- And the jobs dispatched but not taken yet.
 for _, jid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, scan)) do
   local info = batch_info(cache, bprefix, batch_of(jid))
-  if info[3] == 'queued' or info[3] == 'running' then note(info[1], info[2]) end
+  if info[3] == 'queued' or info[3] == 'running' then
+    note(job_model(cache, bprefix, jid), info[2])
+  end
 end
 
 local current = ''

@@ -19,6 +19,7 @@
 -- ARGV[7] = the result a cancelled item gets (JSON)
 -- Returns: how many items it found lost; -1 if there is no such batch.
 --- @include "lib/finalize"
+--- @include "lib/models"
 
 local m = redis.call('HMGET', KEYS[1], 'state', 'next', 'cancel_from', 'expire_from')
 if not m[1] then return -1 end
@@ -30,7 +31,10 @@ if tonumber(m[3] or '-1') >= 0 then limit = tonumber(m[3]) end
 if tonumber(m[4] or '-1') >= 0 then limit = math.min(limit, tonumber(m[4])) end
 local last = math.min(tonumber(ARGV[3]), limit) - 1
 local waiting = {}
-for _, idx in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do waiting[idx] = true end
+for _, list in ipairs({KEYS[3], unpack(park_keys(KEYS[1]))}) do
+  -- The redo list, and what a batch of several models parked (lib/models): owed a dispatch.
+  for _, idx in ipairs(redis.call('LRANGE', list, 0, -1)) do waiting[idx] = true end
+end
 local n = 0
 for i = tonumber(ARGV[2]), last do
   local idx = tostring(i)
