@@ -2,8 +2,8 @@
 pays 2-5 s to load one, batchq's makespan against an oracle that sends the same items grouped by
 model, measured in the same run on a fresh simulator of the same settings.
 
-- ``models``: three batches of three models submitted together (1 host, P=4): makespan
-  ≤ 1.10x the oracle, model loads ≤ models + hosts.
+- ``models``: one file whose lines alternate three models, and three batches of three models
+  submitted together (1 host, P=4): makespan ≤ 1.10x the oracle, model loads ≤ models + hosts.
 - ``models-turns``: two batches of two models submitted together, runs longer than the switch
   bound: makespan ≤ 1.15x the oracle, both making progress, neither waiting past the bound.
 """
@@ -15,6 +15,7 @@ import itertools
 import json
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -55,23 +56,43 @@ async def _oracle(url: str, batches: dict[str, int]) -> float:
         return time.perf_counter() - t0
 
 
+def _submit(ctx: Ctx, prefix: str, path: Path, *options: str) -> str:
+    cmd = batchq_cmd("submit", str(path), "--json", *options)
+    run = run_child(cmd, ctx.lab.env(prefix)).check("batchq submit")
+    return str(json.loads(run.stdout)["batch_id"])
+
+
 def _run(
-    ctx: Ctx, tag: str, batches: dict[str, int], *, workers: int, switch_after: float
+    ctx: Ctx,
+    tag: str,
+    batches: dict[str, int],
+    *,
+    workers: int,
+    switch_after: float,
+    mixed: bool = False,
 ) -> tuple[float, float, dict[str, Any]]:
     """batchq's makespan (first start to last finish, from the batches' own times), the
-    oracle's, and the simulator's counters of batchq's run."""
+    oracle's, and the simulator's counters of batchq's run. ``mixed``: one file whose lines
+    take the models in turn, instead of a batch per model."""
     lab, prefix = ctx.lab, f"models-{tag}"
     models = list(batches)
     with Sim(
         lab.logs / f"sim-{tag}.log", parallel=PARALLEL, latency=LATENCY, extra=_sim_args(models)
     ) as sim:
         ids = []
-        for model, n in batches.items():
+        if mixed:
+            path = lab.root / f"{tag}.jsonl"
+            lines = itertools.chain.from_iterable(
+                zip(*(_prompts(m, n) for m, n in batches.items()), strict=True)
+            )
+            path.write_text(
+                "".join(json.dumps({"model": p.split(" ")[0], "prompt": p}) + "\n" for p in lines)
+            )
+            ids.append(_submit(ctx, prefix, path))
+        for model, n in batches.items() if not mixed else ():
             path = lab.root / f"{tag}-{model}.jsonl"
             path.write_text("".join(json.dumps(p) + "\n" for p in _prompts(model, n)))
-            cmd = batchq_cmd("submit", str(path), "--model", model, "--json")
-            run = run_child(cmd, lab.env(prefix)).check("batchq submit")
-            ids.append(str(json.loads(run.stdout)["batch_id"]))
+            ids.append(_submit(ctx, prefix, path, "--model", model))
         env = {"BATCHQ_MODEL_SWITCH_AFTER": str(switch_after)}
         concurrency = PARALLEL // workers
         with lab.workers(prefix, workers, ollama=sim.url, concurrency=concurrency, extra=env):
@@ -93,16 +114,24 @@ def _run(
 
 
 def t_models(ctx: Ctx) -> None:
-    n = ctx.n(160) if not ctx.quick else 40
+    n = 80 if not ctx.quick else 40
     batches = dict.fromkeys(LOADS, n)
-    ctx.log(f"models: 3 batches x {n} items of 3 models, 1 host P={PARALLEL}, loads 2-5 s")
-    took, oracle, stats = _run(ctx, "three", batches, workers=2, switch_after=120.0)
+    ctx.log(f"models: {3 * n} items alternating 3 models in one file, 1 host P={PARALLEL}")
+    _models_row(ctx, "mixed", batches, mixed=True, what=f"{3 * n} items alternating 3 models")
+    n = 160 if not ctx.quick else 40
+    batches = dict.fromkeys(LOADS, n)
+    ctx.log(f"models: 3 batches x {n} items of 3 models, 1 host P={PARALLEL}")
+    _models_row(ctx, "three", batches, mixed=False, what=f"3 batches of 3 models x {n} items")
+
+
+def _models_row(ctx: Ctx, tag: str, batches: dict[str, int], *, mixed: bool, what: str) -> None:
+    took, oracle, stats = _run(ctx, tag, batches, workers=2, switch_after=120.0, mixed=mixed)
     loads = sum(int(v) for v in stats["loads"].values())
     ratio = took / oracle
     ctx.add(
         Row(
             10,
-            f"models: 3 models x {n} items, one resident, loads 2-5 s, P={PARALLEL}",
+            f"models: {what}, one resident, loads 2-5 s, P={PARALLEL}",
             "≤ 1.10x oracle; loads ≤ 4",
             f"{took:.1f} s, {loads} loads",
             f"grouped by model {oracle:.1f} s, 3 loads",

@@ -62,3 +62,27 @@ def test_a_host_serves_one_model_until_it_runs_dry(
     # All of one model, then all of the other: one switch.
     switches = sum(1 for a, b in itertools.pairwise(seen) if a != b)
     assert switches == 1, seen
+
+
+def test_a_file_alternating_models_loads_each_model_once(
+    redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    # The case: lines that alternate three models, in one batch.
+    args = ["--max-loaded", "1", "--load-seconds", "0.3", "--parallel", "2", "--latency", "0.02"]
+    with simulator(tmp_path, *args) as sim:
+        env = env_for(redis_url, prefix, tmp_path / "home", sim)
+        path = tmp_path / "mixed.jsonl"
+        lines = [{"model": MODELS[i % 3], "prompt": f"{MODELS[i % 3]} {i}"} for i in range(36)]
+        path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        bid = str(batchq(env, "submit", str(path)).stdout.strip())
+        with Workers(env, tmp_path) as workers:
+            for _ in range(2):
+                workers.start("--concurrency", "2")
+            wait_for_workers(env, 2)
+            assert wait_done(env, bid)["succeeded"] == 36
+        stats = sim_stats(sim)
+        assert sum(stats["loads"].values()) <= len(MODELS) + 1, stats["loads"]
+        # Every prompt answered once, and the results come back in input order.
+        assert all(n == 1 for n in stats["prompts"].values())
+        out = batchq(env, "results", bid).stdout.splitlines()
+        assert [json.loads(line)["custom_id"] for line in out] == [str(i) for i in range(36)]

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from batchq import clock
 from batchq.options import SubmitOptions
-from batchq.records import BatchState, ItemError, ItemState, ItemStatus
+from batchq.records import BatchState, Endpoint, Item, ItemError, ItemState, ItemStatus
 from batchq.results.export import iter_results
 from batchq.settings import Settings
 from batchq.store.batches import BatchStore
@@ -16,7 +16,16 @@ from batchq.store.deadlines import expire, expire_due
 from batchq.store.dispatch import Dispatcher
 from batchq.store.items import item_info
 from batchq.store.keys import ARQ_JOB_PREFIX, parse_job_id
-from tests.helpers import claim, counts_add_up, finish_all, items, of, queued_jobs, register_worker
+from tests.helpers import (
+    claim,
+    complete,
+    counts_add_up,
+    finish_all,
+    items,
+    of,
+    queued_jobs,
+    register_worker,
+)
 
 
 async def due_now(store: BatchStore, bid: str) -> None:
@@ -134,3 +143,24 @@ async def test_finished_cancelled_or_paused_batches_at_the_deadline(
     s = await store.status(paused)
     assert (s.state, s.expired, s.finished_at is not None) == (BatchState.EXPIRED, 3, True)
     assert await store.cancel(paused) == s  # final: a cancel changes nothing
+
+
+async def test_parked_items_of_a_batch_of_several_models_expire(
+    store: BatchStore, settings: Settings
+) -> None:
+    lines = [
+        Item(str(i), Endpoint.GENERATE, {"model": "ab"[i % 2], "prompt": f"p{i}"})
+        for i in range(10)
+    ]
+    bid, _ = await store.submit(lines, SubmitOptions(deadline=timedelta(hours=1)))
+    await register_worker(store, "w", 1)  # window 2
+    await Dispatcher(store.scripts, settings).run(models=["b"])  # 1 and 3 sent; 0 and 2 parked
+    for jid in await queued_jobs(store):
+        await complete(store, jid)
+    await due_now(store, bid)
+    assert await expire_due(store) == [bid]
+    s = await store.status(bid)
+    counts_add_up(s)
+    assert (s.succeeded, s.expired) == (2, 8)
+    assert s.state is BatchState.EXPIRED
+    assert await store.redis.exists(f"{store.keys.batch(bid).meta}:park:0") == 0
