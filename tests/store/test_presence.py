@@ -7,6 +7,7 @@ import pytest
 from batchq import clock
 from batchq.store.batches import BatchStore
 from batchq.store.presence import (
+    MAX_ENDPOINTS,
     MAX_MODEL_CHARS,
     MAX_MODELS,
     NO_WORKERS_NOTICE,
@@ -81,6 +82,8 @@ def test_what_a_host_says_is_bounded() -> None:
     assert all(len(m) == MAX_MODEL_CHARS for m in facts.loaded) and facts.in_flight == 0
     back = WorkerInfo.from_mapping("w", WorkerInfo("w", hosts={"u": facts}).to_mapping())
     assert back.hosts == {"u": facts}
+    many = WorkerInfo("w", hosts={f"http://h{i}": facts for i in range(MAX_ENDPOINTS + 3)})
+    assert len(WorkerInfo.from_mapping("w", many.to_mapping()).hosts) == MAX_ENDPOINTS
 
 
 async def test_live_workers_are_those_whose_heartbeat_has_not_lapsed(store: BatchStore) -> None:
