@@ -250,6 +250,12 @@ def worker_info(worker_id: str, **fields: Any) -> WorkerInfo:
     return WorkerInfo(worker_id, **{"host": host, "pid": int(pid), **fields})
 
 
+async def publish_worker(store: BatchStore, info: WorkerInfo) -> None:
+    """``info`` live, as its heartbeat would have written it."""
+    await store.redis.zadd(store.keys.workers, {info.worker_id: clock.now_ms() + 60_000})
+    await store.redis.hset(store.keys.worker_info(info.worker_id), mapping=info.to_mapping())  # type: ignore[misc]
+
+
 def wait_for_workers(env: dict[str, str], n: int, timeout: float = 120) -> None:
     """Until ``n`` workers have registered: from then on, time is the batch's, not start-up's."""
     client = redis.Redis.from_url(env["BATCHQ_REDIS_URL"])

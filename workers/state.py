@@ -56,7 +56,7 @@ class WorkerState:
         self.limiter = RateLimiter(self.settings.rate)
         self.hosts = HostPool(self.settings, self.redis, self.keys)
         self.models = HostModels(self.settings, self.hosts, Serving(self.redis, self.keys))
-        self.stats = WorkerStats(self.worker_id, self.settings, self.running)
+        self.stats = WorkerStats(self.worker_id, self.settings, self.running, self.hosts.hosts)
 
     @property
     def draining(self) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -28,12 +29,13 @@ from prometheus_client import (
 from redis.asyncio.client import Pipeline
 
 from batchq import clock
+from batchq.backends.pool import Host
 from batchq.errors import ConfigError
 from batchq.monitor.hosts import HostCheck
 from batchq.records import tokens_of
 from batchq.settings import Settings
 from batchq.store.keys import parse_job_id
-from batchq.store.presence import WorkerInfo
+from batchq.store.presence import EndpointFacts, WorkerInfo
 
 __all__ = ["LATENCY_BUCKETS", "WorkerStats"]
 
@@ -45,10 +47,13 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
 class WorkerStats:
-    def __init__(self, worker_id: str, settings: Settings, running: set[str]) -> None:
+    def __init__(
+        self, worker_id: str, settings: Settings, running: set[str], hosts: Sequence[Host] = ()
+    ) -> None:
         self.worker_id = worker_id
         self.settings = settings
         self._running = running  # the worker's own set of running job ids, read when published
+        self._hosts = hosts  # the worker's Ollama hosts, whose models are read when published
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.started_at = clock.now_ms()
@@ -175,6 +180,9 @@ class WorkerStats:
             tokens_out=self.tokens_out,
             last_error=self.last_error,
             last_error_at=self.last_error_at,
+            hosts={
+                h.url: EndpointFacts.bounded(h.models, h.loaded, h.in_flight) for h in self._hosts
+            },
             started_at=self.started_at,
             seen_at=clock.now_ms(),
         )

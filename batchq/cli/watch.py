@@ -13,6 +13,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.text import Text
 
 from batchq import clock
 from batchq.cli.common import Command, emit, human_status, open_store, settings_from
@@ -29,7 +30,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
     if not args.batch_id:
         if args.watch:
             raise ConfigError("--watch needs a batch id")
-        return await cmd_list(args)
+        return await _list(args, with_hosts=True)
     if args.watch:
         return await _watch(args)
     async with open_store(settings_from(args)) as (store, _):
@@ -105,7 +106,14 @@ async def cmd_serve(args: argparse.Namespace) -> int:
 
 
 async def cmd_list(args: argparse.Namespace) -> int:
-    from batchq.monitor.tables import batch_rows, batches_table
+    return await _list(args, with_hosts=False)
+
+
+async def _list(args: argparse.Namespace, *, with_hosts: bool) -> int:
+    """The recent batches; ``with_hosts``: and, below them (not in ``--json``, which stays a
+    list of batches), the Ollama hosts in use (``batchq status``)."""
+    from batchq.monitor.hosts_view import host_rows
+    from batchq.monitor.tables import batch_rows, batches_table, hosts_table
 
     settings = settings_from(args)
     async with open_store(settings) as (store, _):
@@ -113,6 +121,7 @@ async def cmd_list(args: argparse.Namespace) -> int:
         # An embedded server with nothing stored: a first run, or a BATCHQ_HOME other than
         # the one the batches went to.
         new = not batches and not settings.redis_url and not await store.redis.dbsize()
+        hosts = await host_rows(store.redis, store.keys) if with_hosts and not args.json else []
     rows = batch_rows(batches, clock.now_ms())
 
     def human() -> None:
@@ -123,6 +132,11 @@ async def cmd_list(args: argparse.Namespace) -> int:
             print("no batches")
         else:
             _console().print(batches_table(rows))
+        if hosts:
+            console = _console()
+            console.print()
+            console.print(Text("Ollama hosts", style="bold"))
+            console.print(hosts_table(hosts))
 
     emit(args, rows, human)
     return 0
@@ -135,7 +149,7 @@ def _console() -> Console:
 
 
 def register(cmd: Command) -> None:
-    sp = cmd("status", "a batch's progress (all recent batches without an id)")
+    sp = cmd("status", "a batch's progress (without an id: recent batches and the Ollama hosts)")
     sp.add_argument("batch_id", nargs="?")
     sp.add_argument("--limit", type=int, default=50, help="batches listed without an id")
     sp.add_argument(
@@ -150,7 +164,11 @@ def register(cmd: Command) -> None:
     )
     sp.set_defaults(handler=cmd_status)
 
-    sp = cmd("top", "live workers: host, Ollama endpoints, items in flight, last error")
+    sp = cmd(
+        "top",
+        "live workers (host, Ollama endpoints, items in flight, last error) and Ollama hosts "
+        "(model served, models loaded, model loads, auto limits)",
+    )
     sp.add_argument("--once", action="store_true", help="print once (always, when piped)")
     sp.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
     sp.set_defaults(handler=cmd_top)

@@ -4,12 +4,14 @@ Nothing is kept between scrapes: every value comes from the batches' O(1) counte
 workers' heartbeats and arq's queue, so any number of exporters may run, and one that restarts
 loses nothing. Per-batch series cover the unfinished batches and the most recent few (so that
 a finished batch's final counts are scraped at least once); the totals cover every batch.
+Per Ollama host (labelled with its URL, redacted): the model it serves, the models it holds,
+its model loads so far, the automatic limit of each model, its workers and requests in flight.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +22,7 @@ from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 
 from batchq.monitor.hosts import HostCheck
+from batchq.monitor.hosts_view import AutoLimits, HostRow, host_rows
 from batchq.store.codec import text
 from batchq.store.keys import Keys
 from batchq.store.presence import live_workers
@@ -65,8 +68,54 @@ async def _metas(redis: Redis, keys: Keys, ids: list[str]) -> Iterable[tuple[str
     return out
 
 
-async def scrape(redis: Redis, keys: Keys, *, recent: int = 20) -> bytes:
-    """The exposition text of every queue-level metric, as Prometheus scrapes it."""
+def _host_families(rows: Sequence[HostRow]) -> list[Any]:
+    serving = GaugeMetricFamily(
+        "batchq_host_serving",
+        "Always 1: a model an Ollama host serves now",
+        labels=["endpoint", "model"],
+    )
+    loaded = GaugeMetricFamily(
+        "batchq_host_models_loaded",
+        "Always 1: a model in an Ollama host's memory (its /api/ps, within seconds)",
+        labels=["endpoint", "model"],
+    )
+    loads = CounterMetricFamily(
+        "batchq_host_model_loads",
+        "Models an Ollama host was given to serve that it did not hold: each one a model load",
+        labels=["endpoint"],
+    )
+    limits = GaugeMetricFamily(
+        "batchq_host_auto_limit",
+        "The automatic in-flight limit of a model on an Ollama host",
+        labels=["endpoint", "model"],
+    )
+    workers = GaugeMetricFamily(
+        "batchq_host_workers", "Live workers sending to an Ollama host", labels=["endpoint"]
+    )
+    in_flight = GaugeMetricFamily(
+        "batchq_host_in_flight",
+        "Requests at an Ollama host, as of its workers' last heartbeats",
+        labels=["endpoint"],
+    )
+    for r in rows:
+        for model in r.serving:
+            serving.add_metric([r.endpoint, model], 1)
+        for model in r.loaded:
+            loaded.add_metric([r.endpoint, model], 1)
+        if r.loads is not None:
+            loads.add_metric([r.endpoint], r.loads)
+        for model, limit in r.auto_limits.items():
+            limits.add_metric([r.endpoint, model], limit)
+        workers.add_metric([r.endpoint], r.workers)
+        in_flight.add_metric([r.endpoint], r.in_flight)
+    return [serving, loaded, loads, limits, workers, in_flight]
+
+
+async def scrape(
+    redis: Redis, keys: Keys, *, recent: int = 20, auto_limits: AutoLimits | None = None
+) -> bytes:
+    """The exposition text of every queue-level metric, as Prometheus scrapes it;
+    ``auto_limits``: see :func:`~batchq.monitor.hosts_view.host_rows`."""
     ids = [text(b) for b in await redis.zrevrange(keys.batches, 0, -1)]
     open_ids = {text(b) for b in await redis.zrange(keys.open, 0, -1)}
     per_batch = set(ids[:recent]) | open_ids
@@ -132,18 +181,24 @@ async def scrape(redis: Redis, keys: Keys, *, recent: int = 20) -> bytes:
             value=sum(w.in_flight for w in workers),
         ),
     ]
+    families += _host_families(await host_rows(redis, keys, workers, auto_limits=auto_limits))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Families(families))
     return generate_latest(registry)
 
 
 def app(
-    redis: Redis, keys: Keys, *, recent: int = 20, hosts: HostCheck | None = None
+    redis: Redis,
+    keys: Keys,
+    *,
+    recent: int = 20,
+    hosts: HostCheck | None = None,
+    auto_limits: AutoLimits | None = None,
 ) -> web.Application:
     """``GET /metrics``, for Prometheus; ``hosts``: the Host headers answered (any without)."""
 
     async def metrics(request: web.Request) -> web.Response:
-        body = await scrape(redis, keys, recent=recent)
+        body = await scrape(redis, keys, recent=recent, auto_limits=auto_limits)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     application = web.Application(middlewares=[hosts.middleware()] if hosts else [])

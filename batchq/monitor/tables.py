@@ -1,5 +1,5 @@
-"""Terminal tables: batches (``batchq status`` without an id, ``batchq list``) and live workers
-(``batchq top``, ``batchq status --watch``).
+"""Terminal tables: batches (``batchq status`` without an id, ``batchq list``), live workers
+(``batchq top``, ``batchq status --watch``) and Ollama hosts (``batchq top``, ``batchq status``).
 
 Rows are plain dicts first, so ``--json`` prints exactly what the table shows.
 """
@@ -18,11 +18,20 @@ from rich.console import Console, ConsoleOptions, JustifyMethod, RenderableType,
 from rich.table import Table
 from rich.text import Text
 
+from batchq.monitor.hosts_view import HostRow
 from batchq.records import BatchState, BatchStatus
 from batchq.store.presence import WorkerInfo
 from batchq.terminal import printable
 
-__all__ = ["batch_rows", "batches_table", "format_age", "format_duration", "workers_table"]
+__all__ = [
+    "batch_rows",
+    "batches_table",
+    "format_age",
+    "format_duration",
+    "format_limits",
+    "hosts_table",
+    "workers_table",
+]
 
 
 def format_duration(seconds: float | None) -> str:
@@ -248,3 +257,29 @@ def workers_table(
 
 def _up(w: WorkerInfo, now_ms: int) -> str:
     return format_duration((now_ms - w.started_at) / 1000 if w.started_at else None)
+
+
+def format_limits(limits: Mapping[str, int]) -> str:
+    """The automatic limit of each model, ``model=N`` apart; ``-`` for none."""
+    return " ".join(f"{m}={n}" for m, n in sorted(limits.items())) or "-"
+
+
+def hosts_table(rows: Sequence[HostRow]) -> RenderableType:
+    """A row per Ollama host, fitted to the console's width: the host, the model it serves,
+    its model loads so far and its requests in flight are always shown whole."""
+
+    def col(header: str, values: Sequence[str], rank: int, **kw: Any) -> _Column:
+        # Text, never markup: URLs and model names come from elsewhere.
+        return _Column(header, [Text(printable(v)) for v in values], rank, **kw)
+
+    return _FittedTable(
+        [
+            col("ollama", [r.endpoint for r in rows], 0, shrink_to=20, most=60),
+            col("serving", [", ".join(r.serving) or "-" for r in rows], 0, most=40),
+            col("loads", ["-" if r.loads is None else str(r.loads) for r in rows], 0, right=True),
+            col("in flight", [str(r.in_flight) for r in rows], 0, right=True),
+            col("auto limit", [format_limits(r.auto_limits) for r in rows], 1, shrink_to=12),
+            col("workers", [str(r.workers) for r in rows], 3, right=True),
+            col("loaded", [", ".join(r.loaded) or "-" for r in rows], 2, shrink_to=16, most=60),
+        ]
+    )

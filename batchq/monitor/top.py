@@ -1,9 +1,10 @@
-"""``batchq top``: the live workers, from what each publishes on its heartbeat."""
+"""``batchq top``: the live workers and their Ollama hosts, from what each worker publishes on
+its heartbeat."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
@@ -11,7 +12,8 @@ from rich.live import Live
 from rich.text import Text
 
 from batchq import clock
-from batchq.monitor.tables import workers_table
+from batchq.monitor.hosts_view import AutoLimits, HostRow, host_rows
+from batchq.monitor.tables import hosts_table, workers_table
 from batchq.monitor.watch import Rates
 from batchq.store.batches import BatchStore
 from batchq.store.presence import WorkerInfo, live_workers
@@ -24,6 +26,7 @@ class Snapshot:
     workers: list[WorkerInfo]
     queued_jobs: int  # jobs in arq's queue: the dispatch window, not the batches' backlog
     now_ms: int
+    hosts: list[HostRow] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -32,13 +35,15 @@ class Snapshot:
                 for w in self.workers
             ],
             "queued_jobs": self.queued_jobs,
+            "hosts": [h.to_json() for h in self.hosts],
         }
 
 
-async def snapshot(store: BatchStore) -> Snapshot:
+async def snapshot(store: BatchStore, *, auto_limits: AutoLimits | None = None) -> Snapshot:
     workers = await live_workers(store.redis, store.keys)
     queued = int(await store.redis.zcard(store.keys.queue))
-    return Snapshot(workers, queued, clock.now_ms())
+    hosts = await host_rows(store.redis, store.keys, workers, auto_limits=auto_limits)
+    return Snapshot(workers, queued, clock.now_ms(), hosts)
 
 
 def render(snap: Snapshot, rates: Rates | None) -> RenderableType:
@@ -52,7 +57,10 @@ def render(snap: Snapshot, rates: Rates | None) -> RenderableType:
     per_worker = None
     if rates is not None:
         per_worker = {w.worker_id: rates.rate(w.worker_id) for w in ws}
-    return Group(head, workers_table(ws, snap.now_ms, rates=per_worker))
+    parts = [head, workers_table(ws, snap.now_ms, rates=per_worker)]
+    if snap.hosts:
+        parts += [Text(""), hosts_table(snap.hosts)]
+    return Group(*parts)
 
 
 async def top(store: BatchStore, *, console: Console, interval: float) -> None:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ from batchq.store.keys import Keys
 __all__ = [
     "NO_WORKERS_AFTER_S",
     "NO_WORKERS_NOTICE",
+    "EndpointFacts",
     "WorkerAbsence",
     "WorkerInfo",
     "live_workers",
@@ -36,6 +38,48 @@ __all__ = [
 # workers started together with it to send their first heartbeat.
 NO_WORKERS_AFTER_S = 5.0
 NO_WORKERS_NOTICE = "no live workers: start `batchq worker`"
+
+# Bounds on what a worker says of its Ollama hosts (model names come from Ollama's /api/ps):
+# the hash is read whole by every `top` and scrape.
+MAX_ENDPOINTS = 64
+MAX_MODELS = 32
+MAX_MODEL_CHARS = 200
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointFacts:
+    """What a worker last heard of one Ollama host: the models it serves now
+    (:mod:`batchq.store.models`), the ones it holds in memory (its ``/api/ps``), and this
+    worker's requests to it in flight."""
+
+    serving: list[str] = field(default_factory=list)
+    loaded: list[str] = field(default_factory=list)
+    in_flight: int = 0
+
+    @classmethod
+    def bounded(
+        cls, serving: Iterable[str], loaded: Iterable[str], in_flight: int
+    ) -> EndpointFacts:
+        return cls(_models(serving), _models(loaded), max(0, int(in_flight)))
+
+    @classmethod
+    def from_json(cls, raw: Any) -> EndpointFacts | None:
+        """None for what is not such a record (a worker of another version)."""
+        if not isinstance(raw, dict):
+            return None
+        serving, loaded = raw.get("serving"), raw.get("loaded")
+        if not isinstance(serving, list) or not isinstance(loaded, list):
+            return None
+        n = raw.get("in_flight", 0)
+        return cls.bounded(
+            (m for m in serving if isinstance(m, str)),
+            (m for m in loaded if isinstance(m, str)),
+            n if isinstance(n, int) else 0,
+        )
+
+
+def _models(names: Iterable[str]) -> list[str]:
+    return [m[:MAX_MODEL_CHARS] for m in itertools.islice(names, MAX_MODELS)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +99,8 @@ class WorkerInfo:
     tokens_out: int = 0
     last_error: str = ""
     last_error_at: int = 0  # epoch ms; 0: none yet
+    # By endpoint URL, as in ``endpoints``.
+    hosts: dict[str, EndpointFacts] = field(default_factory=dict)
     started_at: int = 0
     seen_at: int = 0  # epoch ms of the heartbeat that wrote this
 
@@ -70,6 +116,7 @@ class WorkerInfo:
         d = asdict(self)
         d["endpoints"] = ",".join(self.endpoints)
         d["running"] = json.dumps(self.running, separators=(",", ":"))
+        d["hosts"] = json.dumps(d["hosts"], separators=(",", ":"))
         return {k: str(v) for k, v in d.items()}
 
     @classmethod
@@ -84,6 +131,7 @@ class WorkerInfo:
             values["running"] = {str(k): int(v) for k, v in running.items()}
         except (ValueError, TypeError, AttributeError):
             values["running"] = {}
+        values["hosts"] = _hosts(raw.get("hosts"))
         endpoints = raw.get("endpoints") or ""
         return cls(
             worker_id=worker_id,
@@ -111,6 +159,21 @@ _INT_FIELDS = (
     "started_at",
     "seen_at",
 )
+
+
+def _hosts(raw: str | None) -> dict[str, EndpointFacts]:
+    try:
+        parsed = json.loads(raw or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(parsed, dict):
+        return {}
+    out = {}
+    for url, value in itertools.islice(parsed.items(), MAX_ENDPOINTS):
+        facts = EndpointFacts.from_json(value)
+        if facts is not None:
+            out[str(url)] = facts
+    return out
 
 
 def _int(v: str | None) -> int:

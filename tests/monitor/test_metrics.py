@@ -15,12 +15,23 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from batchq import clock
 from batchq.monitor.metrics import scrape
 from batchq.options import SubmitOptions
 from batchq.sim.process import SimConfig
+from batchq.store.admission import endpoint_id
 from batchq.store.batches import BatchStore
+from batchq.store.models import Serving
+from batchq.store.presence import EndpointFacts
 from tests.conftest import free_port
-from tests.helpers import jsonl_prompts, refused_off_loopback, sim_env
+from tests.helpers import (
+    items,
+    jsonl_prompts,
+    publish_worker,
+    refused_off_loopback,
+    sim_env,
+    worker_info,
+)
 from tests.procs import Workers, batchq, env_for
 from tests.waits import wait_until
 
@@ -93,6 +104,39 @@ async def test_scrape_counts_every_batch_and_skips_old_ones(store: BatchStore) -
     assert get(s, "batchq_batch_items", batch=ids[1], status="failed") == 2  # unfinished
     assert get(s, "batchq_batch_info", batch=ids[2], state="queued", name="n5") == 1
     assert get(s, "batchq_workers_alive") == 0 and get(s, "batchq_queue_jobs") == 0
+
+
+async def test_scrape_shows_each_ollama_host(store: BatchStore) -> None:
+    url = "http://user:s3cret@gpu1:11434"
+    await store.submit(items(3, model="llama3.2"))
+    await Serving(store.redis, store.keys).pick(
+        endpoint_id(url), now_ms=clock.now_ms(), switch_after_ms=60_000, hold_ms=60_000
+    )
+    odd = 'q"\\\n'  # a model name that needs escaping in the exposition format
+    facts = EndpointFacts(["llama3.2"], ["llama3.2", odd], 3)
+    other = "http://gpu2:11434"
+    w = worker_info("w:1:a", endpoints=[url, other], hosts={url: facts})
+    await publish_worker(store, w)
+
+    async def limits(endpoint: str) -> dict[str, int]:
+        return {"llama3.2": 4} if endpoint == endpoint_id(url) else {}
+
+    text = (await scrape(store.redis, store.keys, auto_limits=limits)).decode()
+    assert "s3cret" not in text
+    s = parse(text)
+    shown = "http://user:***@gpu1:11434"
+    assert get(s, "batchq_host_serving", endpoint=shown, model="llama3.2") == 1
+    assert get(s, "batchq_host_models_loaded", endpoint=shown, model="llama3.2") == 1
+    assert get(s, "batchq_host_models_loaded", endpoint=shown, model=odd) == 1
+    assert get(s, "batchq_host_model_loads_total", endpoint=shown) == 1
+    assert get(s, "batchq_host_auto_limit", endpoint=shown, model="llama3.2") == 4
+    assert get(s, "batchq_host_workers", endpoint=shown) == 1
+    assert get(s, "batchq_host_in_flight", endpoint=shown) == 3
+    # A host no model was picked for: its workers, and no loads, models or limits.
+    assert get(s, "batchq_host_workers", endpoint=other) == 1
+    assert total(s, "batchq_host_serving", endpoint=other) == 0
+    assert ("batchq_host_model_loads_total", (("endpoint", other),)) not in s
+    assert total(s, "batchq_host_auto_limit", endpoint=other) == 0
 
 
 @pytest.mark.e2e

@@ -10,7 +10,15 @@ import pytest
 from rich.console import Console
 
 from batchq import clock
-from batchq.monitor.tables import batch_rows, batches_table, format_age, format_duration
+from batchq.monitor.hosts_view import HostRow
+from batchq.monitor.tables import (
+    batch_rows,
+    batches_table,
+    format_age,
+    format_duration,
+    format_limits,
+    hosts_table,
+)
 from batchq.monitor.top import Snapshot
 from batchq.monitor.top import render as top_render
 from batchq.monitor.watch import Rates, View, make_view
@@ -20,7 +28,8 @@ from batchq.records import BatchState
 from batchq.store.batches import BatchStore
 from batchq.store.connection import connect
 from batchq.store.keys import Keys
-from tests.helpers import items, worker_info
+from batchq.store.presence import EndpointFacts, WorkerInfo
+from tests.helpers import items, publish_worker, worker_info
 from tests.helpers import status as batch_status
 from tests.procs import batchq, env_for
 
@@ -251,3 +260,75 @@ def test_worker_tables_keep_host_in_flight_and_rate_whole(width: int) -> None:
     assert "12" in watched[WORKERS[0].worker_id]  # its items of the watched batch
     if width >= 160:  # room for the endpoints too, as written, brackets and all
         assert "http://[fd00:1234::17]:11434" in top[WORKERS[1].worker_id]
+
+
+HOSTS = [
+    HostRow(
+        endpoint="http://ollama-a100-pool-3.ml.internal.example.com:11434",
+        endpoint_id="e1",
+        serving=["llama3.1:70b-instruct-q4_K_M"],
+        loaded=["llama3.1:70b-instruct-q4_K_M", "nomic-embed-text", "qwen3:8b"],
+        loads=17,
+        auto_limits={"llama3.1:70b-instruct-q4_K_M": 6, "nomic-embed-text": 32},
+        workers=4,
+        in_flight=23,
+    ),
+    HostRow("http://gpu2:11434", "e2", serving=[], loaded=[], loads=None),
+]
+
+
+@pytest.mark.parametrize("width", [80, 100, 160, 240])
+def test_hosts_table_keeps_model_loads_and_in_flight_whole(width: int) -> None:
+    console = Console(width=width, record=True, color_system=None)
+    console.print(hosts_table(HOSTS))
+    lines = console.export_text().splitlines()
+    assert all(len(line.rstrip()) <= width for line in lines)
+    assert lines[0].split()[:1] == ["ollama"]
+    first = next(re.split(r" {2,}", line.strip()) for line in lines if line.startswith("http://o"))
+    assert {"llama3.1:70b-instruct-q4_K_M", "17", "23"} <= set(first), first
+    second = next(re.split(r" {2,}", line.strip()) for line in lines if "gpu2" in line)
+    assert second[:4] == ["http://gpu2:11434", "-", "-", "0"], second
+    if width >= 240:  # room for all of it
+        assert "llama3.1:70b-instruct-q4_K_M=6 nomic-embed-text=32" in first
+        assert "llama3.1:70b-instruct-q4_K_M, nomic-embed-text, qwen3:8b" in first
+
+
+def test_hosts_table_escapes_what_ollama_said() -> None:
+    row = HostRow("http://h:1", "e", serving=["m\x1b[2J[red]"], loaded=[], loads=1)
+    console = Console(width=200, record=True, color_system=None)
+    console.print(hosts_table([row]))
+    assert "m\\x1b[2J[red]" in console.export_text()
+
+
+def test_format_limits() -> None:
+    assert format_limits({}) == "-"
+    assert format_limits({"b": 2, "a": 10}) == "a=10 b=2"
+
+
+async def _publish(url: str, prefix: str, info: WorkerInfo) -> None:
+    client = connect(url)
+    try:
+        await publish_worker(BatchStore(client, Keys(prefix)), info)
+    finally:
+        await client.aclose()
+
+
+def test_status_without_id_shows_the_ollama_hosts(
+    valkey_url: str, prefix: str, tmp_path: Path
+) -> None:
+    env = env_for(valkey_url, prefix, tmp_path, "http://127.0.0.1:9")
+    assert "Ollama hosts" not in batchq(env, "status").stdout  # no live worker, no host
+    url = "http://gpu7:11434/?key=s3cret"
+    facts = EndpointFacts(["llama3.2"], ["llama3.2", "qwen3:8b"], 2)
+    asyncio.run(
+        _publish(valkey_url, prefix, worker_info("w:1:a", endpoints=[url], hosts={url: facts}))
+    )
+    out = batchq(env, "status").stdout
+    assert out.splitlines()[:2] == ["no batches", ""] and "Ollama hosts" in out
+    [row] = [line for line in out.splitlines() if line.startswith("http://gpu7")]
+    cells = re.split(r" {2,}", row.strip())
+    assert cells[:5] == ["http://gpu7:11434/?key=***", "llama3.2", "-", "2", "-"], cells
+    assert "s3cret" not in out
+    # Unchanged: --json is the list of batches, and `list` shows batches only.
+    assert json.loads(batchq(env, "status", "--json").stdout) == []
+    assert "Ollama hosts" not in batchq(env, "list").stdout

@@ -17,12 +17,15 @@ import pytest
 from aiohttp import web
 
 from batchq import clock
-from batchq.monitor.web import app
+from batchq.monitor.web import app, status_json
 from batchq.options import SubmitOptions
 from batchq.records import BatchState
+from batchq.store.admission import endpoint_id
 from batchq.store.batches import BatchStore
 from batchq.store.connection import connect
 from batchq.store.keys import Keys
+from batchq.store.models import Serving
+from batchq.store.presence import EndpointFacts
 from tests.browser import Page, chromium, open_page
 from tests.conftest import free_port
 from tests.helpers import items, worker_info
@@ -47,6 +50,7 @@ async def fill(store: BatchStore) -> tuple[str, str]:
     worker = worker_info(
         "gpu7:99:ab",
         endpoints=["http://gpu7:11434"],
+        hosts={"http://gpu7:11434": EndpointFacts(["qwen3:8b"], ["qwen3:8b"], 2)},
         concurrency=4,
         running={running: 2},
         succeeded=6,
@@ -92,9 +96,30 @@ async def test_json_endpoint_over_http(store: BatchStore, served: str) -> None:
     assert data["batches"][1]["state"] == "cancelled" and data["batches"][1]["done"] == 3
     [w] = data["workers"]
     assert (w["host"], w["in_flight"], w["endpoints"]) == ("gpu7", 2, ["http://gpu7:11434"])
+    [h] = data["hosts"]
+    assert h == {
+        "endpoint": "http://gpu7:11434",
+        "endpoint_id": endpoint_id("http://gpu7:11434"),
+        "serving": ["qwen3:8b"],
+        "loaded": ["qwen3:8b"],
+        "loads": None,
+        "auto_limits": {},
+        "workers": 1,
+        "in_flight": 2,
+    }
     assert data["now"].endswith("+00:00")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "api/status" in page.text and "<script>" in page.text
+
+
+async def test_json_shows_the_auto_limits_it_is_given(store: BatchStore) -> None:
+    await fill(store)
+
+    async def limits(endpoint: str) -> dict[str, int]:
+        return {"qwen3:8b": 3} if endpoint == endpoint_id("http://gpu7:11434") else {}
+
+    data = await status_json(store, limit=5, auto_limits=limits)
+    assert data["hosts"][0]["auto_limits"] == {"qwen3:8b": 3}
 
 
 async def test_json_endpoint_survives_a_bad_stored_time(store: BatchStore, served: str) -> None:
@@ -129,12 +154,15 @@ async def fill_every_state(store: BatchStore) -> dict[str, str]:
             store.keys.batch(ids[role]).meta,
             mapping={"state": state, "finished_at": clock.now_ms(), **counts},
         )
+    pool3 = "http://ollama-a100-pool-3.ml.internal.example.com:11434"
+    # Its host serves the model of the batches ("m"): one load so far.
+    await Serving(store.redis, store.keys).pick(
+        endpoint_id(pool3), now_ms=clock.now_ms(), switch_after_ms=60_000, hold_ms=60_000
+    )
     worker = worker_info(
         "gpu-node-17.eu-west-1.compute.internal:123456:ab",
-        endpoints=[
-            "http://ollama-a100-pool-3.ml.internal.example.com:11434",
-            "http://ollama-a100-pool-4.ml.internal.example.com:11434",
-        ],
+        endpoints=[pool3, "http://ollama-a100-pool-4.ml.internal.example.com:11434"],
+        hosts={pool3: EndpointFacts(["m"], ["m", EVIL], 2)},
         concurrency=16,
         running={running: 2},
         succeeded=123_456,
@@ -248,6 +276,24 @@ def test_page_renders_in_headless_chromium(valkey_url: str, prefix: str, tmp_pat
         "http://ollama-a100-pool-4.ml.internal.example.com:11434"
     )
     assert worker["in_flight"] == "2/16" and worker["last_error"].startswith("server_busy")
+    # Its Ollama hosts: the one serving "m" after one load, and one no model was picked for.
+    gpu7, pool3, pool4 = layout["hosts"]  # in order of their URLs
+    assert (gpu7["endpoint"], gpu7["serving"], gpu7["in_flight"]) == (
+        "http://gpu7:11434",
+        "qwen3:8b",
+        "2",
+    )
+    assert pool3 == {
+        "endpoint": "http://ollama-a100-pool-3.ml.internal.example.com:11434",
+        "serving": "m",
+        "loaded": "m" + EVIL,
+        "loads": "1",
+        "auto_limit": "-",
+        "workers": "1",
+        "in_flight": "2",
+    }
+    assert pool4["endpoint"].endswith("pool-4.ml.internal.example.com:11434")
+    assert [pool4[c] for c in ("serving", "loaded", "loads", "in_flight")] == ["-", "-", "-", "0"]
     # No horizontal scrollbar at 1280 px, with long names, metadata, endpoints and errors.
     assert layout["scroll_width"] <= 1280 and layout["widest_table"] <= 1280, layout
     assert "<img" not in dom  # markup in names, metadata and errors stayed text
@@ -280,6 +326,7 @@ LAYOUT_JS = """(() => {
     rows,
     workers: Object.fromEntries([...document.querySelectorAll("#workers tr[data-worker]")].map(
       tr => [tr.dataset.worker, cells(tr)])),
+    hosts: [...document.querySelectorAll("#hosts tr[data-endpoint]")].map(cells),
     text_color: getComputedStyle(document.body).color,
     scroll_width: document.documentElement.scrollWidth,
     widest_table: Math.max(...[...document.querySelectorAll("table")].map(

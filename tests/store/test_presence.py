@@ -7,7 +7,11 @@ import pytest
 from batchq import clock
 from batchq.store.batches import BatchStore
 from batchq.store.presence import (
+    MAX_ENDPOINTS,
+    MAX_MODEL_CHARS,
+    MAX_MODELS,
     NO_WORKERS_NOTICE,
+    EndpointFacts,
     WorkerAbsence,
     WorkerInfo,
     live_workers,
@@ -30,6 +34,10 @@ def test_mapping_round_trip() -> None:
         tokens_out=900,
         last_error="timeout: no complete reply within 600 s",
         last_error_at=1_700_000_000_000,
+        hosts={
+            "http://a:11434": EndpointFacts(["llama3.2"], ["llama3.2", "qwen3:8b"], 2),
+            "http://b:11434": EndpointFacts([], [], 0),
+        },
         started_at=1_699_999_000_000,
         seen_at=1_700_000_001_000,
     )
@@ -39,11 +47,43 @@ def test_mapping_round_trip() -> None:
     assert back == info
     assert (back.in_flight, back.done) == (5, 11)
     assert back.to_json()["in_flight"] == 5
+    assert back.to_json()["hosts"]["http://a:11434"] == {
+        "serving": ["llama3.2"],
+        "loaded": ["llama3.2", "qwen3:8b"],
+        "in_flight": 2,
+    }
 
 
 def test_unreadable_or_missing_fields_keep_defaults() -> None:
     info = WorkerInfo.from_mapping("w", {"pid": "x", "running": "[1, 2]", "host": "h"})
     assert (info.pid, info.running, info.host, info.endpoints) == (0, {}, "h", [])
+    assert info.hosts == {}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["not json", "[1]", '{"http://a": 3}', '{"http://a": {"serving": "x", "loaded": []}}'],
+)
+def test_unreadable_hosts_are_left_out(raw: str) -> None:
+    assert WorkerInfo.from_mapping("w", {"hosts": raw}).hosts == {}
+
+
+def test_hosts_of_another_version_are_read_as_far_as_they_go() -> None:
+    raw = '{"http://a": {"serving": ["m", 7], "loaded": ["m"], "in_flight": "x", "new": 1}}'
+    assert WorkerInfo.from_mapping("w", {"hosts": raw}).hosts == {
+        "http://a": EndpointFacts(["m"], ["m"], 0)
+    }
+
+
+def test_what_a_host_says_is_bounded() -> None:
+    names = [f"m{i}" + "x" * MAX_MODEL_CHARS for i in range(MAX_MODELS + 5)]
+    facts = EndpointFacts.bounded(names, names, -1)
+    assert len(facts.serving) == len(facts.loaded) == MAX_MODELS
+    assert all(len(m) == MAX_MODEL_CHARS for m in facts.loaded) and facts.in_flight == 0
+    back = WorkerInfo.from_mapping("w", WorkerInfo("w", hosts={"u": facts}).to_mapping())
+    assert back.hosts == {"u": facts}
+    many = WorkerInfo("w", hosts={f"http://h{i}": facts for i in range(MAX_ENDPOINTS + 3)})
+    assert len(WorkerInfo.from_mapping("w", many.to_mapping()).hosts) == MAX_ENDPOINTS
 
 
 async def test_live_workers_are_those_whose_heartbeat_has_not_lapsed(store: BatchStore) -> None:

@@ -11,7 +11,7 @@ from batchq.records import tokens_of
 from batchq.settings import Settings
 from batchq.sim.process import SimConfig
 from batchq.store.batches import BatchStore
-from batchq.store.presence import live_workers
+from batchq.store.presence import EndpointFacts, live_workers
 from tests.helpers import job_context, refused_off_loopback, worker_on_sim
 from workers.inference import run_item
 from workers.state import WorkerState
@@ -79,12 +79,16 @@ async def test_heartbeat_publishes_and_shutdown_removes(
                 await run_item(job, bid, 0)
             assert (await store.status(bid)).retried == 1
             st.running.add(f"{bid}:5")  # as if an item were running at the heartbeat
+            [host] = st.hosts.hosts
+            host.models, host.loaded, host.in_flight = ("m",), ("m", "other"), 1
             async with store.redis.pipeline(transaction=False) as pipe:
                 st.stats.publish(pipe, key, ttl_ms=st.lease_ms)
                 await pipe.execute()
             [info] = await live_workers(store.redis, store.keys)
             assert info.retried == 1 and info.last_error.startswith("server_busy")
             assert info.running == {bid: 1}
+            # What it last heard of its Ollama host, by URL.
+            assert info.hosts == {host.url: EndpointFacts(["m"], ["m", "other"], 1)}
             assert 0 < await store.redis.pttl(key) <= st.lease_ms
         finally:
             st.running.clear()
