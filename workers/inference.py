@@ -47,6 +47,7 @@ class _Job:
     run: int  # arq's count: every time the job started, for the backoff exponent
     score: int  # the queue score arq claimed it at
     slot: _Slot | None = None  # its Ollama slot, given up as soon as the reply is in
+    host: Host | None = None  # the Ollama host it goes to, if chosen already
 
 
 class _Slot:
@@ -95,10 +96,23 @@ async def run_item(ctx: WorkerContext, batch_id: str, index: int) -> str:
 async def _run_started(
     ctx: WorkerContext, st: WorkerState, batch_id: str, index: int, jid: str, slot: _Slot
 ) -> str:
+    model = ctx.get("model", "")
+    # Chosen before the item starts: its start checks that the host still serves its model.
+    host = st.hosts.choose(model or None)
     now = clock.now_ms()
     outcome, attempt, raw = await st.scripts.begin(
-        batch_id, index, jid, now_ms=now, lease_until_ms=now + st.lease_ms
+        batch_id,
+        index,
+        jid,
+        now_ms=now,
+        lease_until_ms=now + st.lease_ms,
+        endpoint=host.eid if model else "",
+        model=model,
     )
+    if outcome == "moved":
+        # Its host moved to another model since the claim (batchq.store.models): back in the
+        # queue, unstarted, for a host that serves this one.
+        raise Retry(defer=0)
     if outcome == "paused":
         # Claimed as its batch was paused: wait in arq's queue, out of the polls' range,
         # until resume makes it due (see batchq.store.control).
@@ -106,7 +120,7 @@ async def _run_started(
     if outcome != "ok":
         # Already final (a duplicate delivery), cancelled, or the batch is gone.
         return outcome
-    job = _Job(st, batch_id, index, jid, attempt, ctx["job_try"], ctx["score"], slot)
+    job = _Job(st, batch_id, index, jid, attempt, ctx["job_try"], ctx["score"], slot, host)
     st.running.add(jid)
     try:
         return await _attempt(job, raw)
@@ -194,7 +208,7 @@ async def _request(job: _Job, item: Item) -> tuple[Reply, Host] | BackendError:
     """One request to Ollama; the job's slot is freed as soon as the reply is in."""
     st = job.st
     await st.limiter.wait()
-    host = st.hosts.choose(item.model)
+    host = job.host or st.hosts.choose(item.model)
     if host.limited:
         await _admit(job, host)
     host.in_flight += 1

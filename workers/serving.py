@@ -61,21 +61,17 @@ class HostModels:
         self._next = now + PICK_INTERVAL_S
         s = self.settings
         for host in self.hosts.hosts:
-            loaded = _names(host.loaded)
             pick = await self.serving.pick(
                 endpoint_id(host.url),
                 now_ms=clock.now_ms(),
                 switch_after_ms=int(s.model_switch_after * 1000),
                 hold_ms=int(s.heartbeat * 3 * 1000),
-                loaded=loaded,
+                loaded=_names(host.loaded),
+                several=len(host.loaded) > 1,
             )
             if pick.changed and pick.model:
                 log.info("Ollama at %s: now serving %s", host.url, pick.model)
-            models = [pick.model] if pick.model else []
-            if len(host.loaded) > 1:
-                # It holds several at once: the others it holds cost it nothing to serve too.
-                waiting = {w.model for w in pick.work}
-                models += [m for m in loaded if m in waiting and m != pick.model]
+            models = [pick.model, *pick.others] if pick.model else []
             host.models = tuple(models)
 
     async def read_loaded(self) -> None:

@@ -15,7 +15,7 @@ from batchq.backends.base import Backend, ConnectOptions, ReplyLimits
 from batchq.backends.ollama import OllamaClient
 from batchq.errors import BackendError
 from batchq.settings import Settings
-from batchq.store.admission import Admission
+from batchq.store.admission import Admission, endpoint_id
 from batchq.store.keys import Keys
 
 __all__ = ["UNHEALTHY_KINDS", "Host", "HostPool", "open_backend"]
@@ -48,6 +48,11 @@ class Host:
     # worker last heard (workers.serving).
     models: tuple[str, ...] = ()
     loaded: tuple[str, ...] = ()
+
+    @property
+    def eid(self) -> str:
+        """Its endpoint id, which names it in Redis (batchq.store.admission.endpoint_id)."""
+        return endpoint_id(self.url)
 
 
 class HostPool:

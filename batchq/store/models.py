@@ -68,6 +68,7 @@ class Served:
     model: str
     at_ms: int
     loads: int
+    others: tuple[str, ...] = ()  # the models it holds at once with that one, served too
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,7 @@ class Pick:
 
     model: str  # '' while no model has had work for it
     changed: bool
+    others: tuple[str, ...]  # the models it holds at once with that one, served too
     work: tuple[ModelWork, ...]
 
 
@@ -94,26 +96,42 @@ class Serving(ScriptCaller):
         switch_after_ms: int,
         hold_ms: int,
         loaded: Sequence[str] = (),
+        several: bool = False,
     ) -> Pick:
         """The model the host ``endpoint`` (its endpoint id) serves from now on; ``loaded``:
-        the models it has in memory, if known."""
+        the models it has in memory, if known, under every name a batch may give them;
+        ``several``: it holds more than one at once."""
         k = self.keys
         res = await self._run(
             "pick",
             [k.ready, k.queue, k.serving, k.models],
-            [now_ms, k.batch_prefix(), endpoint, switch_after_ms, hold_ms, _SCAN, *loaded],
+            [
+                now_ms,
+                k.batch_prefix(),
+                endpoint,
+                switch_after_ms,
+                hold_ms,
+                _SCAN,
+                int(several),
+                *loaded,
+            ],
         )
         work = tuple(
-            ModelWork(text(res[i]), int(res[i + 1]), int(res[i + 2])) for i in range(2, len(res), 3)
+            ModelWork(text(res[i]), int(res[i + 1]), int(res[i + 2])) for i in range(3, len(res), 3)
         )
-        return Pick(text(res[0]), int(res[1]) == 1, tuple(sorted(work, key=lambda w: w.model)))
+        return Pick(
+            text(res[0]),
+            int(res[1]) == 1,
+            tuple(text(res[2]).split()),
+            tuple(sorted(work, key=lambda w: w.model)),
+        )
 
     async def served(self) -> dict[str, Served]:
         """Every host a worker has picked a model for, by endpoint id."""
         out: dict[str, Served] = {}
         raw: dict[bytes, bytes] = await self.redis.hgetall(self.keys.serving)  # type: ignore[misc]
         for eid, value in raw.items():
-            model, at, loads = [*text(value).rsplit("|", 2), "", ""][:3]
+            model, at, loads, others = [*text(value).split("|", 3), "", "", ""][:4]
             if at.isdigit() and loads.isdigit():
-                out[text(eid)] = Served(model, int(at), int(loads))
+                out[text(eid)] = Served(model, int(at), int(loads), tuple(others.split()))
         return out

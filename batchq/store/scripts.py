@@ -59,7 +59,7 @@ class Claim:
     model: str = ""  # the model its item names; '' for a batch dispatched without regard to it
 
 
-StartOutcome = str  # 'ok' | 'final' | 'cancelled' | 'paused' | 'missing'
+StartOutcome = str  # 'ok' | 'final' | 'cancelled' | 'paused' | 'missing' | 'moved'
 
 
 class ScriptCaller:
@@ -135,16 +135,25 @@ class Scripts(ScriptCaller):
         )
 
     async def begin(
-        self, batch_id: str, index: int, jid: str, *, now_ms: int, lease_until_ms: int
+        self,
+        batch_id: str,
+        index: int,
+        jid: str,
+        *,
+        now_ms: int,
+        lease_until_ms: int,
+        endpoint: str = "",
+        model: str = "",
     ) -> tuple[StartOutcome, int, bytes | None]:
         """Take the item's lease; returns ('ok', attempt number, the stored item) or why not
-        to run it."""
+        to run it. ``endpoint`` (an endpoint id) and ``model``: 'moved' if that host no longer
+        serves that model (see :mod:`batchq.store.models`)."""
         k = self.keys
         bk = k.batch(batch_id)
         res = await self._run(
             "start",
-            [bk.meta, bk.results, k.leases, k.ready, k.queue, bk.items, k.open],
-            [batch_id, index, jid, now_ms, lease_until_ms, CANCELLED_PAYLOAD],
+            [bk.meta, bk.results, k.leases, k.ready, k.queue, bk.items, k.serving, k.open],
+            [batch_id, index, jid, now_ms, lease_until_ms, CANCELLED_PAYLOAD, endpoint, model],
         )
         if isinstance(res, list):
             return text(res[0]), int(res[1]), res[2] if len(res) > 2 else None

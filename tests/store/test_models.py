@@ -256,3 +256,55 @@ async def test_embeddings_and_generations_of_one_model_are_one_model(store: Batc
     ]
     bid, _ = await store.submit(batch)
     assert await store.redis.hget(store.keys.batch(bid).meta, "model") == b"e"  # type: ignore[misc]
+
+
+async def test_an_item_does_not_start_on_a_host_that_left_its_model(
+    store: BatchStore, settings: Settings
+) -> None:
+    bid, _ = await store.submit(items(3, model="a"))
+    await register_worker(store, "w", 2)
+    await Dispatcher(store.scripts, settings).run(models=["a"])
+    now = clock.now_ms()
+    jid = f"{bid}:0"
+
+    async def begin(said: str | None) -> str:
+        if said is not None:
+            await store.redis.hset(store.keys.serving, "h1", said)  # type: ignore[misc]
+        outcome, _, _ = await store.scripts.begin(
+            bid, 0, jid, now_ms=now, lease_until_ms=now + 5000, endpoint="h1", model="a"
+        )
+        return outcome
+
+    assert await begin(f"b|{now}|2|") == "moved"
+    assert await begin(f"b|{now}|2|c d") == "moved"
+    # Nothing was taken: no lease, no attempt.
+    assert (await store.status(bid)).running == 0
+    assert await store.redis.hget(store.keys.batch(bid).tries, "0") is None  # type: ignore[misc]
+    assert await begin(f"b|{now}|2|c a") == "ok"  # held with b at once: served too
+
+
+async def test_an_item_starts_where_no_host_has_said_anything(store: BatchStore) -> None:
+    bid, _ = await store.submit(items(1, model="a"))
+    now = clock.now_ms()
+    outcome, attempt, _ = await store.scripts.begin(
+        bid, 0, f"{bid}:0", now_ms=now, lease_until_ms=now + 5000, endpoint="h9", model="a"
+    )
+    assert (outcome, attempt) == ("ok", 1)
+
+
+async def test_a_host_that_holds_several_models_serves_the_others_with_work(
+    store: BatchStore,
+) -> None:
+    for m in ("a", "b", "c"):
+        await store.submit(items(2, model=m))
+    got = await serving(store).pick(
+        "h1",
+        now_ms=clock.now_ms(),
+        switch_after_ms=BOUND_MS,
+        hold_ms=HOLD_MS,
+        loaded=["b", "c", "z"],
+        several=True,
+    )
+    assert got.model in {"b", "c"} and set(got.others) == {"b", "c"} - {got.model}
+    served = (await serving(store).served())["h1"]
+    assert (served.model, served.others, served.loads) == (got.model, got.others, 0)

@@ -10,7 +10,8 @@
 -- KEYS[1] = ready: the levels of ready batches (lib/stride)
 -- KEYS[2] = queue: arq's queue
 -- KEYS[3] = serving: endpoint id -> 'model|ms|loads': the model each host serves, when a
---   worker last said so, and how many models it was given that it did not have loaded
+--   worker last said so, and how many models it was given that it did not have loaded; then,
+--   after a '|', the other models it serves: those it holds at once with that one
 -- KEYS[4] = models: model with work -> when a host last served it (ms)
 -- ARGV[1] = now (ms)
 -- ARGV[2] = the batch key prefix (a batch's hash is this .. batch id)
@@ -18,9 +19,11 @@
 -- ARGV[4] = the switch bound (ms)
 -- ARGV[5] = how long a host's word holds (ms): a host that stops saying is serving nothing
 -- ARGV[6] = most batches of a level, and most due jobs, to look at
--- ARGV[7] .. ARGV[#ARGV] = the models loaded on this host (its /api/ps), if known
--- Returns: {the model this host serves ('' none yet), 1 if it just changed, else 0,
---   then model, top priority, waited (ms) for each model with work}.
+-- ARGV[7] = 1 if this host holds several models at once (its /api/ps), else 0
+-- ARGV[8] .. ARGV[#ARGV] = the models loaded on this host (its /api/ps), if known
+-- Returns: {the model this host serves ('' none yet), 1 if it just changed, else 0, the
+--   others it serves (space-separated), then model, top priority, waited (ms) for each model
+--   with work}.
 --- @include "lib/stride"
 --- @include "lib/models"
 
@@ -65,7 +68,7 @@ local loads = 0
 local elsewhere = {}  -- model -> served by another live host
 local said = redis.call('HGETALL', KEYS[3])
 for i = 1, #said, 2 do
-  local model, at, n = string.match(said[i + 1], '^(.*)|(%d+)|(%d+)$')
+  local model, at, n = string.match(said[i + 1], '^(.-)|(%d+)|(%d+)')
   if said[i] == me then
     current = model or ''
     loads = tonumber(n or '0')
@@ -90,7 +93,7 @@ for model, prio in pairs(work) do
 end
 
 local loaded = {}
-for i = 7, #ARGV do loaded[ARGV[i]] = true end
+for i = 8, #ARGV do loaded[ARGV[i]] = true end
 
 -- Lower is better: {served elsewhere, not loaded here, since}.
 local function better(a, b)
@@ -120,16 +123,29 @@ if best ~= nil then
   end
 end
 
+-- A host that holds several models at once serves the others it holds too: no load to pay.
+local others = {}
+if ARGV[7] == '1' then
+  for i = 8, #ARGV do
+    local model = ARGV[i]
+    if model ~= choice and work[model] ~= nil then
+      others[#others + 1] = model
+      since[model] = now
+      redis.call('HSET', KEYS[4], model, now)
+    end
+  end
+end
+local also = table.concat(others, ' ')
 if choice ~= '' then
   -- The first model a host serves is a load too (unless it had it loaded): counted.
   if choice ~= current and not loaded[choice] then loads = loads + 1 end
-  redis.call('HSET', KEYS[3], me, choice .. '|' .. now .. '|' .. loads)
+  redis.call('HSET', KEYS[3], me, choice .. '|' .. now .. '|' .. loads .. '|' .. also)
   if work[choice] ~= nil then
     since[choice] = now
     redis.call('HSET', KEYS[4], choice, now)
   end
 end
-local out = {choice, choice ~= current and 1 or 0}
+local out = {choice, choice ~= current and 1 or 0, also}
 for model, prio in pairs(work) do
   out[#out + 1] = model
   out[#out + 1] = prio

@@ -6,16 +6,21 @@
 -- KEYS[4] = ready: the levels of ready batches (lib/stride)
 -- KEYS[5] = queue: arq's queue
 -- KEYS[6] = items: the batch's items hash
--- KEYS[7] = open: unfinished batches -> last progress (ms)
+-- KEYS[7] = serving: endpoint id -> what that Ollama host serves (pick.lua)
+-- KEYS[8] = open: unfinished batches -> last progress (ms)
 -- ARGV[1] = batch id
 -- ARGV[2] = item index
 -- ARGV[3] = job id
 -- ARGV[4] = now (ms)
 -- ARGV[5] = lease deadline (ms)
 -- ARGV[6] = the result a cancelled item gets (JSON)
+-- ARGV[7] = the endpoint id of the host it is for ('': no check)
+-- ARGV[8] = the model the item names
 -- Returns: {'ok', attempt number, the stored item}; or why not to run it: 'final' (it has a
---   result), 'missing' (no such batch), 'cancelled' (now recorded as such), 'paused'.
+--   result), 'missing' (no such batch), 'cancelled' (now recorded as such), 'paused', 'moved'
+--   (its host serves another model now: batchq.store.models).
 --- @include "lib/finalize"
+--- @include "lib/models"
 
 if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then return 'final' end
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -27,6 +32,12 @@ if state == 'cancelled' then
 end
 -- Not begun and no attempt counted: the worker parks the job until the batch resumes.
 if state == 'paused' then return 'paused' end
+-- Claimed while its host served its model, which the host has left since: sent now, it would
+-- make Ollama load that model back. Not begun; the worker puts it back in the queue.
+if ARGV[7] ~= '' then
+  local said = redis.call('HGET', KEYS[7], ARGV[7])
+  if said and not serves(said, ARGV[8]) then return 'moved' end
+end
 if redis.call('ZADD', KEYS[3], ARGV[5], ARGV[3]) == 1 then
   redis.call('HINCRBY', KEYS[1], 'running', 1)
 end

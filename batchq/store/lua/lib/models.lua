@@ -7,7 +7,7 @@
 -- the items of each model it has not passed yet. A batch with neither (stored before models
 -- were recorded, or of more than 255 models) is a wildcard: its jobs go to any host.
 -- Uses no KEYS or ARGV of its own: the arguments come as parameters.
--- Defines: batch_of, batch_info, job_model, model_set, wanted_codes, mixed_work, mixed_take, mixed_dry, park_keys.
+-- Defines: batch_of, batch_info, job_model, model_set, wanted_codes, mixed_work, mixed_take, mixed_dry, park_keys, serves.
 
 -- The batch id of a job id (`<batch id>:<index>`), and the index.
 local function batch_of(jid)
@@ -139,4 +139,15 @@ local function park_keys(meta)
     for c = 0, #cjson.decode(names) - 1 do out[#out + 1] = meta .. ':park:' .. c end
   end
   return out
+end
+
+-- Whether a host's entry in the serving hash ('model|ms|loads|others', pick.lua) names
+-- `model`: the model it serves, or one of the others it holds at once.
+local function serves(said, model)
+  local first, rest = string.match(said, '^(.-)|%d+|%d+|?(.*)$')
+  if first == nil or first == model then return true end
+  for other in string.gmatch(rest, '%S+') do
+    if other == model then return true end
+  end
+  return false
 end
