@@ -86,3 +86,21 @@ def test_a_file_alternating_models_loads_each_model_once(
         assert all(n == 1 for n in stats["prompts"].values())
         out = batchq(env, "results", bid).stdout.splitlines()
         assert [json.loads(line)["custom_id"] for line in out] == [str(i) for i in range(36)]
+
+
+def test_two_hosts_spread_three_models(redis_url: str, prefix: str, tmp_path: Path) -> None:
+    args = ["--max-loaded", "1", "--load-seconds", "0.3", "--parallel", "2", "--latency", "0.05"]
+    with simulator(tmp_path, *args) as one, simulator(tmp_path, *args) as two:
+        env = env_for(redis_url, prefix, tmp_path / "home", f"{one},{two}")
+        ids = [submit(env, tmp_path / f"{i}.jsonl", m, 16) for i, m in enumerate(MODELS)]
+        with Workers(env, tmp_path) as workers:
+            for _ in range(2):
+                workers.start("--concurrency", "4")
+            wait_for_workers(env, 2)
+            for bid in ids:
+                assert wait_done(env, bid)["succeeded"] == 16
+        loads = [sim_stats(url)["loads"] for url in (one, two)]
+    # Each model loaded on one host, plus at most one more per host as a model runs dry.
+    assert sum(sum(x.values()) for x in loads) <= len(MODELS) + 2, loads
+    # Both hosts worked.
+    assert all(loads), loads
