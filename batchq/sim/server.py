@@ -44,6 +44,9 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _MAX_ARRIVALS = 100_000
 
+# Ollama's error for an embedding input longer than the context, when truncate is false.
+TOO_LONG_TO_EMBED = "the input length exceeds the context length"
+
 
 @dataclass(slots=True)
 class _Job:
@@ -346,12 +349,18 @@ class SimServer:
             dim = min(dim, dimensions)
         for t in texts:
             self._prompts[t] = self._prompts.get(t, 0) + 1
+        truncate = body_field(body, "truncate", bool, "EmbedRequest") is not False
         keep_alive = keep_alive_field(body)
         _, slow = self.sched.admit(name)
         n_prompt = sum(count_tokens(t) for t in texts)
         with self.sched.counted():
             async with self.sched.slot(name, keep_alive):
                 loaded = time.perf_counter_ns()
+                # EmbedHandler tokenizes once the model is loaded; one input too long without
+                # truncate fails the whole request.
+                limit = self.config.embed_context
+                if not truncate and any(count_tokens(t) > limit for t in texts):
+                    raise ErrorReply(400, TOO_LONG_TO_EMBED)
                 # One pass for all the inputs: they share the overhead (see SimConfig).
                 stall = self.sched.stall(n_prompt, slow) + max(self.config.embed_overhead, 0.0)
                 if stall > 0:
