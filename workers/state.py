@@ -20,6 +20,7 @@ from batchq.settings import Settings
 from batchq.store.batches import BatchStore
 from batchq.store.dispatch import Dispatcher
 from batchq.store.keys import Keys
+from workers.embed_groups import EmbedGroups
 from workers.stats import WorkerStats
 
 __all__ = ["WorkerContext", "WorkerState"]
@@ -54,6 +55,7 @@ class WorkerState:
         self.limiter = RateLimiter(self.settings.rate)
         self.hosts = HostPool(self.settings, self.redis, self.keys)
         self.stats = WorkerStats(self.worker_id, self.settings, self.running)
+        self.embed = EmbedGroups(self.settings, self.redis, self.keys, self.worker_id)
 
     @property
     def draining(self) -> bool:

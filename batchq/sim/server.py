@@ -77,6 +77,7 @@ class SimServer:
         self._by_status: dict[str, int] = {}
         self._prompts: dict[str, int] = {}
         self._runaways = 0  # replies that never end (--fail-runaway)
+        self._embeds = 0  # /api/embed requests received, however many inputs each
         # Arrival times (epoch s) of inference requests, for tests of global rate limits.
         self._arrivals: list[float] = []
         # The prompt of each arrival, by position: which batch a request came from, when a
@@ -144,8 +145,9 @@ class SimServer:
         """Counters since start or the last reset; the same as ``GET /_sim/stats``.
 
         ``requests``/``by_status`` count replies (499: the client hung up first), ``prompts``
-        counts requests received per prompt text (each embed input counts once), ``in_flight``
-        is requests admitted and not yet answered, whether waiting or generating.
+        counts requests received per prompt text (each embed input counts once), ``embeds`` the
+        /api/embed requests received, ``in_flight`` is requests admitted and not yet answered,
+        whether waiting or generating.
         """
         return dict(self._on_loop(self._snapshot))
 
@@ -163,6 +165,7 @@ class SimServer:
             "unloads": dict(self.sched.unloads),
             "prompts": dict(self._prompts),
             "runaways": self._runaways,
+            "embeds": self._embeds,
             "arrivals": list(self._arrivals),
             "arrival_prompts": list(self._arrival_prompts),
         }
@@ -341,6 +344,7 @@ class SimServer:
         name = self.sched.resolve(model)
         texts = body.get("input") or []
         texts = [texts] if isinstance(texts, str) else texts
+        self._embeds += 1
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             raise ErrorReply(400, "invalid input type")
         dim = self.config.embed_dim

@@ -208,6 +208,7 @@ def test_embed_input_past_the_context_fails_the_request_without_truncate() -> No
             ok = await client.embed(model="nomic-embed-text", input="short one", truncate=False)
             assert list(ok.embeddings[0]) == list(cut.embeddings[0])
             assert server.stats()["by_status"] == {"400": 1, "200": 2}
+            assert server.stats()["embeds"] == 3
 
     run(body)
 
@@ -601,6 +602,7 @@ def test_stats_over_http_and_reset() -> None:
                 "unloads": {},
                 "prompts": {},
                 "runaways": 0,
+                "embeds": 0,
                 "arrivals": [],
                 "arrival_prompts": [],
             }
