@@ -261,10 +261,17 @@ class Lab:
 
     @contextlib.contextmanager
     def workers(
-        self, prefix: str, count: int, *, ollama: str, concurrency: int
+        self,
+        prefix: str,
+        count: int,
+        *,
+        ollama: str,
+        concurrency: int,
+        extra_env: dict[str, str] | None = None,
     ) -> Iterator[Workers]:
-        """``count`` worker processes, registered (start-up done) before the block runs."""
-        env = self.env(prefix, ollama=ollama, concurrency=concurrency)
+        """``count`` worker processes, registered (start-up done) before the block runs;
+        ``extra_env`` adds settings of their own (``BATCHQ_...``)."""
+        env = self.env(prefix, ollama=ollama, concurrency=concurrency) | (extra_env or {})
         group = Workers()
         logs: list[IO[bytes]] = []
         try:
