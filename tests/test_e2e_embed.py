@@ -6,6 +6,7 @@ but for the durations, and the one bad item fails alone."""
 from __future__ import annotations
 
 import json
+import signal
 from array import array
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,8 @@ from typing import Any
 import pytest
 
 from batchq.sim.process import expected_embedding
-from tests.procs import Workers, batchq, env_for, sim_stats, simulator, wait_done
+from tests.procs import Workers, batchq, env_for, sim_stats, simulator, status, wait_done
+from tests.waits import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -111,3 +113,38 @@ def test_grouped_embeddings_match_one_request_per_item(
         want = [expected_embedding(MODEL, t, seed=SEED, dim=DIM) for t in inputs(i)]
         assert float32(r["embeddings"]) == want
         assert r["metrics"]["prompt_eval_count"] >= 1
+
+
+def test_sigterm_finishes_groups_in_flight_and_wastes_no_attempt(
+    redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    # Each request takes a second at the first Ollama: the SIGTERM lands with groups at it.
+    with (
+        simulator(tmp_path, "--parallel", "1", "--embed-overhead", "1.0") as slow,
+        simulator(tmp_path, "--parallel", "1") as fast,
+    ):
+        env = env_for(redis_url, prefix, tmp_path / "home", slow, BATCHQ_EMBED_BATCH="8")
+        src = tmp_path / "in.jsonl"
+        texts = [f"term {i}" for i in range(60)]
+        src.write_text("".join(json.dumps({"input": t}) + "\n" for t in texts))
+        bid = batchq(env, "submit", str(src), "--model", MODEL).stdout.strip()
+        with Workers(env, tmp_path) as workers:
+            first = workers.start("--concurrency", "2")
+            # The first three items went alone (the worker had seen no embedding yet); then
+            # groups: SIGTERM once two of them are at Ollama.
+            wait_until(lambda: sim_stats(slow)["embeds"] >= 5, what="groups at Ollama")
+            first.send_signal(signal.SIGTERM)
+            assert first.wait(120) == 0, workers.logs()
+            s = status(env, bid)
+            sent = sim_stats(slow)["prompts"]
+            assert (s["running"], s["failed"], s["succeeded"]) == (0, 0, len(sent))
+            assert len(sent) > 3 + 8  # at least one whole group went out and was recorded
+            workers.start("--concurrency", "2", env={**env, "OLLAMA_HOST": fast})
+            wait_done(env, bid)
+        after = sim_stats(fast)["prompts"]
+    out = tmp_path / "r.jsonl"
+    batchq(env, "results", bid, "-o", str(out))
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [(r["status"], r["attempts"]) for r in rows] == [("succeeded", 1)] * len(texts)
+    # Each text went out once: the groups the SIGTERM let finish, then the rest elsewhere.
+    assert set(sent).isdisjoint(after) and {**sent, **after} == dict.fromkeys(texts, 1)

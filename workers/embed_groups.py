@@ -22,9 +22,10 @@ timeout, a 5xx, Ollama down) is each member's own, retried or failed as a single
 
 Claiming enough. A group can only take jobs the worker holds, and the dispatch window holds
 about ``dispatch_window`` times the workers' registered slots. While the worker's latest item
-is an embedding it claims up to ``embed_batch`` jobs per slot and registers that many slots, so
-every slot can carry a full group; once it meets another kind of item it goes back to its
-usual claims (``jobs_per_worker``), so it does not hoard generations other workers could run.
+is an embedding, begun in the last two seconds, it claims up to ``embed_batch`` jobs per slot
+and registers that many slots, so every slot can carry a full group; once it meets another
+kind of item, or embeddings stop coming, it goes back to its usual claims
+(``jobs_per_worker``), so it does not sit on generations other workers could run.
 
 Each member's reply has the group's durations and a share of its ``prompt_eval_count`` in
 proportion to the characters of its inputs (Ollama reports only the total), so a batch's token
@@ -42,6 +43,7 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from batchq import clock
 from batchq.backends.base import Reply
 from batchq.backends.pool import Host
 from batchq.errors import BackendError
@@ -58,6 +60,10 @@ Send = Callable[[Item], Awaitable[Sent]]
 # Failures of a group that may be one member's fault: split to find it. A 404 (unknown model),
 # a deadline, a broken connection are every member's alike.
 SPLIT_KINDS = frozenset({"invalid_request", "body_too_large"})
+
+# How long after its latest embedding began a worker still claims for groups: far longer than
+# the gap between two items of a batch of embeddings, and short next to a batch of generations.
+_ACTIVE_S = 2.0
 
 # Waiting jobs a leader reads per group, as a multiple of the group's size: enough to fill it
 # when other kinds of item are mixed in, bounded however many jobs wait.
@@ -141,12 +147,20 @@ class EmbedGroups:
         self._redis = redis
         self._keys = keys
         self._worker_id = worker_id
-        # The worker's latest item was an embedding: claim and register for full groups.
-        self.active = False
+        # When the worker's latest item began, if it was an embedding (clock.monotonic()).
+        self._embedding_since: float | None = None
+        self._registered = False  # what the worker's entry in the window says
         # Jobs waiting for a slot that a leader may take, in the order they began waiting.
         self._offers: dict[str, asyncio.Future[Group]] = {}
         # What a waiting job's item is, once read: (group key, inputs), or None (not groupable).
         self._peeked: dict[str, tuple[str, int] | None] = {}
+
+    @property
+    def active(self) -> bool:
+        """The worker runs embeddings: its latest item was one, and began a moment ago (once
+        they stop coming, it claims as usual again, whatever comes next)."""
+        since = self._embedding_since
+        return since is not None and clock.monotonic() - since < _ACTIVE_S
 
     @property
     def job_limit(self) -> int:
@@ -155,8 +169,9 @@ class EmbedGroups:
 
     @property
     def registered_slots(self) -> int:
-        """The slots the worker counts for in the dispatch window."""
-        return self._settings.max_in_flight * (self.size if self.active else 1)
+        """The slots the worker counts for in the dispatch window (its heartbeat writes them)."""
+        self._registered = self.active
+        return self._settings.max_in_flight * (self.size if self._registered else 1)
 
     def groups(self, item: Item) -> bool:
         """Whether ``item`` goes through a group (of one, when no other job fits)."""
@@ -165,10 +180,10 @@ class EmbedGroups:
     async def observe(self, item: Item) -> None:
         """Each item a worker begins says whether it is running embeddings; a change is
         registered at once, not at the next heartbeat, so the window follows."""
-        active = self.groups(item)
-        if active == self.active:
+        self._embedding_since = clock.monotonic() if self.groups(item) else None
+        if self.active == self._registered:
             return
-        self.active = active
+        self._registered = self.active
         with contextlib.suppress(RedisError):
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.hset(self._keys.worker_slots, self._worker_id, str(self.registered_slots))

@@ -10,6 +10,7 @@ from typing import Any
 import fakeredis
 import pytest
 
+from batchq import clock
 from batchq.backends.base import Reply
 from batchq.errors import BackendError, PermanentBackendError, TransientBackendError
 from batchq.records import Endpoint, Item
@@ -194,6 +195,30 @@ def test_a_leader_takes_waiting_jobs_of_its_kind_and_leaves_the_rest() -> None:
         assert not groups._offers and not groups._peeked
         await groups.observe(items[2])
         assert not groups.active and groups.job_limit == Settings().jobs_per_worker
+        await redis.aclose()
+
+    asyncio.run(body())
+
+
+def test_a_worker_claims_for_groups_only_while_embeddings_come(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [100.0]
+    monkeypatch.setattr(clock, "monotonic", lambda: now[0])
+    settings = Settings(concurrency=4, embed_batch=8)
+
+    async def body() -> None:
+        redis = fakeredis.FakeAsyncRedis()
+        groups = EmbedGroups(settings, redis, Keys("t"), "w")
+        assert not groups.active and groups.job_limit == settings.jobs_per_worker
+        await groups.observe(embed(1))
+        assert groups.job_limit == max_jobs(settings)
+        assert groups.registered_slots == settings.max_in_flight * 8
+        now[0] += 1.0
+        assert groups.active
+        now[0] += 1.5  # no embedding began for 2.5 s: the batch is done
+        assert not groups.active and groups.job_limit == settings.jobs_per_worker
+        assert groups.registered_slots == settings.max_in_flight
         await redis.aclose()
 
     asyncio.run(body())
