@@ -22,10 +22,11 @@ timeout, a 5xx, Ollama down) is each member's own, retried or failed as a single
 
 Claiming enough. A group can only take jobs the worker holds, and the dispatch window holds
 about ``dispatch_window`` times the workers' registered slots. While the worker's latest item
-is an embedding, begun in the last two seconds, it claims up to ``embed_batch`` jobs per slot
-and registers that many slots, so every slot can carry a full group; once it meets another
-kind of item, or embeddings stop coming, it goes back to its usual claims
-(``jobs_per_worker``), so it does not sit on generations other workers could run.
+is an embedding, and embeddings are in a request or one began in the last two seconds, it
+claims up to ``embed_batch`` jobs per slot and registers that many slots, so every slot can
+carry a full group; once it meets another kind of item, or embeddings stop coming, it goes
+back to its usual claims (``jobs_per_worker``), so it does not sit on generations other
+workers could run.
 
 Each member's reply has the group's durations and a share of its ``prompt_eval_count`` in
 proportion to the characters of its inputs (Ollama reports only the total), so a batch's token
@@ -150,6 +151,7 @@ class EmbedGroups:
         # When the worker's latest item began, if it was an embedding (clock.monotonic()).
         self._embedding_since: float | None = None
         self._registered = False  # what the worker's entry in the window says
+        self._in_flight = 0  # embedding items in a request now (leaders and riders)
         # Jobs waiting for a slot that a leader may take, in the order they began waiting.
         self._offers: dict[str, asyncio.Future[Group]] = {}
         # What a waiting job's item is, once read: (group key, inputs), or None (not groupable).
@@ -157,10 +159,13 @@ class EmbedGroups:
 
     @property
     def active(self) -> bool:
-        """The worker runs embeddings: its latest item was one, and began a moment ago (once
-        they stop coming, it claims as usual again, whatever comes next)."""
+        """The worker runs embeddings: its latest item was one, and some are in a request now
+        or one began a moment ago (once they stop coming, it claims as usual again, whatever
+        comes next)."""
         since = self._embedding_since
-        return since is not None and clock.monotonic() - since < _ACTIVE_S
+        if since is None:
+            return False
+        return self._in_flight > 0 or clock.monotonic() - since < _ACTIVE_S
 
     @property
     def job_limit(self) -> int:
@@ -228,6 +233,7 @@ class EmbedGroups:
             raise ValueError("only an embedding leads a group")
         group = Group(key)
         own = group.add(jid, item)
+        self._in_flight += 1
         try:
             room = self.size - len(group.members[0].inputs)
             if room > 0 and self._offers:
@@ -236,6 +242,7 @@ class EmbedGroups:
             group.closed = True
             await _send_all(list(group.members), send)
         finally:
+            self._in_flight -= 1
             free_slot()
             group.closed = True
             for m in group.members:
@@ -249,7 +256,11 @@ class EmbedGroups:
         if group_key(item) != group.key:
             group.leave(jid)
             return await send(item)
-        return await group.add(jid, item)
+        self._in_flight += 1
+        try:
+            return await group.add(jid, item)
+        finally:
+            self._in_flight -= 1
 
     async def _recruit(self, group: Group, room: int) -> None:
         await self._peek(_PEEK_FACTOR * self.size)

@@ -216,7 +216,10 @@ def test_a_worker_claims_for_groups_only_while_embeddings_come(
         assert groups.registered_slots == settings.max_in_flight * 8
         now[0] += 1.0
         assert groups.active
-        now[0] += 1.5  # no embedding began for 2.5 s: the batch is done
+        groups._in_flight = 1  # a slow request of embeddings
+        now[0] += 1.5
+        assert groups.active
+        groups._in_flight = 0  # no embedding in a request, none begun for 2.5 s: done
         assert not groups.active and groups.job_limit == settings.jobs_per_worker
         assert groups.registered_slots == settings.max_in_flight
         await redis.aclose()
