@@ -197,8 +197,8 @@ class EmbedGroups:
     async def wait_turn(self, slots: asyncio.Semaphore, jid: str) -> Group | None:
         """Wait for one of the worker's Ollama ``slots`` (None: the job holds it now) or to be
         taken into a leader's group (the group: the job holds no slot and must join or leave
-        it)."""
-        if self.size <= 1 or not slots.locked():
+        it). Only while the worker runs embeddings: the race costs a task per job."""
+        if not self.active or not slots.locked():
             await slots.acquire()
             return None
         offer: asyncio.Future[Group] = asyncio.get_running_loop().create_future()

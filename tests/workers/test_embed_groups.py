@@ -156,15 +156,15 @@ def test_a_leader_takes_waiting_jobs_of_its_kind_and_leaves_the_rest() -> None:
             await pipe.execute()
         slots = asyncio.Semaphore(1)
         assert await groups.wait_turn(slots, job_id(BID, 0)) is None  # the leader's slot
-        waits = {i: asyncio.create_task(groups.wait_turn(slots, job_id(BID, i))) for i in items}
-        await asyncio.sleep(0)
-        assert not any(t.done() for t in waits.values())
-
         await groups.observe(embed(0))
         assert groups.active and groups.job_limit == max_jobs(groups._settings)
         async with redis.pipeline() as pipe:
             pipe.hget(keys.worker_slots, "w")
             assert await pipe.execute() == [str(5 * 4).encode()]
+
+        waits = {i: asyncio.create_task(groups.wait_turn(slots, job_id(BID, i))) for i in items}
+        await asyncio.sleep(0)
+        assert not any(t.done() for t in waits.values())
 
         send = FakeSend()
         freed: list[bool] = []
@@ -195,6 +195,12 @@ def test_a_leader_takes_waiting_jobs_of_its_kind_and_leaves_the_rest() -> None:
         assert not groups._offers and not groups._peeked
         await groups.observe(items[2])
         assert not groups.active and groups.job_limit == Settings().jobs_per_worker
+        # Not running embeddings, a job just waits for a slot: no leader can take it.
+        plain = asyncio.create_task(groups.wait_turn(slots, job_id(BID, 9)))
+        await asyncio.sleep(0)
+        assert not plain.done() and not groups._offers
+        slots.release()
+        assert await plain is None
         await redis.aclose()
 
     asyncio.run(body())
