@@ -91,20 +91,28 @@ def members(*items: Item) -> tuple[Group, list[asyncio.Future[Sent]]]:
     return group, [group.add(f"j{i}", it) for i, it in enumerate(items)]
 
 
-def test_a_failed_group_is_split_down_to_the_bad_item() -> None:
+@pytest.mark.parametrize(
+    "error",
+    [
+        PermanentBackendError("input too long", kind="invalid_request", status_code=400),
+        # A reply past the body cap: the group's, until the item whose own reply is too large.
+        PermanentBackendError("the reply body passed 1 MiB", kind="body_too_large"),
+    ],
+)
+def test_a_failed_group_is_split_down_to_the_bad_item(error: BackendError) -> None:
     async def body() -> None:
         items = [embed(i) for i in range(8)]
         items[5] = embed(5, "bad input")
         items[2] = embed(2, "two", "inputs")
         group, futs = members(*items)
-        send = FakeSend()
+        send = FakeSend(error)
         await _send_all(group.members, send)
         # 8 -> 4 + 4 -> 2 + 2 -> 1 + 1: the good halves go once each.
         assert len(send.sent) == 7
         for i, (it, fut) in enumerate(zip(items, futs, strict=True)):
             got = fut.result()
             if i == 5:
-                assert isinstance(got, PermanentBackendError) and got.status_code == 400
+                assert got is error
             else:
                 assert not isinstance(got, BackendError)
                 assert got[0].embeddings == [f"v:{t}" for t in it.body["input"]]
