@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     # None: a quarter of the concurrency, rounded up.
     prefetch: int | None = Field(default=None, ge=0, le=10_000)
     rate: float | None = Field(default=None, gt=0)
+    # The most inputs one /api/embed carries: consecutive embedding items of one model and
+    # options share a request up to this (workers.embed_groups); 1 sends each item alone.
+    embed_batch: int = Field(default=64, ge=1, le=4096)
     # Set at worker start-up for its endpoint, in Redis, for every worker of that endpoint.
     global_rate: float | None = Field(default=None, ge=0)
     global_concurrency: int | None = Field(default=None, ge=0)

@@ -270,11 +270,11 @@ class Lab:
         *,
         ollama: str,
         concurrency: int,
-        extra: dict[str, str] | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> Iterator[Workers]:
         """``count`` worker processes, registered (start-up done) before the block runs;
-        ``extra``: more environment (settings) for them."""
-        env = self.env(prefix, ollama=ollama, concurrency=concurrency) | (extra or {})
+        ``extra_env`` adds settings of their own (``BATCHQ_...``)."""
+        env = self.env(prefix, ollama=ollama, concurrency=concurrency) | (extra_env or {})
         group = Workers()
         logs: list[IO[bytes]] = []
         try:

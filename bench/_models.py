@@ -95,7 +95,7 @@ def _run(
             ids.append(_submit(ctx, prefix, path, "--model", model))
         env = {"BATCHQ_MODEL_SWITCH_AFTER": str(switch_after)}
         concurrency = PARALLEL // workers
-        with lab.workers(prefix, workers, ollama=sim.url, concurrency=concurrency, extra=env):
+        with lab.workers(prefix, workers, ollama=sim.url, concurrency=concurrency, extra_env=env):
             metas = [lab.wait_done(prefix, bid, timeout=1800) for bid in ids]
         stats = httpx.get(f"{sim.url}/_sim/stats", timeout=30).json()
     start = min(int(m["started_at"]) for m in metas)

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import cast
 
+from _embed import t_embed
 from _fairness import t_fairness
 from _fixtures import BigBatch, Ctx, Row, fill_results, raw_export, verdict
 from _harness import (
@@ -607,6 +608,7 @@ TARGETS: dict[str, Callable[[Ctx], None]] = {
     "fairness": t_fairness,
     "models": t_models,
     "models-turns": t_models_turns,
+    "embed": t_embed,
 }
 
 NUMBERS = {
@@ -622,6 +624,7 @@ NUMBERS = {
     "fairness": 9,
     "models": 10,
     "models-turns": 10,
+    "embed": 11,
 }
 
 __all__ = ["NUMBERS", "TARGETS"]

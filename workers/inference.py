@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ from batchq.pacing import backoff
 from batchq.records import Item, ItemError, ItemStatus
 from batchq.store.codec import encode_result
 from batchq.store.keys import BATCH_ID_RE, parse_job_id
+from workers.embed_groups import Group
 from workers.state import WorkerContext, WorkerState
 
 __all__ = ["PAUSED_PARK_S", "REJECT_FUNCTION", "reject_job", "run_item"]
@@ -48,6 +50,7 @@ class _Job:
     score: int  # the queue score arq claimed it at
     slot: _Slot | None = None  # its Ollama slot, given up as soon as the reply is in
     host: Host | None = None  # the Ollama host it goes to, if chosen already
+    ride: Group | None = None  # the embedding group it was taken into, holding no slot
 
 
 class _Slot:
@@ -73,12 +76,13 @@ async def run_item(ctx: WorkerContext, batch_id: str, index: int) -> str:
     # claimed but not started, so that when a request ends the next one needs only its start
     # round trip before it goes out. Started only once it has a slot, an item's attempts stay
     # the requests that reached (or may have reached) Ollama, whatever kills the worker.
+    # An embedding job may instead be taken into another's request (workers.embed_groups).
     st.waiting.add(jid)
     try:
-        await st.ollama_slots.acquire()
+        ride = await st.embed.wait_turn(st.ollama_slots, jid)
     finally:
         st.waiting.discard(jid)
-    slot = _Slot(st.ollama_slots)
+    slot = _Slot(st.ollama_slots) if ride is None else None
     try:
         if st.draining:
             # SIGTERM: finish the requests in flight, start none. Back in the queue at once.
@@ -88,13 +92,22 @@ async def run_item(ctx: WorkerContext, batch_id: str, index: int) -> str:
             # now it would make Ollama load that model back. Back in the queue, unstarted, for
             # a host that serves it.
             raise Retry(defer=0)
-        return await _run_started(ctx, st, batch_id, index, jid, slot)
+        return await _run_started(ctx, st, batch_id, index, jid, slot, ride)
     finally:
-        slot.free()
+        if slot is not None:
+            slot.free()
+        if ride is not None:
+            ride.leave(jid)  # its leader waits for it to join or not
 
 
 async def _run_started(
-    ctx: WorkerContext, st: WorkerState, batch_id: str, index: int, jid: str, slot: _Slot
+    ctx: WorkerContext,
+    st: WorkerState,
+    batch_id: str,
+    index: int,
+    jid: str,
+    slot: _Slot | None,
+    ride: Group | None = None,
 ) -> str:
     model = ctx.get("model", "")
     # Chosen before the item starts: its start checks that the host still serves its model.
@@ -120,7 +133,7 @@ async def _run_started(
     if outcome != "ok":
         # Already final (a duplicate delivery), cancelled, or the batch is gone.
         return outcome
-    job = _Job(st, batch_id, index, jid, attempt, ctx["job_try"], ctx["score"], slot, host)
+    job = _Job(st, batch_id, index, jid, attempt, ctx["job_try"], ctx["score"], slot, host, ride)
     st.running.add(jid)
     try:
         return await _attempt(job, raw)
@@ -182,7 +195,11 @@ async def _attempt(job: _Job, raw: bytes | None) -> str:
         )
         return await _fail(job, error)
 
-    outcome = await _request(job, item)
+    await st.embed.observe(item)
+    if job.ride is not None or st.embed.groups(item):
+        outcome = await _embed_request(job, item)
+    else:
+        outcome = await _request(job, item)
     if isinstance(outcome, PermanentBackendError):
         return await _fail(job, _item_error(outcome))
     if isinstance(outcome, BackendError):
@@ -233,6 +250,20 @@ async def _request(job: _Job, item: Item) -> tuple[Reply, Host] | BackendError:
                 await asyncio.shield(host.admission.release(job.jid))
     st.hosts.succeeded(host)
     return reply, host
+
+
+async def _embed_request(job: _Job, item: Item) -> tuple[Reply, Host] | BackendError:
+    """``item``'s share of one /api/embed with other jobs' (see workers.embed_groups): led
+    when the job holds a slot, which it keeps until the group's requests are all done."""
+    alone = dataclasses.replace(job, slot=None)
+
+    async def send(it: Item) -> tuple[Reply, Host] | BackendError:
+        return await _request(alone, it)
+
+    if job.ride is not None:
+        return await job.st.embed.ride(job.ride, job.jid, item, send)
+    slot = job.slot
+    return await job.st.embed.lead(job.jid, item, send, slot.free if slot else lambda: None)
 
 
 async def _admit(job: _Job, host: Host) -> None:

@@ -103,7 +103,7 @@ async def _heartbeat_once(st: WorkerState) -> None:
     now = clock.now_ms()
     async with st.redis.pipeline(transaction=False) as pipe:
         pipe.zadd(st.keys.workers, {st.worker_id: now + st.lease_ms})
-        pipe.hset(st.keys.worker_slots, st.worker_id, str(st.settings.max_in_flight))
+        pipe.hset(st.keys.worker_slots, st.worker_id, str(st.embed.registered_slots))
         if st.waiting:
             # Claimed jobs waiting for a slot have no lease yet: keep their claims fresh, or
             # the reaper would take them for the claims of a dead worker.

@@ -14,6 +14,7 @@ from batchq.settings import Settings
 from batchq.store.connection import arq_pool, arq_redis_settings, resolve_redis_url
 from batchq.store.dispatch import JOB_FUNCTION
 from batchq.store.keys import Keys
+from workers import embed_groups
 from workers.inference import REJECT_FUNCTION, reject_job, run_item
 from workers.lifecycle import after_job_end, shutdown, startup_hook
 
@@ -86,7 +87,7 @@ def worker_kwargs(settings: Settings, redis_url: str | None = None) -> dict[str,
         ],
         "redis_settings": arq_redis_settings(url),
         "queue_name": queue,
-        "max_jobs": settings.jobs_per_worker,
+        "max_jobs": embed_groups.max_jobs(settings),
         "job_timeout": settings.job_timeout,
         # Results live in batchq's own hash; arq's copy would double Redis memory.
         "keep_result": 0,

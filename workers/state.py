@@ -21,6 +21,7 @@ from batchq.store.batches import BatchStore
 from batchq.store.dispatch import Dispatcher
 from batchq.store.keys import Keys
 from batchq.store.models import Serving
+from workers.embed_groups import EmbedGroups
 from workers.serving import HostModels
 from workers.stats import WorkerStats
 
@@ -57,6 +58,7 @@ class WorkerState:
         self.hosts = HostPool(self.settings, self.redis, self.keys)
         self.models = HostModels(self.settings, self.hosts, Serving(self.redis, self.keys))
         self.stats = WorkerStats(self.worker_id, self.settings, self.running, self.hosts.hosts)
+        self.embed = EmbedGroups(self.settings, self.redis, self.keys, self.worker_id)
 
     @property
     def draining(self) -> bool:

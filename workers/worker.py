@@ -72,8 +72,11 @@ class BatchqWorker(Worker):
 
     async def _claim_and_start(self) -> None:
         st: WorkerState | None = self.ctx.get("batchq")
-        free = self.max_jobs - self.job_counter
-        if st is None or free <= 0:
+        if st is None:
+            return
+        # Beyond jobs_per_worker only while running embeddings (see workers.embed_groups).
+        free = min(st.embed.job_limit, self.max_jobs) - self.job_counter
+        if free <= 0:
             return
         try:
             await st.models.refresh()

@@ -125,6 +125,9 @@ class SimConfig:
     One ``/api/embed`` request is one pass of ``embed_overhead + latency + T / prompt_rate``
     seconds, with ``T`` the tokens of all its inputs: its N inputs share the overhead, so they
     cost far less than N requests of one input each (as the GPU embeds them as one batch).
+    Each vector depends only on the model, the seed, ``embed_dim`` and its own text, never on
+    the other inputs of its request. An input of more than ``embed_context`` tokens with
+    ``truncate: false`` fails the whole request (400), as it does in Ollama.
     """
 
     seed: int = _flag(0, "seed of the failure dice")
@@ -182,4 +185,9 @@ class SimConfig:
     embed_dim: int = _flag(768, "length of an embedding vector (nomic-embed-text's)")
     embed_overhead: float = _flag(
         0.01, "seconds an /api/embed request costs whatever the number of its inputs"
+    )
+    embed_context: int = _flag(
+        2048,
+        "tokens (words) an embedding input may have, as num_ctx; a request with a longer one "
+        "and truncate false is refused with a 400, as Ollama does",
     )

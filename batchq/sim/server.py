@@ -44,6 +44,9 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _MAX_ARRIVALS = 100_000
 
+# Ollama's error for an embedding input longer than the context, when truncate is false.
+TOO_LONG_TO_EMBED = "the input length exceeds the context length"
+
 
 @dataclass(slots=True)
 class _Job:
@@ -74,6 +77,7 @@ class SimServer:
         self._by_status: dict[str, int] = {}
         self._prompts: dict[str, int] = {}
         self._runaways = 0  # replies that never end (--fail-runaway)
+        self._embeds = 0  # /api/embed requests received, however many inputs each
         # Arrival times (epoch s) of inference requests, for tests of global rate limits.
         self._arrivals: list[float] = []
         # The prompt of each arrival, by position: which batch a request came from, when a
@@ -141,8 +145,9 @@ class SimServer:
         """Counters since start or the last reset; the same as ``GET /_sim/stats``.
 
         ``requests``/``by_status`` count replies (499: the client hung up first), ``prompts``
-        counts requests received per prompt text (each embed input counts once), ``in_flight``
-        is requests admitted and not yet answered, whether waiting or generating.
+        counts requests received per prompt text (each embed input counts once), ``embeds`` the
+        /api/embed requests received, ``in_flight`` is requests admitted and not yet answered,
+        whether waiting or generating.
         """
         return dict(self._on_loop(self._snapshot))
 
@@ -160,6 +165,7 @@ class SimServer:
             "unloads": dict(self.sched.unloads),
             "prompts": dict(self._prompts),
             "runaways": self._runaways,
+            "embeds": self._embeds,
             "arrivals": list(self._arrivals),
             "arrival_prompts": list(self._arrival_prompts),
         }
@@ -338,6 +344,7 @@ class SimServer:
         name = self.sched.resolve(model)
         texts = body.get("input") or []
         texts = [texts] if isinstance(texts, str) else texts
+        self._embeds += 1
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             raise ErrorReply(400, "invalid input type")
         dim = self.config.embed_dim
@@ -346,12 +353,18 @@ class SimServer:
             dim = min(dim, dimensions)
         for t in texts:
             self._prompts[t] = self._prompts.get(t, 0) + 1
+        truncate = body_field(body, "truncate", bool, "EmbedRequest") is not False
         keep_alive = keep_alive_field(body)
         _, slow = self.sched.admit(name)
         n_prompt = sum(count_tokens(t) for t in texts)
         with self.sched.counted():
             async with self.sched.slot(name, keep_alive):
                 loaded = time.perf_counter_ns()
+                # EmbedHandler tokenizes once the model is loaded; one input too long without
+                # truncate fails the whole request.
+                limit = self.config.embed_context
+                if not truncate and any(count_tokens(t) > limit for t in texts):
+                    raise ErrorReply(400, TOO_LONG_TO_EMBED)
                 # One pass for all the inputs: they share the overhead (see SimConfig).
                 stall = self.sched.stall(n_prompt, slow) + max(self.config.embed_overhead, 0.0)
                 if stall > 0:

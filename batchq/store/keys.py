@@ -14,7 +14,7 @@ name can — but every job id embeds an unguessable batch id, so they cannot col
 | ``{p}:deadlines`` | ZSET | batches with a deadline not yet acted on → the deadline (ms) |
 | ``{p}:hooks`` | ZSET | finished batches whose completion hook is due → when (ms) |
 | ``{p}:workers`` | ZSET | worker id → heartbeat deadline (ms) |
-| ``{p}:worker-slots`` | HASH | worker id → its concurrency, summed to size the dispatch window |
+| ``{p}:worker-slots`` | HASH | worker id → its slots (times embed_batch while it embeds), summed |
 | ``{p}:worker:{id}`` | HASH | a worker's own account, rewritten each heartbeat (store.presence) |
 | ``{p}:leases`` | ZSET | job id → lease deadline (ms) of each running item |
 | ``{p}:repair-lock`` | STRING | held by the worker repairing idle batches |

@@ -178,6 +178,41 @@ def test_embed_is_deterministic_and_normalised() -> None:
     run(body)
 
 
+def test_embed_vector_depends_only_on_its_own_text() -> None:
+    # What lets a worker send many items in one /api/embed and keep each item's vector.
+    async def body() -> None:
+        async with sim(fast(embed_dim=32)) as (_, client):
+            texts = [f"text number {i}" for i in range(6)]
+            alone = [
+                (await client.embed(model="nomic-embed-text", input=t)).embeddings[0] for t in texts
+            ]
+            together = await client.embed(model="nomic-embed-text", input=texts)
+            shuffled = await client.embed(model="nomic-embed-text", input=texts[::-1])
+        assert [list(v) for v in together.embeddings] == [list(v) for v in alone]
+        assert [list(v) for v in shuffled.embeddings] == [list(v) for v in alone[::-1]]
+
+    run(body)
+
+
+def test_embed_input_past_the_context_fails_the_request_without_truncate() -> None:
+    async def body() -> None:
+        async with sim(fast(embed_context=3)) as (server, client):
+            inputs = ["short one", "one two three four"]
+            with pytest.raises(ollama.ResponseError) as err:
+                await client.embed(model="nomic-embed-text", input=inputs, truncate=False)
+            assert err.value.status_code == 400
+            assert err.value.error == "the input length exceeds the context length"
+            # Truncated (the default), the same inputs are embedded; a short one alone too.
+            cut = await client.embed(model="nomic-embed-text", input=inputs)
+            assert len(cut.embeddings) == 2
+            ok = await client.embed(model="nomic-embed-text", input="short one", truncate=False)
+            assert list(ok.embeddings[0]) == list(cut.embeddings[0])
+            assert server.stats()["by_status"] == {"400": 1, "200": 2}
+            assert server.stats()["embeds"] == 3
+
+    run(body)
+
+
 def test_embed_dimensions_shorten_and_renormalise_like_ollama() -> None:
     async def body() -> None:
         async with sim(fast(seed=4, embed_dim=16)) as (_, client):
@@ -567,6 +602,7 @@ def test_stats_over_http_and_reset() -> None:
                 "unloads": {},
                 "prompts": {},
                 "runaways": 0,
+                "embeds": 0,
                 "arrivals": [],
                 "arrival_prompts": [],
             }
