@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     # Host header values `batchq serve` answers besides its own names (comma-separated).
     allowed_hosts: str = ""
+    # Keys `batchq serve` accepts on its OpenAI API routes (comma-separated; --api-key adds).
+    api_keys: str = Field(default="", repr=False)
+    # The largest file `POST /v1/files` takes; files live under home (batchq.api.filestore).
+    max_file_bytes: int = Field(default=10 << 30, ge=1)
 
     # Bounded replies (issue 12): what one reply from Ollama may take at most, so that a
     # generation that never ends (a model looping without num_predict) or a hostile server
@@ -201,6 +205,10 @@ class Settings(BaseSettings):
     @property
     def ollama_hosts(self) -> list[str]:
         return self.ollama_host.split(",")
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [k.strip() for k in self.api_keys.split(",") if k.strip()]
 
     @property
     def allowed_host_names(self) -> list[str]:

@@ -8,7 +8,7 @@ lower layer's):
    targets
 1. store/
 2. inputs/, results/, backends/, monitor/ (none imports another)
-3. client, sync_client, workers/, local/
+3. client, sync_client, workers/, local/, api/
 4. cli/
 
 sim/ stands apart: it plays Ollama, so it imports only the core. ``batchq/__init__`` (the
@@ -51,6 +51,7 @@ LAYER = {
     "sync_client": 3,
     "workers": 3,
     "local": 3,
+    "api": 3,
     "cli": 4,
 }
 FACADE = {"batchq", "batchq.__main__"}
@@ -241,6 +242,6 @@ def test_where_things_live_names_real_places_and_every_package() -> None:
         for module in re.findall(r"`(\w+\.py)`", what):
             assert (folder / module).exists(), f"README: {module} is not in {folder.name}/"
     packages = {f"batchq/{p}" for p in ("store", "inputs", "results", "backends", "monitor")}
-    packages |= {f"batchq/{p}" for p in ("local", "cli", "sim")} | {"workers", "tests"}
+    packages |= {f"batchq/{p}" for p in ("local", "cli", "sim", "api")} | {"workers", "tests"}
     flat = {f"batchq/{p.name}" for p in (ROOT / "batchq").glob("*.py")}
     assert packages | flat - {"batchq/__init__.py", "batchq/__main__.py"} <= named

@@ -89,10 +89,14 @@ async def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 async def cmd_serve(args: argparse.Namespace) -> int:
+    from batchq.api.app import mount
+    from batchq.api.auth import check_exposure
     from batchq.monitor.web import app, run_server
 
     settings = settings_from(args)
     hosts = _host_check(args, settings)
+    keys = [*settings.api_key_list, *(k for k in args.api_key or [] if k)]
+    check_exposure(loopback=hosts.loopback, keys=keys, no_auth=args.no_auth)
     if hosts.wildcard and not hosts.allowed:
         print(
             f"answering Host headers naming localhost, {socket.gethostname()} or an address of "
@@ -101,6 +105,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         )
     async with open_store(settings) as (store, _):
         application = app(store, limit=args.limit, hosts=hosts)
+        mount(application, store, settings, keys=keys)
         await run_server(application, args.host, args.port, "batchq status page")
     return 0
 
@@ -189,11 +194,28 @@ def register(cmd: Command) -> None:
     _allow_host_arg(sp)
     sp.set_defaults(handler=cmd_metrics)
 
-    sp = cmd("serve", "a web page of batches and workers, refreshed live", json_out=False)
+    sp = cmd(
+        "serve",
+        "a web page of batches and workers, refreshed live, and OpenAI's Files and Batches "
+        "API under /v1",
+        json_out=False,
+    )
     sp.add_argument("--port", type=int, default=8470, help="default 8470")
     sp.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     sp.add_argument("--limit", type=int, default=50, help="most recent batches shown")
     _allow_host_arg(sp)
+    sp.add_argument(
+        "--api-key",
+        action="append",
+        metavar="KEY",
+        help="a key the OpenAI API under /v1 accepts as 'Authorization: Bearer KEY' "
+        "(repeatable; BATCHQ_API_KEYS, comma-separated, keeps it out of ps)",
+    )
+    sp.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="serve the OpenAI API without a key beyond loopback (to anyone who can reach it)",
+    )
     sp.set_defaults(handler=cmd_serve)
 
     sp = cmd("list", "recent batches, newest first")

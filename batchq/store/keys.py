@@ -36,6 +36,11 @@ name can — but every job id embeds an unguessable batch id, so they cannot col
 | ``{p}:b:{id}:reruns`` | LIST | indices retry took out of the results, in order, for as_completed |
 | ``{p}:b:{id}:codes`` | STRING | many models: byte i is item i's model (its place in ``models``) |
 | ``{p}:b:{id}:park:{c}`` | LIST | many models: indices of model ``c`` the cursor passed, in order |
+| ``{p}:files`` | ZSET | OpenAI API file id → creation time (ms); the index of ``GET /v1/files`` |
+| ``{p}:file:{id}`` | HASH | an OpenAI API file's metadata (its content is on disk: batchq.api) |
+| ``{p}:oai:batches`` | ZSET | OpenAI API batch id → creation time (ms), for ``GET /v1/batches`` |
+| ``{p}:oai:batch:{id}`` | HASH | an OpenAI API batch: its input file, batchq batch, output files |
+| ``{p}:oai:batch:{id}:fin`` | STRING | held by the ``serve`` process writing its output files |
 """
 
 from __future__ import annotations
@@ -168,6 +173,23 @@ class Keys:
 
     def endpoint_token_tat(self, eid: str) -> str:
         return f"{self.prefix}:ep:{eid}:ttat"
+
+    @property
+    def files(self) -> str:
+        return f"{self.prefix}:files"
+
+    def file(self, file_id: str) -> str:
+        return f"{self.prefix}:file:{file_id}"
+
+    @property
+    def oai_batches(self) -> str:
+        return f"{self.prefix}:oai:batches"
+
+    def oai_batch(self, batch_id: str) -> str:
+        return f"{self.prefix}:oai:batch:{batch_id}"
+
+    def oai_finalizing(self, batch_id: str) -> str:
+        return f"{self.prefix}:oai:batch:{batch_id}:fin"
 
     def batch_prefix(self) -> str:
         """What the Lua scripts prepend to a batch id to reach that batch's keys."""
