@@ -27,7 +27,7 @@ from typing import IO, Any, BinaryIO, cast
 
 from batchq import clock
 from batchq.api.filestore import FileStore
-from batchq.api.openai_objects import BATCH_ENDPOINTS, ApiError, parse_window
+from batchq.api.openai_objects import BATCH_ENDPOINTS, ApiError, parse_window, sort_score
 from batchq.api.outputs import write_outputs
 from batchq.errors import BatchNotFound, BatchStateError, InputError
 from batchq.inputs.native import iter_items
@@ -127,9 +127,10 @@ class OpenAIBatches:
             "created_at": str(now),
             "expires_at": str(options.deadline_ms),
         }
+        seq = await self.redis.incr(self.keys.oai_seq)
         async with self.redis.pipeline(transaction=True) as tx:
             tx.hset(self.keys.oai_batch(batch_id), mapping=record)
-            tx.zadd(self.keys.oai_batches, {batch_id: now})
+            tx.zadd(self.keys.oai_batches, {batch_id: sort_score(now, seq)})
             await tx.execute()
         record |= await self._submit(input_file_id, cast(str, url), options)
         await self.redis.hset(self.keys.oai_batch(batch_id), mapping=record)  # type: ignore[misc]
@@ -228,11 +229,13 @@ class OpenAIBatches:
             self.keys.oai_batch(rec["id"]), "finalizing_at", str(clock.now_ms())
         )  # type: ignore[misc]
         rec.setdefault("finalizing_at", str(clock.now_ms()))
-        task = asyncio.create_task(self._write(rec["id"], rec["batch"], meta, lock))
+        task = asyncio.create_task(self._write(rec["id"], rec["batch"], meta, lock, token))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _write(self, batch_id: str, bid: str, meta: dict[str, str], lock: str) -> None:
+    async def _write(
+        self, batch_id: str, bid: str, meta: dict[str, str], lock: str, token: str
+    ) -> None:
         try:
             started = int(meta.get("started_at") or meta.get("created_at") or 0) // 1000
             output, error = await write_outputs(
@@ -251,4 +254,6 @@ class OpenAIBatches:
             await self.redis.hset(self.keys.oai_batch(batch_id), mapping=done)  # type: ignore[misc]
         finally:
             with contextlib.suppress(Exception):
-                await self.redis.unlink(lock)
+                # Only our own: after a stall past its expiry, the lock may be another's.
+                if text(await self.redis.get(lock) or b"") == token:
+                    await self.redis.unlink(lock)

@@ -23,7 +23,7 @@ from typing import IO
 from redis.asyncio import Redis
 
 from batchq import clock
-from batchq.api.openai_objects import ApiError
+from batchq.api.openai_objects import ApiError, sort_score
 from batchq.store.codec import text
 from batchq.store.keys import Keys
 
@@ -115,9 +115,10 @@ class FileStore:
             "bytes": str(size),
             "created_at": str(now),
         }
+        seq = await self.redis.incr(self.keys.oai_seq)
         async with self.redis.pipeline(transaction=True) as tx:
             tx.hset(self.keys.file(file_id), mapping=meta)
-            tx.zadd(self.keys.files, {file_id: now})
+            tx.zadd(self.keys.files, {file_id: sort_score(now, seq)})
             await tx.execute()
         return meta
 

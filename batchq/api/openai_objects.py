@@ -25,6 +25,7 @@ __all__ = [
     "parse_window",
     "query_int",
     "seconds",
+    "sort_score",
 ]
 
 # The endpoints a batch may name, and the native endpoint each one's lines are checked against.
@@ -143,11 +144,12 @@ def _status(rec: dict[str, str], meta: dict[str, str]) -> str:
         return "validating"
     state = meta.get("state", "")
     final = bool(rec.get("final"))
-    if state == "cancelled" or (rec.get("cancelling_at") and not final):
+    if state == "cancelled":
         return "cancelled" if final else "cancelling"
+    # A batch that finished before a cancel reached it stays what it became.
     if state in ("completed", "expired"):
         return state if final else "finalizing"
-    return "in_progress"
+    return "cancelling" if rec.get("cancelling_at") else "in_progress"
 
 
 def batch_object(rec: dict[str, str], meta: dict[str, str]) -> dict[str, Any]:
@@ -196,3 +198,9 @@ def batch_object(rec: dict[str, str], meta: dict[str, str]) -> dict[str, Any]:
         # batchq's extension (the client keeps unknown fields): the id for batchq's commands.
         "batchq_batch_id": rec.get("batch"),
     }
+
+
+def sort_score(now_ms: int, seq: int) -> float:
+    """The place in a list of what was made at ``now_ms``: the time, then the order of a
+    counter among what shares its millisecond (a float holds both exactly for ages to come)."""
+    return now_ms + (seq % 1000) / 1000

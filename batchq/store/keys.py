@@ -36,9 +36,10 @@ name can — but every job id embeds an unguessable batch id, so they cannot col
 | ``{p}:b:{id}:reruns`` | LIST | indices retry took out of the results, in order, for as_completed |
 | ``{p}:b:{id}:codes`` | STRING | many models: byte i is item i's model (its place in ``models``) |
 | ``{p}:b:{id}:park:{c}`` | LIST | many models: indices of model ``c`` the cursor passed, in order |
-| ``{p}:files`` | ZSET | OpenAI API file id → creation time (ms); the index of ``GET /v1/files`` |
+| ``{p}:files`` | ZSET | OpenAI API file id → creation time (ms, see oai:seq) |
 | ``{p}:file:{id}`` | HASH | an OpenAI API file's metadata (its content is on disk: batchq.api) |
-| ``{p}:oai:batches`` | ZSET | OpenAI API batch id → creation time (ms), for ``GET /v1/batches`` |
+| ``{p}:oai:seq`` | STRING | a counter that orders API files and batches made in one millisecond |
+| ``{p}:oai:batches`` | ZSET | OpenAI API batch id → creation time (ms, see oai:seq) |
 | ``{p}:oai:batch:{id}`` | HASH | an OpenAI API batch: its input file, batchq batch, output files |
 | ``{p}:oai:batch:{id}:fin`` | STRING | held by the ``serve`` process writing its output files |
 """
@@ -180,6 +181,10 @@ class Keys:
 
     def file(self, file_id: str) -> str:
         return f"{self.prefix}:file:{file_id}"
+
+    @property
+    def oai_seq(self) -> str:
+        return f"{self.prefix}:oai:seq"
 
     @property
     def oai_batches(self) -> str:

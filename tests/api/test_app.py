@@ -3,6 +3,7 @@ against a live ``serve`` process, real workers and the simulator."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import secrets
@@ -19,6 +20,10 @@ import pytest
 from openai import OpenAI
 from openai.types import Batch
 
+from batchq.store.batches import BatchStore
+from batchq.store.connection import connect
+from batchq.store.deadlines import expire_due
+from batchq.store.keys import Keys
 from tests.conftest import free_port
 from tests.openai_lines import parse_line
 from tests.procs import Workers, batchq, env_for, simulator, status
@@ -227,6 +232,35 @@ def test_cancel_gives_cancelled_lines(client: OpenAI) -> None:
     assert {x["error"]["code"] for x in lines} == {"batch_cancelled"}
     with pytest.raises(openai.ConflictError):
         client.batches.cancel(_failed_batch(client))
+
+
+def test_past_its_window_a_batch_expires_with_expired_lines(client: OpenAI, served: Served) -> None:
+    upload = client.files.create(file=("e.jsonl", chat_lines(4, "e")), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=upload.id,
+        endpoint="/v1/chat/completions",
+        completion_window="1s",  # type: ignore[arg-type]  # batchq takes any duration
+    )
+    assert batch.expires_at is not None
+    native = (batch.model_extra or {})["batchq_batch_id"]
+
+    async def expire() -> list[str]:
+        redis = connect(served.env["BATCHQ_REDIS_URL"])
+        try:
+            # What a worker's housekeeping does on its heartbeat; no worker runs here, so
+            # none of the items starts first.
+            return await expire_due(BatchStore(redis, Keys(served.env["BATCHQ_PREFIX"])))
+        finally:
+            await redis.aclose()
+
+    wait_until(lambda: native in asyncio.run(expire()), what="the deadline acted on")
+    done = finished(client, batch.id, "expired")
+    assert done.expired_at and done.output_file_id is None and done.error_file_id
+    assert done.request_counts is not None and done.request_counts.failed == 4
+    lines = [json.loads(x) for x in client.files.content(done.error_file_id).text.splitlines()]
+    assert [x["custom_id"] for x in lines] == [f"e-{i}" for i in range(4)]
+    assert {x["error"]["code"] for x in lines} == {"batch_expired"}
+    assert {x["response"] for x in lines} == {None}
 
 
 def _failed_batch(client: OpenAI) -> str:
