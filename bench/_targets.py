@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import cast
 
+from _api import t_openai_api
 from _embed import t_embed
 from _fairness import t_fairness
 from _fixtures import BigBatch, Ctx, Row, fill_results, raw_export, verdict
@@ -609,6 +610,7 @@ TARGETS: dict[str, Callable[[Ctx], None]] = {
     "models": t_models,
     "models-turns": t_models_turns,
     "embed": t_embed,
+    "openai-api": t_openai_api,
 }
 
 NUMBERS = {
@@ -625,6 +627,7 @@ NUMBERS = {
     "models": 10,
     "models-turns": 10,
     "embed": 11,
+    "openai-api": 12,
 }
 
 __all__ = ["NUMBERS", "TARGETS"]
