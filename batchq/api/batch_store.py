@@ -132,7 +132,16 @@ class OpenAIBatches:
             tx.hset(self.keys.oai_batch(batch_id), mapping=record)
             tx.zadd(self.keys.oai_batches, {batch_id: sort_score(now, seq)})
             await tx.execute()
-        record |= await self._submit(input_file_id, cast(str, url), options)
+        try:
+            record |= await self._submit(input_file_id, cast(str, url), options)
+        except Exception as e:
+            # Failed, not validating for ever; the client gets the error too.
+            error = {"code": "server_error", "message": str(e)[:500], "line": None}
+            errors = json.dumps({"object": "list", "data": [error]})
+            failed = {"failed_at": str(clock.now_ms()), "errors": errors}
+            with contextlib.suppress(Exception):
+                await self.redis.hset(self.keys.oai_batch(batch_id), mapping=failed)  # type: ignore[misc]
+            raise
         await self.redis.hset(self.keys.oai_batch(batch_id), mapping=record)  # type: ignore[misc]
         return {"id": batch_id, **record}
 
@@ -181,7 +190,9 @@ class OpenAIBatches:
             meta = await self.store.meta(rec["batch"])
         except BatchNotFound:  # removed by hand
             return {}
-        if meta.get("finished_at") and not rec.get("final"):
+        # "final" names the finish its files are of: a batch run again (batchq retry) and
+        # finished again gets new ones.
+        if meta.get("finished_at") and rec.get("final") != meta["finished_at"]:
             await self._finalize(rec, meta)
         return meta
 
@@ -225,10 +236,13 @@ class OpenAIBatches:
         token = secrets.token_hex(8)
         if not await self.redis.set(lock, token, nx=True, px=_LOCK_MS):
             return  # another process (or task) is writing them
-        await self.redis.hsetnx(
-            self.keys.oai_batch(rec["id"]), "finalizing_at", str(clock.now_ms())
-        )  # type: ignore[misc]
-        rec.setdefault("finalizing_at", str(clock.now_ms()))
+        key = self.keys.oai_batch(rec["id"])
+        if text(await self.redis.hget(key, "final") or b"") == meta["finished_at"]:  # type: ignore[misc]
+            # Written by another process between our read and the lock.
+            await self.redis.unlink(lock)
+            return
+        rec["finalizing_at"] = str(clock.now_ms())
+        await self.redis.hset(key, "finalizing_at", rec["finalizing_at"])  # type: ignore[misc]
         task = asyncio.create_task(self._write(rec["id"], rec["batch"], meta, lock, token))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -246,12 +260,16 @@ class OpenAIBatches:
                 created_s=started,
                 keep_alive=lambda: self.redis.pexpire(lock, _LOCK_MS),
             )
-            done = {"final": "1", "completed_at": str(clock.now_ms())}
-            if output:
-                done["output_file_id"] = output
-            if error:
-                done["error_file_id"] = error
-            await self.redis.hset(self.keys.oai_batch(batch_id), mapping=done)  # type: ignore[misc]
+            done = {"final": meta["finished_at"], "completed_at": str(clock.now_ms())}
+            key = self.keys.oai_batch(batch_id)
+            async with self.redis.pipeline(transaction=True) as tx:
+                tx.hset(key, mapping=done)
+                for name, value in (("output_file_id", output), ("error_file_id", error)):
+                    if value:
+                        tx.hset(key, name, value)
+                    else:
+                        tx.hdel(key, name)
+                await tx.execute()
         finally:
             with contextlib.suppress(Exception):
                 # Only our own: after a stall past its expiry, the lock may be another's.

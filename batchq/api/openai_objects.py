@@ -143,7 +143,7 @@ def _status(rec: dict[str, str], meta: dict[str, str]) -> str:
     if not rec.get("batch"):
         return "validating"
     state = meta.get("state", "")
-    final = bool(rec.get("final"))
+    final = bool(rec.get("final")) and rec.get("final") == meta.get("finished_at")
     if state == "cancelled":
         return "cancelled" if final else "cancelling"
     # A batch that finished before a cancel reached it stays what it became.

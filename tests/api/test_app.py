@@ -234,7 +234,9 @@ def test_cancel_gives_cancelled_lines(client: OpenAI) -> None:
         client.batches.cancel(_failed_batch(client))
 
 
-def test_past_its_window_a_batch_expires_with_expired_lines(client: OpenAI, served: Served) -> None:
+def test_past_its_window_a_batch_expires_then_runs_again(
+    client: OpenAI, served: Served, tmp_path: Path
+) -> None:
     upload = client.files.create(file=("e.jsonl", chat_lines(4, "e")), purpose="batch")
     batch = client.batches.create(
         input_file_id=upload.id,
@@ -261,6 +263,15 @@ def test_past_its_window_a_batch_expires_with_expired_lines(client: OpenAI, serv
     assert [x["custom_id"] for x in lines] == [f"e-{i}" for i in range(4)]
     assert {x["error"]["code"] for x in lines} == {"batch_expired"}
     assert {x["response"] for x in lines} == {None}
+    # Run again with batchq (an ordinary batch), it finishes again with files of its own.
+    batchq(served.env, "retry", native, "--expired")
+    assert client.batches.retrieve(batch.id).status == "in_progress"
+    with Workers(served.env, tmp_path) as workers:
+        workers.start()
+        again = finished(client, batch.id, "completed")
+    assert again.output_file_id and again.error_file_id is None
+    text = client.files.content(again.output_file_id).text
+    assert [json.loads(x)["custom_id"] for x in text.splitlines()] == [f"e-{i}" for i in range(4)]
 
 
 def _failed_batch(client: OpenAI) -> str:
@@ -298,7 +309,7 @@ def test_batch_requests_are_checked(client: OpenAI) -> None:
         assert err.value.param == param
 
 
-def test_unknown_ids_are_404(client: OpenAI) -> None:
+def test_unknown_ids_are_404(client: OpenAI, served: Served) -> None:
     with pytest.raises(openai.NotFoundError):
         client.files.retrieve("file-" + "0" * 24)
     with pytest.raises(openai.NotFoundError):
@@ -311,9 +322,13 @@ def test_unknown_ids_are_404(client: OpenAI) -> None:
             endpoint="/v1/chat/completions",
             completion_window="24h",
         )
-    with pytest.raises(openai.NotFoundError) as err:
-        client.get("/responses", cast_to=object)
-    assert err.value.body is not None
+    with pytest.raises(openai.NotFoundError):
+        client.get("/responses", cast_to=object)  # not served yet
+    auth = {"Authorization": f"Bearer {KEY}"}
+    for path in ("/v1/responses", "/v1/messages/batches", "/v1/files/x/y"):
+        reply = httpx.get(served.url + path, headers=auth, timeout=5)
+        assert reply.status_code == 404
+        assert set(reply.json()["error"]) == {"message", "type", "param", "code"}
 
 
 def test_a_wrong_key_is_401_and_the_page_needs_none(served: Served) -> None:
