@@ -4,6 +4,7 @@ against a live ``serve`` process, real workers and the simulator."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import secrets
@@ -170,6 +171,8 @@ def test_batch_runs_to_completion(client: OpenAI, served: Served, tmp_path: Path
     for line in lines:
         parsed, body = parse_line(line)
         assert body is not None and parsed.response is not None
+    page = httpx.get(f"{served.url}/api/status", timeout=5).json()
+    assert native in [b["batch_id"] for b in page["batches"]]
     # An ordinary batchq batch: the CLI sees it.
     s = status(served.env, native)
     assert (s["state"], s["succeeded"], s["name"], s["metadata"]) == (
@@ -400,3 +403,53 @@ def test_readme_example_is_openais_and_runs(
     text = namespace["file_response"].text
     assert [json.loads(x)["custom_id"] for x in text.splitlines()] == [f"req-{i}" for i in range(4)]
     assert namespace["batch"].metadata == {"description": "nightly eval job"}
+
+
+def test_an_upload_may_name_its_purpose_after_the_file(served: Served) -> None:
+    auth = {"Authorization": f"Bearer {KEY}"}
+    data = chat_lines(3)
+    body, boundary = b"", "b0undary"
+    for name, extra, value in (
+        ("file", '; filename="../../etc/late.jsonl"', data),
+        ("purpose", "", b"batch"),
+    ):
+        body += (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"{extra}\r\n\r\n'.encode()
+        )
+        body += value + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    headers = auth | {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    reply = httpx.post(f"{served.url}/v1/files", content=body, headers=headers, timeout=10)
+    assert reply.status_code == 200, reply.text
+    made = reply.json()
+    assert (made["filename"], made["bytes"], made["purpose"]) == ("late.jsonl", len(data), "batch")
+    assert (served.home / "files" / made["id"]).read_bytes() == data
+    not_form = httpx.post(f"{served.url}/v1/files", json={}, headers=auth, timeout=10)
+    assert not_form.status_code == 400 and not_form.json()["error"]["message"]
+
+
+def _answers(server: subprocess.Popen[str], url: str, headers: dict[str, str]) -> bool:
+    assert server.poll() is None, "the server exited"
+    return httpx.get(url, headers=headers, timeout=5).status_code == 200
+
+
+def test_serve_beyond_loopback_with_keys_or_no_auth(tmp_path: Path, valkey_url: str) -> None:
+    env = env_for(valkey_url, "t" + secrets.token_hex(4), tmp_path, "http://127.0.0.1:9")
+    for args, extra, key in (
+        (["--api-key", "sk-flag"], {"BATCHQ_API_KEYS": "sk-env"}, "sk-flag"),
+        (["--api-key", "sk-flag"], {"BATCHQ_API_KEYS": "sk-env"}, "sk-env"),
+        (["--no-auth"], {}, None),
+    ):
+        port = free_port()
+        cmd = [sys.executable, "-m", "batchq", "serve", "--host", "0.0.0.0", "--port", str(port)]
+        server = subprocess.Popen([*cmd, *args], env=env | extra, stderr=subprocess.PIPE, text=True)
+        url = f"http://127.0.0.1:{port}/v1/files"
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        try:
+            answers = functools.partial(_answers, server, url, headers)
+            wait_until(answers, interval=0.1, what="serve", ignore=(httpx.HTTPError,))
+            if key:
+                assert httpx.get(url, timeout=5).status_code == 401
+        finally:
+            server.terminate()
+            server.communicate(timeout=30)
