@@ -27,7 +27,7 @@ from batchq.store.deadlines import expire_due
 from batchq.store.keys import Keys
 from tests.conftest import free_port
 from tests.openai_lines import parse_line
-from tests.procs import Workers, batchq, env_for, simulator, status
+from tests.procs import Workers, batchq, env_for, simulator, status, wait_for
 from tests.waits import wait_for_value, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -275,6 +275,30 @@ def test_past_its_window_a_batch_expires_then_runs_again(
     assert again.output_file_id and again.error_file_id is None
     text = client.files.content(again.output_file_id).text
     assert [json.loads(x)["custom_id"] for x in text.splitlines()] == [f"e-{i}" for i in range(4)]
+
+
+def test_cancel_waits_for_the_requests_in_flight(
+    client: OpenAI, served: Served, tmp_path: Path
+) -> None:
+    upload = client.files.create(file=("slow.jsonl", chat_lines(20, "s")), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    native = (batch.model_extra or {})["batchq_batch_id"]
+    with (
+        simulator(tmp_path, "--latency", "3", "--eval-tokens-per-s", "0") as slow,
+        Workers(served.env, tmp_path) as workers,
+    ):
+        workers.start("--concurrency", "2", env=served.env | {"OLLAMA_HOST": slow})
+        wait_for(served.env, native, lambda s: s["running"] >= 1)
+        cancelling = client.batches.cancel(batch.id)
+        assert cancelling.status == "cancelling"  # two requests are still at Ollama
+        assert client.batches.retrieve(batch.id).status == "cancelling"
+        done = finished(client, batch.id, "cancelled")
+    assert done.request_counts is not None and done.cancelled_at and done.error_file_id
+    ran = done.request_counts.completed
+    lines = [json.loads(x) for x in client.files.content(done.error_file_id).text.splitlines()]
+    assert len(lines) == 20 - ran and {x["error"]["code"] for x in lines} == {"batch_cancelled"}
 
 
 def _failed_batch(client: OpenAI) -> str:
