@@ -123,7 +123,10 @@ class OpenAIBatches:
             "input_file_id": input_file_id,
             "endpoint": cast(str, url),
             "completion_window": window,
-            "metadata": json.dumps(dict(options.metadata or {}), ensure_ascii=False),
+            # None when not given, as OpenAI's Batch object has it.
+            "metadata": json.dumps(dict(options.metadata), ensure_ascii=False)
+            if options.metadata
+            else "",
             "created_at": str(now),
             "expires_at": str(options.deadline_ms),
         }

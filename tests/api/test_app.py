@@ -226,6 +226,7 @@ def test_cancel_gives_cancelled_lines(client: OpenAI) -> None:
         completion_window="90m",  # type: ignore[arg-type]  # batchq takes any duration
     )
     assert batch.expires_at is not None and batch.expires_at - batch.created_at == 90 * 60
+    assert batch.metadata is None
     cancelling = client.batches.cancel(batch.id)  # no worker runs: nothing in flight
     assert cancelling.status in ("cancelling", "cancelled") and cancelling.cancelling_at
     done = finished(client, batch.id, "cancelled")
