@@ -28,6 +28,16 @@ async def _field(part: BodyPartReader) -> str:
     return data.decode("utf-8", "replace").strip()
 
 
+def _check_purpose(purpose: str | None) -> str:
+    if purpose not in UPLOAD_PURPOSES:
+        raise ApiError(
+            400,
+            f"purpose must be one of {', '.join(sorted(UPLOAD_PURPOSES))}, got {purpose!r:.40}",
+            param="purpose",
+        )
+    return purpose
+
+
 async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
     while chunk := await part.read_chunk(_CHUNK):
         yield chunk
@@ -49,6 +59,8 @@ def add_file_routes(router: web.UrlDispatcher, files: FileStore) -> None:
                 if part.name == "purpose":
                     purpose = await _field(part)
                 elif part.name == "file" and file_id is None:
+                    if purpose is not None:
+                        _check_purpose(purpose)  # refused before the upload, not after
                     filename = clean_filename(part.filename)
                     file_id = new_file_id()
                     size = await files.receive(file_id, _chunks(part))
@@ -56,14 +68,12 @@ def add_file_routes(router: web.UrlDispatcher, files: FileStore) -> None:
                     await part.release()  # other fields (expires_after) are read past
             if file_id is None:
                 raise ApiError(400, "the form has no file field", param="file")
-            if purpose not in UPLOAD_PURPOSES:
-                raise ApiError(
-                    400,
-                    f"purpose must be one of {', '.join(sorted(UPLOAD_PURPOSES))}, got "
-                    f"{purpose!r:.40}",
-                    param="purpose",
-                )
+            purpose = _check_purpose(purpose)
             meta = await files.commit(file_id, filename=filename, purpose=purpose, size=size)
+        except ValueError as e:  # a malformed form (aiohttp's multipart reader)
+            if file_id is not None:
+                files.path(file_id).unlink(missing_ok=True)
+            raise ApiError(400, f"not a valid multipart form: {e}"[:300]) from None
         except BaseException:
             if file_id is not None:
                 files.path(file_id).unlink(missing_ok=True)

@@ -451,6 +451,11 @@ def test_an_upload_may_name_its_purpose_after_the_file(served: Served) -> None:
     assert (served.home / "files" / made["id"]).read_bytes() == data
     not_form = httpx.post(f"{served.url}/v1/files", json={}, headers=auth, timeout=10)
     assert not_form.status_code == 400 and not_form.json()["error"]["message"]
+    garbled = httpx.post(
+        f"{served.url}/v1/files", content=b"no boundary here", headers=headers, timeout=10
+    )
+    assert garbled.status_code == 400 and garbled.json()["error"]["message"]
+    assert sorted(p.name for p in (served.home / "files").iterdir() if p.name.startswith(".")) == []
 
 
 def _answers(server: subprocess.Popen[str], url: str, headers: dict[str, str]) -> bool:
