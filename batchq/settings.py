@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     api_keys: str = Field(default="", repr=False)
     # The largest file `POST /v1/files` takes; files live under home (batchq.api.filestore).
     max_file_bytes: int = Field(default=10 << 30, ge=1)
+    # The largest body of `POST /v1/messages/batches` (Anthropic's own bound is 256 MB); read
+    # as it arrives, one request at a time (batchq.api.message_body).
+    max_message_batch_bytes: int = Field(default=2 << 30, ge=1)
 
     # Bounded replies (issue 12): what one reply from Ollama may take at most, so that a
     # generation that never ends (a model looping without num_predict) or a hostile server

@@ -1,8 +1,10 @@
-"""OpenAI's Files and Batches API under ``/v1`` of ``batchq serve``'s web app.
+"""OpenAI's Files and Batches API and Anthropic's Message Batches under ``/v1`` of ``batchq
+serve``'s web app.
 
-The routes live in a sub-application: the API keys (:mod:`batchq.api.auth`) and OpenAI's error
+The routes live in a sub-application: the API keys (:mod:`batchq.api.auth`) and the APIs' error
 bodies apply to them alone, while the status page stays as it is; the Host check of the page's
-app covers both.
+app covers both. Anthropic's routes (``/v1/messages``) answer in Anthropic's error shape, the
+others in OpenAI's.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from batchq.api.batch_store import OpenAIBatches
 from batchq.api.batches import add_batch_routes
 from batchq.api.files import add_file_routes
 from batchq.api.filestore import FileStore
+from batchq.api.message_batches import AnthropicBatches
+from batchq.api.messages import add_message_batch_routes, anthropic_errors
 from batchq.api.openai_objects import ApiError, error_body
 from batchq.errors import BatchNotFound, InputError
 from batchq.settings import Settings
@@ -47,12 +51,18 @@ def api_app(store: BatchStore, settings: Settings, *, keys: list[str]) -> web.Ap
     """The ``/v1`` routes; ``keys``: the API keys accepted (none: no key asked)."""
     files = FileStore(store.redis, store.keys, settings.home / "files", settings.max_file_bytes)
     batches = OpenAIBatches(store, files, settings)
-    middlewares: list[Middleware] = [_openai_errors]
+    # Outermost first: Anthropic's refusals are answered before OpenAI's middleware sees them.
+    middlewares: list[Middleware] = [_openai_errors, anthropic_errors]
     if keys:
         middlewares.insert(0, key_middleware(keys))
     application = web.Application(middlewares=middlewares)
     add_file_routes(application.router, files)
     add_batch_routes(application.router, batches)
+    add_message_batch_routes(
+        application.router,
+        AnthropicBatches(store, settings),
+        max_body_bytes=settings.max_message_batch_bytes,
+    )
 
     async def stop_writers(_: web.Application) -> None:
         await batches.close()

@@ -1,6 +1,8 @@
-"""API keys of ``batchq serve``'s OpenAI routes.
+"""API keys of ``batchq serve``'s OpenAI and Anthropic routes.
 
-A request carries its key as ``Authorization: Bearer KEY``, as the ``openai`` client sends it.
+A request carries its key as ``Authorization: Bearer KEY``, as the ``openai`` client sends it;
+on Anthropic's routes (``/v1/messages``) as ``x-api-key: KEY``, as the ``anthropic`` client
+does (or as a bearer token, as it sends an ``auth_token``), refused in Anthropic's error shape.
 Keys come from ``--api-key`` (repeatable) and ``BATCHQ_API_KEYS`` (comma-separated). Each is
 compared in constant time (``hmac.compare_digest``), and against every configured key, so
 neither the time taken nor which key matched tells a guesser anything.
@@ -18,6 +20,7 @@ from collections.abc import Iterable
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from batchq.api.anthropic_objects import ANTHROPIC_PREFIX, anthropic_error_body
 from batchq.api.openai_objects import error_body
 from batchq.errors import ConfigError
 
@@ -48,12 +51,14 @@ def _bearer(header: str | None) -> str | None:
 
 
 def key_middleware(keys: Iterable[str]) -> Middleware:
-    """An aiohttp middleware answering 401 (OpenAI's error body) to a request without one of
-    ``keys`` as its bearer token."""
+    """An aiohttp middleware answering 401 (in the error body of the API asked) to a request
+    without one of ``keys``."""
     encoded = tuple(k.encode("utf-8", "surrogateescape") for k in keys)
 
     @web.middleware
     async def check_key(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith(ANTHROPIC_PREFIX):
+            return await anthropic_key(request, handler)
         token = _bearer(request.headers.get("Authorization"))
         if token is None or not matches(token, encoded):
             message = (
@@ -65,6 +70,15 @@ def key_middleware(keys: Iterable[str]) -> Middleware:
             return web.json_response(
                 body, status=401, headers={"WWW-Authenticate": 'Bearer realm="batchq"'}
             )
+        return await handler(request)
+
+    async def anthropic_key(request: web.Request, handler: Handler) -> web.StreamResponse:
+        given = request.headers.get("x-api-key")
+        token = given.strip() if given else _bearer(request.headers.get("Authorization"))
+        if not token or not matches(token, encoded):
+            message = "x-api-key header is required" if not token else "invalid x-api-key"
+            body = anthropic_error_body(message, "authentication_error")
+            return web.json_response(body, status=401)
         return await handler(request)
 
     return check_key

@@ -42,6 +42,8 @@ name can — but every job id embeds an unguessable batch id, so they cannot col
 | ``{p}:oai:batches`` | ZSET | OpenAI API batch id → creation time (ms, see oai:seq) |
 | ``{p}:oai:batch:{id}`` | HASH | an OpenAI API batch: its input file, batchq batch, output files |
 | ``{p}:oai:batch:{id}:fin`` | STRING | held by the ``serve`` process writing its output files |
+| ``{p}:ant:batches`` | ZSET | Anthropic message batch id → creation time (ms, see oai:seq) |
+| ``{p}:ant:batch:{id}`` | HASH | an Anthropic message batch: its batchq batch, its times |
 """
 
 from __future__ import annotations
@@ -195,6 +197,13 @@ class Keys:
 
     def oai_finalizing(self, batch_id: str) -> str:
         return f"{self.prefix}:oai:batch:{batch_id}:fin"
+
+    @property
+    def ant_batches(self) -> str:
+        return f"{self.prefix}:ant:batches"
+
+    def ant_batch(self, batch_id: str) -> str:
+        return f"{self.prefix}:ant:batch:{batch_id}"
 
     def batch_prefix(self) -> str:
         """What the Lua scripts prepend to a batch id to reach that batch's keys."""
