@@ -41,10 +41,14 @@ def test_unknown_ids_are_404(client: OpenAI, served: Served) -> None:
     with pytest.raises(openai.NotFoundError):
         client.get("/responses", cast_to=object)  # not served yet
     auth = {"Authorization": f"Bearer {KEY}"}
-    for path in ("/v1/responses", "/v1/messages/batches", "/v1/files/x/y"):
+    for path in ("/v1/responses", "/v1/files/x/y"):
         reply = httpx.get(served.url + path, headers=auth, timeout=5)
         assert reply.status_code == 404
         assert set(reply.json()["error"]) == {"message", "type", "param", "code"}
+    # Anthropic's routes answer in Anthropic's shape.
+    reply = httpx.get(served.url + "/v1/messages/nope", headers={"x-api-key": KEY}, timeout=5)
+    assert reply.status_code == 404
+    assert reply.json()["type"] == "error" and reply.json()["error"]["type"] == "not_found_error"
 
 
 def test_a_wrong_key_is_401_and_the_page_needs_none(served: Served) -> None:

@@ -3,6 +3,7 @@ client, against a live ``serve`` process, real workers and the simulator."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,10 @@ from anthropic import Anthropic
 from anthropic.types.messages import MessageBatch
 
 from batchq.sim.replies import expected_response
+from batchq.store.batches import BatchStore
+from batchq.store.connection import connect
+from batchq.store.deadlines import expire
+from batchq.store.keys import Keys
 from tests.api.live import KEY, Served
 from tests.procs import Workers, batchq, status
 from tests.waits import wait_for_value
@@ -118,6 +123,30 @@ def test_cancel_gives_canceled_results(claude: Anthropic) -> None:
     assert claude.messages.batches.cancel(batch.id).processing_status == "ended"
 
 
+def test_past_its_deadline_a_batch_expires(claude: Anthropic, served: Served) -> None:
+    requests: list[Any] = [_request(i, "e") for i in range(3)]
+    batch = claude.messages.batches.create(requests=requests)
+    native = (batch.model_extra or {})["batchq_batch_id"]
+
+    async def expire_now() -> bool:
+        # The 24 hours up, what a worker's housekeeping does; no worker runs here.
+        redis = connect(served.env["BATCHQ_REDIS_URL"])
+        try:
+            store = BatchStore(redis, Keys(served.env["BATCHQ_PREFIX"]))
+            await redis.hset(store.keys.batch(native).meta, "deadline", "1")  # type: ignore[misc]
+            return await expire(store, native)
+        finally:
+            await redis.aclose()
+
+    assert asyncio.run(expire_now())
+    done = _ended(claude, batch.id)
+    assert done.request_counts.expired == 3 and done.ended_at is not None
+    results = list(claude.messages.batches.results(batch.id))
+    assert [(r.custom_id, r.result.type) for r in results] == [
+        (f"e-{i}", "expired") for i in range(3)
+    ]
+
+
 def test_a_wrong_key_is_refused(served: Served) -> None:
     with (
         Anthropic(base_url=served.url, api_key="sk-wrong", max_retries=0) as wrong,
@@ -203,3 +232,23 @@ def test_batches_list_in_pages(claude: Anthropic) -> None:
     assert [b.id for b in newest.data] == [ids[2]] and not newest.has_more
     for batch_id in ids:
         claude.messages.batches.cancel(batch_id)
+
+
+def test_the_readme_example_runs_unchanged_but_for_base_url_and_key(
+    served: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Anthropic's Message Batches, served by batchq", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    given = 'base_url="http://127.0.0.1:8470", api_key="my-batchq-key"'
+    assert given in code
+    exec(code.replace(given, f"base_url={served.url!r}, api_key={KEY!r}"), {})
+    printed = capsys.readouterr().out
+    batch_id = printed.split("id='", 1)[1].split("'", 1)[0]
+    with Anthropic(base_url=served.url, api_key=KEY, max_retries=0) as claude:
+        batch = claude.messages.batches.retrieve(batch_id)
+        assert batch.request_counts.processing == 2
+        claude.messages.batches.cancel(batch_id)
+        _ended(claude, batch_id)
+        results = list(claude.messages.batches.results(batch_id))
+    assert [r.custom_id for r in results] == ["my-first-request", "my-second-request"]
