@@ -11,6 +11,7 @@ The body of a create is read as it arrives, bounded by ``BATCHQ_MAX_MESSAGE_BATC
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -30,6 +31,9 @@ __all__ = ["add_message_batch_routes", "anthropic_errors"]
 
 # Lines of results gathered into one write.
 _WRITE_BYTES = 1 << 16
+# The longest wait for the next piece of a create's body: a client that stops sending must not
+# hold a thread (and the staged requests) for ever.
+_READ_TIMEOUT_S = 300.0
 
 
 @web.middleware
@@ -65,7 +69,7 @@ def _limit(request: web.Request) -> int:
     return value
 
 
-def _body_reader(request: web.Request, limit: int) -> Any:
+def _body_reader(request: web.Request, limit: int) -> Callable[[int], bytes]:
     """A blocking ``read(n)`` of the request's body for a thread, with the loop doing the
     reading; 413 once more than ``limit`` bytes came."""
     if request.content_length is not None and request.content_length > limit:
@@ -75,7 +79,14 @@ def _body_reader(request: web.Request, limit: int) -> Any:
 
     def read(n: int) -> bytes:
         nonlocal received
-        data = asyncio.run_coroutine_threadsafe(request.content.read(n), loop).result()
+        future = asyncio.run_coroutine_threadsafe(request.content.read(n), loop)
+        try:
+            data = future.result(timeout=_READ_TIMEOUT_S)
+        except TimeoutError:
+            future.cancel()
+            raise AnthropicError(
+                408, f"The request body stopped arriving for {_READ_TIMEOUT_S:.0f} s."
+            ) from None
         received += len(data)
         if received > limit:
             raise _too_large(limit)
