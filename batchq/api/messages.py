@@ -25,7 +25,7 @@ from batchq.api.anthropic_objects import (
     message_batch,
 )
 from batchq.api.message_batches import MAX_LIST, AnthropicBatches
-from batchq.errors import BatchNotFound
+from batchq.errors import BatchNotFound, InputError
 
 __all__ = ["add_message_batch_routes", "anthropic_errors"]
 
@@ -47,6 +47,8 @@ async def anthropic_errors(request: web.Request, handler: Handler) -> web.Stream
         return web.json_response(e.body(), status=e.status)
     except BatchNotFound as e:
         return web.json_response(anthropic_error_body(str(e), "not_found_error"), status=404)
+    except InputError as e:
+        return web.json_response(anthropic_error_body(str(e), "invalid_request_error"), status=400)
     except web.HTTPException as e:
         if e.status < 400:
             raise
