@@ -158,6 +158,9 @@ def test_a_wrong_key_is_refused(served: Served) -> None:
         "type": "error",
         "error": {"type": "authentication_error", "message": "invalid x-api-key"},
     }
+    # The key as a bearer token (the client's auth_token) is taken too.
+    with Anthropic(base_url=served.url, auth_token=KEY, max_retries=0) as bearer:
+        assert bearer.messages.batches.list(limit=1).data is not None
     # Without a key at all, in Anthropic's shape too.
     raw = httpx.get(f"{served.url}/v1/messages/batches", timeout=10)
     assert raw.status_code == 401 and raw.json()["error"]["type"] == "authentication_error"
