@@ -99,10 +99,15 @@ async def after_job_end(ctx: dict[str, Any]) -> None:
 
 async def _heartbeat_once(st: WorkerState) -> None:
     await st.hosts.refresh(clock.now_ms() + st.lease_ms)
+    slots = st.settings.max_in_flight
+    if st.auto is not None:
+        await st.auto.renew(clock.now_ms() + st.lease_ms)
+        # The window follows this worker's share of the shared limits, not its ceiling.
+        slots = st.auto.registered_slots()
     now = clock.now_ms()
     async with st.redis.pipeline(transaction=False) as pipe:
         pipe.zadd(st.keys.workers, {st.worker_id: now + st.lease_ms})
-        pipe.hset(st.keys.worker_slots, st.worker_id, str(st.settings.max_in_flight))
+        pipe.hset(st.keys.worker_slots, st.worker_id, str(slots))
         if st.waiting:
             # Claimed jobs waiting for a slot have no lease yet: keep their claims fresh, or
             # the reaper would take them for the claims of a dead worker.

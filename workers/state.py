@@ -20,6 +20,7 @@ from batchq.settings import Settings
 from batchq.store.batches import BatchStore
 from batchq.store.dispatch import Dispatcher
 from batchq.store.keys import Keys
+from workers.autoconc import AutoGates
 from workers.stats import WorkerStats
 
 __all__ = ["WorkerContext", "WorkerState"]
@@ -54,6 +55,10 @@ class WorkerState:
         self.limiter = RateLimiter(self.settings.rate)
         self.hosts = HostPool(self.settings, self.redis, self.keys)
         self.stats = WorkerStats(self.worker_id, self.settings, self.running)
+        # --concurrency auto: the shared self-tuned limits (None: the fixed ollama_slots only).
+        self.auto: AutoGates | None = None
+        if self.settings.auto_concurrency:
+            self.auto = AutoGates(self.settings, self.redis, self.keys, self.lease_ms)
 
     @property
     def draining(self) -> bool:
