@@ -201,7 +201,7 @@ class Lab:
         self.r.close()
         self.server.stop()
 
-    def env(self, prefix: str, *, ollama: str = "", concurrency: int = 4) -> dict[str, str]:
+    def env(self, prefix: str, *, ollama: str = "", concurrency: int | str = 4) -> dict[str, str]:
         env = dict(os.environ, BATCHQ_REDIS_URL=self.url, BATCHQ_PREFIX=prefix)
         env |= {"BATCHQ_HOME": str(self.home), "BATCHQ_CONCURRENCY": str(concurrency)}
         if ollama:
@@ -261,7 +261,7 @@ class Lab:
 
     @contextlib.contextmanager
     def workers(
-        self, prefix: str, count: int, *, ollama: str, concurrency: int
+        self, prefix: str, count: int, *, ollama: str, concurrency: int | str
     ) -> Iterator[Workers]:
         """``count`` worker processes, registered (start-up done) before the block runs."""
         env = self.env(prefix, ollama=ollama, concurrency=concurrency)

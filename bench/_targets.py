@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import cast
 
+from _auto import t_auto
 from _fairness import t_fairness
 from _fixtures import BigBatch, Ctx, Row, fill_results, raw_export, verdict
 from _harness import (
@@ -604,6 +605,7 @@ TARGETS: dict[str, Callable[[Ctx], None]] = {
     "saturation": t_saturation,
     "scaling": t_scaling,
     "fairness": t_fairness,
+    "auto": t_auto,
 }
 
 NUMBERS = {
@@ -617,6 +619,7 @@ NUMBERS = {
     "dispatch": 8,
     "dispatch-cost": 8,
     "fairness": 9,
+    "auto": 10,
 }
 
 __all__ = ["NUMBERS", "TARGETS"]

@@ -51,7 +51,7 @@ class AutoGate:
     def __init__(self, limit: AutoLimit, lease_ms: int) -> None:
         self.limit = limit
         self.lease_ms = lease_ms
-        self.held: set[str] = set()
+        self.held: dict[str, int] = {}  # token -> the requests in flight it was admitted with
         self.peak = 0  # most slots held at once since the last heartbeat read it
         self._waiters: deque[tuple[str, asyncio.Future[None]]] = deque()
         self._kick = asyncio.Event()
@@ -75,27 +75,32 @@ class AutoGate:
 
     async def release(self, token: str, result: Reply | BackendError | None) -> None:
         """Give the slot back, teaching the limit what the request showed."""
-        if token not in self.held:
+        sent_with = self.held.pop(token, None)
+        if sent_with is None:
             return
-        self.held.discard(token)
         outcome, wait, service = outcome_of(result)
         try:
             await self.limit.observe(
-                token, outcome, now_ms=clock.now_ms(), wait_ms=wait, service_ms=service
+                token,
+                outcome,
+                now_ms=clock.now_ms(),
+                wait_ms=wait,
+                service_ms=service,
+                sent_with=sent_with,
             )
         finally:
             self._kick.set()
 
     async def renew(self, until_ms: int) -> None:
-        await self.limit.renew(self.held, until_ms)
+        await self.limit.renew(set(self.held), until_ms)
 
     async def _try(self, token: str) -> bool:
         now = clock.now_ms()
-        if await self.limit.try_admit(token, now_ms=now, slot_until_ms=now + self.lease_ms):
-            self.held.add(token)
+        found = await self.limit.try_admit(token, now_ms=now, slot_until_ms=now + self.lease_ms)
+        if found:
+            self.held[token] = found
             self.peak = max(self.peak, len(self.held))
-            return True
-        return False
+        return bool(found)
 
     async def _poll(self) -> None:
         while self._waiters:

@@ -12,7 +12,7 @@ concurrency; the law here is simpler because Ollama says how long a request wait
   (5 ms or 5 % of the service time), Little's law names the server's slots:
   ``n · s / (s + w)`` with ``n`` the requests at the server and ``s`` = prompt_eval + eval;
   the limit drops to that plus ½ (floor: the slots), and the estimate is kept.
-- **no wait while the limit was reached**: probe upward, ¼ slot per round trip within 2 of the
+- **no wait while the limit was reached**: probe upward, ½ slot per round trip within 2 of the
   estimate (at most one request waits, and not for long), and beyond it doubling the distance
   each round trip (a server restarted with more slots is found in a few round trips).
 - **a 503 or a timeout**: the limit x 0.7 (and the estimate with it).

@@ -77,13 +77,13 @@ async def test_a_wait_sets_the_limit_from_littles_law(store: BatchStore) -> None
     # Sent as the sixth, served in 100 ms after waiting 200: the server runs 2 at once.
     assert await lim.observe("b", "ok", wait_ms=200, sent_with=6, **ok) == 2.5
     # A wait within the tolerance is no wait: with the limit reached (c and d in flight), a
-    # probe of a quarter slot per round trip, i.e. 0.25 / 2.5 a reply.
-    assert await lim.observe("c", "ok", wait_ms=4, sent_with=9, **ok) == pytest.approx(2.6)
+    # probe of half a slot per round trip, i.e. 0.5 / 2.5 a reply.
+    assert await lim.observe("c", "ok", wait_ms=4, sent_with=9, **ok) == pytest.approx(2.7)
     [state] = await read_auto_limits(store.redis, store.keys)
     assert (state.endpoint, state.model, state.slots, state.estimate) == (URL, "qwen3:8b", 2, 2)
     assert state.in_flight == 1 and state.updated_ms == t
     # A 503 or a timeout: multiplicative decrease, never below 1.
-    assert await lim.observe("d", "overload", now_ms=t) == pytest.approx(2.6 * 0.7)
+    assert await lim.observe("d", "overload", now_ms=t) == pytest.approx(2.7 * 0.7)
     for _ in range(3):
         await lim.observe("d", "overload", now_ms=t)
     assert (await read_auto_limits(store.redis, store.keys))[0].limit == 1.0

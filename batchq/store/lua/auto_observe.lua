@@ -58,10 +58,10 @@ elseif outcome == 'ok' then
     est = slots
     limit = math.max(1, math.min(limit, slots + 0.5))
   elseif n >= math.floor(limit) then
-    -- Nothing waited although the limit was reached: probe upward, a quarter slot per round
+    -- Nothing waited although the limit was reached: probe upward, half a slot per round
     -- trip near the estimate of the server's slots, and doubling the distance beyond it (the
     -- server has more slots than it had: a restart, or the estimate was made under a load).
-    local step = 0.25
+    local step = 0.5
     if limit - est >= 2 then step = limit - est - 1 end
     limit = limit + step / limit
   end
