@@ -23,8 +23,9 @@ from _harness import MODEL, Sim, batchq_cmd, run_child
 __all__ = ["t_auto"]
 
 LATENCY = 0.25  # seconds a request takes at the simulator, whatever else shares it
-GRID = [(1, 1), (1, 4), (4, 1), (4, 4), (16, 1), (16, 4)]  # (P, workers): a reduced grid
+# (P, workers): the whole grid at full scale, a reduced one with --quick.
 FULL_GRID = [(p, w) for p in (1, 2, 4, 8, 16) for w in (1, 2, 4, 8)]
+QUICK_GRID = [(1, 1), (1, 4), (4, 1), (4, 4), (16, 1), (16, 4)]
 RESTARTS = [(4, 16, 4), (16, 4, 4)]  # (P before, P after, workers)
 RESTART_WINDOW_S = 5.0
 RESTART_BOUND_S = 60.0
@@ -130,8 +131,8 @@ def _restart(ctx: Ctx, before: int, after: int, workers: int, warm: float) -> No
 
 
 def t_auto(ctx: Ctx) -> None:
-    warm, measure = (10.0, 10.0) if ctx.quick else (15.0, 20.0)
-    for parallel, workers in GRID:
+    warm, measure = (10.0, 10.0) if ctx.quick else (12.0, 15.0)
+    for parallel, workers in QUICK_GRID if ctx.quick else FULL_GRID:
         _steady(ctx, parallel, workers, warm, measure)
     for before, after, workers in RESTARTS:
         _restart(ctx, before, after, workers, warm)

@@ -40,6 +40,7 @@ _SETTINGS_FLAGS = (
     "ollama_host",
     "prefix",
     "concurrency",
+    "max_concurrency",
     "ollama_queue",
     "rate",
     "timeout",
@@ -164,6 +165,12 @@ def worker_args(sp: argparse.ArgumentParser) -> None:
         metavar="auto|N",
         help="requests in flight: auto (default) finds a limit per Ollama host and model, "
         "shared by the host's workers; N: that many per worker, fixed",
+    )
+    sp.add_argument(
+        "--max-concurrency",
+        type=int,
+        metavar="N",
+        help="with auto, the most requests one worker sends at once (default 32)",
     )
     sp.add_argument(
         "--ollama-queue",
