@@ -56,6 +56,12 @@ class AutoGate:
         self._waiters: deque[tuple[str, asyncio.Future[None]]] = deque()
         self._kick = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
+        self._orphans: set[asyncio.Task[None]] = set()  # releases of slots nobody waits for
+
+    @property
+    def waiting(self) -> int:
+        """This worker's requests waiting for a slot of this gate."""
+        return sum(not fut.done() for _, fut in self._waiters)
 
     async def acquire(self, token: str) -> None:
         """Wait for a slot of the shared limit; it is held until :meth:`release`."""
@@ -74,22 +80,52 @@ class AutoGate:
             raise
 
     async def release(self, token: str, result: Reply | BackendError | None) -> None:
-        """Give the slot back, teaching the limit what the request showed."""
+        """Give the slot back, teaching the limit what the request showed; in the same call
+        it goes to this worker's next waiting request if the limit allows."""
         sent_with = self.held.pop(token, None)
         if sent_with is None:
             return
         outcome, wait, service = outcome_of(result)
+        head = self._head()
+        now = clock.now_ms()
         try:
-            await self.limit.observe(
+            _, found = await self.limit.observe(
                 token,
                 outcome,
-                now_ms=clock.now_ms(),
+                now_ms=now,
                 wait_ms=wait,
                 service_ms=service,
                 sent_with=sent_with,
+                next_token=head or "",
+                next_until_ms=now + self.lease_ms,
             )
+            # (Unless the poller admitted it meanwhile: the script then counted it held.)
+            if head is not None and found and head not in self.held:
+                self._granted(head, found)
         finally:
             self._kick.set()
+
+    def _head(self) -> str | None:
+        """The first waiter still waiting, if any."""
+        while self._waiters and self._waiters[0][1].done():
+            self._waiters.popleft()
+        return self._waiters[0][0] if self._waiters else None
+
+    def _granted(self, token: str, found: int) -> None:
+        """``token`` holds a slot: wake its waiter (or give it back if it stopped waiting)."""
+        self.held[token] = found
+        self.peak = max(self.peak, len(self.held))
+        for i, (waiter, fut) in enumerate(self._waiters):
+            if waiter == token:
+                del self._waiters[i]
+                if not fut.done():
+                    fut.set_result(None)
+                    return
+                break
+        # Its job was cancelled while the slot was on its way: give it back unused.
+        task = asyncio.create_task(self.release(token, None))
+        self._orphans.add(task)
+        task.add_done_callback(self._orphans.discard)
 
     async def renew(self, until_ms: int) -> None:
         await self.limit.renew(set(self.held), until_ms)
@@ -103,23 +139,18 @@ class AutoGate:
         return bool(found)
 
     async def _poll(self) -> None:
-        while self._waiters:
-            token, fut = self._waiters[0]
-            if fut.done():  # its job was cancelled while waiting
-                self._waiters.popleft()
-                continue
+        while (token := self._head()) is not None:
             self._kick.clear()
             try:
-                admitted = await self._try(token)
+                found = await self.limit.try_admit(
+                    token, now_ms=(now := clock.now_ms()), slot_until_ms=now + self.lease_ms
+                )
             except RedisError as e:
                 log.warning("auto concurrency: admission failed: %s", e)
-                admitted = False
-            if admitted:
-                self._waiters.popleft()
-                if fut.done():
-                    await self.release(token, None)
-                else:
-                    fut.set_result(None)
+                found = 0
+            if found:
+                if token not in self.held:  # not already handed over by a release
+                    self._granted(token, found)
                 continue
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_POLL_S):

@@ -133,8 +133,12 @@ class AutoLimit(ScriptCaller):
         wait_ms: float = 0.0,
         service_ms: float = 0.0,
         sent_with: int = 0,
-    ) -> float:
-        """Give the slot back and move the limit by the reply; returns the new limit."""
+        next_token: str = "",
+        next_until_ms: int = 0,
+    ) -> tuple[float, int]:
+        """Give the slot back and move the limit by the reply; with ``next_token``, also admit
+        that request if the new limit allows (as :meth:`try_admit` would). Returns the new
+        limit and what admitting ``next_token`` returned (0: not admitted)."""
         res = await self._run(
             "auto_observe",
             keys=[self.state_key, self.inflight_key, self.index_key],
@@ -150,9 +154,12 @@ class AutoLimit(ScriptCaller):
                 self.ceiling,
                 _STATE_TTL_MS,
                 sent_with,
+                next_token,
+                next_until_ms,
             ],
         )
-        return float(res)
+        limit, admitted = res
+        return float(limit), int(admitted)
 
     async def renew(self, tokens: set[str], until_ms: int) -> None:
         if tokens:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -72,18 +73,18 @@ async def test_a_wait_sets_the_limit_from_littles_law(store: BatchStore) -> None
         await lim.redis.zadd(lim.inflight_key, {tok: t + 10_000})
     # Sent as the fifth in flight, it waited less than its service: the four ahead of it were
     # what the server runs (Little's law would say 3.3; the slots may have finished in step).
-    ok = {"now_ms": t, "service_ms": 100}
-    assert await lim.observe("a", "ok", wait_ms=50, sent_with=5, **ok) == 4.5
+    ok: dict[str, Any] = {"now_ms": t, "service_ms": 100}
+    assert (await lim.observe("a", "ok", wait_ms=50, sent_with=5, **ok))[0] == 4.5
     # Sent as the sixth, served in 100 ms after waiting 200: the server runs 2 at once.
-    assert await lim.observe("b", "ok", wait_ms=200, sent_with=6, **ok) == 2.5
+    assert (await lim.observe("b", "ok", wait_ms=200, sent_with=6, **ok))[0] == 2.5
     # A wait within the tolerance is no wait: with the limit reached (c and d in flight), a
     # probe of half a slot per round trip, i.e. 0.5 / 2.5 a reply.
-    assert await lim.observe("c", "ok", wait_ms=4, sent_with=9, **ok) == pytest.approx(2.7)
+    assert (await lim.observe("c", "ok", wait_ms=4, sent_with=9, **ok))[0] == pytest.approx(2.7)
     [state] = await read_auto_limits(store.redis, store.keys)
     assert (state.endpoint, state.model, state.slots, state.estimate) == (URL, "qwen3:8b", 2, 2)
     assert state.in_flight == 1 and state.updated_ms == t
     # A 503 or a timeout: multiplicative decrease, never below 1.
-    assert await lim.observe("d", "overload", now_ms=t) == pytest.approx(2.7 * 0.7)
+    assert (await lim.observe("d", "overload", now_ms=t))[0] == pytest.approx(2.7 * 0.7)
     for _ in range(3):
         await lim.observe("d", "overload", now_ms=t)
     assert (await read_auto_limits(store.redis, store.keys))[0].limit == 1.0
@@ -95,7 +96,7 @@ async def test_no_wait_at_the_limit_probes_upward_to_the_ceiling(store: BatchSto
     for i in range(200):
         assert await lim.try_admit(f"x{i}", now_ms=t, slot_until_ms=t + 10_000)
         # Not at the limit (one request where two are allowed): nothing is learnt.
-        assert await lim.observe(f"x{i}", "ok", now_ms=t, service_ms=100) == limit
+        assert (await lim.observe(f"x{i}", "ok", now_ms=t, service_ms=100))[0] == limit
         if i == 0:
             break
     for i in range(200):
@@ -103,8 +104,27 @@ async def test_no_wait_at_the_limit_probes_upward_to_the_ceiling(store: BatchSto
         for tok in held:
             assert await lim.try_admit(tok, now_ms=t, slot_until_ms=t + 10_000)
         for tok in held:
-            limit = await lim.observe(tok, "ok", now_ms=t, wait_ms=1, service_ms=100)
+            limit, _ = await lim.observe(tok, "ok", now_ms=t, wait_ms=1, service_ms=100)
     assert limit == 6
+
+
+async def test_a_slot_given_back_goes_to_the_next_request_at_once(store: BatchStore) -> None:
+    lim = limit_of(store)
+    t = 1000
+    for tok in "ab":
+        assert await lim.try_admit(tok, now_ms=t, slot_until_ms=t + 5000)
+    assert not await lim.try_admit("c", now_ms=t, slot_until_ms=t + 5000)
+    # a's end hands its slot to c in the same call; b's cannot hand one to d (none free).
+    assert await lim.observe("a", "none", now_ms=t, next_token="c", next_until_ms=t + 9) == (
+        2.0,
+        2,
+    )
+    assert await lim.redis.zscore(lim.inflight_key, "c") == t + 9
+    assert await lim.observe("b", "overload", now_ms=t, next_token="d", next_until_ms=t) == (
+        1.4,
+        0,
+    )
+    assert await lim.redis.zscore(lim.inflight_key, "d") is None
 
 
 @dataclass(order=True)
@@ -148,14 +168,16 @@ async def _run_server(
             start(*queue.pop(0))
         wait = done.started - done.arrived
         limits.append(
-            await lim.observe(
-                done.token,
-                "ok",
-                now_ms=int(now),
-                wait_ms=wait,
-                service_ms=service,
-                sent_with=found.pop(done.token),
-            )
+            (
+                await lim.observe(
+                    done.token,
+                    "ok",
+                    now_ms=int(now),
+                    wait_ms=wait,
+                    service_ms=service,
+                    sent_with=found.pop(done.token),
+                )
+            )[0]
         )
     # The server stops: what it held ends in connection errors, which teach nothing.
     for token in [d.token for d in busy] + [t for t, _ in queue]:

@@ -11,12 +11,13 @@ import pytest
 
 from batchq.backends.base import Reply
 from batchq.errors import PermanentBackendError, TransientBackendError
-from batchq.store.autolimit import AutoLimitState, read_auto_limits
+from batchq.store.autolimit import AutoLimit, AutoLimitState, read_auto_limits
+from batchq.store.batches import BatchStore
 from batchq.store.connection import connect
 from batchq.store.keys import Keys
 from tests.procs import Workers, batchq, env_for, sim_stats, simulator
-from tests.waits import wait_for_value
-from workers.autoconc import outcome_of
+from tests.waits import async_wait_until, wait_for_value
+from workers.autoconc import AutoGate, outcome_of
 
 MS = 1_000_000
 
@@ -31,6 +32,29 @@ def test_what_a_request_end_teaches_the_limit() -> None:
     assert outcome_of(TransientBackendError("down", kind="unreachable"))[0] == "none"
     assert outcome_of(PermanentBackendError("bad", kind="invalid_request"))[0] == "none"
     assert outcome_of(None)[0] == "none"
+
+
+async def test_the_gate_queues_in_order_and_hands_slots_over(store: BatchStore) -> None:
+    limit = AutoLimit(store.redis, store.keys, "http://gpu:11434", "m", ceiling=8)
+    gate = AutoGate(limit, lease_ms=60_000)
+    await gate.acquire("a")
+    await gate.acquire("b")  # the initial limit: 2
+    c = asyncio.create_task(gate.acquire("c"))
+    d = asyncio.create_task(gate.acquire("d"))
+    e = asyncio.create_task(gate.acquire("e"))
+    await async_wait_until(lambda: gate.waiting == 3, what="three waiting")
+    assert not (c.done() or d.done() or e.done())
+    d.cancel()
+    await gate.release("a", None)
+    await c  # a's slot, in order, with d gone
+    assert not e.done()
+    assert set(gate.held) == {"b", "c"}
+    assert await store.redis.zcard(limit.inflight_key) == 2
+    e.cancel()
+    for tok in ("b", "c"):
+        await gate.release(tok, None)
+    assert gate.held == {}
+    assert await store.redis.zcard(limit.inflight_key) == 0
 
 
 def _limits(redis_url: str, prefix: str) -> list[AutoLimitState]:

@@ -18,7 +18,11 @@
 -- ARGV[10] = how long the state lives without replies (ms)
 -- ARGV[11] = the requests in flight when this one was admitted, itself included (what
 --   auto_admit returned; 0: unknown)
--- Returns: the limit after the update, as a string.
+-- ARGV[12] = the token of the same worker's next request, to admit in this call if the new
+--   limit allows (the slot is handed over without another round trip); '' for none
+-- ARGV[13] = that slot's lease deadline (ms)
+-- Returns: {the limit after the update, as a string; 0 if the next request was not admitted,
+--   else the requests in flight with it (as auto_admit returns)}.
 
 local now = tonumber(ARGV[1])
 local outcome = ARGV[3]
@@ -72,4 +76,15 @@ redis.call('HSET', KEYS[1], 'limit', tostring(limit), 'est', tostring(est),
   'endpoint', ARGV[6], 'model', ARGV[7], 'updated', tostring(now))
 redis.call('PEXPIRE', KEYS[1], ARGV[10])
 redis.call('SADD', KEYS[3], KEYS[1])
-return tostring(limit)
+
+local admitted = 0
+if ARGV[12] ~= '' then
+  local held = redis.call('ZCARD', KEYS[2])
+  if redis.call('ZSCORE', KEYS[2], ARGV[12]) then
+    admitted = held
+  elseif held < math.max(1, math.floor(limit)) then
+    redis.call('ZADD', KEYS[2], ARGV[13], ARGV[12])
+    admitted = held + 1
+  end
+end
+return {tostring(limit), admitted}
