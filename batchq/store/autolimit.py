@@ -10,8 +10,13 @@ concurrency; the law here is simpler because Ollama says how long a request wait
 - **queue wait** ``w`` = total - prompt_eval - eval: time in the server spent neither on the
   prompt nor generating (the wait for a free slot, and a model load). Above a tolerance
   (5 ms or 5 % of the service time), Little's law names the server's slots:
-  ``n · s / (s + w)`` with ``n`` the requests at the server and ``s`` = prompt_eval + eval;
-  the limit drops to that plus ½ (floor: the slots), and the estimate is kept.
+  ``n · s / (s + w)`` with ``n`` the requests at the server as it was sent (itself included)
+  and ``s`` = prompt_eval + eval; when it waited at most ``s``, at least ``n - 1`` (slots that
+  finish in step make the first request beyond them wait a whole ``s``, and Little's law read
+  half). The limit drops to that plus ½ (its floor: the slots), and the estimate is kept.
+- **the slot given back** goes, in the same script call, to the same worker's next waiting
+  request if the new limit allows: the turnaround between a reply and the next request sent,
+  which idles a slot at the server, is one round trip to Redis.
 - **no wait while the limit was reached**: probe upward, ½ slot per round trip within 2 of the
   estimate (at most one request waits, and not for long), and beyond it doubling the distance
   each round trip (a server restarted with more slots is found in a few round trips).

@@ -46,7 +46,10 @@ if outcome == 'overload' then
   est = limit
 elseif outcome == 'ok' then
   local tolerance = math.max(5, 0.05 * service)
-  if wait > tolerance and service > 0 then
+  local waited = wait > tolerance and service > 0
+  if waited and sent_with > 1 then
+    -- (A request that waited although it was alone says nothing of the slots: the server
+    -- was loading a model, restarting, lagging, or busy with another client.)
     -- Little's law: n requests in, each served in `service` after waiting `wait`, means the
     -- server runs n * service / (service + wait) of them at once: its parallel slots. The n
     -- is the one this request arrived with, which its wait comes from (the n at its end has
@@ -61,7 +64,7 @@ elseif outcome == 'ok' then
     end
     est = slots
     limit = math.max(1, math.min(limit, slots + 0.5))
-  elseif n >= math.floor(limit) then
+  elseif not waited and n >= math.floor(limit) then
     -- Nothing waited although the limit was reached: probe upward, half a slot per round
     -- trip near the estimate of the server's slots, and doubling the distance beyond it (the
     -- server has more slots than it had: a restart, or the estimate was made under a load).
