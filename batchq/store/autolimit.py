@@ -13,7 +13,9 @@ concurrency; the law here is simpler because Ollama says how long a request wait
   ``n · s / (s + w)`` with ``n`` the requests at the server as it was sent (itself included)
   and ``s`` = prompt_eval + eval; when it waited at most ``s``, at least ``n - 1`` (slots that
   finish in step make the first request beyond them wait a whole ``s``, and Little's law read
-  half). The limit drops to that plus ½ (its floor: the slots), and the estimate is kept.
+  half). The limit drops to that plus ½ (its floor: the slots), and the estimate is kept. A
+  request that waited although it was sent alone says nothing of the slots (a model load, a
+  restart, the server's own lag, another client) and moves nothing.
 - **the slot given back** goes, in the same script call, to the same worker's next waiting
   request if the new limit allows: the turnaround between a reply and the next request sent,
   which idles a slot at the server, is one round trip to Redis.
