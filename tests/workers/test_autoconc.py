@@ -69,7 +69,7 @@ def _limits(redis_url: str, prefix: str) -> list[AutoLimitState]:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize(("parallel", "workers"), [(3, 2)])
+@pytest.mark.parametrize(("parallel", "workers"), [(1, 1), (3, 2)])
 def test_workers_at_defaults_find_the_servers_slots(
     valkey_url: str, prefix: str, tmp_path: Path, parallel: int, workers: int
 ) -> None:
