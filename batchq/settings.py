@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -80,10 +80,15 @@ class Settings(BaseSettings):
     prefix: str = "batchq"
 
     # Worker behaviour.
-    concurrency: int = Field(default=4, ge=1, le=10_000)
+    # "auto": one in-flight limit per (Ollama host, model), shared by the host's workers and
+    # found from the replies (batchq.store.autolimit); a number: that many per worker, fixed.
+    concurrency: int | Literal["auto"] = Field(default="auto")
+    # With auto, the most requests one worker sends at once (its share of the shared limit
+    # never exceeds it).
+    max_concurrency: int = Field(default=32, ge=1, le=10_000)
     # Requests a worker sends beyond its concurrency, to wait in Ollama's own queue: when a
     # slot frees, Ollama starts the next one at once instead of after the worker's round trip.
-    # None: a quarter of the concurrency, rounded up.
+    # None: a quarter of the concurrency, rounded up (with auto: none, the limit allows for it).
     ollama_queue: int | None = Field(default=None, ge=0, le=10_000)
     # Jobs a worker claims beyond its concurrency, ready to go the moment a request ends;
     # None: a quarter of the concurrency, rounded up.
@@ -163,6 +168,31 @@ class Settings(BaseSettings):
     # ``batchq submit -`` may take.
     staging_ttl: float = Field(default=3600.0, gt=0)
 
+    @field_validator("concurrency", mode="before")
+    @classmethod
+    def _check_concurrency(cls, v: object) -> object:
+        if isinstance(v, str):
+            text = v.strip().lower()
+            if text == "auto":
+                return "auto"
+            if not text.isdigit():
+                raise ValueError('must be "auto" or a whole number of requests')
+            v = int(text)
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 10_000:
+            raise ValueError('must be "auto" or a number from 1 to 10000')
+        return v
+
+    @property
+    def auto_concurrency(self) -> bool:
+        """The limit is self-tuned, shared per (host, model) through Redis."""
+        return self.concurrency == "auto"
+
+    @property
+    def worker_concurrency(self) -> int:
+        """Requests one worker may run at once beyond Ollama's queue: the fixed concurrency,
+        or with auto the ceiling of its share."""
+        return self.max_concurrency if self.concurrency == "auto" else self.concurrency
+
     @field_validator("ollama_host")
     @classmethod
     def _normalize_host(cls, v: str) -> str:
@@ -188,11 +218,14 @@ class Settings(BaseSettings):
     def max_in_flight(self) -> int:
         """Requests a worker may have at Ollama at once: its concurrency, plus the ones
         waiting in Ollama's queue."""
-        return self.concurrency + self.ollama_queue_size
+        return self.worker_concurrency + self.ollama_queue_size
 
     @property
     def ollama_queue_size(self) -> int:
-        return self.ollama_queue if self.ollama_queue is not None else self._quarter
+        if self.ollama_queue is not None:
+            return self.ollama_queue
+        # With auto the shared limit already lets about one request wait in Ollama's queue.
+        return 0 if self.auto_concurrency else self._quarter
 
     @property
     def jobs_per_worker(self) -> int:
@@ -203,7 +236,7 @@ class Settings(BaseSettings):
     @property
     def _quarter(self) -> int:
         """A quarter of the concurrency, rounded up: the default queue and prefetch."""
-        return -(-self.concurrency // 4)
+        return -(-self.worker_concurrency // 4)
 
     @property
     def ollama_hosts(self) -> list[str]:

@@ -140,7 +140,7 @@ def t_openai_api(ctx: Ctx) -> None:
     ratio = api_s / sub.seconds
     ctx.add(
         Row(
-            12,
+            13,
             "openai-upload",
             "upload + create ≤ 2x submit",
             f"{api_s:.1f} s ({size / 1e6:.0f} MB, {n:,} lines)",
@@ -152,7 +152,7 @@ def t_openai_api(ctx: Ctx) -> None:
     )
     ctx.add(
         Row(
-            12,
+            13,
             "openai-rss",
             "serve peak RSS ≤ 300 MB",
             f"{rss:.0f} MB",
@@ -164,7 +164,7 @@ def t_openai_api(ctx: Ctx) -> None:
     )
     ctx.add(
         Row(
-            12,
+            13,
             "openai-retrieve",
             "batches.retrieve ≤ 50 ms",
             f"{retrieve_ms:.1f} ms (median of 21)",
@@ -178,7 +178,7 @@ def t_openai_api(ctx: Ctx) -> None:
     ratio = total / res.seconds
     ctx.add(
         Row(
-            12,
+            13,
             "openai-download",
             "output file ≤ 1.5x batchq results",
             f"{total:.1f} s (writing {final_s:.1f} s + download {download_s:.1f} s)",

@@ -144,7 +144,7 @@ def t_embed(ctx: Ctx) -> None:
 
     ctx.add(
         Row(
-            10,
+            12,
             f"embeddings: {n:,} short texts, 1 worker x {CONCURRENCY}",
             "≥ 5x one request per item; identical vectors",
             f"{rate:,.0f} items/s in {got.requests:,} requests; {same:,}/{n:,} vectors identical",

@@ -204,7 +204,7 @@ class Lab:
         self.r.close()
         self.server.stop()
 
-    def env(self, prefix: str, *, ollama: str = "", concurrency: int = 4) -> dict[str, str]:
+    def env(self, prefix: str, *, ollama: str = "", concurrency: int | str = 4) -> dict[str, str]:
         env = dict(os.environ, BATCHQ_REDIS_URL=self.url, BATCHQ_PREFIX=prefix)
         env |= {"BATCHQ_HOME": str(self.home), "BATCHQ_CONCURRENCY": str(concurrency)}
         if ollama:
@@ -269,7 +269,7 @@ class Lab:
         count: int,
         *,
         ollama: str,
-        concurrency: int,
+        concurrency: int | str,
         extra_env: dict[str, str] | None = None,
     ) -> Iterator[Workers]:
         """``count`` worker processes, registered (start-up done) before the block runs;

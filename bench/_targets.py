@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import cast
 
 from _api import t_openai_api
+from _auto import t_auto
 from _embed import t_embed
 from _fairness import t_fairness
 from _fixtures import BigBatch, Ctx, Row, fill_results, raw_export, verdict
@@ -611,6 +612,7 @@ TARGETS: dict[str, Callable[[Ctx], None]] = {
     "models-turns": t_models_turns,
     "embed": t_embed,
     "openai-api": t_openai_api,
+    "auto": t_auto,
 }
 
 NUMBERS = {
@@ -626,8 +628,9 @@ NUMBERS = {
     "fairness": 9,
     "models": 10,
     "models-turns": 10,
-    "embed": 11,
-    "openai-api": 12,
+    "embed": 12,
+    "openai-api": 13,
+    "auto": 11,
 }
 
 __all__ = ["NUMBERS", "TARGETS"]

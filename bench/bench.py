@@ -7,9 +7,10 @@
 Starts an embedded Valkey in a temp dir, the simulator and worker processes as needed, and
 prints one row per figure: the target, what was measured, the baseline, their ratio and whether
 the target is met. Targets: submit, memory, status, export, queue, saturation, scaling,
-dispatch, dispatch-cost, fairness (see bench/_targets.py), embed (bench/_embed.py), openai-api
-(bench/_api.py). The machine is shared and small, so absolute figures are noisy; the ratios
-compare things measured minutes apart on the same box.
+dispatch, dispatch-cost, fairness (see bench/_targets.py), models (bench/_models.py), auto
+(bench/_auto.py), embed (bench/_embed.py), openai-api (bench/_api.py). The machine is shared
+and small, so absolute figures are noisy; the ratios compare things measured minutes apart on
+the same box.
 """
 
 from __future__ import annotations

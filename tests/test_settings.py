@@ -45,6 +45,9 @@ def test_environment_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         {"redis_url": "http://nope"},
         {"concurrency": 0},
+        {"concurrency": "many"},
+        {"concurrency": True},
+        {"max_concurrency": 0},
         {"ollama_queue": -1},
         {"prefix": "a b"},
         {"retry_delay": 10, "retry_max_delay": 1},
@@ -79,6 +82,22 @@ def test_requests_in_flight_are_the_concurrency_plus_ollamas_queue(
     assert (s.max_in_flight, s.jobs_per_worker) == (in_flight, jobs)
     monkeypatch.setenv("BATCHQ_OLLAMA_QUEUE", "0")
     assert Settings(concurrency=concurrency).max_in_flight == concurrency
+
+
+def test_concurrency_is_auto_by_default_with_a_ceiling_per_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    s = Settings()
+    assert s.concurrency == "auto" and s.auto_concurrency
+    # The shared limit governs; a worker sends at most its ceiling, none extra for Ollama's
+    # queue (the limit lets about one wait), and claims a quarter more.
+    assert (s.worker_concurrency, s.max_in_flight, s.jobs_per_worker) == (32, 32, 40)
+    assert Settings(max_concurrency=8).jobs_per_worker == 10
+    monkeypatch.setenv("BATCHQ_CONCURRENCY", "6")
+    assert Settings().concurrency == 6 and not Settings().auto_concurrency
+    monkeypatch.setenv("BATCHQ_CONCURRENCY", "AUTO")
+    assert Settings().concurrency == "auto"
+    assert Settings(concurrency="4").max_in_flight == 5  # type: ignore[arg-type]
 
 
 def test_every_setting_is_in_the_readmes_configuration_table() -> None:

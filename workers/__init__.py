@@ -4,7 +4,8 @@
 What one worker process does: ``settings`` (arq's settings and the JSON codec), ``worker``
 (the arq ``Worker`` subclass: claiming jobs in one script, refilling freed slots, bursts),
 ``state`` (what a worker holds while it runs), ``inference`` (the job: one item, one request
-to Ollama, its outcome), ``lifecycle`` (startup, shutdown, the heartbeat and dispatch loops),
+to Ollama, its outcome), ``autoconc`` (its gates in front of the shared self-tuned limits of
+``--concurrency auto``), ``lifecycle`` (startup, shutdown, the heartbeat and dispatch loops),
 ``housekeeping`` (repair, expiry, the hook loop), ``notify`` (sending a completion hook and
 recording what came of it), ``hook_http`` (its POST, bounded against hostile receivers) and
 ``stats`` (its counts and Prometheus metrics).

@@ -142,9 +142,19 @@ class Group:
 class EmbedGroups:
     """One worker's grouping of embedding jobs (see the module's docstring)."""
 
-    def __init__(self, settings: Settings, redis: Redis, keys: Keys, worker_id: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        redis: Redis,
+        keys: Keys,
+        worker_id: str,
+        *,
+        base_slots: Callable[[], int] | None = None,
+    ) -> None:
         self.size = settings.embed_batch
         self._settings = settings
+        # The worker's slots now (its window share); by default its fixed requests in flight.
+        self._base_slots = base_slots or (lambda: settings.max_in_flight)
         self._redis = redis
         self._keys = keys
         self._worker_id = worker_id
@@ -169,14 +179,19 @@ class EmbedGroups:
 
     @property
     def job_limit(self) -> int:
-        """The most jobs the worker should hold now (its claims stop there)."""
-        return max_jobs(self._settings) if self.active else self._settings.jobs_per_worker
+        """The most jobs the worker should hold now (its claims stop there): a full group's
+        worth for each slot it has now (under auto concurrency its share of the limit, not the
+        ceiling ``max_jobs`` allows for)."""
+        usual = self._settings.jobs_per_worker
+        if not self.active:
+            return usual
+        return min(max_jobs(self._settings), usual + self._base_slots() * (self.size - 1))
 
     @property
     def registered_slots(self) -> int:
         """The slots the worker counts for in the dispatch window (its heartbeat writes them)."""
         self._registered = self.active
-        return self._settings.max_in_flight * (self.size if self._registered else 1)
+        return self._base_slots() * (self.size if self._registered else 1)
 
     def groups(self, item: Item) -> bool:
         """Whether ``item`` goes through a group (of one, when no other job fits)."""

@@ -26,6 +26,7 @@ from batchq.pacing import backoff
 from batchq.records import Item, ItemError, ItemStatus
 from batchq.store.codec import encode_result
 from batchq.store.keys import BATCH_ID_RE, parse_job_id
+from workers.autoconc import AutoGate
 from workers.embed_groups import Group
 from workers.state import WorkerContext, WorkerState
 
@@ -228,18 +229,25 @@ async def _request(job: _Job, item: Item) -> tuple[Reply, Host] | BackendError:
     host = job.host or st.hosts.choose(item.model)
     if host.limited:
         await _admit(job, host)
+    gate = await _auto_admit(job, host, item)
     host.in_flight += 1
     sent_at = clock.monotonic()
+    result: Reply | BackendError | None = None
     try:
         # The backend bounds the request itself: each wait for data (``timeout``), and all of
         # it (``reply_deadline``, a permanent failure: see batchq.backends.bounds).
-        reply = await host.backend.send(item)
+        reply = result = await host.backend.send(item)
     except TransientBackendError as e:
         st.hosts.failed(host, e)
+        result = e
         return e
     except PermanentBackendError as e:
+        result = e
         return e
     finally:
+        if gate is not None:
+            with contextlib.suppress(RedisError):
+                await asyncio.shield(gate.release(job.jid, result))
         if job.slot is not None:
             job.slot.free()
         st.stats.request_done(host.url, clock.monotonic() - sent_at)
@@ -277,6 +285,16 @@ async def _admit(job: _Job, host: Host) -> None:
             host.slots.add(job.jid)
             return
         await asyncio.sleep(wait / 1000)
+
+
+async def _auto_admit(job: _Job, host: Host, item: Item) -> AutoGate | None:
+    """With ``--concurrency auto``, wait for a slot of the (host, model) limit shared by the
+    host's workers (batchq.store.autolimit); None when the concurrency is fixed."""
+    if job.st.auto is None:
+        return None
+    gate = job.st.auto.gate(host.url, item.model)
+    await gate.acquire(job.jid)
+    return gate
 
 
 def _item_error(e: BackendError) -> ItemError:

@@ -100,6 +100,8 @@ async def after_job_end(ctx: dict[str, Any]) -> None:
 
 async def _heartbeat_once(st: WorkerState) -> None:
     await st.hosts.refresh(clock.now_ms() + st.lease_ms)
+    if st.auto is not None:
+        await st.auto.renew(clock.now_ms() + st.lease_ms)
     now = clock.now_ms()
     async with st.redis.pipeline(transaction=False) as pipe:
         pipe.zadd(st.keys.workers, {st.worker_id: now + st.lease_ms})

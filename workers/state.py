@@ -21,6 +21,7 @@ from batchq.store.batches import BatchStore
 from batchq.store.dispatch import Dispatcher
 from batchq.store.keys import Keys
 from batchq.store.models import Serving
+from workers.autoconc import AutoGates
 from workers.embed_groups import EmbedGroups
 from workers.serving import HostModels
 from workers.stats import WorkerStats
@@ -58,7 +59,21 @@ class WorkerState:
         self.hosts = HostPool(self.settings, self.redis, self.keys)
         self.models = HostModels(self.settings, self.hosts, Serving(self.redis, self.keys))
         self.stats = WorkerStats(self.worker_id, self.settings, self.running, self.hosts.hosts)
-        self.embed = EmbedGroups(self.settings, self.redis, self.keys, self.worker_id)
+        # --concurrency auto: the shared self-tuned limits (None: the fixed ollama_slots only).
+        self.auto: AutoGates | None = None
+        if self.settings.auto_concurrency:
+            self.auto = AutoGates(self.settings, self.redis, self.keys, self.lease_ms)
+        self.embed = EmbedGroups(
+            self.settings, self.redis, self.keys, self.worker_id, base_slots=self.base_slots
+        )
+
+    def base_slots(self) -> int:
+        """The slots this worker counts for in the dispatch window: under ``--concurrency
+        auto`` its share of the shared self-tuned limits, not its ceiling; else its requests in
+        flight. (Embeddings multiply it while they run: workers.embed_groups.)"""
+        if self.auto is not None:
+            return self.auto.registered_slots()
+        return self.settings.max_in_flight
 
     @property
     def draining(self) -> bool:

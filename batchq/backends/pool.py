@@ -66,7 +66,7 @@ class HostPool:
                     connect_timeout=settings.connect_timeout,
                     limits=ReplyLimits.of(settings),
                     stream=settings.stream,
-                    max_connections=max(settings.concurrency, 1) * 2,
+                    max_connections=max(settings.worker_concurrency, 1) * 2,
                 ),
                 admission=Admission(redis, keys, url),
             )

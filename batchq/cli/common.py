@@ -40,6 +40,7 @@ _SETTINGS_FLAGS = (
     "ollama_host",
     "prefix",
     "concurrency",
+    "max_concurrency",
     "ollama_queue",
     "rate",
     "timeout",
@@ -146,10 +147,31 @@ def input_args(sp: argparse.ArgumentParser) -> None:
     )
 
 
+def _concurrency(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither auto nor a number") from None
+
+
 def worker_args(sp: argparse.ArgumentParser) -> None:
     """What every command that starts workers (``worker``, ``run``, ``bench``) takes."""
     sp.add_argument("--ollama", dest="ollama_host", metavar="URL", help="(OLLAMA_HOST)")
-    sp.add_argument("--concurrency", type=int, help="requests in flight per worker")
+    sp.add_argument(
+        "--concurrency",
+        type=_concurrency,
+        metavar="auto|N",
+        help="requests in flight: auto (default) finds a limit per Ollama host and model, "
+        "shared by the host's workers; N: that many per worker, fixed",
+    )
+    sp.add_argument(
+        "--max-concurrency",
+        type=int,
+        metavar="N",
+        help="with auto, the most requests one worker sends at once (default 32)",
+    )
     sp.add_argument(
         "--ollama-queue",
         type=int,

@@ -238,7 +238,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     logging.getLogger("arq.worker").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     url = resolve_redis_url(settings)
     logging.getLogger("batchq.worker").info(
-        "worker: redis %s, ollama %s, concurrency %d, ollama queue %d",
+        "worker: redis %s, ollama %s, concurrency %s, ollama queue %d",
         redact_url(url),
         settings.ollama_host,
         settings.concurrency,

@@ -94,11 +94,27 @@ class Scheduler:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._lock = asyncio.Lock()
         self.waiting = 0
+        self._waited = 0.0  # the integral of `waiting` over time (request-seconds)
+        self._waited_mark = time.monotonic()
         self.in_flight = 0
         self.loads: dict[str, int] = {}
         self.unloads: dict[str, int] = {}
 
+    def _add_waiting(self, delta: int) -> None:
+        now = time.monotonic()
+        self._waited += self.waiting * (now - self._waited_mark)
+        self._waited_mark = now
+        self.waiting += delta
+
+    def waited_seconds(self) -> float:
+        """Request-seconds spent waiting inside the server (for a slot, or for a load) since
+        the last reset: over an interval, its growth divided by the interval's length is the
+        time-averaged number of requests waiting."""
+        return self._waited + self.waiting * (time.monotonic() - self._waited_mark)
+
     def clear_peaks(self) -> None:
+        self._add_waiting(0)
+        self._waited = 0.0
         for st in self.states.values():
             st.peak = st.busy
         self.peak_in_flight = self.in_flight
@@ -136,7 +152,7 @@ class Scheduler:
         """Hold `name` resident and one of its slots, both granted in FIFO order; `keep_alive`
         is the request's own (seconds, inf: forever), None for the model's current one."""
         st = self.states[name]
-        self.waiting += 1
+        self._add_waiting(1)
         try:
             async with self._lock:  # processPending: one pending request at a time
                 if name not in self.loaded:
@@ -148,7 +164,7 @@ class Scheduler:
                 self._unpin(name)
                 raise
         finally:
-            self.waiting -= 1
+            self._add_waiting(-1)
         try:
             st.peak = max(st.peak, st.busy)
             yield st

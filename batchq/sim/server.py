@@ -147,7 +147,9 @@ class SimServer:
         ``requests``/``by_status`` count replies (499: the client hung up first), ``prompts``
         counts requests received per prompt text (each embed input counts once), ``embeds`` the
         /api/embed requests received, ``in_flight`` is requests admitted and not yet answered,
-        whether waiting or generating.
+        whether waiting or generating; ``waiting`` the ones among them without a slot yet, and
+        ``waited_seconds`` the request-seconds spent so waiting (its growth over an interval,
+        divided by the interval, is the time-averaged number waiting).
         """
         return dict(self._on_loop(self._snapshot))
 
@@ -161,6 +163,8 @@ class SimServer:
             "max_concurrency": {m: s.peak for m, s in self.sched.states.items() if s.peak},
             "in_flight": self.sched.in_flight,
             "max_in_flight": self.sched.peak_in_flight,
+            "waiting": self.sched.waiting,
+            "waited_seconds": round(self.sched.waited_seconds(), 6),
             "loads": dict(self.sched.loads),
             "unloads": dict(self.sched.unloads),
             "prompts": dict(self._prompts),

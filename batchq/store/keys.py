@@ -24,6 +24,9 @@ name can — but every job id embeds an unguessable batch id, so they cannot col
 | ``{p}:ep:{e}:ttat`` | STRING | arrival time (ms) of the endpoint's tokens-per-minute debt |
 | ``{p}:serving`` | HASH | endpoint id → ``model|ms|loads``: a host's model, when said, its loads |
 | ``{p}:models`` | HASH | model with ready work → when a host last served it, or its work came |
+| ``{p}:auto:{e}:{m}`` | HASH | self-tuned limit of endpoint e for model m (store.autolimit) |
+| ``{p}:auto:{e}:{m}:inflight`` | ZSET | token → slot lease deadline (ms) under that limit |
+| ``{p}:auto-limits`` | SET | every ``{p}:auto:{e}:{m}`` key, for the readers (read_auto_limits) |
 | ``{p}:b:{id}`` | HASH | batch metadata and its O(1) counters |
 | ``{p}:b:{id}:items`` | HASH | index → item (JSON) |
 | ``{p}:b:{id}:results`` | HASH | index → result (JSON); written once (HSETNX) |
@@ -204,6 +207,18 @@ class Keys:
 
     def ant_batch(self, batch_id: str) -> str:
         return f"{self.prefix}:ant:batch:{batch_id}"
+
+    def auto_limit(self, eid: str, mid: str) -> str:
+        """``eid``: :func:`batchq.store.admission.endpoint_id`; ``mid``: the model's
+        :func:`batchq.store.autolimit.model_id`."""
+        return f"{self.prefix}:auto:{eid}:{mid}"
+
+    def auto_inflight(self, eid: str, mid: str) -> str:
+        return f"{self.prefix}:auto:{eid}:{mid}:inflight"
+
+    @property
+    def auto_limits(self) -> str:
+        return f"{self.prefix}:auto-limits"
 
     def batch_prefix(self) -> str:
         """What the Lua scripts prepend to a batch id to reach that batch's keys."""

@@ -203,3 +203,16 @@ def test_submit_refuses_a_notify_target_naming_it_redacted(
     assert "--notify: 'http://u:***@127.0.0.1:8080/h' is refused: 127.0.0.1 is a private" in err
     assert "s3cr3t" not in err
     assert len(cli.json("list")) == 1
+
+
+def test_worker_concurrency_flags() -> None:
+    from batchq.cli.common import settings_from
+    from batchq.cli.main import _parser
+
+    args = _parser().parse_args(["worker", "--concurrency", "auto", "--max-concurrency", "8"])
+    s = settings_from(args)
+    assert (s.concurrency, s.max_concurrency, s.max_in_flight) == ("auto", 8, 8)
+    s = settings_from(_parser().parse_args(["worker", "--concurrency", "3"]))
+    assert (s.concurrency, s.max_in_flight) == (3, 4)
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["worker", "--concurrency", "lots"])

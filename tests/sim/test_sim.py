@@ -430,6 +430,25 @@ def test_parallel_slots_bound_concurrency() -> None:
     run(body)
 
 
+def test_waiting_is_counted_and_shows_in_the_load_duration() -> None:
+    async def body() -> None:
+        async with sim(fast(parallel=1, latency=0.2)) as (server, client):
+            replies = await asyncio.gather(
+                *(client.generate(model="llama3.2", prompt=f"p{i}") for i in range(2))
+            )
+            # One of the two waited a whole request for the one slot: the request-seconds
+            # waited say so, and so does its load duration (Ollama's scheduler wait).
+            waited = server.stats()["waited_seconds"]
+            assert waited >= 0.2
+            slowest = max(r.load_duration or 0 for r in replies)
+            assert slowest >= 0.2e9
+            assert server.stats()["waiting"] == 0
+            server.reset_stats()
+            assert server.stats()["waited_seconds"] == 0.0
+
+    run(body)
+
+
 def test_slots_are_granted_first_in_first_out() -> None:
     async def body() -> None:
         # The first request holds the one slot while the others arrive, in order: each one is
@@ -598,6 +617,8 @@ def test_stats_over_http_and_reset() -> None:
                 "max_concurrency": {},
                 "in_flight": 0,
                 "max_in_flight": 0,
+                "waiting": 0,
+                "waited_seconds": 0.0,
                 "loads": {},
                 "unloads": {},
                 "prompts": {},

@@ -66,7 +66,8 @@ async def test_heartbeat_publishes_and_shutdown_removes(
     store: BatchStore, settings: Settings
 ) -> None:
     always_busy = SimConfig(fail_503=1.0)
-    async with worker_on_sim(store, settings, always_busy, max_attempts=5) as (settings, bid, ctx):
+    fixed = {"max_attempts": 5, "concurrency": 4}
+    async with worker_on_sim(store, settings, always_busy, **fixed) as (settings, bid, ctx):
         st: WorkerState = ctx["batchq"]  # type: ignore[assignment]
         key = store.keys.worker_info(st.worker_id)
         try:
