@@ -149,7 +149,7 @@ def test_a_leader_takes_waiting_jobs_of_its_kind_and_leaves_the_rest() -> None:
     async def body() -> None:
         redis = fakeredis.FakeAsyncRedis()
         keys = Keys("t")
-        groups = EmbedGroups(Settings(embed_batch=4), redis, keys, "w")
+        groups = EmbedGroups(Settings(concurrency=4, embed_batch=4), redis, keys, "w")
         items = {
             1: embed(1),
             2: Item("g", Endpoint.GENERATE, {"model": "e", "prompt": "x"}),
@@ -202,7 +202,7 @@ def test_a_leader_takes_waiting_jobs_of_its_kind_and_leaves_the_rest() -> None:
         await asyncio.gather(*(waits[i] for i in (3, 5)), return_exceptions=True)
         assert not groups._offers and not groups._peeked
         await groups.observe(items[2])
-        assert not groups.active and groups.job_limit == Settings().jobs_per_worker
+        assert not groups.active and groups.job_limit == groups._settings.jobs_per_worker
         # Not running embeddings, a job just waits for a slot: no leader can take it.
         plain = asyncio.create_task(groups.wait_turn(slots, job_id(BID, 9)))
         await asyncio.sleep(0)
@@ -255,5 +255,24 @@ def test_a_rider_that_does_not_join_does_not_hold_up_its_leader() -> None:
         assert [m.jid for m in group.members] == ["j0", "j1"]
         group.closed = True
         assert group.add("j3", embed(3)).cancelled()
+
+    asyncio.run(body())
+
+
+def test_groups_follow_the_slots_the_worker_has_now() -> None:
+    # Under --concurrency auto a worker's slots are its share of the shared limit, far below
+    # its ceiling: it claims a group's worth for each of those, not for the ceiling.
+    async def body() -> None:
+        s = Settings(concurrency="auto", embed_batch=8)
+        now = [3]
+        groups = EmbedGroups(
+            s, fakeredis.FakeAsyncRedis(), Keys("t"), "w", base_slots=lambda: now[0]
+        )
+        await groups.observe(embed(0))
+        assert groups.active
+        assert groups.job_limit == s.jobs_per_worker + 3 * 7 < max_jobs(s)
+        assert groups.registered_slots == 3 * 8
+        now[0] = 10_000
+        assert groups.job_limit == max_jobs(s)  # never past what arq was started with
 
     asyncio.run(body())
