@@ -42,6 +42,8 @@ name can — but every job id embeds an unguessable batch id, so they cannot col
 | ``{p}:oai:batches`` | ZSET | OpenAI API batch id → creation time (ms, see oai:seq) |
 | ``{p}:oai:batch:{id}`` | HASH | an OpenAI API batch: its input file, batchq batch, output files |
 | ``{p}:oai:batch:{id}:fin`` | STRING | held by the ``serve`` process writing its output files |
+| ``{p}:b:{batch_...}`` | HASH | an API batch refused at validation: its webhook's state only |
+| ``{p}:oai:open`` | ZSET | API batches with a webhook, not yet announced → creation time (ms) |
 """
 
 from __future__ import annotations
@@ -195,6 +197,10 @@ class Keys:
 
     def oai_finalizing(self, batch_id: str) -> str:
         return f"{self.prefix}:oai:batch:{batch_id}:fin"
+
+    @property
+    def oai_open(self) -> str:
+        return f"{self.prefix}:oai:open"
 
     def batch_prefix(self) -> str:
         """What the Lua scripts prepend to a batch id to reach that batch's keys."""
