@@ -9,7 +9,8 @@ Why not the hook that the batchq batch's finish sets off: OpenAI announces a bat
 output files are listed, and those are written by ``serve`` (:mod:`batchq.api.outputs`), not
 by the worker that finishes the batch. So such a batch is submitted without a hook; ``serve``
 keeps it in ``oai:open`` and looks at those batches every ``openai_webhook_every`` seconds
-(:func:`watch`), which writes the files of a finished one; the transaction that lists them
+(:func:`watch`; at most :data:`MAX_WATCHED` a round, in turn), which writes the files of a
+finished one; the transaction that lists them
 also gives the batchq batch its hook, in OpenAI's form (:func:`announce`), due at once.
 
 A batch refused at validation has no batchq batch: its hook lives in a hash of its own where
@@ -29,7 +30,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from batchq import clock
-from batchq.errors import BatchqError
+from batchq.errors import BatchqError, InputError
 from batchq.options import check_notify_url
 from batchq.store.codec import text
 from batchq.store.keys import Keys
@@ -56,7 +57,10 @@ _FAILED_TTL_S = 7 * 86400
 
 def check_url(url: str, *, allow_private: bool) -> str:
     """``BATCHQ_OPENAI_WEBHOOK_URL`` checked as ``--notify`` URLs are (InputError if not)."""
-    return check_notify_url(url, allow_private=allow_private)
+    try:
+        return check_notify_url(url, allow_private=allow_private)
+    except InputError as e:
+        raise InputError(e.reason, field="BATCHQ_OPENAI_WEBHOOK_URL") from None
 
 
 def _hook_fields(url: str, batch_id: str) -> dict[str, str]:
@@ -98,6 +102,8 @@ async def watch(
 
 
 async def _round(redis: Redis, keys: Keys, refresh: Callable[[str], Awaitable[object]]) -> None:
+    # The least recently looked at first, each then put last: however many are open, every
+    # one is looked at in turn.
     for raw in await redis.zrange(keys.oai_open, 0, MAX_WATCHED - 1):
         batch_id = text(raw)
         try:
@@ -106,6 +112,9 @@ async def _round(redis: Redis, keys: Keys, refresh: Callable[[str], Awaitable[ob
             if getattr(e, "status", None) != 404:
                 raise
             await redis.zrem(keys.oai_open, batch_id)  # deleted by hand
+            continue
+        # XX: not back in once announced.
+        await redis.zadd(keys.oai_open, {batch_id: clock.now_ms()}, xx=True)
 
 
 def start_watching(

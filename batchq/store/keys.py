@@ -43,7 +43,7 @@ name can — but every job id embeds an unguessable batch id, so they cannot col
 | ``{p}:oai:batch:{id}`` | HASH | an OpenAI API batch: its input file, batchq batch, output files |
 | ``{p}:oai:batch:{id}:fin`` | STRING | held by the ``serve`` process writing its output files |
 | ``{p}:b:{batch_...}`` | HASH | an API batch refused at validation: its webhook's state only |
-| ``{p}:oai:open`` | ZSET | API batches with a webhook, not yet announced → creation time (ms) |
+| ``{p}:oai:open`` | ZSET | API batches with a webhook, not yet announced → last looked at (ms) |
 """
 
 from __future__ import annotations

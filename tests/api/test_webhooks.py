@@ -24,7 +24,11 @@ from openai.types.webhooks import (
     BatchFailedWebhookEvent,
 )
 
+from batchq.api import openai_objects as api_objects
+from batchq.api import webhooks
+from batchq.errors import InputError
 from batchq.store.batches import BatchStore
+from batchq.store.codec import text
 from batchq.store.connection import connect
 from batchq.store.deadlines import expire_due
 from batchq.store.keys import Keys
@@ -214,3 +218,34 @@ def _native_meta(served: Served, native: str) -> dict[str, str]:
             await redis.aclose()
 
     return asyncio.run(read())
+
+
+def test_the_webhook_url_is_checked_as_notify_urls_are() -> None:
+    with pytest.raises(InputError) as e:
+        webhooks.check_url("ftp://example.com/hook", allow_private=True)
+    assert e.value.field == "BATCHQ_OPENAI_WEBHOOK_URL"
+    with pytest.raises(InputError, match="refused"):
+        webhooks.check_url("http://127.0.0.1/hook", allow_private=False)
+    assert webhooks.check_url("https://example.com/hook", allow_private=False)
+
+
+async def test_every_open_batch_is_looked_at_in_turn(
+    store: BatchStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(webhooks, "MAX_WATCHED", 2)
+    ids = [f"batch_{i:024x}" for i in range(3)]
+    await store.redis.zadd(store.keys.oai_open, {i: n for n, i in enumerate(ids)})
+    seen: list[str] = []
+
+    async def refresh(batch_id: str) -> None:
+        seen.append(batch_id)
+        if batch_id == ids[1]:
+            raise api_objects.ApiError(404, "gone")
+
+    await webhooks._round(store.redis, store.keys, refresh)
+    await webhooks._round(store.redis, store.keys, refresh)
+    # More open than one round takes, yet the third comes in the second round; the one
+    # gone is forgotten.
+    assert seen[:2] == ids[:2] and seen[2] == ids[2]
+    left = {text(x) for x in await store.redis.zrange(store.keys.oai_open, 0, -1)}
+    assert left == {ids[0], ids[2]}
