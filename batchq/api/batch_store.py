@@ -151,6 +151,7 @@ class OpenAIBatches:
             failed = {"failed_at": str(clock.now_ms()), "errors": errors}
             with contextlib.suppress(Exception):
                 await self.redis.hset(self.keys.oai_batch(batch_id), mapping=failed)  # type: ignore[misc]
+                await self._watch(batch_id, record | failed)
             raise
         await self.redis.hset(self.keys.oai_batch(batch_id), mapping=record)  # type: ignore[misc]
         await self._watch(batch_id, record)
