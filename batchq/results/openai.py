@@ -84,7 +84,7 @@ class OpenAILines:
         error: dict[str, str] | None = None
         if result.status is ItemStatus.SUCCEEDED:
             endpoint = item.endpoint if item else Endpoint.CHAT
-            body = self._body(endpoint, ref, result)
+            body = self._body(endpoint, ref, result, item)
             response = {"status_code": 200, "request_id": f"req_{ref}", "body": body}
         elif result.status is ItemStatus.CANCELLED:
             error = {"code": "batch_cancelled", "message": CANCELLED_MESSAGE}
@@ -105,7 +105,9 @@ class OpenAILines:
             "error": error,
         }
 
-    def _body(self, endpoint: Endpoint, ref: str, result: ItemResult) -> dict[str, Any]:
+    def _body(
+        self, endpoint: Endpoint, ref: str, result: ItemResult, item: Item | None
+    ) -> dict[str, Any]:
         metrics = result.metrics or {}
         model = result.model or ""
         if endpoint is Endpoint.EMBED:
@@ -117,7 +119,7 @@ class OpenAILines:
             usage = {"prompt_tokens": prompt, "total_tokens": prompt}
             return {"object": "list", "data": data, "model": model, "usage": usage}
         if endpoint is Endpoint.CHAT and self._responses:
-            return response_body(ref, result, self._created)
+            return response_body(ref, result, self._created, item)
         text = result.response or ""
         if endpoint is Endpoint.GENERATE:
             choice: dict[str, Any] = {"index": 0, "text": text, "logprobs": None}

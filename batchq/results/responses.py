@@ -12,14 +12,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchq.records import ItemResult, tokens_of
+from batchq.records import Item, ItemResult, tokens_of
 
 __all__ = ["response_body"]
 
 
-def response_body(ref: str, result: ItemResult, created: int) -> dict[str, Any]:
-    """The Response for ``result`` (``ref``: the id stem that leads back to the item)."""
+def response_body(
+    ref: str, result: ItemResult, created: int, item: Item | None = None
+) -> dict[str, Any]:
+    """The Response for ``result`` (``ref``: the id stem that leads back to the item; ``item``:
+    its request, whose sampling settings the Response repeats, as OpenAI's does)."""
     metrics = result.metrics or {}
+    options = (item.body.get("options") or {}) if item else {}
     prompt, completion = tokens_of(metrics)
     cut = metrics.get("done_reason") == "length"
     status = "incomplete" if cut else "completed"
@@ -43,6 +47,9 @@ def response_body(ref: str, result: ItemResult, created: int) -> dict[str, Any]:
         "parallel_tool_calls": False,
         "tool_choice": "none",
         "tools": [],
+        "max_output_tokens": options.get("num_predict"),
+        "temperature": options.get("temperature"),
+        "top_p": options.get("top_p"),
         "usage": {
             "input_tokens": prompt,
             "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},

@@ -63,6 +63,7 @@ def test_responses_batch_gives_response_objects(
     assert cut.incomplete_details is not None
     assert cut.incomplete_details.reason == "max_output_tokens"
     assert cut.usage is not None and cut.usage.output_tokens == 1
+    assert (cut.max_output_tokens, responses[1].temperature, responses[1].top_p) == (1, 0.2, 0.9)
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,7 @@ from batchq.store.connection import connect
 from batchq.store.deadlines import expire_due
 from batchq.store.keys import Keys
 from tests.api.live import KEY, Served, chat_lines, finished, serving
-from tests.procs import Workers, env_for
+from tests.procs import Workers, batchq, env_for
 from tests.receivers import RawReceiver, Request, plain, raw_receiver
 from tests.waits import wait_until
 
@@ -158,6 +158,17 @@ def test_a_completed_batch_is_announced_once_its_files_are_listed(
     assert len(_events_of(receiver, hclient, batch_id)) == 1
     native = (batch.model_extra or {})["batchq_batch_id"]
     assert _native_meta(hooked, native)["hook_state"] == "delivered"
+    # Run again with batchq, it is announced again once a read has written its new files.
+    batchq(hooked.env, "retry", native, "--ids", "hook-0")
+    with Workers(hooked.env, tmp_path) as workers:
+        workers.start()
+        finished(hclient, batch_id, "completed")
+        events = wait_until(
+            lambda: (e := _events_of(receiver, hclient, batch_id))[1:] and e,
+            what="the second announcement",
+        )
+    assert [e.type for e in events] == ["batch.completed"] * 2
+    assert events[0].id != events[1].id
 
 
 def test_cancelled_failed_and_expired_batches_are_announced(

@@ -10,7 +10,11 @@ from openai.types.responses import Response
 from batchq.records import Endpoint, Item, ItemResult, ItemStatus
 from batchq.results.openai import OpenAILines
 
-ITEM = Item("r1", Endpoint.CHAT, {"model": "llama3.2", "messages": []})
+ITEM = Item(
+    "r1",
+    Endpoint.CHAT,
+    {"model": "llama3.2", "messages": [], "options": {"num_predict": 300, "temperature": 0.2}},
+)
 
 
 def _result(done_reason: str) -> ItemResult:
@@ -44,6 +48,8 @@ def test_a_finished_answer_is_a_completed_response() -> None:
     assert resp.usage is not None
     assert (resp.usage.input_tokens, resp.usage.output_tokens) == (26, 290)
     assert resp.usage.total_tokens == 316
+    # The request's settings, repeated as OpenAI's Response does.
+    assert (resp.max_output_tokens, resp.temperature, resp.top_p) == (300, 0.2, None)
 
 
 def test_an_answer_cut_at_max_output_tokens_is_incomplete() -> None:
