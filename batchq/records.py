@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
@@ -121,6 +121,9 @@ class Item:
     custom_id: str
     endpoint: Endpoint
     body: dict[str, Any]
+    # The OpenAI batch line's url when it differs from the endpoint's own (/v1/responses is
+    # chat underneath), for the API's check that lines match the batch; not stored.
+    url: str = field(default="", compare=False)
 
     def dumps(self) -> str:
         """The compact form stored in Redis."""

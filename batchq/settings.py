@@ -157,6 +157,11 @@ class Settings(BaseSettings):
     # batchq.signing), None: hooks go unsigned.
     notify_allow_private: bool = True
     webhook_secret: SecretStr | None = None
+    # OpenAI's batch webhooks (batchq.api.webhooks): where ``serve`` has the batch.* events of
+    # the batches made through /v1/batches sent (None: none are), and how often it looks for
+    # those batches' finish (it writes their output files first, then announces them).
+    openai_webhook_url: str | None = None
+    openai_webhook_every: float = Field(default=1.0, gt=0, le=3600)
 
     # Submission.
     max_line_bytes: int = Field(default=8 << 20, ge=1024)

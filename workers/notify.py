@@ -9,6 +9,9 @@ It is signed with Standard Webhooks headers when ``webhook_secret`` is set
 (:mod:`batchq.signing`); its ``webhook-id`` is the ``Idempotency-Key``, the same on every
 attempt of one completion.
 
+A batch made through ``batchq serve``'s OpenAI API with a webhook gets OpenAI's event as its
+body instead (:mod:`workers.openai_events`; :mod:`batchq.api.webhooks` says when).
+
 URLs are logged and recorded redacted (:func:`batchq.redact.redact_url`): they may carry tokens.
 """
 
@@ -29,8 +32,10 @@ from batchq.pacing import backoff
 from batchq.redact import redact_url, redact_urls_in
 from batchq.settings import Settings
 from batchq.signing import signature_headers
+from batchq.store.codec import text
 from batchq.store.hooks import HookClaim, Hooks
 from workers.hook_http import Progress, Reply, TargetRefused, post
+from workers.openai_events import openai_event
 
 __all__ = ["deliver_due"]
 
@@ -150,18 +155,31 @@ async def _status_and_post(
     progress: Progress,
 ) -> Reply | None:
     """The batch's status POSTed as the hook's body; None if the batch is gone."""
-    try:
-        status = await hooks.store.status(claim.batch_id)
-    except BatchNotFound:
-        return None
     msg_id = f"{claim.batch_id}:{claim.finished_ms}"
-    # Serialised here, once: the signature is over these exact bytes.
-    body = json.dumps(
-        status.model_dump(mode="json", exclude={"notify"}), separators=(",", ":")
-    ).encode()
+    body = await _openai_body(hooks, claim, msg_id)
+    if body is None:
+        try:
+            status = await hooks.store.status(claim.batch_id)
+        except BatchNotFound:
+            return None
+        # Serialised here, once: the signature is over these exact bytes.
+        body = json.dumps(
+            status.model_dump(mode="json", exclude={"notify"}), separators=(",", ":")
+        ).encode()
     headers = {"User-Agent": "batchq", "Idempotency-Key": msg_id}
     headers |= _signed(settings, msg_id, body)
     return await post(client, claim.url, body, headers, settings=settings, progress=progress)
+
+
+async def _openai_body(hooks: Hooks, claim: HookClaim, msg_id: str) -> bytes | None:
+    """OpenAI's webhook event, for a batch made through the API with a webhook
+    (:mod:`workers.openai_events`); None for any other."""
+    meta = hooks.keys.batch(claim.batch_id).meta
+    fields = ["hook_format", "oai_batch", "state"]
+    fmt, api_id, state = await hooks.store.redis.hmget(meta, fields)  # type: ignore[misc]
+    if fmt is None or text(fmt) != "openai" or api_id is None:
+        return None
+    return openai_event(msg_id, text(api_id), text(state or b""), claim.finished_ms)
 
 
 def _signed(settings: Settings, msg_id: str, body: bytes) -> dict[str, str]:

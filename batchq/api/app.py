@@ -9,9 +9,12 @@ others in OpenAI's.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from batchq.api import webhooks
 from batchq.api.auth import key_middleware
 from batchq.api.batch_store import OpenAIBatches
 from batchq.api.batches import add_batch_routes
@@ -68,7 +71,29 @@ def api_app(store: BatchStore, settings: Settings, *, keys: list[str]) -> web.Ap
         await batches.close()
 
     application.on_cleanup.append(stop_writers)
+    if settings.openai_webhook_url:
+        _watch_for_webhooks(application, batches, settings)
     return application
+
+
+def _watch_for_webhooks(
+    application: web.Application, batches: OpenAIBatches, settings: Settings
+) -> None:
+    """Announce finished API batches (:mod:`batchq.api.webhooks`) while the app runs."""
+    url = settings.openai_webhook_url or ""
+    webhooks.check_url(url, allow_private=settings.notify_allow_private)
+
+    async def refresh(batch_id: str) -> None:
+        await batches.state(await batches.record(batch_id))
+
+    async def run(_: web.Application) -> AsyncIterator[None]:
+        stop = webhooks.start_watching(
+            batches.redis, batches.keys, refresh, settings.openai_webhook_every
+        )
+        yield
+        await stop()
+
+    application.cleanup_ctx.append(run)
 
 
 def mount(

@@ -26,11 +26,13 @@ from collections.abc import Iterator
 from typing import IO, Any, BinaryIO, cast
 
 from batchq import clock
+from batchq.api import webhooks
 from batchq.api.filestore import FileStore
 from batchq.api.openai_objects import BATCH_ENDPOINTS, ApiError, parse_window, sort_score
 from batchq.api.outputs import write_outputs
 from batchq.errors import BatchNotFound, BatchStateError, InputError
 from batchq.inputs.native import iter_items
+from batchq.inputs.responses import RESPONSES_URL
 from batchq.options import SubmitOptions
 from batchq.records import Item
 from batchq.settings import Settings
@@ -65,10 +67,12 @@ class _Lines:
 
 
 def _for_endpoint(items: Iterator[Item], lines: _Lines, url: str) -> Iterator[Item]:
-    wanted = BATCH_ENDPOINTS[url]
+    # The url of a line that does not name its own (the first one of its endpoint's):
+    # /v1/responses lines are chat underneath, and say so.
+    plain = {e: u for u, e in reversed(BATCH_ENDPOINTS.items())}
     for item in items:
-        if item.endpoint is not wanted:
-            shown = next(u for u, e in BATCH_ENDPOINTS.items() if e is item.endpoint)
+        if (item.url or plain[item.endpoint]) != url:
+            shown = item.url or plain[item.endpoint]
             raise InputError(
                 f"the line is for {shown}, the batch for {url}", line=lines.line, field="url"
             )
@@ -130,6 +134,9 @@ class OpenAIBatches:
             "created_at": str(now),
             "expires_at": str(options.deadline_ms),
         }
+        if self.settings.openai_webhook_url:
+            # Fixed at creation: where this batch's events go (batchq.api.webhooks).
+            record["webhook"] = self.settings.openai_webhook_url
         seq = await self.redis.incr(self.keys.oai_seq)
         async with self.redis.pipeline(transaction=True) as tx:
             tx.hset(self.keys.oai_batch(batch_id), mapping=record)
@@ -144,9 +151,21 @@ class OpenAIBatches:
             failed = {"failed_at": str(clock.now_ms()), "errors": errors}
             with contextlib.suppress(Exception):
                 await self.redis.hset(self.keys.oai_batch(batch_id), mapping=failed)  # type: ignore[misc]
+                await self._watch(batch_id, record | failed)
             raise
         await self.redis.hset(self.keys.oai_batch(batch_id), mapping=record)  # type: ignore[misc]
+        await self._watch(batch_id, record)
         return {"id": batch_id, **record}
+
+    async def _watch(self, batch_id: str, record: dict[str, str]) -> None:
+        """Have a batch with a webhook announced when it finishes (batchq.api.webhooks)."""
+        url = record.get("webhook")
+        if not url:
+            return
+        if record.get("failed_at"):
+            await webhooks.announce_failed(self.redis, self.keys, batch_id, url)
+        else:
+            await self.redis.zadd(self.keys.oai_open, {batch_id: int(record["created_at"])})
 
     async def _submit(self, file_id: str, url: str, options: SubmitOptions) -> dict[str, str]:
         s = self.settings
@@ -246,13 +265,14 @@ class OpenAIBatches:
             return
         rec["finalizing_at"] = str(clock.now_ms())
         await self.redis.hset(key, "finalizing_at", rec["finalizing_at"])  # type: ignore[misc]
-        task = asyncio.create_task(self._write(rec["id"], rec["batch"], meta, lock, token))
+        task = asyncio.create_task(self._write(rec, meta, lock, token))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _write(
-        self, batch_id: str, bid: str, meta: dict[str, str], lock: str, token: str
+        self, rec: dict[str, str], meta: dict[str, str], lock: str, token: str
     ) -> None:
+        batch_id, bid = rec["id"], rec["batch"]
         try:
             started = int(meta.get("started_at") or meta.get("created_at") or 0) // 1000
             output, error = await write_outputs(
@@ -262,6 +282,7 @@ class OpenAIBatches:
                 name=batch_id,
                 created_s=started,
                 keep_alive=lambda: self.redis.pexpire(lock, _LOCK_MS),
+                responses=rec.get("endpoint") == RESPONSES_URL,
             )
             done = {"final": meta["finished_at"], "completed_at": str(clock.now_ms())}
             key = self.keys.oai_batch(batch_id)
@@ -272,6 +293,8 @@ class OpenAIBatches:
                         tx.hset(key, name, value)
                     else:
                         tx.hdel(key, name)
+                if rec.get("webhook"):
+                    webhooks.announce(tx, self.keys, batch_id, bid, rec["webhook"])
                 await tx.execute()
         finally:
             with contextlib.suppress(Exception):

@@ -33,6 +33,7 @@ BATCH_ENDPOINTS = {
     "/v1/chat/completions": Endpoint.CHAT,
     "/v1/completions": Endpoint.GENERATE,
     "/v1/embeddings": Endpoint.EMBED,
+    "/v1/responses": Endpoint.CHAT,
 }
 
 _WINDOW = re.compile(r"^(?:\d+(?:\.\d+)?[smhd])+$")

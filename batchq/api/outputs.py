@@ -43,11 +43,13 @@ async def write_outputs(
     name: str,
     created_s: int,
     keep_alive: Callable[[], Awaitable[object]],
+    responses: bool = False,
 ) -> tuple[str | None, str | None]:
     """Write the output and error files of batchq batch ``batch_id`` (``name``: the stem of
-    their file names; ``created_s``: the ``created`` of its completions) and list them;
-    returns their ids (None for a file without lines)."""
-    lines = OpenAILines(batch_id, created_s)
+    their file names; ``created_s``: the ``created`` of its completions; ``responses``: a
+    ``/v1/responses`` batch's, whose answers are Response objects) and list them; returns
+    their ids (None for a file without lines)."""
+    lines = OpenAILines(batch_id, created_s, responses=responses)
     ids = (new_file_id(), new_file_id())
     counts = [0, 0]
     sizes = [0, 0]

@@ -1,5 +1,6 @@
 """OpenAI batch request lines (``custom_id``, ``method``, ``url``, ``body``), checked and
-translated to the native Ollama request: ``/v1/chat/completions`` to ``/api/chat``,
+translated to the native Ollama request: ``/v1/chat/completions`` (and ``/v1/responses``, see
+:mod:`batchq.inputs.responses`) to ``/api/chat``,
 ``/v1/completions`` to ``/api/generate`` and ``/v1/embeddings`` to ``/api/embed`` (see
 :mod:`batchq.inputs.embeddings`). Sampling fields become Ollama ``options``, ``response_format``
 becomes ``format``, and content parts become text and base64 images.
@@ -24,6 +25,7 @@ from batchq.inputs.fields import (
     is_number,
     type_name,
 )
+from batchq.inputs.responses import RESPONSES_URL, responses_chat_body
 from batchq.records import Endpoint, Item
 
 __all__ = ["openai_item"]
@@ -31,7 +33,7 @@ __all__ = ["openai_item"]
 _OPENAI_KEYS = frozenset({"custom_id", "method", "url", "body"})
 _CHAT_URL = "/v1/chat/completions"
 _COMPLETIONS_URL = "/v1/completions"
-_OPENAI_URLS = (_CHAT_URL, _COMPLETIONS_URL, EMBEDDINGS_URL)
+_OPENAI_URLS = (_CHAT_URL, _COMPLETIONS_URL, EMBEDDINGS_URL, RESPONSES_URL)
 _OPENAI_ROLES = ("system", "developer", "user", "assistant", "tool")
 _OPENAI_MESSAGE_KEYS = frozenset({"role", "content", "name", "refusal", "tool_calls"})
 _OPENAI_MESSAGE_KEYS |= {"tool_call_id"}
@@ -65,6 +67,8 @@ def openai_item(obj: dict[str, Any], default_model: str | None) -> Item:
     src = check_obj(obj["body"], "body")
     if url == EMBEDDINGS_URL:
         return Item(custom_id, Endpoint.EMBED, openai_embed_body(src, default_model))
+    if url == RESPONSES_URL:
+        return Item(custom_id, Endpoint.CHAT, responses_chat_body(src, default_model), url)
     chat = url == _CHAT_URL
     allowed = _OPENAI_CHAT_KEYS if chat else _OPENAI_COMPLETIONS_KEYS
     for key in src:

@@ -8,7 +8,9 @@ error files, so code written for those reads batchq's results unchanged.
   (``messages``, ``/v1/chat/completions``) gets a ``chat.completion``, a generate item (a
   prompt, ``/v1/completions``) a ``text_completion``, as ``/v1/completions`` answers, and
   an embeddings item (``input``, ``/v1/embeddings``) a list of embeddings, as
-  ``/v1/embeddings`` answers (``usage`` then has only ``prompt_tokens`` and ``total_tokens``).
+  ``/v1/embeddings`` answers (``usage`` then has only ``prompt_tokens`` and ``total_tokens``);
+  in a ``/v1/responses`` batch of the API, a chat item gets a Response
+  (:mod:`batchq.results.responses`).
   ``usage`` comes from Ollama's counts: ``prompt_tokens`` is ``prompt_eval_count`` (Ollama leaves
   it out, meaning 0, when the whole prompt was cached), ``completion_tokens`` is ``eval_count``.
   ``finish_reason`` is ``length`` when Ollama stopped at ``num_predict``, ``stop`` otherwise.
@@ -31,6 +33,7 @@ from typing import Any
 
 from batchq import vectors
 from batchq.records import Endpoint, Item, ItemResult, ItemStatus, tokens_of
+from batchq.results.responses import response_body
 
 __all__ = ["CANCELLED_MESSAGE", "OpenAILines"]
 
@@ -63,9 +66,11 @@ def _error_type(status_code: int) -> str:
 class OpenAILines:
     """Turns one batch's results into OpenAI batch output lines."""
 
-    def __init__(self, batch_id: str, created: int) -> None:
+    def __init__(self, batch_id: str, created: int, *, responses: bool = False) -> None:
+        """``responses``: chat answers as Response objects (a ``/v1/responses`` batch's)."""
         self._tag = batch_id.removeprefix("b_")
         self._created = created
+        self._responses = responses
 
     def line(self, result: ItemResult, item: Item | None) -> str:
         record = self.record(result, item)
@@ -79,7 +84,7 @@ class OpenAILines:
         error: dict[str, str] | None = None
         if result.status is ItemStatus.SUCCEEDED:
             endpoint = item.endpoint if item else Endpoint.CHAT
-            body = self._body(endpoint, ref, result)
+            body = self._body(endpoint, ref, result, item)
             response = {"status_code": 200, "request_id": f"req_{ref}", "body": body}
         elif result.status is ItemStatus.CANCELLED:
             error = {"code": "batch_cancelled", "message": CANCELLED_MESSAGE}
@@ -100,7 +105,9 @@ class OpenAILines:
             "error": error,
         }
 
-    def _body(self, endpoint: Endpoint, ref: str, result: ItemResult) -> dict[str, Any]:
+    def _body(
+        self, endpoint: Endpoint, ref: str, result: ItemResult, item: Item | None
+    ) -> dict[str, Any]:
         metrics = result.metrics or {}
         model = result.model or ""
         if endpoint is Endpoint.EMBED:
@@ -111,6 +118,8 @@ class OpenAILines:
             ]
             usage = {"prompt_tokens": prompt, "total_tokens": prompt}
             return {"object": "list", "data": data, "model": model, "usage": usage}
+        if endpoint is Endpoint.CHAT and self._responses:
+            return response_body(ref, result, self._created, item)
         text = result.response or ""
         if endpoint is Endpoint.GENERATE:
             choice: dict[str, Any] = {"index": 0, "text": text, "logprobs": None}

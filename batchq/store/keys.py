@@ -47,6 +47,8 @@ name can — but every job id embeds an unguessable batch id, so they cannot col
 | ``{p}:oai:batch:{id}:fin`` | STRING | held by the ``serve`` process writing its output files |
 | ``{p}:ant:batches`` | ZSET | Anthropic message batch id → creation time (ms, see oai:seq) |
 | ``{p}:ant:batch:{id}`` | HASH | an Anthropic message batch: its batchq batch, its times |
+| ``{p}:b:{batch_...}`` | HASH | an API batch refused at validation: its webhook's state only |
+| ``{p}:oai:open`` | ZSET | API batches with a webhook, not yet announced → last looked at (ms) |
 """
 
 from __future__ import annotations
@@ -219,6 +221,10 @@ class Keys:
     @property
     def auto_limits(self) -> str:
         return f"{self.prefix}:auto-limits"
+
+    @property
+    def oai_open(self) -> str:
+        return f"{self.prefix}:oai:open"
 
     def batch_prefix(self) -> str:
         """What the Lua scripts prepend to a batch id to reach that batch's keys."""
