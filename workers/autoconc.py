@@ -166,6 +166,7 @@ class AutoGates:
         self.keys = keys
         self.lease_ms = lease_ms
         self.gates: dict[tuple[str, str], AutoGate] = {}
+        self.last_registered = 0  # what registered_slots() last measured (0: not yet)
 
     def gate(self, url: str, model: str) -> AutoGate:
         key = (url, model)
@@ -190,4 +191,5 @@ class AutoGates:
             gate.peak = len(gate.held)
         if not self.gates:
             peak = 2
-        return max(1, min(self.settings.max_in_flight, peak + 1 + -(-peak // 4)))
+        self.last_registered = max(1, min(self.settings.max_in_flight, peak + 1 + -(-peak // 4)))
+        return self.last_registered

@@ -102,6 +102,9 @@ async def _heartbeat_once(st: WorkerState) -> None:
     await st.hosts.refresh(clock.now_ms() + st.lease_ms)
     if st.auto is not None:
         await st.auto.renew(clock.now_ms() + st.lease_ms)
+        # The window follows this worker's share of the shared limits, not its ceiling:
+        # measured once a heartbeat (st.base_slots reads it; embeddings multiply it).
+        st.auto.registered_slots()
     now = clock.now_ms()
     async with st.redis.pipeline(transaction=False) as pipe:
         pipe.zadd(st.keys.workers, {st.worker_id: now + st.lease_ms})

@@ -58,7 +58,9 @@ class WorkerState:
         self.limiter = RateLimiter(self.settings.rate)
         self.hosts = HostPool(self.settings, self.redis, self.keys)
         self.models = HostModels(self.settings, self.hosts, Serving(self.redis, self.keys))
-        self.stats = WorkerStats(self.worker_id, self.settings, self.running, self.hosts.hosts)
+        self.stats = WorkerStats(
+            self.worker_id, self.settings, self.running, self.hosts.hosts, self.base_slots
+        )
         # --concurrency auto: the shared self-tuned limits (None: the fixed ollama_slots only).
         self.auto: AutoGates | None = None
         if self.settings.auto_concurrency:
@@ -72,7 +74,8 @@ class WorkerState:
         auto`` its share of the shared self-tuned limits, not its ceiling; else its requests in
         flight. (Embeddings multiply it while they run: workers.embed_groups.)"""
         if self.auto is not None:
-            return self.auto.registered_slots()
+            # As the last heartbeat measured it: reading it anew starts a new measure.
+            return self.auto.last_registered or self.auto.registered_slots()
         return self.settings.max_in_flight
 
     @property

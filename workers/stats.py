@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import socket
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -48,10 +48,18 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 class WorkerStats:
     def __init__(
-        self, worker_id: str, settings: Settings, running: set[str], hosts: Sequence[Host] = ()
+        self,
+        worker_id: str,
+        settings: Settings,
+        running: set[str],
+        hosts: Sequence[Host] = (),
+        slots: Callable[[], int] | None = None,
     ) -> None:
         self.worker_id = worker_id
         self.settings = settings
+        # The requests it may have at Ollama now: under --concurrency auto its share of the
+        # shared limits, which moves; else its fixed concurrency plus Ollama queue.
+        self.slots = slots or (lambda: settings.max_in_flight)
         self._running = running  # the worker's own set of running job ids, read when published
         self._hosts = hosts  # the worker's Ollama hosts, whose models are read when published
         self.host = socket.gethostname()
@@ -105,7 +113,7 @@ class WorkerStats:
             "batchq_worker_concurrency",
             "Requests this worker may have at Ollama at once (concurrency + Ollama queue)",
             registry=r,
-        ).set(settings.max_in_flight)
+        ).set_function(lambda: self.slots())
 
     def request_done(self, endpoint: str, seconds: float) -> None:
         self._latency.labels(endpoint).observe(seconds)
@@ -171,7 +179,7 @@ class WorkerStats:
             host=self.host,
             pid=self.pid,
             endpoints=self.settings.ollama_hosts,
-            concurrency=self.settings.max_in_flight,
+            concurrency=self.slots(),
             running=dict(running),
             succeeded=self.succeeded,
             failed=self.failed,

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from batchq.redact import redact_url
 from batchq.store.admission import endpoint_id
+from batchq.store.autolimit import read_auto_limits
 from batchq.store.keys import Keys
 from batchq.store.models import Serving
 from batchq.store.presence import EndpointFacts, WorkerInfo, live_workers
@@ -34,9 +35,17 @@ async def no_auto_limits(endpoint: str) -> dict[str, int]:
 
 
 def auto_limits_source(redis: Redis, keys: Keys) -> AutoLimits:
-    """Where every view reads the automatic limits from, by default: the one place to wire
-    ``--concurrency auto``'s shared limits to (none yet, so no limit is shown)."""
-    return no_auto_limits
+    """Where every view reads the automatic limits from, by default: ``--concurrency auto``'s
+    shared limits (batchq.store.autolimit), the requests each admits at once."""
+
+    async def limits(endpoint: str) -> dict[str, int]:
+        return {
+            s.model: s.slots
+            for s in await read_auto_limits(redis, keys)
+            if endpoint_id(s.endpoint) == endpoint
+        }
+
+    return limits
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from batchq import clock
 from batchq.monitor.hosts_view import HostRow, host_rows, no_auto_limits
 from batchq.store.admission import endpoint_id
+from batchq.store.autolimit import AutoLimit
 from batchq.store.batches import BatchStore
 from batchq.store.models import Serving
 from batchq.store.presence import EndpointFacts
@@ -88,3 +89,21 @@ async def test_no_live_workers_no_rows(store: BatchStore) -> None:
     await pick(store, A)  # its loads stay in Redis, but no live worker talks to it
     assert await host_rows(store.redis, store.keys) == []
     assert await no_auto_limits(endpoint_id(A)) == {}
+
+
+async def test_the_default_source_shows_the_shared_auto_limits(store: BatchStore) -> None:
+    # What --concurrency auto's workers hold in Redis (batchq.store.autolimit) is what a
+    # view shows, per host and model, as the requests each limit admits at once.
+    now = clock.now_ms()
+    pair = AutoLimit(store.redis, store.keys, A, "llama3.2", ceiling=32)
+    assert await pair.try_admit("t1", now_ms=now, slot_until_ms=now + 60_000) > 0
+    # A reply that waited 4 service times with 4 sent: the server has about 1 slot.
+    limit, _ = await pair.observe(
+        "t1", "ok", now_ms=now, wait_ms=400.0, service_ms=100.0, sent_with=4
+    )
+    await publish_worker(store, worker_info("w1:1:a", endpoints=[A, B], seen_at=now))
+    rows = await host_rows(store.redis, store.keys)
+    assert {r.endpoint_id: r.auto_limits for r in rows} == {
+        endpoint_id(A): {"llama3.2": max(1, int(limit))},
+        endpoint_id(B): {},
+    }
