@@ -61,6 +61,9 @@ class _Job:
     keep_alive: float | None  # seconds (inf: forever), None: the model's current one
 
 
+_INFERENCE_PATHS = frozenset({"/api/generate", "/api/chat", "/api/embed"})
+
+
 class SimServer:
     """A simulated Ollama; `await start()` it on a loop, or use `running_sim()` from sync code."""
 
@@ -78,6 +81,9 @@ class SimServer:
         self._prompts: dict[str, int] = {}
         self._runaways = 0  # replies that never end (--fail-runaway)
         self._embeds = 0  # /api/embed requests received, however many inputs each
+        # Inference replies (generate, chat, embed) that were 200s: a throughput that the
+        # metadata GETs (/api/ps, /api/version) workers also send do not inflate.
+        self._answered = 0
         # Arrival times (epoch s) of inference requests, for tests of global rate limits.
         self._arrivals: list[float] = []
         # The prompt of each arrival, by position: which batch a request came from, when a
@@ -169,6 +175,7 @@ class SimServer:
             "unloads": dict(self.sched.unloads),
             "prompts": dict(self._prompts),
             "runaways": self._runaways,
+            "answered": self._answered,
             "embeds": self._embeds,
             "arrivals": list(self._arrivals),
             "arrival_prompts": list(self._arrival_prompts),
@@ -195,6 +202,8 @@ class SimServer:
         finally:
             self._requests += 1
             self._by_status[str(status)] = self._by_status.get(str(status), 0) + 1
+            if status == 200 and request.path in _INFERENCE_PATHS:
+                self._answered += 1
 
     # -- metadata endpoints --------------------------------------------------------------------
 

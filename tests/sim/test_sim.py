@@ -604,6 +604,10 @@ def test_stats_over_http_and_reset() -> None:
             assert stats == server.stats()
             assert stats["requests"] == 4
             assert stats["by_status"] == {"200": 3, "404": 1}
+            assert stats["answered"] == 3
+            assert (await http.get("/api/ps")).status_code == 200
+            assert server.stats()["answered"] == 3  # a metadata GET is no answer
+            stats = server.stats()
             assert stats["prompts"] == {"a": 2, "b": 1}
             assert stats["max_concurrency"] == {"llama3.2": 1}
             assert len(stats["arrivals"]) == 3  # inference requests for a known model
@@ -623,6 +627,7 @@ def test_stats_over_http_and_reset() -> None:
                 "unloads": {},
                 "prompts": {},
                 "runaways": 0,
+                "answered": 0,
                 "embeds": 0,
                 "arrivals": [],
                 "arrival_prompts": [],
