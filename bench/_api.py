@@ -21,9 +21,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 from _fixtures import BigBatch, Ctx, Row, fill_results, verdict
-from _harness import MODEL, Lab, batchq_cmd, free_port, prompt_text, run_child
+from _harness import MODEL, Lab, answers, batchq_cmd, free_port, prompt_text, run_child
 from openai import OpenAI
 
 __all__ = ["t_openai_api"]
@@ -69,12 +68,8 @@ def serving(lab: Lab, prefix: str) -> Iterator[tuple[str, int]]:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(600):
-            try:
-                httpx.get(f"{url}/api/status", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.05)
+        if not answers(f"{url}/api/status", tries=600):
+            raise RuntimeError(f"batchq serve did not start; see {lab.logs}")
         yield url, proc.pid
     finally:
         proc.terminate()

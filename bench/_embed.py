@@ -22,14 +22,13 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
 import httpx
 from _fixtures import Ctx, Row, verdict
-from _harness import Lab, batchq_cmd, free_port, proc_cpu_s
+from _harness import Lab, answers, batchq_cmd, free_port, proc_cpu_s
 
 from batchq.settings import Settings
 from batchq.sim.process import expected_embedding
@@ -77,12 +76,8 @@ def embed_sim(lab: Lab) -> Iterator[tuple[str, int]]:
             batchq_cmd("sim", "--port", str(port), *SIM_ARGS), stdout=log, stderr=subprocess.STDOUT
         )
     try:
-        for _ in range(400):
-            try:
-                httpx.get(f"{url}/api/version", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.05)
+        if not answers(f"{url}/api/version"):
+            raise RuntimeError(f"simulator did not start; see {lab.logs}")
         yield url, proc.pid
     finally:
         proc.terminate()

@@ -141,6 +141,18 @@ def run_child(args: Sequence[str], env: dict[str, str] | None = None) -> ChildRu
         )
 
 
+def answers(url: str, tries: int = 400) -> bool:
+    """Whether ``url`` answers a GET (any status) within ``tries`` attempts 50 ms apart: a
+    server process just started is up."""
+    for _ in range(tries):
+        try:
+            httpx.get(url, timeout=1)
+            return True
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    return False
+
+
 def batchq_cmd(*args: str) -> list[str]:
     return [PY, "-m", "batchq", *args]
 
@@ -165,12 +177,8 @@ class Sim:
             self.proc = subprocess.Popen(
                 batchq_cmd("sim", *args), stdout=log, stderr=subprocess.STDOUT
             )
-        for _ in range(400):
-            try:
-                httpx.get(f"{self.url}/api/version", timeout=1)
-                return self
-            except httpx.HTTPError:
-                time.sleep(0.05)
+        if answers(f"{self.url}/api/version"):
+            return self
         self.__exit__()
         raise RuntimeError(f"simulator did not start; see {self.log}")
 
