@@ -81,9 +81,7 @@ class SimServer:
         self._prompts: dict[str, int] = {}
         self._runaways = 0  # replies that never end (--fail-runaway)
         self._embeds = 0  # /api/embed requests received, however many inputs each
-        # Inference replies (generate, chat, embed) that were 200s: a throughput that the
-        # metadata GETs (/api/ps, /api/version) workers also send do not inflate.
-        self._answered = 0
+        self._answered = 0  # 200s to generate, chat and embed: not to /api/ps, /api/version
         # Arrival times (epoch s) of inference requests, for tests of global rate limits.
         self._arrivals: list[float] = []
         # The prompt of each arrival, by position: which batch a request came from, when a
