@@ -20,7 +20,6 @@ from batchq import clock
 from batchq.backends.pool import HostPool
 from batchq.errors import BackendError
 from batchq.settings import Settings
-from batchq.store.admission import endpoint_id
 from batchq.store.models import PICK_INTERVAL_S, Serving
 
 __all__ = ["PS_EVERY_S", "HostModels"]
@@ -62,7 +61,7 @@ class HostModels:
         s = self.settings
         for host in self.hosts.hosts:
             pick = await self.serving.pick(
-                endpoint_id(host.url),
+                host.eid,
                 now_ms=clock.now_ms(),
                 switch_after_ms=int(s.model_switch_after * 1000),
                 hold_ms=int(s.heartbeat * 3 * 1000),

@@ -48,11 +48,12 @@ class Host:
     # worker last heard (workers.serving).
     models: tuple[str, ...] = ()
     loaded: tuple[str, ...] = ()
+    # Its endpoint id, which names it in Redis (batchq.store.admission.endpoint_id): hashed
+    # once, not for every item that starts on it.
+    eid: str = field(init=False)
 
-    @property
-    def eid(self) -> str:
-        """Its endpoint id, which names it in Redis (batchq.store.admission.endpoint_id)."""
-        return endpoint_id(self.url)
+    def __post_init__(self) -> None:
+        self.eid = endpoint_id(self.url)
 
 
 class HostPool:
